@@ -1,0 +1,81 @@
+# The two commands a newcomer runs are `make demo` and `make test` (README.md).
+# Everything runs from a private venv that sees Debian's python3-* packages
+# (--system-site-packages), so the code is tested on the versions an image ships.
+
+PYTHON  ?= /usr/bin/python3
+VENV    ?= /opt/guestagent
+PY      := $(VENV)/bin/python
+PYTEST_ARGS ?=
+
+.PHONY: venv test test-host test-system demo install check-config bench clean
+
+$(PY):
+	$(PYTHON) -m venv --system-site-packages $(VENV)
+
+# Reinstalled on every run: workers run as unprivileged users from the venv's copy,
+# never from the checkout (which may sit in a folder they cannot read).
+venv: $(PY)
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation --force-reinstall .
+
+test: venv
+	$(PY) -m pytest tests $(PYTEST_ARGS)
+
+test-host: venv
+	$(PY) -m pytest tests -m 'not system' $(PYTEST_ARGS)
+
+test-system: venv
+	$(PY) -m pytest tests/system $(PYTEST_ARGS)
+
+check-config: venv
+	$(VENV)/bin/guestagentd --check-config --config etc/waagent.conf
+
+clean:
+	rm -rf build *.egg-info
+
+# ---- install: how an image maintainer installs guestagent (owner: tests/system, issue 6) ----
+#   make install                                   on the running system (root)
+#   make install DESTDIR=/path/to/rootfs           into an image's root filesystem (chroot;
+#                                                  it must have python3 and python3-venv)
+#   WHEEL=dist/guestagent-X-py3-none-any.whl      install that wheel instead of building one
+# Dependencies come from the distro (python3-psutil, -requests, -cryptography, -asn1crypto,
+# -daemon, -setproctitle, -defusedxml): the venv sees them through --system-site-packages and
+# pip installs the project alone (--no-deps), offline (--no-index).
+# Then enable it: systemctl enable --now guestagent.service  (or systemctl --root=DESTDIR enable).
+DESTDIR     ?=
+WHEEL       ?=
+WHEEL_DIR   ?= build/wheel
+UNITDIR     ?= /usr/lib/systemd/system
+SYSUSERSDIR ?= /usr/lib/sysusers.d
+TMPFILESDIR ?= /usr/lib/tmpfiles.d
+SBINDIR     ?= /usr/sbin
+UNITS       := guestagent.service guestagent.slice guestagent-extensions.slice \
+               guestagent-logcollector.slice
+# Inside DESTDIR the venv is made by the image's own python3 (a venv is not relocatable).
+IN_ROOT     := $(if $(DESTDIR),chroot $(DESTDIR) ,)
+
+install:
+	@set -e; whl="$(WHEEL)"; \
+	if [ -z "$$whl" ]; then \
+	    rm -rf $(WHEEL_DIR); \
+	    $(PYTHON) -m pip wheel --quiet --no-deps --no-build-isolation -w $(WHEEL_DIR) .; \
+	    whl=$$(ls $(WHEEL_DIR)/guestagent-*.whl); \
+	fi; \
+	stage=$$(mktemp -d $(DESTDIR)/tmp/guestagent-install.XXXXXX); \
+	trap 'rm -rf "$$stage"' EXIT; \
+	cp "$$whl" "$$stage/"; \
+	echo "install: venv $(VENV) + $$(basename $$whl)$(if $(DESTDIR), in $(DESTDIR))"; \
+	$(IN_ROOT)/usr/bin/python3 -m venv --system-site-packages $(VENV); \
+	$(IN_ROOT)$(VENV)/bin/python -m pip install --quiet --no-deps --no-index --force-reinstall \
+	    --disable-pip-version-check "$${stage#$(DESTDIR)}/$$(basename $$whl)"
+	install -d -m 0755 $(DESTDIR)/etc $(DESTDIR)$(UNITDIR) $(DESTDIR)$(SYSUSERSDIR) \
+	    $(DESTDIR)$(TMPFILESDIR) $(DESTDIR)$(SBINDIR)
+	@# An image that ran waagent keeps its /etc/waagent.conf: same file, same keys.
+	[ -e $(DESTDIR)/etc/waagent.conf ] || install -m 0644 etc/waagent.conf $(DESTDIR)/etc/waagent.conf
+	install -m 0644 $(addprefix systemd/,$(UNITS)) $(DESTDIR)$(UNITDIR)/
+	install -m 0644 systemd/guestagent.sysusers.conf $(DESTDIR)$(SYSUSERSDIR)/guestagent.conf
+	install -m 0644 systemd/guestagent.tmpfiles.conf $(DESTDIR)$(TMPFILESDIR)/guestagent.conf
+	ln -sfn $(VENV)/bin/agentctl $(DESTDIR)$(SBINDIR)/agentctl
+	ln -sfn $(VENV)/bin/waagent $(DESTDIR)$(SBINDIR)/waagent
+	$(IN_ROOT)systemd-sysusers $(SYSUSERSDIR)/guestagent.conf
+	$(if $(DESTDIR),,systemd-tmpfiles --create $(TMPFILESDIR)/guestagent.conf)
+	$(if $(DESTDIR),,[ ! -d /run/systemd/system ] || systemctl daemon-reload)

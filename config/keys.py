@@ -1,0 +1,200 @@
+"""Every key of /etc/waagent.conf that guestagent knows: name, kind, code default, doc.
+
+This table is the single declaration of a key. The parser, `--check-config`,
+`waagent -show-configuration` and the shipped etc/waagent.conf are all derived from it,
+so a key added here is documented, validated and shipped at once.
+
+Defaults are waagent 2.15's *code* defaults (reference/protocol.md §10), not the values its
+shipped config file sets, so an image whose file lacks a key behaves as it did under waagent.
+"""
+
+from dataclasses import dataclass
+from typing import Optional, Tuple, Union
+
+Value = Union[bool, int, float, str, None]
+
+SWITCH = "switch"    # y / n, case-insensitive
+INT = "int"
+FLOAT = "float"      # seconds; our own period keys accept fractions so tests run in milliseconds
+STRING = "string"    # free text; the literal None means unset
+
+
+@dataclass(frozen=True)
+class Key:
+    name: str
+    kind: str
+    default: Value
+    doc: str
+    choices: Tuple[str, ...] = ()
+    minimum: Optional[float] = None
+    # Ours (not waagent's): shipped commented out in a section of their own.
+    ours: bool = False
+
+
+def _k(name, kind, default, doc, choices=(), minimum=None, ours=False):
+    return Key(name, kind, default, doc, tuple(choices), minimum, ours)
+
+
+KEYS = (
+    # --- Extensions -------------------------------------------------------------------------
+    _k("Extensions.Enabled", SWITCH, True, "Enable extension handling."),
+    _k("Extensions.GoalStatePeriod", INT, 6, "Seconds between goal-state polls.", minimum=1),
+    _k("Extensions.InitialGoalStatePeriod", INT, None,
+       "Seconds between the first goal-state polls; defaults to Extensions.GoalStatePeriod.",
+       minimum=1),
+    _k("Extensions.WaitForCloudInit", SWITCH, False,
+       "Wait for cloud-init to finish before processing extensions."),
+    _k("Extensions.WaitForCloudInitTimeout", INT, 3600,
+       "Seconds to wait for cloud-init (waagent reads this as a switch and ignores numbers; "
+       "guestagent honours the number).", minimum=0),
+    # --- Provisioning -----------------------------------------------------------------------
+    _k("Provisioning.Enabled", SWITCH, True,
+       "Provision the VM at all. n is the same as Provisioning.Agent=disabled (older images set it)."),
+    _k("Provisioning.Agent", STRING, "auto", "Which agent provisions the VM.",
+       choices=("auto", "waagent", "cloud-init", "disabled")),
+    _k("Provisioning.DeleteRootPassword", SWITCH, False,
+       "Lock the root password during provisioning."),
+    _k("Provisioning.RegenerateSshHostKeyPair", SWITCH, False,
+       "Generate fresh SSH host keys during provisioning."),
+    _k("Provisioning.SshHostKeyPairType", STRING, "rsa",
+       "Host key type whose fingerprint is reported.",
+       choices=("rsa", "dsa", "ecdsa", "ed25519", "auto")),
+    _k("Provisioning.MonitorHostName", SWITCH, False,
+       "Watch the hostname and republish it when it changes."),
+    _k("Provisioning.MonitorHostNamePeriod", INT, 30, "Seconds between hostname checks.", minimum=1),
+    _k("Provisioning.DecodeCustomData", SWITCH, False, "Base64-decode CustomData."),
+    _k("Provisioning.ExecuteCustomData", SWITCH, False, "Execute CustomData after provisioning."),
+    _k("Provisioning.AllowResetSysUser", SWITCH, False,
+       "Allow the provisioned user to be an existing system account (uid below 1000)."),
+    _k("Provisioning.PasswordCryptId", STRING, "6",
+       "crypt(3) method for the password hash: 1 md5, 5 sha256, 6 sha512.",
+       choices=("1", "5", "6")),
+    _k("Provisioning.PasswordCryptSaltLength", INT, 10, "Length of the random salt.", minimum=1),
+    # --- Resource disk ----------------------------------------------------------------------
+    _k("ResourceDisk.Format", SWITCH, False,
+       "Format and mount the resource disk. If n, it is not mounted."),
+    _k("ResourceDisk.Filesystem", STRING, "ext3", "Filesystem for the resource disk."),
+    _k("ResourceDisk.MountPoint", STRING, "/mnt/resource", "Mount point of the resource disk."),
+    _k("ResourceDisk.MountOptions", STRING, None, "Comma-separated mount options."),
+    _k("ResourceDisk.EnableSwap", SWITCH, False, "Create and use a swap file on the resource disk."),
+    _k("ResourceDisk.SwapSizeMB", INT, 0, "Size of the swap file in MiB.", minimum=0),
+    _k("ResourceDisk.EnableSwapEncryption", SWITCH, False,
+       "Encrypt the swap (FreeBSD only in waagent; parsed and reported as unsupported)."),
+    # --- Logs -------------------------------------------------------------------------------
+    _k("Logs.Verbose", SWITCH, False, "Log at debug level."),
+    _k("Logs.Console", SWITCH, True, "Also write log lines to the console (the supervisor's stderr)."),
+    _k("Logs.Collect", SWITCH, True, "Collect logs periodically."),
+    _k("Logs.CollectPeriod", INT, 3600, "Seconds between log collections.", minimum=1),
+    # --- OS ---------------------------------------------------------------------------------
+    _k("OS.EnableFIPS", SWITCH, False, "Run cryptography in FIPS mode (sets OPENSSL_FIPS=1)."),
+    _k("OS.RootDeviceScsiTimeout", INT, None, "SCSI timeout in seconds for the root device."),
+    _k("OS.RootDeviceScsiTimeoutPeriod", INT, 30, "Seconds between SCSI timeout checks.", minimum=1),
+    _k("OS.OpensslPath", STRING, "/usr/bin/openssl",
+       "Path of openssl (guestagent does not run openssl; kept for compatibility)."),
+    _k("OS.SshDir", STRING, "/etc/ssh", "Folder of sshd_config and the host keys."),
+    _k("OS.SshClientAliveInterval", INT, 180, "ClientAliveInterval written to sshd_config.",
+       minimum=0),
+    _k("OS.HomeDir", STRING, "/home", "Parent of new users' home folders."),
+    _k("OS.PasswordPath", STRING, "/etc/shadow", "The shadow password file."),
+    _k("OS.SudoersDir", STRING, "/etc/sudoers.d", "Where the provisioned user's sudoers drop-in goes."),
+    _k("OS.EnableFirewall", SWITCH, False,
+       "Admit only root and the agent to the WireServer (firewall rules)."),
+    _k("OS.EnableFirewallPeriod", INT, 300, "Seconds between firewall checks.", minimum=1),
+    _k("OS.RemovePersistentNetRulesPeriod", INT, 30,
+       "Seconds between checks for persistent net rules.", minimum=1),
+    _k("OS.MonitorDhcpClientRestartPeriod", INT, 30,
+       "Seconds between checks for a restarted DHCP client.", minimum=1),
+    _k("OS.AllowHTTP", SWITCH, False, "Allow plain HTTP for storage downloads."),
+    _k("OS.EnableRDMA", SWITCH, False, "RDMA set-up (not supported; parsed and reported)."),
+    _k("OS.UpdateRdmaDriver", SWITCH, False, "RDMA driver update (not supported)."),
+    _k("OS.CheckRdmaDriver", SWITCH, False, "RDMA driver check (not supported)."),
+    # --- Proxy, paths -----------------------------------------------------------------------
+    _k("HttpProxy.Host", STRING, None, "Proxy host for storage traffic (never the WireServer)."),
+    _k("HttpProxy.Port", INT, None, "Proxy port.", minimum=1),
+    _k("Lib.Dir", STRING, "/var/lib/waagent", "The extension contract folder."),
+    _k("DVD.MountPoint", STRING, "/mnt/cdrom/secure", "Where the provisioning DVD is mounted."),
+    _k("Pid.File", STRING, "/var/run/waagent.pid", "The daemon's pid file."),
+    _k("Extension.LogDir", STRING, "/var/log/azure", "Parent of each extension's log folder."),
+    _k("DetectScvmmEnv", SWITCH, False, "Detect an SCVMM environment."),
+    # --- Updates (parsed; self-update is out of scope) ---------------------------------------
+    _k("AutoUpdate.Enabled", SWITCH, True, "Legacy auto-update switch (self-update is not done)."),
+    _k("AutoUpdate.UpdateToLatestVersion", SWITCH, None,
+       "Auto-update to the latest version; defaults to AutoUpdate.Enabled (not done)."),
+    _k("AutoUpdate.GAFamily", STRING, "Prod", "Agent family in the goal state."),
+    _k("Autoupdate.Frequency", INT, 3600, "Seconds between update checks (not done).", minimum=1),
+    _k("EnableOverProvisioning", SWITCH, True,
+       "Hold extension handling while the artifacts profile says onHold."),
+    # --- Protocol ---------------------------------------------------------------------------
+    _k("Protocol.EndpointDiscovery", STRING, "dhcp",
+       "dhcp: find the WireServer from DHCP option 245; anything else: the well-known address."),
+    _k("Policy.PolicyFilePath", STRING, "/etc/waagent_policy.json", "Extension policy file."),
+    _k("CGroups.Enabled", SWITCH, True, "Use cgroups for resource limits."),
+    _k("Monitor.NetworkConfigurationChanges", SWITCH, False, "Watch network configuration."),
+    # --- Debug (waagent's) ------------------------------------------------------------------
+    _k("Debug.CgroupLogMetrics", SWITCH, False, "Log cgroup metrics."),
+    _k("Debug.CgroupDisableOnProcessCheckFailure", SWITCH, True, ""),
+    _k("Debug.CgroupDisableOnQuotaCheckFailure", SWITCH, True, ""),
+    _k("Debug.CgroupCheckPeriod", INT, 300, "", minimum=1),
+    _k("Debug.AgentCpuQuota", INT, 50, "CPU quota of the agent, percent of one CPU.", minimum=1),
+    _k("Debug.AgentCpuThrottledTimeThreshold", INT, 120, "", minimum=0),
+    _k("Debug.AgentMemoryQuota", INT, 31457280, "Memory quota of the agent in bytes.", minimum=0),
+    _k("Debug.EnableAgentMemoryUsageCheck", SWITCH, False, ""),
+    _k("Debug.EnableFastTrack", SWITCH, True, "Use vmSettings from the HostGAPlugin."),
+    _k("Debug.EnableGAVersioning", SWITCH, True, ""),
+    _k("Debug.EnableCgroupV2ResourceLimiting", SWITCH, True, ""),
+    _k("Debug.EnableExtensionPolicy", SWITCH, False, ""),
+    _k("Debug.EnableSignatureValidation", SWITCH, False, ""),
+    _k("Debug.EnableRsmDowngrade", SWITCH, False, ""),
+    _k("Debug.EtpCollectionPeriod", INT, 300, "", minimum=1),
+    _k("Debug.SelfUpdateHotfixFrequency", INT, 14400, "", minimum=1),
+    _k("Debug.SelfUpdateRegularFrequency", INT, 86400, "", minimum=1),
+    _k("Debug.FirewallRulesLogPeriod", INT, 86400, "", minimum=1),
+    _k("Debug.LogCollectorInitialDelay", INT, 300, "Seconds before the first log collection.",
+       minimum=0),
+
+    # === guestagent's own keys: relocate an instance, point it at an emulator, and set the
+    # periods, retries and timeouts waagent hard-codes (so tests run the real paths quickly).
+    _k("Agent.RuntimeDir", STRING, "/run/guestagent", "Control socket folder.", ours=True),
+    _k("Agent.StateDir", STRING, "/var/lib/guestagent", "Each worker's own state.", ours=True),
+    _k("Agent.LogDir", STRING, "/var/log/guestagent", "One log file per worker.", ours=True),
+    _k("Agent.LogMaxBytes", INT, 10 * 1024 * 1024, "Rotate a worker log at this size.",
+       minimum=4096, ours=True),
+    _k("Agent.LogBackups", INT, 5, "Rotated worker logs kept.", minimum=0, ours=True),
+    _k("Protocol.Endpoint", STRING, None,
+       "WireServer address (host or host:port); skips discovery. For tests and emulators.",
+       ours=True),
+    _k("Protocol.HostPluginPort", INT, 32526, "HostGAPlugin port.", minimum=1, ours=True),
+    _k("Protocol.ImdsEndpoint", STRING, "169.254.169.254", "IMDS address (host or host:port).",
+       ours=True),
+    _k("Protocol.DetectionAttempts", INT, 360, "Endpoint detection attempts.", minimum=1, ours=True),
+    _k("Protocol.DetectionInterval", FLOAT, 10.0, "Seconds between detection attempts.",
+       minimum=0, ours=True),
+    _k("Protocol.HttpTimeout", FLOAT, 10.0, "Socket timeout of one request, seconds.",
+       minimum=0.01, ours=True),
+    _k("Protocol.HttpAttempts", INT, 6, "Attempts of one request.", minimum=1, ours=True),
+    _k("Protocol.RetryDelay", FLOAT, 1.0,
+       "Base of the Fibonacci backoff between attempts, seconds.", minimum=0, ours=True),
+    _k("Protocol.ThrottleDelay", FLOAT, 1.0, "Wait after 403/429/503, seconds.", minimum=0,
+       ours=True),
+    _k("Protocol.ThrottledAttempts", INT, 25, "Attempts once throttled.", minimum=1, ours=True),
+    _k("Protocol.HealthReportAttempts", INT, 30, "Attempts of a health report.", minimum=1,
+       ours=True),
+    _k("Protocol.HealthReportRetryDelay", FLOAT, 15.0, "Backoff base of health reports, seconds.",
+       minimum=0, ours=True),
+    _k("Protocol.GoalStateRetries", INT, 6, "Refetches of a goal state without a RoleInstance.",
+       minimum=1, ours=True),
+    _k("Protocol.GoalStateRetryDelay", FLOAT, 0.5, "Seconds between those refetches.", minimum=0,
+       ours=True),
+    _k("Protocol.DownloadTimeout", FLOAT, 300.0, "Budget of one manifest or package download.",
+       minimum=0.1, ours=True),
+    _k("Protocol.MaxResponseBytes", INT, 16 * 1024 * 1024,
+       "Largest protocol document read (packages have their own cap).", minimum=1024, ours=True),
+    _k("DVD.Device", STRING, None, "Provisioning DVD device; found by discovery when unset.",
+       ours=True),
+    _k("ResourceDisk.Device", STRING, None,
+       "Resource disk device; found by discovery (vmbus) when unset.", ours=True),
+    _k("OS.SysRoot", STRING, "/", "Read /sys and /proc under this root (fixture trees in tests).",
+       ours=True),
+)
+
+BY_NAME = {k.name: k for k in KEYS}

@@ -1,0 +1,108 @@
+"""Frames: a 4-byte big-endian length, then that many bytes of UTF-8 JSON holding one object.
+
+Each channel has a hard cap on a frame (worker channels 1 MiB, the control socket 64 KiB):
+a peer that announces more is cut off before anything is read. Decoding never raises anything
+but FrameError, whatever the bytes, so a reader can close the channel cleanly.
+"""
+
+import json
+import struct
+from typing import List, Tuple
+
+from ipc.errors import FrameError
+
+HEADER = struct.Struct(">I")
+WORKER_CAP = 1024 * 1024
+CONTROL_CAP = 64 * 1024
+# Integers beyond this many digits are not a size, an id or a pid: refuse them before int()
+# spends quadratic time on them.
+MAX_INT_DIGITS = 20
+
+
+def _parse_int(text):
+    if len(text.lstrip("-")) > MAX_INT_DIGITS:
+        raise ValueError("integer too large")
+    return int(text)
+
+
+def _parse_constant(name):
+    raise ValueError("%s is not JSON" % name)
+
+
+_decoder = json.JSONDecoder(parse_int=_parse_int, parse_constant=_parse_constant)
+_encoder = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def encode(obj: dict, cap: int = WORKER_CAP) -> bytes:
+    """One frame. Raises ValueError for what the peer would refuse (too large, not an object)."""
+    if not isinstance(obj, dict):
+        raise ValueError("a frame holds a JSON object")
+    body = _encoder.encode(obj).encode("utf-8")
+    if len(body) > cap:
+        raise ValueError("frame of %d bytes exceeds the cap of %d" % (len(body), cap))
+    return HEADER.pack(len(body)) + body
+
+
+def decode_body(body: bytes) -> dict:
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise FrameError("invalid UTF-8 at byte %d" % e.start) from None
+    try:
+        obj, end = _decoder.raw_decode(text)
+        if text[end:].strip():
+            raise ValueError("trailing data")
+    except RecursionError:
+        raise FrameError("JSON nested too deeply") from None
+    except ValueError as e:
+        raise FrameError("invalid JSON: %s" % str(e)[:200]) from None
+    if not isinstance(obj, dict):
+        raise FrameError("frame holds a %s, not an object" % type(obj).__name__)
+    return obj
+
+
+class FrameDecoder:
+    """Incremental: feed whatever bytes arrived, get the complete frames back.
+
+    File descriptors received with the bytes (SCM_RIGHTS) are attached to the next frame
+    completed, which is the frame whose bytes they were sent with.
+    """
+
+    def __init__(self, cap: int = WORKER_CAP):
+        self.cap = cap
+        self._buffer = bytearray()
+        self._fds: List[int] = []
+        self.broken = False
+
+    def feed(self, data: bytes, fds=()) -> List[Tuple[dict, List[int]]]:
+        if self.broken:
+            raise FrameError("channel already failed")
+        self._buffer += data
+        self._fds.extend(fds)
+        frames = []
+        try:
+            while len(self._buffer) >= HEADER.size:
+                (length,) = HEADER.unpack_from(self._buffer)
+                if length > self.cap:
+                    raise FrameError("frame of %d bytes exceeds the cap of %d" % (length, self.cap))
+                if len(self._buffer) < HEADER.size + length:
+                    break
+                body = bytes(self._buffer[HEADER.size:HEADER.size + length])
+                del self._buffer[:HEADER.size + length]
+                obj = decode_body(body)
+                fds_now, self._fds = self._fds, []
+                frames.append((obj, fds_now))
+        except FrameError:
+            self.broken = True
+            raise
+        return frames
+
+    @property
+    def pending(self) -> int:
+        """Bytes of an incomplete frame (non-zero at EOF means the peer died mid-frame)."""
+        return len(self._buffer)
+
+    def take_fds(self) -> List[int]:
+        """Descriptors never attached to a frame; the owner must close them."""
+        fds, self._fds = self._fds, []
+        return fds

@@ -1,0 +1,3 @@
+from ipc.verbs import reference
+
+print(reference())
