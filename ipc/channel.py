@@ -86,9 +86,10 @@ class Channel:
         check_args(verb, args)
         self.send(envelope.notice(name, args))
 
-    def request(self, name: str, args: Optional[dict] = None, fds: Sequence[int] = ()) -> int:
+    def request(self, name: str, args: Optional[dict] = None, fds: Sequence[int] = (),
+                verb=None) -> int:
         """Send a request and return its id (for callers that collect replies themselves)."""
-        verb = lookup(name)
+        verb = verb or lookup(name)
         args = args or {}
         # Our own bad arguments are our bug: fail here, before the peer ends us for them.
         check_args(verb, args)
@@ -102,10 +103,10 @@ class Channel:
              fds: Sequence[int] = ()) -> Tuple[dict, List[int]]:
         """Request and wait for the reply: (result, received fds). Errors raise IpcError."""
         verb = lookup(name)
-        ident = self.request(name, args, fds)
+        ident = self.request(name, args, fds, verb)
         deadline = time.monotonic() + (verb.timeout if timeout is None else timeout)
         while True:
-            msg, got_fds = self.receive(deadline)
+            msg, got_fds = self.receive(deadline, want_fds=verb.max_fds > 0)
             if isinstance(msg, envelope.Reply) and msg.id == ident:
                 if not msg.ok:
                     _close_all(got_fds)
@@ -115,8 +116,11 @@ class Channel:
             self.inbox.append((msg, got_fds))
 
     # -- receiving -----------------------------------------------------------------------
-    def receive(self, deadline: Optional[float] = None):
-        """The next message (Request, Reply or Notice) and its fds; waits until deadline."""
+    def receive(self, deadline: Optional[float] = None, want_fds: bool = True):
+        """The next message (Request, Reply or Notice) and its fds; waits until deadline.
+
+        Without want_fds a plain recv is used: descriptors a peer sends anyway are dropped
+        (closed) by the kernel, never installed in this process."""
         while not self._ready:
             if self.closed:
                 raise ChannelClosed()
@@ -128,7 +132,10 @@ class Channel:
                 if not readable:
                     continue
             try:
-                data, fds = recv_some(self.sock)
+                if want_fds:
+                    data, fds = recv_some(self.sock)
+                else:
+                    data, fds = self.sock.recv(RECV_CHUNK), []
             except OSError as e:
                 self.close()
                 raise ChannelClosed("receive failed: %s" % e) from None
@@ -139,7 +146,9 @@ class Channel:
                                     + (" mid-frame" if self.decoder.pending else ""))
             try:
                 frames = self.decoder.feed(data, fds)
-            except FrameError:
+            except FrameError as e:
+                for _, frame_fds in e.frames:
+                    _close_all(frame_fds)
                 _close_all(self.decoder.take_fds())
                 self.close()
                 raise

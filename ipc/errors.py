@@ -37,6 +37,7 @@ class FrameError(IpcError):
 
     def __init__(self, message: str):
         super().__init__(BAD_FRAME, message)
+        self.frames = []
 
 
 class ChannelClosed(IpcError):

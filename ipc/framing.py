@@ -30,7 +30,9 @@ def _parse_constant(name):
 
 
 _decoder = json.JSONDecoder(parse_int=_parse_int, parse_constant=_parse_constant)
-_encoder = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+# ASCII escapes keep every frame valid UTF-8 whatever the strings hold, and are the fast path.
+_encoder = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True, allow_nan=False,
+                            check_circular=False)
 
 
 def encode(obj: dict, cap: int = WORKER_CAP) -> bytes:
@@ -49,9 +51,7 @@ def decode_body(body: bytes) -> dict:
     except UnicodeDecodeError as e:
         raise FrameError("invalid UTF-8 at byte %d" % e.start) from None
     try:
-        obj, end = _decoder.raw_decode(text)
-        if text[end:].strip():
-            raise ValueError("trailing data")
+        obj = _decoder.decode(text)
     except RecursionError:
         raise FrameError("JSON nested too deeply") from None
     except ValueError as e:
@@ -63,6 +63,9 @@ def decode_body(body: bytes) -> dict:
 
 class FrameDecoder:
     """Incremental: feed whatever bytes arrived, get the complete frames back.
+
+    On a bad frame it raises FrameError, whose `frames` holds the good frames that came
+    before it in the same feed; the decoder then refuses any further bytes.
 
     File descriptors received with the bytes (SCM_RIGHTS) are attached to the next frame
     completed, which is the frame whose bytes they were sent with.
@@ -77,24 +80,35 @@ class FrameDecoder:
     def feed(self, data: bytes, fds=()) -> List[Tuple[dict, List[int]]]:
         if self.broken:
             raise FrameError("channel already failed")
-        self._buffer += data
-        self._fds.extend(fds)
+        if self._buffer:
+            self._buffer += data
+            data = bytes(self._buffer)
+            self._buffer.clear()
+        if fds:
+            self._fds.extend(fds)
         frames = []
+        offset, size = 0, len(data)
         try:
-            while len(self._buffer) >= HEADER.size:
-                (length,) = HEADER.unpack_from(self._buffer)
+            # Frames are cut straight out of what arrived; only an incomplete tail is kept.
+            while size - offset >= 4:
+                (length,) = HEADER.unpack_from(data, offset)
                 if length > self.cap:
                     raise FrameError("frame of %d bytes exceeds the cap of %d" % (length, self.cap))
-                if len(self._buffer) < HEADER.size + length:
+                end = offset + 4 + length
+                if end > size:
                     break
-                body = bytes(self._buffer[HEADER.size:HEADER.size + length])
-                del self._buffer[:HEADER.size + length]
-                obj = decode_body(body)
+                obj = decode_body(data[offset + 4:end])
+                offset = end
                 fds_now, self._fds = self._fds, []
                 frames.append((obj, fds_now))
-        except FrameError:
+        except FrameError as e:
+            # The frames that were whole before the bad one still happened; the caller may
+            # act on them (e.frames) before it closes the channel.
             self.broken = True
+            e.frames = frames
             raise
+        if offset < size:
+            self._buffer += data[offset:]
         return frames
 
     @property

@@ -1,0 +1,130 @@
+"""`waagent`: the command line of the Azure Linux VM Agent, kept so images and scripts that call
+it keep working. Importing this module does nothing (extensions load /usr/sbin/waagent with
+imp.load_source); only main() acts.
+
+As waagent: an argument may start with any number of `-` or `/`; the first unknown argument
+prints the help. Verbs: -daemon (the supervisor, in the foreground), -start (the supervisor,
+detached), -version, -show-configuration, -help, -collect-logs [-full], -deprovision,
+-deprovision+user [-force], -provision, -run-exthandlers, -register-service,
+-setup-firewall=IP, -serialconsole; flags -verbose, -force, -debug, -full,
+-configuration-path:PATH.
+"""
+
+import os
+import platform
+import re
+import sys
+from typing import List, Optional
+
+from config.version import GUESTAGENT_VERSION, WAAGENT_VERSION
+
+VERBS = ("deprovision+user", "deprovision", "daemon", "start", "register-service",
+         "run-exthandlers", "version", "show-configuration", "help", "usage", "?",
+         "collect-logs", "provision", "serialconsole")
+FLAGS = ("verbose", "force", "debug", "full")
+CONFIG_PATH_RE = re.compile(r"[\w/.\-_]+")
+
+USAGE = """\
+usage: waagent [-verbose] [-force] [-help] -configuration-path:<path>
+               -deprovision[+user] | -version | -show-configuration | -daemon | -start
+               | -collect-logs [-full] | -provision | -setup-firewall=<IPv4> | -help
+
+guestagent %s (compatible with WALinuxAgent %s). Operators: see also `agentctl --help`.
+""" % (GUESTAGENT_VERSION, WAAGENT_VERSION)
+
+# Exit codes: waagent exits 0 even when a command fails [quirk]; we keep 0 for success and
+# give failures a non-zero status, which no caller of waagent relies on being 0.
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNSUPPORTED = 0, 1, 2, 3
+
+
+class Invocation:
+    def __init__(self):
+        self.verb: Optional[str] = None
+        self.flags = set()
+        self.config_path: Optional[str] = None
+        self.firewall_address: Optional[str] = None
+        self.error: Optional[str] = None
+        self.unknown: Optional[str] = None
+
+
+def parse_args(argv: List[str]) -> Invocation:
+    inv = Invocation()
+    for arg in argv:
+        word = arg.lstrip("-/")
+        if word.startswith("configuration-path:"):
+            path = word.split(":", 1)[1]
+            if not CONFIG_PATH_RE.fullmatch(path):
+                inv.error = "invalid configuration path %r" % path
+                return inv
+            if not os.path.exists(path):
+                inv.error = "configuration file %s does not exist" % path
+                return inv
+            inv.config_path = path
+        elif word.startswith("setup-firewall="):
+            inv.verb, inv.firewall_address = "setup-firewall", word.split("=", 1)[1]
+        elif word in FLAGS:
+            inv.flags.add(word)
+        elif word in VERBS and inv.verb is None:
+            inv.verb = "help" if word in ("usage", "?") else word
+        else:
+            inv.verb, inv.unknown = "help", arg    # waagent: the first unknown argument means help
+            break
+    return inv
+
+
+def distro() -> str:
+    try:
+        with open("/etc/os-release") as f:
+            fields = dict(line.rstrip("\n").split("=", 1) for line in f if "=" in line)
+        return "%s %s" % (fields.get("ID", "linux").strip('"'),
+                          fields.get("VERSION_ID", "").strip('"'))
+    except OSError:
+        return "linux"
+
+
+def show_configuration(path: str) -> int:
+    from config import ConfigError, load
+    from config.keys import BY_NAME
+    from config.shipped import format_value
+    try:
+        conf = load(path, report=False)
+    except ConfigError as e:
+        print("waagent: %s" % e, file=sys.stderr)
+        return EXIT_FAILED
+    for name, value in conf.items():
+        print("%s = %s" % (name, format_value(BY_NAME[name], value) if value is not None
+                           else "None"))
+    for problem in conf.problems:
+        print("waagent: %s" % problem, file=sys.stderr)
+    return EXIT_FAILED if conf.problems else EXIT_OK
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    from config import DEFAULT_PATH
+    inv = parse_args(sys.argv[1:] if argv is None else argv)
+    if inv.error:
+        print("waagent: %s" % inv.error, file=sys.stderr)
+        return EXIT_USAGE
+    path = inv.config_path or DEFAULT_PATH
+    verb = inv.verb or "help"
+    if verb == "help":
+        sys.stdout.write(USAGE)
+        return EXIT_USAGE if inv.unknown or inv.verb is None else EXIT_OK
+    if verb == "version":
+        print("WALinuxAgent-%s running on %s" % (WAAGENT_VERSION, distro()))
+        print("Python: %s" % platform.python_version())
+        print("Goal state agent: %s" % WAAGENT_VERSION)
+        print("guestagent: %s" % GUESTAGENT_VERSION)
+        return EXIT_OK
+    if verb == "show-configuration":
+        return show_configuration(path)
+    if verb in ("daemon", "start"):
+        from supervisor import daemon
+        args = ["--config", path] + (["--verbose"] if "verbose" in inv.flags else [])
+        return daemon.main(args + (["--daemonize"] if verb == "start" else []))
+    print("waagent: -%s is not supported by guestagent yet" % verb, file=sys.stderr)
+    return EXIT_UNSUPPORTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

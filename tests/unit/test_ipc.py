@@ -1,0 +1,246 @@
+"""The IPC library: frames, envelope, schemas and the channel, over real socketpairs."""
+
+import json
+import os
+import socket
+import struct
+import threading
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from ipc import envelope, framing
+from ipc.channel import Channel
+from ipc.errors import BAD_ENVELOPE, INVALID_ARGS, TIMEOUT, UNKNOWN_VERB, ChannelClosed, \
+    FrameError, IpcError
+from ipc.schema import Int, List, Obj, SchemaError, Str, USERNAME
+from ipc.verbs import REGISTRY, check_args, lookup
+
+
+def frame(body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + body
+
+
+# --- framing --------------------------------------------------------------------------------
+
+def test_round_trip_and_split_delivery():
+    msg = {"v": 1, "id": 7, "verb": "control.status", "args": {"worker": "extensions"}}
+    data = framing.encode(msg) * 3
+    decoder = framing.FrameDecoder()
+    got = []
+    for i in range(len(data)):                   # one byte at a time
+        got += [m for m, _ in decoder.feed(data[i:i + 1])]
+    assert got == [msg] * 3
+    assert decoder.pending == 0
+
+
+@pytest.mark.parametrize("body, reason", [
+    (b"\xff\xfe", "invalid UTF-8"),
+    (b"{not json", "invalid JSON"),
+    (b"[1,2]", "not an object"),
+    (b'"text"', "not an object"),
+    (b"{}{}", "invalid JSON"),
+    (b'{"a": NaN}', "invalid JSON"),
+    (b'{"a": ' + b"9" * 5000 + b"}", "invalid JSON"),
+    (b"[" * 100000 + b"]" * 100000, "nested too deeply"),
+])
+def test_bad_bodies_raise_frame_error_only(body, reason):
+    with pytest.raises(FrameError, match=reason):
+        framing.FrameDecoder(cap=10 ** 6).feed(frame(body))
+
+
+def test_oversize_frame_is_refused_before_reading_it():
+    decoder = framing.FrameDecoder(cap=framing.CONTROL_CAP)
+    with pytest.raises(FrameError, match="exceeds the cap"):
+        decoder.feed(struct.pack(">I", framing.CONTROL_CAP + 1))   # only the header arrived
+    with pytest.raises(FrameError):
+        decoder.feed(b"{}")                       # a broken decoder stays broken
+
+
+def test_encode_refuses_what_the_peer_would_refuse():
+    with pytest.raises(ValueError):
+        framing.encode({"x": "a" * 100}, cap=50)
+    with pytest.raises(ValueError):
+        framing.encode({"x": float("nan")})
+
+
+@settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
+@given(st.binary(max_size=2048))
+def test_fuzz_random_bytes_never_escape_as_other_exceptions(data):
+    decoder = framing.FrameDecoder(cap=1024)
+    try:
+        for obj, _ in decoder.feed(data):
+            assert isinstance(obj, dict)
+    except FrameError:
+        pass
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=20),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8),
+                                                                        children, max_size=4),
+    max_leaves=30)
+
+
+@settings(max_examples=300)
+@given(st.lists(json_values, min_size=1, max_size=5), st.integers(1, 64))
+def test_fuzz_any_json_body_in_any_chunking(values, chunk):
+    stream = b"".join(frame(json.dumps(v).encode()) for v in values)
+    decoder = framing.FrameDecoder(cap=1024 * 1024)
+    got = []
+    try:
+        for i in range(0, len(stream), chunk):
+            got += [m for m, _ in decoder.feed(stream[i:i + chunk])]
+    except FrameError as e:
+        got += [m for m, _ in e.frames]
+        # Only non-objects or refused integers may fail, and only at the first such frame.
+        bad = next(i for i, v in enumerate(values)
+                   if not isinstance(v, dict) or len(json.dumps(v)) > 1024 * 1024
+                   or any(len(str(abs(x))) > framing.MAX_INT_DIGITS for x in _ints(v)))
+        assert len(got) == bad
+        return
+    assert got == values
+
+
+def _ints(value):
+    if isinstance(value, bool):
+        return
+    if isinstance(value, int):
+        yield value
+    elif isinstance(value, list):
+        for v in value:
+            yield from _ints(v)
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from _ints(v)
+
+
+@settings(max_examples=200)
+@given(st.binary(min_size=1, max_size=64), st.integers(0, 200))
+def test_fuzz_truncated_frames_stay_pending(body, cut):
+    data = frame(body)[: max(0, len(body) + 4 - 1 - cut % (len(body) + 4))]
+    decoder = framing.FrameDecoder()
+    assert decoder.feed(data) == []
+    assert decoder.pending == len(data)
+
+
+# --- envelope -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("msg", [
+    {"v": 2, "id": 1, "verb": "control.status", "args": {}},
+    {"v": 1, "id": -1, "verb": "control.status", "args": {}},
+    {"v": 1, "id": True, "verb": "control.status", "args": {}},
+    {"v": 1, "id": 1, "verb": "Control.Status", "args": {}},
+    {"v": 1, "id": 1, "verb": "control.status", "args": []},
+    {"v": 1, "id": 1, "verb": "control.status", "args": {}, "extra": 1},
+    {"v": 1, "id": 1, "ok": "yes"},
+    {"v": 1, "id": 1, "ok": False, "error": {"code": "WHATEVER", "message": "x"}},
+    {"v": 1},
+])
+def test_malformed_envelopes_are_refused(msg):
+    with pytest.raises(IpcError) as info:
+        envelope.parse(msg)
+    assert info.value.code == BAD_ENVELOPE
+
+
+def test_envelope_kinds():
+    assert envelope.parse(envelope.request(3, "control.status", {})) == \
+        envelope.Request(3, "control.status", {})
+    assert envelope.parse(envelope.notice("worker.ready", {})) == \
+        envelope.Notice("worker.ready", {})
+    err = envelope.parse(envelope.error(3, "DENIED", "no"))
+    assert err.ok is False and err.error.code == "DENIED"
+
+
+# --- schemas and verbs ----------------------------------------------------------------------
+
+def test_schemas_are_closed_and_bounded():
+    schema = Obj({"name": USERNAME, "n": Int(0, 10)}, {"tags": List(Str(5), 2)})
+    schema.check({"name": "azureuser", "n": 3})
+    for bad in ({"name": "azureuser"}, {"name": "azureuser", "n": 3, "x": 1},
+                {"name": "Root;rm", "n": 3}, {"name": "a", "n": True}, {"name": "a", "n": 11},
+                {"name": "a", "n": 1, "tags": ["a", "b", "c"]}, {"name": "a", "n": 1, "tags": ["abcdef"]}):
+        with pytest.raises(SchemaError):
+            schema.check(bad)
+
+
+def test_every_declared_verb_has_doc_and_valid_name():
+    assert {"worker.hello", "worker.ready", "worker.heartbeat", "control.status",
+            "control.restart", "control.logs"} <= set(REGISTRY)
+    for name, verb in REGISTRY.items():
+        assert envelope.VERB_RE.fullmatch(name)
+        assert len(verb.doc) > 10, name
+
+
+def test_unknown_verb_and_bad_args():
+    with pytest.raises(IpcError) as info:
+        lookup("control.format_disk")
+    assert info.value.code == UNKNOWN_VERB
+    with pytest.raises(IpcError) as info:
+        check_args(lookup("control.restart"), {"worker": "../etc"})
+    assert info.value.code == INVALID_ARGS
+
+
+# --- channel over a real socketpair ---------------------------------------------------------
+
+def serve_once(sock, handler):
+    peer = Channel(sock)
+    def run():
+        try:
+            while True:
+                msg, fds = peer.receive()
+                handler(peer, msg, fds)
+        except ChannelClosed:
+            pass
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_call_reply_and_fd_passing(tmp_path):
+    left, right = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    log = tmp_path / "w.log"
+    log.write_text("line one\n")
+
+    def handler(peer, msg, fds):
+        if isinstance(msg, envelope.Request) and msg.verb == "control.logs":
+            fd = os.open(str(log), os.O_RDONLY)
+            peer.reply(msg.id, {"path": str(log)}, fds=[fd])
+            os.close(fd)
+        elif isinstance(msg, envelope.Request):
+            peer.reply_error(msg.id, "NOT_FOUND", "no worker %s" % msg.args.get("worker"))
+
+    serve_once(right, handler)
+    client = Channel(left)
+    result, fds = client.call("control.logs", {"worker": "extensions"}, timeout=5)
+    assert result == {"path": str(log)} and len(fds) == 1
+    assert os.read(fds[0], 100) == b"line one\n"
+    os.close(fds[0])
+    with pytest.raises(IpcError) as info:
+        client.call("control.stop", {"worker": "nosuch"}, timeout=5)
+    assert info.value.code == "NOT_FOUND"
+    client.close()
+
+
+def test_call_times_out_and_garbage_closes_the_channel():
+    left, right = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    client = Channel(left)
+    with pytest.raises(IpcError) as info:
+        client.call("control.version", timeout=0.2)
+    assert info.value.code == TIMEOUT
+    right.sendall(struct.pack(">I", 5) + b"\xff\xff\xff\xff\xff")
+    with pytest.raises(FrameError):
+        client.receive()
+    assert client.closed
+    with pytest.raises(ChannelClosed):
+        client.notify("worker.ready")
+
+
+def test_peer_death_mid_frame_is_reported():
+    left, right = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    client = Channel(left)
+    right.sendall(struct.pack(">I", 100) + b"{")
+    right.close()
+    with pytest.raises(ChannelClosed, match="mid-frame"):
+        client.receive()

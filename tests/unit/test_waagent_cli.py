@@ -1,0 +1,69 @@
+"""The `waagent` command line as scripts and extensions call it."""
+
+import subprocess
+import sys
+
+import pytest
+
+from cli import waagent
+from tests.conftest import ROOT
+
+
+@pytest.mark.parametrize("argv, verb, flags", [
+    (["-version"], "version", set()),
+    (["--version"], "version", set()),
+    (["/version"], "version", set()),
+    (["-deprovision+user", "-force"], "deprovision+user", {"force"}),
+    (["-collect-logs", "-full"], "collect-logs", {"full"}),
+    (["-verbose", "-daemon"], "daemon", {"verbose"}),
+    (["-setup-firewall=168.63.129.16"], "setup-firewall", set()),
+    (["-nonsense", "-version"], "help", set()),
+])
+def test_arguments_are_read_as_waagent_reads_them(argv, verb, flags):
+    inv = waagent.parse_args(argv)
+    assert (inv.verb, inv.flags) == (verb, flags)
+
+
+def test_configuration_path_must_exist_and_be_plain(tmp_path):
+    assert "does not exist" in waagent.parse_args(["-configuration-path:/nope.conf"]).error
+    assert "invalid" in waagent.parse_args(["-configuration-path:/etc/a b"]).error
+    conf = tmp_path / "w.conf"
+    conf.write_text("Logs.Verbose=y\n")
+    assert waagent.parse_args(["-configuration-path:%s" % conf]).config_path == str(conf)
+
+
+def run(*args):
+    return subprocess.run([sys.executable, "-m", "cli.waagent", *args], capture_output=True,
+                          text=True, cwd=ROOT)
+
+
+def test_version_and_help():
+    out = run("-version")
+    assert out.returncode == 0 and out.stdout.startswith("WALinuxAgent-2.")
+    assert "Python: " in out.stdout
+    assert run("-help").returncode == 0
+    bad = run("-frobnicate")
+    assert bad.returncode == 2 and "usage: waagent" in bad.stdout
+
+
+def test_show_configuration_prints_every_key_and_reports_problems(fixtures_dir):
+    out = run("-show-configuration", "-configuration-path:%s" % (fixtures_dir / "test_waagent.conf"))
+    assert out.returncode == 1
+    assert "OS.SshClientAliveInterval = 42" in out.stdout
+    assert "Provisioning.DeleteRootPassword = y" in out.stdout
+    lines = out.stdout.splitlines()
+    assert lines == sorted(lines)
+    assert "test_waagent.conf:7: FauxKey1: unknown key" in out.stderr
+
+
+def test_importing_the_module_has_no_side_effects():
+    # Extensions load /usr/sbin/waagent with imp.load_source: nothing may run on import.
+    out = subprocess.run([sys.executable, "-c",
+                          "import importlib.util,sys;"
+                          "s=importlib.util.spec_from_file_location('w', %r);"
+                          "m=importlib.util.module_from_spec(s);s.loader.exec_module(m);"
+                          "print(sorted(k for k in sys.modules if k.startswith('supervisor')))"
+                          % str(ROOT / "cli" / "waagent.py")],
+                         capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]" and out.stderr == ""
