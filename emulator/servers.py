@@ -380,9 +380,9 @@ class Emulator:
             if path in ("/machine", "/machine/"):
                 if method == "GET" and comp == "goalstate":
                     return "goalstate", self.ws_goal_state, 0
-                if method == "POST" and comp in ("health", "roleproperties", "telemetrydata"):
+                if method == "POST" and (comp or "").lower() in ("health", "roleproperties", "telemetrydata"):
                     name = {"health": "health", "roleproperties": "roleProperties",
-                            "telemetrydata": "telemetrydata"}[comp]
+                            "telemetrydata": "telemetrydata"}[comp.lower()]
                     return name, getattr(self, "ws_" + name.lower()), CAP_WS_POST
             if path.startswith("/machine/") and method == "GET":
                 if comp == "config" and query.get("type") in ("hostingEnvironmentConfig", "sharedConfig",
