@@ -1,0 +1,63 @@
+"""The platform client: WireServer, HostGAPlugin, IMDS, goal state, certificates, reports.
+
+Every platform-talking worker (provisioning, extensions, monitoring, logcollector) uses this
+package and nothing else to reach the platform. It parses all untrusted input (defusedxml, size
+caps on every body read, typed records that reject what is missing) and never needs root.
+
+Using it
+--------
+    from config import load
+    from workers.platform import PlatformClient, reports
+
+    client = PlatformClient.from_config(load("/etc/waagent.conf"))
+    client.detect()                       # optional: the first call that needs it detects
+    gs = client.goal_state()              # GoalState: incarnation, container_id,
+                                          #   role_instance_id, role_config_name, URLs
+    full = client.full_goal_state(gs)     # + hosting_environment, shared_config,
+                                          #   extensions_config (typed records)
+    records = client.certificates(gs)     # [CertificateRecord(thumbprint, certificate_pem,
+                                          #   private_key_pem or None)] -> broker installs
+                                          #   <THUMBPRINT>.crt / .prv
+    client.report_not_ready(reports.PROVISIONING, "Starting", gs)
+    client.report_not_ready(reports.PROVISIONING_FAILED, str(error), gs)  # trimmed to 3686
+    client.report_ready(gs)
+    client.report_role_properties(ssh_host_key_thumbprint, gs)
+    client.upload_status(json_bytes, full.extensions_config)   # HGAP /status, then direct PUT
+    client.send_telemetry([reports.TelemetryEvent(provider, 1, (("Name", "x"), ...))])
+    client.report_health_service([reports.Observation("GuestAgentPluginHeartbeat", True)])
+    client.vm_settings(etag)              # VmSettings(supported, changed, etag, document)
+    client.download(uris, is_manifest=True, max_bytes=...)     # direct, then HGAP fallback
+    client.imds.compute()                 # IMDS compute metadata (dict)
+
+`goal_state` may be omitted from the report calls: the last fetched one is used. Any call
+that gets 410 Gone or InvalidContainerConfiguration refetches the goal state and retries once.
+
+Errors (workers.platform.errors): DocumentError (a malformed or incomplete document, with
+`.document` and `.reason`: keep the last-known-good state), HttpError (gave up after the
+configured attempts; `.status`, `.attempts`), ResponseTooLargeError (a body over its cap,
+never read whole), ResourceGoneError / InvalidContainerError (stale goal state, already
+retried once), CertificateError, ProtocolNotFoundError (no WireServer after
+Protocol.DetectionAttempts).
+
+Configuration keys: Protocol.Endpoint (skip discovery: tests, the VM harness),
+Protocol.HostPluginPort, Protocol.ImdsEndpoint, Protocol.EndpointDiscovery, Protocol.HttpTimeout,
+HttpAttempts, RetryDelay, ThrottleDelay, ThrottledAttempts, HealthReportAttempts,
+HealthReportRetryDelay, GoalStateRetries, GoalStateRetryDelay, DownloadTimeout,
+MaxResponseBytes, DetectionAttempts, DetectionInterval, Agent.StateDir (the transport key in
+<StateDir>/platform/), OS.SysRoot (/proc/net/route and lease files), HttpProxy.* (storage only).
+
+How the agent names itself (x-ms-agent-name WALinuxAgent, User-Agent WALinuxAgent/2.15.0.1,
+the status blob's versions) is in workers.platform.identity: AGENT_NAME, AGENT_VERSION.
+
+Modules: endpoint (discovery, leases), http (retries, throttling, caps, proxies), documents
+(safe XML, Versions, HostingEnvironmentConfig, SharedConfig, Certificates envelope), goalstate,
+extensionsconfig (ExtensionsConfig, manifests), certificates (transport key, CMS, PKCS#12),
+reports (health, role properties, telemetry, HealthService, status blob bodies), wireserver,
+hostplugin, imds, client (PlatformClient), identity, redaction, errors.
+"""
+
+from workers.platform.client import FullGoalState, PlatformClient  # noqa: F401
+from workers.platform.errors import (CertificateError, DocumentError, HttpError,  # noqa: F401
+                                     InvalidContainerError, PlatformError,
+                                     ProtocolNotFoundError, ResourceGoneError,
+                                     ResponseTooLargeError)

@@ -1,0 +1,504 @@
+"""The transport key and certificate, and the Certificates payload (protocol.md §1.6,
+DESIGN.md §Certificates).
+
+Transport: RSA 2048, self-signed `CN=LinuxTransport`, 730 days, with a SubjectKeyIdentifier
+(the WireServer names the CMS recipient by it). Kept in <Agent.StateDir>/platform/
+(TransportPrivate.pem 0640, TransportCert.pem 0644, folder 0750 group guestagent-wire), written
+atomically by the first platform-talking worker and reused by the others; a pair that does not
+match or does not load is replaced when the folder is writable.
+
+Certificates: the WireServer's CMS EnvelopedData is parsed with asn1crypto; the content key is
+decrypted with RSA PKCS#1 v1.5 and the content with 3DES-CBC or AES-CBC (cryptography
+primitives); the PKCS#12 inside is read bag by bag (every key and certificate, empty password,
+PBE-SHA1-3DES or PBES2), with cryptography's loader as the fallback. No openssl subprocess.
+The result is a list of CertificateRecord that the broker installs as <TP>.crt / <TP>.prv.
+"""
+
+import base64
+import datetime
+import grp
+import hashlib
+import logging
+import os
+import tempfile
+from dataclasses import dataclass
+from typing import List, Optional, Tuple
+
+from asn1crypto import cms as a_cms
+from asn1crypto import pkcs12 as a_pkcs12
+from asn1crypto import keys as a_keys
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import padding as sym_padding
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.hazmat.primitives.kdf.pbkdf2 import PBKDF2HMAC
+from cryptography.hazmat.primitives.serialization import pkcs12
+from cryptography.x509.oid import NameOID
+
+from workers.platform.errors import CertificateError
+
+try:  # cryptography >= 43 keeps 3DES in "decrepit"; the old name is deprecated, then gone.
+    from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
+except ImportError:  # pragma: no cover - Debian 12's cryptography 38
+    TripleDES = algorithms.TripleDES
+
+log = logging.getLogger(__name__)
+
+PLATFORM_DIR = "platform"
+KEY_FILE = "TransportPrivate.pem"
+CERT_FILE = "TransportCert.pem"
+WIRE_GROUP = "guestagent-wire"
+TRANSPORT_SUBJECT = "LinuxTransport"
+TRANSPORT_DAYS = 730
+KEY_BITS = 2048
+
+# Ciphers the WireServer is asked for, in order (FIPS hosts refuse 3DES).
+CIPHER_AES128 = "AES128_CBC"
+CIPHER_3DES = "DES_EDE3_CBC"
+CIPHERS = (CIPHER_AES128, CIPHER_3DES)
+
+# A Certificates payload is tens of KiB; far more is not a certificate bundle.
+MAX_PAYLOAD_BYTES = 4 * 1024 * 1024
+MAX_BAGS = 256
+
+
+# --- Transport credentials ---------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class TransportCredentials:
+    key: rsa.RSAPrivateKey
+    certificate: x509.Certificate
+
+    @property
+    def header_value(self) -> str:
+        """x-ms-guest-agent-public-x509-cert: base64 DER, no PEM lines or newlines."""
+        der = self.certificate.public_bytes(serialization.Encoding.DER)
+        return base64.b64encode(der).decode("ascii")
+
+    @property
+    def subject_key_identifier(self) -> bytes:
+        return _subject_key_identifier(self.certificate)
+
+    def __repr__(self):
+        return "TransportCredentials(ski=%s)" % self.subject_key_identifier.hex()
+
+
+def _subject_key_identifier(cert: x509.Certificate) -> bytes:
+    try:
+        ext = cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier)
+        return ext.value.digest
+    except x509.ExtensionNotFound:
+        return x509.SubjectKeyIdentifier.from_public_key(cert.public_key()).digest
+
+
+def _public_der(key_or_cert) -> bytes:
+    public = key_or_cert.public_key()
+    return public.public_bytes(serialization.Encoding.DER,
+                               serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def generate_transport_credentials() -> TransportCredentials:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=KEY_BITS)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, TRANSPORT_SUBJECT)])
+    now = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
+    cert = (x509.CertificateBuilder()
+            .subject_name(name).issuer_name(name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=TRANSPORT_DAYS))
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()),
+                           critical=False)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    return TransportCredentials(key, cert)
+
+
+def _atomic_write(path: str, data: bytes, mode: int) -> None:
+    folder = os.path.dirname(path)
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", dir=folder)
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.rename(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    dir_fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def _wire_gid() -> Optional[int]:
+    try:
+        return grp.getgrnam(WIRE_GROUP).gr_gid
+    except KeyError:
+        return None
+
+
+def platform_dir(state_dir: str) -> str:
+    return os.path.join(state_dir, PLATFORM_DIR)
+
+
+def _ensure_dir(folder: str) -> None:
+    """The platform folder: 0750, group guestagent-wire when that group exists."""
+    os.makedirs(os.path.dirname(folder) or ".", exist_ok=True)
+    try:
+        os.mkdir(folder, 0o750)
+    except FileExistsError:
+        return
+    os.chmod(folder, 0o750)
+    gid = _wire_gid()
+    if gid is not None and os.stat(folder).st_gid != gid:
+        try:
+            os.chown(folder, -1, gid)
+        except PermissionError:
+            log.warning("cannot give %s to group %s", folder, WIRE_GROUP)
+
+
+def _read_capped(path: str, cap: int = 64 * 1024) -> bytes:
+    with open(path, "rb") as f:
+        data = f.read(cap + 1)
+    if len(data) > cap:
+        raise ValueError("%s is larger than %d bytes" % (path, cap))
+    return data
+
+
+def load_transport_credentials(state_dir: str) -> Optional[TransportCredentials]:
+    """The kept pair, or None when it is missing, unreadable or mismatched."""
+    folder = platform_dir(state_dir)
+    try:
+        key = serialization.load_pem_private_key(_read_capped(os.path.join(folder, KEY_FILE)),
+                                                 password=None)
+        cert = x509.load_pem_x509_certificate(_read_capped(os.path.join(folder, CERT_FILE)))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, TypeError) as e:
+        log.warning("transport key or certificate unusable (%s); making a new pair",
+                    type(e).__name__)
+        return None
+    if not isinstance(key, rsa.RSAPrivateKey) or _public_der(key) != _public_der(cert):
+        log.warning("transport key and certificate do not match; making a new pair")
+        return None
+    return TransportCredentials(key, cert)
+
+
+def ensure_transport_credentials(state_dir: str) -> TransportCredentials:
+    """Load the kept transport pair, or make and keep one."""
+    found = load_transport_credentials(state_dir)
+    if found is not None:
+        return found
+    folder = platform_dir(state_dir)
+    try:
+        _ensure_dir(folder)
+        creds = generate_transport_credentials()
+        key_pem = creds.key.private_bytes(serialization.Encoding.PEM,
+                                          serialization.PrivateFormat.PKCS8,
+                                          serialization.NoEncryption())
+        cert_pem = creds.certificate.public_bytes(serialization.Encoding.PEM)
+        # Certificate first: a reader that sees the new key with the old certificate finds a
+        # mismatch and waits for us, never a certificate without its key.
+        _atomic_write(os.path.join(folder, CERT_FILE), cert_pem, 0o644)
+        _atomic_write(os.path.join(folder, KEY_FILE), key_pem, 0o640)
+    except OSError as e:
+        raise CertificateError("cannot keep the transport key in %s: %s"
+                               % (folder, e.strerror or e)) from e
+    log.info("made a new transport certificate (SKI %s)", creds.subject_key_identifier.hex())
+    return creds
+
+
+# --- Certificate records ------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class CertificateRecord:
+    """One tenant certificate: what the broker installs as <thumbprint>.crt / .prv."""
+    thumbprint: str                 # uppercase SHA-1 hex of the DER certificate
+    certificate_pem: str
+    private_key_pem: Optional[str]  # PKCS#8 PEM, None when the bundle has no key for it
+
+    @property
+    def has_private_key(self) -> bool:
+        return self.private_key_pem is not None
+
+    def summary(self) -> dict:
+        """What waagent keeps as Certificates.json: no key material."""
+        return {"thumbprint": self.thumbprint, "hasPrivateKey": self.has_private_key}
+
+    def __repr__(self):  # never a key in a log line
+        return "CertificateRecord(%s, key=%s)" % (self.thumbprint, self.has_private_key)
+
+
+def thumbprint_of(cert: x509.Certificate) -> str:
+    return cert.fingerprint(hashes.SHA1()).hex().upper()
+
+
+# --- CMS EnvelopedData --------------------------------------------------------------------------
+
+def _unpad(data: bytes, block_bits: int) -> bytes:
+    unpadder = sym_padding.PKCS7(block_bits).unpadder()
+    return unpadder.update(data) + unpadder.finalize()
+
+
+def _content_cipher(algorithm: str, key: bytes, iv: bytes):
+    """(Cipher, block bits) for a CMS / PKCS#5 content encryption algorithm name."""
+    if algorithm in ("tripledes_3key", "des_ede3_cbc", "pkcs12_sha1_tripledes_3key"):
+        return Cipher(TripleDES(key), modes.CBC(iv)), 64
+    if algorithm in ("aes128_cbc", "aes192_cbc", "aes256_cbc"):
+        expected = {"aes128_cbc": 16, "aes192_cbc": 24, "aes256_cbc": 32}[algorithm]
+        if len(key) != expected:
+            raise CertificateError("%s content key of %d bytes" % (algorithm, len(key)))
+        return Cipher(algorithms.AES(key), modes.CBC(iv)), 128
+    raise CertificateError("unsupported content encryption %s" % algorithm)
+
+
+def _recipient_matches(rid, creds: TransportCredentials) -> bool:
+    if rid.name == "subject_key_identifier":
+        return rid.chosen.native == creds.subject_key_identifier
+    if rid.name == "issuer_and_serial_number":
+        cert = creds.certificate
+        return (rid.chosen["serial_number"].native == cert.serial_number and
+                rid.chosen["issuer"].dump() == cert.issuer.public_bytes())
+    return False
+
+
+def decrypt_envelope(der: bytes, creds: TransportCredentials) -> bytes:
+    """The plaintext of a CMS EnvelopedData addressed to the transport certificate."""
+    try:
+        info = a_cms.ContentInfo.load(der)
+        if info["content_type"].native != "enveloped_data":
+            raise CertificateError("CMS content is %s, not enveloped data"
+                                   % info["content_type"].native)
+        envelope = info["content"]
+        recipients = [r.chosen for r in envelope["recipient_infos"] if r.name == "ktri"]
+        content = envelope["encrypted_content_info"]
+        algorithm = content["content_encryption_algorithm"]
+        algorithm_name = algorithm["algorithm"].native
+        iv = algorithm.encryption_iv
+        ciphertext = content["encrypted_content"].native
+    except CertificateError:
+        raise
+    except (ValueError, TypeError, KeyError) as e:
+        raise CertificateError("the Certificates payload is not CMS: %s" % type(e).__name__) \
+            from None
+    if not recipients:
+        raise CertificateError("the CMS envelope has no key-transport recipient")
+    if ciphertext is None:
+        raise CertificateError("the CMS envelope has no encrypted content")
+    mine = [r for r in recipients if _recipient_matches(r["rid"], creds)]
+    if not mine:
+        raise CertificateError("the CMS envelope is not addressed to our transport certificate "
+                               "(SKI %s)" % creds.subject_key_identifier.hex())
+    recipient = mine[0]
+    if recipient["key_encryption_algorithm"]["algorithm"].native != "rsaes_pkcs1v15":
+        raise CertificateError("unsupported key encryption %s"
+                               % recipient["key_encryption_algorithm"]["algorithm"].native)
+    try:
+        content_key = creds.key.decrypt(recipient["encrypted_key"].native, padding.PKCS1v15())
+    except ValueError:
+        raise CertificateError("the content key does not decrypt with the transport key") \
+            from None
+    cipher, block_bits = _content_cipher(algorithm_name, content_key, iv)
+    if len(ciphertext) % (block_bits // 8):
+        raise CertificateError("the encrypted content is not whole blocks")
+    decryptor = cipher.decryptor()
+    try:
+        return _unpad(decryptor.update(ciphertext) + decryptor.finalize(), block_bits)
+    except ValueError:
+        raise CertificateError("the content does not decrypt (bad padding)") from None
+
+
+# --- PKCS#12 ----------------------------------------------------------------------------------
+
+def _pkcs12_kdf(password_bmp: bytes, salt: bytes, iterations: int, purpose: int,
+                length: int) -> bytes:
+    """RFC 7292 appendix B.2 with SHA-1 (purpose 1: key, 2: IV)."""
+    u, v = 20, 64
+
+    def fill(b: bytes) -> bytes:
+        if not b:
+            return b""
+        n = v * ((len(b) + v - 1) // v)
+        return (b * (n // len(b) + 1))[:n]
+
+    diversifier = bytes([purpose]) * v
+    block = bytearray(fill(salt) + fill(password_bmp))
+    out = b""
+    while len(out) < length:
+        a = diversifier + bytes(block)
+        for _ in range(iterations):
+            a = hashlib.sha1(a).digest()
+        out += a
+        b = int.from_bytes((a * (v // u + 1))[:v], "big") + 1
+        for j in range(0, len(block), v):
+            chunk = (int.from_bytes(block[j:j + v], "big") + b) % (1 << (8 * v))
+            block[j:j + v] = chunk.to_bytes(v, "big")
+    return out[:length]
+
+
+# The empty password as Windows (BMPString with terminator) and as some tools (nothing) write it.
+_EMPTY_PASSWORDS_BMP = (b"\x00\x00", b"")
+_EMPTY_PASSWORDS_PBES2 = (b"",)
+_MAX_ITERATIONS = 1_000_000
+
+
+class _Unsupported(Exception):
+    """An algorithm this reader does not do: let cryptography's loader try the bundle."""
+
+
+def _pbe_decrypt(algorithm, data: bytes) -> bytes:
+    name = algorithm["algorithm"].native
+    if name == "pkcs12_sha1_tripledes_3key":
+        params = algorithm["parameters"]
+        salt, iterations = params["salt"].native, params["iterations"].native
+        if not 0 < iterations <= _MAX_ITERATIONS:
+            raise CertificateError("PKCS#12 iteration count %r" % iterations)
+        for password in _EMPTY_PASSWORDS_BMP:
+            key = _pkcs12_kdf(password, salt, iterations, 1, 24)
+            iv = _pkcs12_kdf(password, salt, iterations, 2, 8)
+            decryptor = Cipher(TripleDES(key), modes.CBC(iv)).decryptor()
+            try:
+                return _unpad(decryptor.update(data) + decryptor.finalize(), 64)
+            except ValueError:
+                continue
+        raise CertificateError("a PKCS#12 bag does not decrypt with the empty password")
+    if name == "pbes2":
+        params = algorithm["parameters"]
+        kdf = params["key_derivation_func"]
+        if kdf["algorithm"].native != "pbkdf2":
+            raise _Unsupported(kdf["algorithm"].native)
+        kdf_params = kdf["parameters"]
+        iterations = kdf_params["iteration_count"].native
+        if not 0 < iterations <= _MAX_ITERATIONS:
+            raise CertificateError("PBKDF2 iteration count %r" % iterations)
+        prf = kdf_params["prf"]["algorithm"].native
+        hash_cls = {"sha1": hashes.SHA1, "sha224": hashes.SHA224, "sha256": hashes.SHA256,
+                    "sha384": hashes.SHA384, "sha512": hashes.SHA512}.get(prf)
+        if hash_cls is None:
+            raise _Unsupported(prf)
+        scheme = params["encryption_scheme"]
+        scheme_name = scheme["algorithm"].native
+        key_length = {"aes128_cbc": 16, "aes192_cbc": 24, "aes256_cbc": 32,
+                      "tripledes_3key": 24}.get(scheme_name)
+        if key_length is None:
+            raise _Unsupported(scheme_name)
+        for password in _EMPTY_PASSWORDS_PBES2:
+            key = PBKDF2HMAC(hash_cls(), key_length, kdf_params["salt"].native,
+                             iterations).derive(password)
+            cipher, bits = _content_cipher(scheme_name, key, scheme.encryption_iv)
+            decryptor = cipher.decryptor()
+            try:
+                return _unpad(decryptor.update(data) + decryptor.finalize(), bits)
+            except ValueError:
+                continue
+        raise CertificateError("a PKCS#12 bag does not decrypt with the empty password")
+    raise _Unsupported(name)
+
+
+def _bags(pfx_der: bytes):
+    pfx = a_pkcs12.Pfx.load(pfx_der)
+    if pfx["auth_safe"]["content_type"].native != "data":
+        raise _Unsupported("public-key integrity mode")
+    for info in pfx.authenticated_safe:
+        kind = info["content_type"].native
+        if kind == "data":
+            contents = a_pkcs12.SafeContents.load(info["content"].native)
+        elif kind == "encrypted_data":
+            encrypted = info["content"]["encrypted_content_info"]
+            plain = _pbe_decrypt(encrypted["content_encryption_algorithm"],
+                                 encrypted["encrypted_content"].native)
+            contents = a_pkcs12.SafeContents.load(plain)
+        else:
+            raise _Unsupported(kind)
+        for bag in contents:
+            yield bag
+
+
+def _read_pkcs12_bags(pfx_der: bytes) -> Tuple[list, list]:
+    """(private keys, certificates) from every bag of the bundle."""
+    keys, certs = [], []
+    count = 0
+    for bag in _bags(pfx_der):
+        count += 1
+        if count > MAX_BAGS:
+            raise CertificateError("more than %d PKCS#12 bags" % MAX_BAGS)
+        kind = bag["bag_id"].native
+        value = bag["bag_value"]
+        if kind == "key_bag":
+            keys.append(serialization.load_der_private_key(value.dump(), password=None))
+        elif kind == "pkcs8_shrouded_key_bag":
+            plain = _pbe_decrypt(value["encryption_algorithm"], value["encrypted_data"].native)
+            a_keys.PrivateKeyInfo.load(plain).native  # well-formed before cryptography sees it
+            keys.append(serialization.load_der_private_key(plain, password=None))
+        elif kind == "cert_bag":
+            if value["cert_id"].native != "x509":
+                continue
+            der = value["cert_value"].contents
+            certs.append(x509.load_der_x509_certificate(der))
+    return keys, certs
+
+
+def _read_pkcs12_with_cryptography(pfx_der: bytes) -> Tuple[list, list]:
+    last = None
+    for password in (None, b""):
+        try:
+            key, cert, extra = pkcs12.load_key_and_certificates(pfx_der, password)
+        except (ValueError, TypeError) as e:
+            last = e
+            continue
+        return ([key] if key is not None else []), ([cert] if cert else []) + list(extra)
+    raise CertificateError("the PKCS#12 bundle does not load: %s" % last)
+
+
+def read_pkcs12(pfx_der: bytes) -> List[CertificateRecord]:
+    """Every certificate of the bundle, each with its private key when the bundle has it."""
+    try:
+        keys, certs = _read_pkcs12_bags(pfx_der)
+    except _Unsupported as e:
+        log.info("PKCS#12 uses %s; reading it with cryptography's loader", e)
+        keys, certs = _read_pkcs12_with_cryptography(pfx_der)
+    except CertificateError:
+        raise
+    except (ValueError, TypeError, KeyError) as e:
+        raise CertificateError("the PKCS#12 bundle is malformed: %s" % type(e).__name__) \
+            from None
+    by_public = {}
+    for key in keys:
+        by_public[_public_der(key)] = key
+    records, seen = [], set()
+    for cert in certs:
+        tp = thumbprint_of(cert)
+        if tp in seen:
+            continue
+        seen.add(tp)
+        key = by_public.get(_public_der(cert))
+        key_pem = None
+        if key is not None:
+            key_pem = key.private_bytes(serialization.Encoding.PEM,
+                                        serialization.PrivateFormat.PKCS8,
+                                        serialization.NoEncryption()).decode("ascii")
+        records.append(CertificateRecord(
+            tp, cert.public_bytes(serialization.Encoding.PEM).decode("ascii"), key_pem))
+    if keys and not any(r.has_private_key for r in records):
+        log.warning("the PKCS#12 bundle has %d private key(s) matching no certificate", len(keys))
+    return records
+
+
+def decrypt_certificates(data_b64: str, creds: TransportCredentials) -> List[CertificateRecord]:
+    """The tenant certificates of a Certificates <Data> value (base64 CMS)."""
+    if len(data_b64) > MAX_PAYLOAD_BYTES * 4 // 3 + 4:
+        raise CertificateError("the Certificates payload is larger than %d bytes"
+                               % MAX_PAYLOAD_BYTES)
+    try:
+        der = base64.b64decode("".join(data_b64.split()), validate=True)
+    except ValueError:
+        raise CertificateError("the Certificates payload is not base64") from None
+    return read_pkcs12(decrypt_envelope(der, creds))

@@ -1,0 +1,147 @@
+"""The HostGAPlugin client (protocol.md §1.12, §1.14): versions, health, artifact relay,
+status relay, vmSettings with its ETag, vmAgentLog. Never proxied.
+
+Every call but /versions needs the goal state's ContainerId and ConfigName (set with
+`use_goal_state`); a 410 or InvalidContainerConfiguration means they are stale: the caller
+refreshes the goal state, calls `use_goal_state` again and retries once.
+"""
+
+import json
+import logging
+import uuid
+from dataclasses import dataclass, field
+from typing import Optional
+
+from workers.platform import reports
+from workers.platform.endpoint import Endpoint
+from workers.platform.errors import DocumentError, HttpError, PlatformError
+from workers.platform.goalstate import GoalState
+from workers.platform.http import HttpClient
+from workers.platform.identity import AGENT_NAME, AGENT_VERSION, HOST_PLUGIN_API_VERSION
+
+log = logging.getLogger(__name__)
+
+MIN_VM_SETTINGS_VERSION = (1, 0, 8, 133)
+VM_AGENT_LOG_TIMEOUT = 30.0
+
+
+@dataclass(frozen=True)
+class VmSettings:
+    """The answer of GET /vmSettings: `changed` with a document and ETag, or not."""
+    supported: bool
+    changed: bool
+    etag: Optional[str]
+    document: Optional[dict] = field(default=None, repr=False)
+    raw: bytes = field(default=b"", repr=False)
+
+
+def _version_tuple(value: str):
+    try:
+        return tuple(int(p) for p in value.split("."))
+    except (AttributeError, ValueError):
+        return None
+
+
+class HostPluginClient:
+    def __init__(self, http: HttpClient, endpoint: Endpoint, port: int):
+        self.http = http
+        self.endpoint = Endpoint(endpoint.host, port)
+        self.container_id: Optional[str] = None
+        self.role_config_name: Optional[str] = None
+
+    def url(self, path: str) -> str:
+        return self.endpoint.base_url + path
+
+    def use_goal_state(self, goal_state: GoalState) -> None:
+        self.container_id = goal_state.container_id
+        self.role_config_name = goal_state.role_config_name
+
+    def headers(self, extra: Optional[dict] = None) -> dict:
+        if not self.container_id:
+            raise PlatformError("the HostGAPlugin needs a goal state first")
+        headers = {"x-ms-version": HOST_PLUGIN_API_VERSION,
+                   "x-ms-containerid": self.container_id,
+                   "x-ms-host-config-name": self.role_config_name or ""}
+        headers.update(extra or {})
+        return headers
+
+    def versions(self) -> list:
+        headers = {"x-ms-containerid": self.container_id} if self.container_id else {}
+        body = self.http.request("GET", self.url("/versions"), headers=headers,
+                                 max_bytes=64 * 1024).body
+        try:
+            versions = json.loads(body.decode("utf-8-sig"))
+        except ValueError:
+            raise DocumentError("HostGAPlugin versions", "not JSON") from None
+        if not isinstance(versions, list):
+            raise DocumentError("HostGAPlugin versions", "not a list")
+        return [v for v in versions if isinstance(v, str)]
+
+    def available(self) -> bool:
+        return HOST_PLUGIN_API_VERSION in self.versions()
+
+    def healthy(self) -> bool:
+        try:
+            self.http.request("GET", self.url("/health"), headers=self.headers(),
+                              policy=self.http.policy(attempts=1), max_bytes=64 * 1024)
+            return True
+        except HttpError:
+            return False
+
+    def artifact(self, artifact_url: str, manifest_url: Optional[str] = None,
+                 verify_from_artifacts_blob: bool = False, is_manifest: bool = False,
+                 max_bytes: Optional[int] = None, deadline: Optional[float] = None) -> bytes:
+        """GET /extensionArtifact: the blob at `artifact_url`, relayed by the host."""
+        extra = {"x-ms-artifact-location": artifact_url}
+        if manifest_url:
+            extra["x-ms-artifact-manifest-location"] = manifest_url
+        if verify_from_artifacts_blob:
+            extra["x-ms-verify-from-artifacts-blob"] = "true"
+        policy = self.http.policy(retry_400=is_manifest)
+        return self.http.request("GET", self.url("/extensionArtifact"),
+                                 headers=self.headers(extra), policy=policy,
+                                 max_bytes=max_bytes, deadline=deadline).body
+
+    def put_status(self, request: reports.BlobRequest) -> None:
+        """PUT /status: one blob request relayed by the host."""
+        body = reports.host_plugin_status_body(request)
+        self.http.request("PUT", self.url("/status"), body=body,
+                          headers=self.headers({"Content-Type": "application/json"}))
+
+    def vm_settings(self, etag: Optional[str] = None) -> VmSettings:
+        """GET /vmSettings, one attempt: 200 new (with ETag), 304 unchanged, 404 unsupported."""
+        extra = {"x-ms-client-correlationid": str(uuid.uuid4())}
+        if etag:
+            extra["if-none-match"] = etag
+        try:
+            response = self.http.request("GET", self.url("/vmSettings"),
+                                         headers=self.headers(extra),
+                                         policy=self.http.policy(attempts=1),
+                                         ok=(200, 304))
+        except HttpError as e:
+            if e.status == 404:
+                return VmSettings(False, False, None)
+            raise
+        if response.status == 304:
+            return VmSettings(True, False, etag)
+        new_etag = response.header("ETag")
+        if not new_etag:
+            raise DocumentError("vmSettings", "a 200 without ETag")
+        try:
+            document = json.loads(response.body.decode("utf-8-sig"))
+        except ValueError:
+            raise DocumentError("vmSettings", "not JSON") from None
+        if not isinstance(document, dict):
+            raise DocumentError("vmSettings", "not a JSON object")
+        version = _version_tuple(str(document.get("hostGAPluginVersion", "")))
+        if version is None or version < MIN_VM_SETTINGS_VERSION:
+            return VmSettings(False, False, None)
+        return VmSettings(True, True, new_etag, document, response.body)
+
+    def put_vm_agent_log(self, zip_bytes: bytes, deployment_id: Optional[str]) -> None:
+        headers = self.headers({"x-ms-vmagentlog-deploymentid": deployment_id or "",
+                                "x-ms-client-name": AGENT_NAME,
+                                "x-ms-client-version": AGENT_VERSION,
+                                "x-ms-client-correlationid": str(uuid.uuid4())})
+        self.http.request("PUT", self.url("/vmAgentLog"), body=zip_bytes, headers=headers,
+                          timeout=VM_AGENT_LOG_TIMEOUT)

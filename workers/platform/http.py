@@ -1,0 +1,337 @@
+"""HTTP with the retry, throttle and stale-goal-state rules of protocol.md §1.2.
+
+- Success is 200/201/202 (a caller may accept more, e.g. 304 for vmSettings).
+- Retried: 205, 206, 403, 429, 500, 501, 502, 503, 504, 507 (and 400 for HostGAPlugin manifest
+  fetches), connection errors, resets, timeouts, truncated bodies. Waits are Fibonacci multiples
+  of Protocol.RetryDelay (2, 3, 5, 8, 13 ... before attempts 2, 3, 4 ...), jittered, capped, on
+  the monotonic clock.
+- Throttled (403/429/503): later waits are Protocol.ThrottleDelay, or the server's Retry-After
+  when it asks for longer, and the attempt budget grows to Protocol.ThrottledAttempts (telemetry
+  keeps its 3 attempts and an 8 s throttle delay).
+- 410 Gone raises ResourceGoneError and 400 with InvalidContainerConfiguration raises
+  InvalidContainerError at once: the caller refreshes the goal state and tries again.
+- Every body is streamed and stops at its cap (a Content-Length over the cap is refused before
+  any of the body is read); every attempt has a deadline for the whole body, so a body trickled
+  a byte at a time cannot hold a worker.
+- The WireServer, HostGAPlugin and IMDS are never proxied (the environment's proxy variables are
+  ignored for them); storage requests use HttpProxy.Host/Port, else the environment's
+  http(s)_proxy with no_proxy.
+"""
+
+import email.utils
+import http.client
+import logging
+import random
+import socket
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Dict, Mapping, Optional, Tuple
+
+import requests
+import requests.utils
+
+from workers.platform.errors import (HttpError, InvalidContainerError, ResourceGoneError,
+                                     ResponseTooLargeError)
+from workers.platform.identity import USER_AGENT
+from workers.platform.redaction import redact_sas
+
+log = logging.getLogger(__name__)
+
+OK_STATUSES = (200, 201, 202)
+RETRY_STATUSES = frozenset((205, 206, 403, 429, 500, 501, 502, 503, 504, 507))
+THROTTLE_STATUSES = frozenset((403, 429, 503))
+INVALID_CONTAINER = b"InvalidContainerConfiguration"
+
+# One wait never exceeds this (Fibonacci growth of a 15 s health-report delay would otherwise
+# reach hours); a Retry-After longer than MAX_RETRY_AFTER is honoured up to it.
+MAX_BACKOFF = 60.0
+MAX_RETRY_AFTER = 300.0
+JITTER = 0.2
+# How much of an error body is read (to find InvalidContainerConfiguration, for messages).
+ERROR_BODY_BYTES = 64 * 1024
+CHUNK = 64 * 1024
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    attempts: int
+    retry_delay: float
+    throttle_delay: float
+    throttled_attempts: int
+    retry_400: bool = False           # HGAP extensionArtifact manifest fetches
+    grow_when_throttled: bool = True  # telemetry keeps its budget
+
+    @classmethod
+    def from_config(cls, config, **changes) -> "RetryPolicy":
+        policy = cls(attempts=config["Protocol.HttpAttempts"],
+                     retry_delay=config["Protocol.RetryDelay"],
+                     throttle_delay=config["Protocol.ThrottleDelay"],
+                     throttled_attempts=config["Protocol.ThrottledAttempts"])
+        return policy.but(**changes) if changes else policy
+
+    def but(self, **changes) -> "RetryPolicy":
+        values = dict(self.__dict__)
+        values.update(changes)
+        return RetryPolicy(**values)
+
+
+@dataclass
+class Response:
+    status: int
+    reason: str
+    headers: Mapping[str, str]
+    body: bytes = field(repr=False)
+    url: str = ""
+
+    def header(self, name: str) -> Optional[str]:
+        return self.headers.get(name)
+
+
+def fibonacci_multiple(attempt: int) -> int:
+    """The Fibonacci factor of the wait before attempt `attempt` (2 -> 2, 3 -> 3, 4 -> 5 ...)."""
+    a, b = 1, 1
+    for _ in range(max(attempt - 1, 1)):
+        a, b = b, a + b
+    return b
+
+
+def parse_retry_after(value: Optional[str], now: Optional[float] = None) -> Optional[float]:
+    """Seconds from a Retry-After header (delta-seconds or HTTP-date); None if absent or bad."""
+    if value is None:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(min(int(value), 10 ** 6))
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when is None:
+        return None
+    now = time.time() if now is None else now
+    return max(0.0, when.timestamp() - now)
+
+
+class _Retryable(Exception):
+    """One attempt failed in a way the next attempt may fix."""
+
+    def __init__(self, message: str, status: Optional[int] = None,
+                 retry_after: Optional[float] = None):
+        super().__init__(message)
+        self.status = status
+        self.retry_after = retry_after
+
+
+def proxies_from_config(config) -> Optional[Dict[str, str]]:
+    host, port = config["HttpProxy.Host"], config["HttpProxy.Port"]
+    if not host:
+        return None
+    proxy = "http://%s:%s" % (host, port) if port else "http://%s" % host
+    return {"http": proxy, "https": proxy}
+
+
+class HttpClient:
+    """Requests with the protocol's rules. One per worker; thread-compatible, not thread-safe."""
+
+    def __init__(self, config, sleep: Callable[[float], None] = time.sleep,
+                 clock: Callable[[], float] = time.monotonic,
+                 rng: Callable[[], float] = random.random):
+        self.config = config
+        self.timeout = float(config["Protocol.HttpTimeout"])
+        self.max_bytes = int(config["Protocol.MaxResponseBytes"])
+        self._sleep, self._clock, self._rng = sleep, clock, rng
+        # Never proxied: the environment is not consulted at all (no proxy, no netrc).
+        self._direct = requests.Session()
+        self._direct.trust_env = False
+        self._direct.proxies = {}
+        # Storage: HttpProxy.* from waagent.conf, else the environment (with no_proxy).
+        self._storage = requests.Session()
+        self._config_proxies = proxies_from_config(config)
+        if self._config_proxies:
+            self._storage.trust_env = False
+
+    def close(self) -> None:
+        self._direct.close()
+        self._storage.close()
+
+    def policy(self, **changes) -> RetryPolicy:
+        return RetryPolicy.from_config(self.config, **changes)
+
+    # -- one request with retries ------------------------------------------------------------
+
+    def request(self, method: str, url: str, *, headers: Optional[Mapping[str, str]] = None,
+                body: Optional[bytes] = None, policy: Optional[RetryPolicy] = None,
+                max_bytes: Optional[int] = None, proxied: bool = False,
+                ok: Tuple[int, ...] = OK_STATUSES, timeout: Optional[float] = None,
+                deadline: Optional[float] = None) -> Response:
+        """The response of the first attempt with a status in `ok`, or an HttpError.
+
+        `deadline` (monotonic seconds) bounds the whole call, waits included.
+        """
+        policy = policy or self.policy()
+        max_bytes = self.max_bytes if max_bytes is None else max_bytes
+        timeout = self.timeout if timeout is None else timeout
+        shown = "%s %s" % (method, redact_sas(url))
+        budget = policy.attempts
+        throttled = False
+        attempt = 0
+        last = "no attempt made"
+        last_status = None
+        while attempt < budget:
+            attempt += 1
+            if deadline is not None and self._clock() >= deadline:
+                last = "%s (time budget spent)" % last
+                break
+            try:
+                return self._attempt(method, url, headers, body, max_bytes, proxied, ok,
+                                     timeout, deadline, policy)
+            except _Retryable as failure:
+                last, last_status = str(failure), failure.status
+                if failure.status in THROTTLE_STATUSES:
+                    if not throttled and policy.grow_when_throttled:
+                        budget = max(budget, policy.throttled_attempts)
+                    throttled = True
+                if attempt >= budget:
+                    break
+                wait = self._wait(policy, attempt + 1, throttled, failure.retry_after)
+                if deadline is not None:
+                    wait = min(wait, max(0.0, deadline - self._clock()))
+                log.info("%s: %s; attempt %d of %d in %.2fs", shown, last, attempt + 1, budget,
+                         wait)
+                self._sleep(wait)
+        raise HttpError("%s: gave up after %d attempt%s; last: %s"
+                        % (shown, attempt, "" if attempt == 1 else "s", last),
+                        status=last_status, attempts=attempt)
+
+    def _wait(self, policy: RetryPolicy, next_attempt: int, throttled: bool,
+              retry_after: Optional[float]) -> float:
+        if throttled:
+            base = policy.throttle_delay
+        else:
+            base = min(policy.retry_delay * fibonacci_multiple(next_attempt - 1), MAX_BACKOFF)
+        wait = base * (1.0 + JITTER * (2.0 * self._rng() - 1.0))
+        if retry_after is not None:
+            wait = max(wait, min(retry_after, MAX_RETRY_AFTER))
+        return max(0.0, wait)
+
+    def _attempt(self, method, url, headers, body, max_bytes, proxied, ok, timeout, deadline,
+                 policy) -> Response:
+        sent = {"User-Agent": USER_AGENT, "Connection": "close",
+                "Accept-Encoding": "identity"}
+        sent.update(headers or {})
+        session, proxies = self._direct, None
+        if proxied:
+            session = self._storage
+            if self._config_proxies and not requests.utils.should_bypass_proxies(url, None):
+                proxies = self._config_proxies
+        started = self._clock()
+        # A document's whole body gets three socket timeouts; a download gets its budget.
+        body_deadline = started + max(timeout, 0.001) * 3 if deadline is None else deadline
+        try:
+            resp = session.request(method, url, headers=sent, data=body, stream=True,
+                                   timeout=(timeout, timeout), allow_redirects=False,
+                                   proxies=proxies)
+        except requests.exceptions.InvalidURL as e:
+            raise HttpError("%s %s: invalid URL (%s)" % (method, redact_sas(url),
+                                                        type(e).__name__)) from None
+        except (requests.exceptions.RequestException, OSError, http.client.HTTPException) as e:
+            raise _Retryable(_describe(e)) from None
+        try:
+            status = resp.status_code
+            if status in ok:
+                data = self._read(resp, max_bytes, body_deadline, url)
+                return Response(status, resp.reason or "", resp.headers, data, url)
+            if status == 410:
+                raise ResourceGoneError("%s %s: 410 Gone" % (method, redact_sas(url)),
+                                        status=410, attempts=1)
+            error_body = b""
+            try:
+                error_body = self._read(resp, ERROR_BODY_BYTES, body_deadline, url,
+                                        truncate=True)
+            except _Retryable:
+                pass
+            if status == 400 and INVALID_CONTAINER in error_body:
+                raise InvalidContainerError("%s %s: 400 InvalidContainerConfiguration"
+                                            % (method, redact_sas(url)), status=400, attempts=1)
+            described = "%d %s" % (status, resp.reason or "")
+            if status in RETRY_STATUSES or (status == 400 and policy.retry_400):
+                retry_after = None
+                if status in THROTTLE_STATUSES:
+                    retry_after = parse_retry_after(resp.headers.get("Retry-After"))
+                raise _Retryable(described.strip(), status, retry_after)
+            raise HttpError("%s %s: %s" % (method, redact_sas(url), described.strip()),
+                            status=status, attempts=1)
+        finally:
+            resp.close()
+
+    def _read(self, resp, cap: int, deadline: float, url: str, truncate: bool = False) -> bytes:
+        """At most `cap` bytes of the body, never more, within `deadline`."""
+        length = resp.headers.get("Content-Length")
+        if length is not None and not truncate:
+            try:
+                declared = int(length)
+            except ValueError:
+                declared = -1
+            if declared > cap:
+                raise ResponseTooLargeError(
+                    "%s: the body is %d bytes, the cap is %d; not read"
+                    % (redact_sas(url), declared, cap), status=resp.status_code, attempts=1)
+        raw = resp.raw
+        fp = getattr(raw, "_fp", None)
+        read1 = getattr(fp, "read1", None)
+        chunks, total = [], 0
+        try:
+            while True:
+                if self._clock() > deadline:
+                    raise _Retryable("the body took longer than its deadline (%d bytes read)"
+                                     % total)
+                want = min(CHUNK, cap + 1 - total)
+                if want <= 0:
+                    break
+                # read1: at most one recv, so a trickled body meets the deadline check.
+                chunk = read1(want) if read1 is not None else raw.read(want)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                total += len(chunk)
+        except _Retryable:
+            raise
+        except (OSError, http.client.HTTPException, ValueError,
+                requests.exceptions.RequestException) as e:
+            raise _Retryable("reading the body: %s" % _describe(e)) from None
+        except Exception as e:  # urllib3's own errors (ProtocolError, ReadTimeoutError ...)
+            if type(e).__module__.startswith("urllib3"):
+                raise _Retryable("reading the body: %s" % _describe(e)) from None
+            raise
+        data = b"".join(chunks)
+        if len(data) > cap:
+            if truncate:
+                return data[:cap]
+            raise ResponseTooLargeError("%s: the body is larger than its cap of %d bytes; "
+                                        "stopped reading" % (redact_sas(url), cap),
+                                        status=resp.status_code, attempts=1)
+        if length is not None and not truncate:
+            try:
+                if int(length) != len(data):
+                    raise _Retryable("truncated body: %d of %s bytes" % (len(data), length))
+            except ValueError:
+                pass
+        return data
+
+
+def _describe(error: BaseException) -> str:
+    """A short, secret-free name of a transport error."""
+    for cause in (error, getattr(error, "__context__", None)):
+        if isinstance(cause, (socket.timeout, requests.exceptions.Timeout)):
+            return "timed out"
+    text = str(error)
+    for word, name in (("Connection refused", "connection refused"),
+                       ("Connection reset", "connection reset"),
+                       ("RemoteDisconnected", "connection closed without a response"),
+                       ("BadStatusLine", "bad status line"),
+                       ("IncompleteRead", "incomplete body"),
+                       ("timed out", "timed out"),
+                       ("Read timed out", "timed out")):
+        if word in text:
+            return name
+    return "%s: %s" % (type(error).__name__, redact_sas(text)[:200])
