@@ -78,3 +78,4 @@ def reference() -> str:
 
 # Every domain module registers its verbs on import.
 from ipc.verbs import control, worker  # noqa: E402,F401
+from ipc.verbs import debug  # noqa: E402,F401  (test-only verbs; see policy)

@@ -1,0 +1,252 @@
+"""agentctl: drive a running guestagent supervisor over its control socket.
+
+One request per command over `<Agent.RuntimeDir>/control.sock`; the supervisor checks who we
+are from the kernel (SO_PEERCRED): root may do everything, guestagent-admin may read
+(status, logs, version).
+"""
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import config
+from ipc import framing
+from ipc.channel import Channel
+from ipc.errors import DENIED, NOT_FOUND, UNKNOWN_VERB, ChannelClosed, IpcError
+
+EXIT_OK = 0
+EXIT_FAILED = 1        # the command ran and did not succeed (e.g. restart: worker failed)
+EXIT_USAGE = 2
+EXIT_NOT_RUNNING = 3   # no supervisor answers on the control socket (LSB "not running")
+EXIT_REFUSED = 4       # not root / not guestagent-admin, or a verb needing root (LSB 4)
+EXIT_UNKNOWN = 5       # no such worker
+EXIT_NOT_ALL_RUNNING = 6  # status: a worker shown is not RUNNING
+
+EPILOG = """\
+commands:
+  status [WORKER] [--json]   state, pid, uptime, restarts, last exit, RSS, CPU%% of each worker
+  start WORKER               start a stopped, exited or FATAL worker; waits for RUNNING
+  stop WORKER                stop a worker (it stays stopped until started)
+  restart WORKER             stop then start; returns when RUNNING again or says why not
+  logs WORKER [-n N] [-f]    the last N lines of the worker's log; -f follows it
+  version                    the supervisor's version
+
+exit codes:
+  0  done                          4  refused: needs root (guestagent-admin may only read)
+  1  the command failed            5  no such worker
+  2  usage error                   6  status: a worker shown is not RUNNING
+  3  the supervisor is not running
+"""
+
+
+class Refused(Exception):
+    pass
+
+
+class Failure(Exception):
+    def __init__(self, message, code=EXIT_FAILED):
+        super().__init__(message)
+        self.code = code
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(prog="agentctl", description="Control the guestagent supervisor.",
+                                epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", default=config.DEFAULT_PATH, metavar="PATH",
+                   help="waagent.conf naming Agent.RuntimeDir (default %(default)s)")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    s = sub.add_parser("status", help="show the workers")
+    s.add_argument("worker", nargs="?")
+    s.add_argument("--json", action="store_true", help="print the records as JSON")
+    for name in ("start", "stop", "restart"):
+        c = sub.add_parser(name, help="%s a worker" % name)
+        c.add_argument("worker")
+    lg = sub.add_parser("logs", help="print (and follow) a worker's log")
+    lg.add_argument("worker")
+    lg.add_argument("-n", type=int, default=20, metavar="N", help="lines (default 20)")
+    lg.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
+    sub.add_parser("version", help="the supervisor's version")
+    return p.parse_args(argv)
+
+
+def socket_path(config_path: str) -> str:
+    try:
+        conf = config.load(config_path, report=False)
+    except config.ConfigError:
+        if config_path != config.DEFAULT_PATH:
+            raise
+        conf = config.defaults()
+    return os.path.join(conf["Agent.RuntimeDir"], "control.sock")
+
+
+def connect(path: str) -> Channel:
+    try:
+        return Channel.connect(path, framing.CONTROL_CAP)
+    except PermissionError:
+        raise Refused("permission denied on %s: only root and guestagent-admin may use it"
+                      % path) from None
+    except (FileNotFoundError, ConnectionRefusedError):
+        raise Failure("guestagentd is not running (nothing answers on %s)" % path,
+                      EXIT_NOT_RUNNING) from None
+    except OSError as e:
+        raise Failure("cannot reach %s: %s" % (path, e.strerror or e), EXIT_NOT_RUNNING) from None
+
+
+def call(path: str, verb: str, args=None, timeout=None):
+    channel = connect(path)
+    try:
+        return channel.call(verb, args or {}, timeout)
+    except ChannelClosed:
+        raise Failure("guestagentd closed the connection (stopping?)", EXIT_NOT_RUNNING) from None
+    except IpcError as e:
+        if e.code == DENIED:
+            raise Refused(e.message) from None
+        if e.code == NOT_FOUND:
+            raise Failure(e.message, EXIT_UNKNOWN) from None
+        if e.code == UNKNOWN_VERB:
+            raise Failure("the supervisor does not know %s (version mismatch?)" % verb) from None
+        raise Failure("%s: %s" % (e.code, e.message)) from None
+    finally:
+        channel.close()
+
+
+def human_bytes(n):
+    if n is None:
+        return "-"
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return ("%.1f %s" % (n, unit)) if unit != "B" else "%d B" % n
+        n /= 1024.0
+
+
+def human_time(seconds):
+    if seconds is None:
+        return "-"
+    seconds = int(seconds)
+    if seconds < 60:
+        return "%ds" % seconds
+    if seconds < 3600:
+        return "%dm%02ds" % (seconds // 60, seconds % 60)
+    if seconds < 86400:
+        return "%dh%02dm" % (seconds // 3600, seconds % 3600 // 60)
+    return "%dd%02dh" % (seconds // 86400, seconds % 86400 // 3600)
+
+
+def print_status(result, out=sys.stdout):
+    sup = result["supervisor"]
+    out.write("supervisor  pid %d  up %s  rss %s  version %s  config %s\n" % (
+        sup["pid"], human_time(sup["uptime"]), human_bytes(sup["rss"]), sup["version"],
+        sup["config"]))
+    rows = [("WORKER", "STATE", "PID", "UPTIME", "RESTARTS", "RSS", "CPU%", "LAST EXIT")]
+    for w in result["workers"]:
+        rows.append((w["name"], w["state"], str(w["pid"] or "-"), human_time(w["uptime"]),
+                     str(w["restarts"]), human_bytes(w["rss"]),
+                     "-" if w["cpu_percent"] is None else "%.1f" % w["cpu_percent"],
+                     w["last_exit"] or "-"))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    for r in rows:
+        out.write("  ".join(c.ljust(widths[i]) for i, c in enumerate(r[:-1])) + "  " + r[-1]
+                  + "\n")
+
+
+def tail_lines(fd: int, n: int) -> bytes:
+    size = os.fstat(fd).st_size
+    if n <= 0:
+        return b""
+    pos, data = size, b""
+    while pos > 0 and data.count(b"\n") <= n:
+        step = min(65536, pos)
+        pos -= step
+        data = os.pread(fd, step, pos) + data
+    lines = data.splitlines(keepends=True)
+    return b"".join(lines[-n:])
+
+
+def cmd_logs(path, worker, n, follow, out=None):
+    out = out or sys.stdout.buffer
+    result, fds = call(path, "control.logs", {"worker": worker})
+    if len(fds) != 1:
+        raise Failure("the supervisor sent no log descriptor")
+    fd = fds[0]
+    out.write(tail_lines(fd, n))
+    out.flush()
+    if not follow:
+        os.close(fd)
+        return EXIT_OK
+    pos = os.fstat(fd).st_size
+    log_path = result["path"]
+    try:
+        while True:
+            chunk = os.pread(fd, 65536, pos)
+            if chunk:
+                pos += len(chunk)
+                out.write(chunk)
+                out.flush()
+                continue
+            # Rotated? Then the path names a new file: finish the old one, ask for the new.
+            try:
+                rotated = os.stat(log_path).st_ino != os.fstat(fd).st_ino
+            except OSError:
+                rotated = False
+            if rotated:
+                os.close(fd)
+                _, fds = call(path, "control.logs", {"worker": worker})
+                fd, pos = fds[0], 0
+                continue
+            time.sleep(0.2)
+    except KeyboardInterrupt:
+        return EXIT_OK
+    finally:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+
+
+def main(argv=None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        path = socket_path(args.config)
+    except config.ConfigError as e:
+        print("agentctl: %s" % e, file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        if args.command == "status":
+            result, _ = call(path, "control.status",
+                             {"worker": args.worker} if args.worker else {})
+            if args.json:
+                json.dump(result, sys.stdout, indent=2)
+                sys.stdout.write("\n")
+            else:
+                print_status(result)
+            return EXIT_OK if all(w["state"] == "RUNNING" for w in result["workers"]) \
+                else EXIT_NOT_ALL_RUNNING
+        if args.command in ("start", "stop", "restart"):
+            result, _ = call(path, "control." + args.command, {"worker": args.worker})
+            w = result["worker"]
+            print("%s: %s%s" % (w["name"], w["state"],
+                                " (pid %d)" % w["pid"] if w["pid"] else ""))
+            return EXIT_OK
+        if args.command == "logs":
+            return cmd_logs(path, args.worker, args.n, args.follow)
+        if args.command == "version":
+            result, _ = call(path, "control.version")
+            print("guestagent %s (python %s, waagent-compatible %s)" % (
+                result["version"], result["python"], result["waagent_version"]))
+            return EXIT_OK
+    except Refused as e:
+        print("agentctl: refused: %s" % e, file=sys.stderr)
+        return EXIT_REFUSED
+    except Failure as e:
+        print("agentctl: %s" % e, file=sys.stderr)
+        return e.code
+    except BrokenPipeError:
+        return EXIT_OK
+    return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

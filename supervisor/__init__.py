@@ -1,0 +1,24 @@
+"""The root supervisor of guestagent (guestagentd): spawns and supervises the workers,
+brokers their privileged verbs, captures their logs and serves the control socket.
+
+Modules, named for what they hold:
+- daemon.py     `guestagentd` entry point: options, --check-config, --daemonize, start_detached
+- loop.py       the single-threaded event loop (selectors) that owns all the state below
+- table.py      the worker table: one frozen record per worker
+- states.py     supervision states and their allowed transitions
+- backoff.py    restart delay and flapping window (pure)
+- spawn.py      fork+exec of a worker into a clean, unprivileged image
+- policy.py     which worker may call which verb (ONCE and phase gates)
+- broker.py     the handlers of privileged verbs, fast inline or slow in a pool
+- control.py    the control socket (SO_PEERCRED: root all verbs, guestagent-admin read-only)
+- logcapture.py each worker's stdout/stderr to its own rotated file and to the journal
+- redaction.py  the one filter that removes secrets from every log line
+- notify.py     sd_notify without libsystemd
+- accounts.py   the system users and groups (sysusers.d file, and an installer without systemd)
+
+Keep this file import-free: workers and agentctl import small pieces of this package.
+"""
+
+VERSION = "0.1.0"
+# What we say when the platform or an extension asks for waagent's version (DESIGN.md).
+WAAGENT_VERSION = "2.15.0.0"

@@ -1,0 +1,167 @@
+"""Fork+exec a worker into a clean, unprivileged image (DESIGN.md principle 7).
+
+In the child, between fork and exec, in this order:
+1. its own session (a terminal's ^C reaches the supervisor only; it decides);
+2. fd 0 = /dev/null, fd 1 and 2 = the log pipe, fd 3 = the worker's end of its channel
+   (a socketpair made before the fork); every other descriptor is closed;
+3. the capability bounding set and the ambient set emptied (while we still may), then
+   setgroups([]), setgid(guestagent-wire), setuid(worker user): permitted and effective
+   capabilities go with the uid change, so CapEff is 0;
+4. PR_SET_PDEATHSIG(SIGKILL) — after setuid, which clears it — then a check that the
+   supervisor did not die meanwhile; PR_SET_NO_NEW_PRIVS;
+5. signal dispositions and mask reset, umask 077, cwd /;
+6. execve of `<venv python> -I -m workers.<name>` with a clean environment.
+`-I` (isolated) ignores PYTHON* variables, the user site and the current directory.
+
+Python's subprocess cannot do step 4 after its own setuid without preexec_fn, so this is a
+plain os.fork; the child calls only os functions and prctl through ctypes (loaded before the
+fork) until exec. If a step fails the child writes one line to its log pipe and exits 127.
+"""
+
+import ctypes
+import fcntl
+import os
+import signal
+import socket
+import sys
+from dataclasses import dataclass
+from typing import Dict, Optional
+
+CHANNEL_FD = 3
+ENV_CHANNEL_FD = "GUESTAGENT_CHANNEL_FD"
+ENV_WORKER = "GUESTAGENT_WORKER"
+ENV_CONFIG = "GUESTAGENT_CONFIG"
+ENV_LOG_LEVEL = "GUESTAGENT_LOG_LEVEL"
+ENV_TEST_DIR = "GUESTAGENT_TEST_DIR"
+SPAWN_FAILED = 127
+
+PR_SET_PDEATHSIG = 1
+PR_CAPBSET_DROP = 24
+PR_SET_NO_NEW_PRIVS = 38
+PR_CAP_AMBIENT = 47
+PR_CAP_AMBIENT_CLEAR_ALL = 4
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong,
+                        ctypes.c_ulong]
+
+
+def prctl(option: int, arg2: int = 0) -> None:
+    if _libc.prctl(option, arg2, 0, 0, 0) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, "prctl(%d): %s" % (option, os.strerror(err)))
+
+
+def _cap_last_cap() -> int:
+    try:
+        with open("/proc/sys/kernel/cap_last_cap") as f:
+            return int(f.read().strip())
+    except (OSError, ValueError):
+        return 40
+
+
+CAP_LAST_CAP = _cap_last_cap()
+
+
+@dataclass(frozen=True)
+class Identity:
+    uid: int
+    gid: int
+    home: str = "/"
+
+
+@dataclass
+class Spawned:
+    pid: int
+    channel: socket.socket   # the supervisor's end, non-blocking
+    log_fd: int              # read end of the log pipe, non-blocking
+
+
+def worker_env(name: str, config_path: str, log_level: str,
+               test_dir: Optional[str] = None) -> Dict[str, str]:
+    env = {
+        "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        "LANG": "C.UTF-8",
+        "HOME": "/",
+        ENV_CHANNEL_FD: str(CHANNEL_FD),
+        ENV_WORKER: name,
+        ENV_CONFIG: config_path,
+        ENV_LOG_LEVEL: log_level,
+    }
+    if test_dir:
+        env[ENV_TEST_DIR] = test_dir
+    return env
+
+
+def spawn(module: str, identity: Optional[Identity], env: Dict[str, str],
+          python: str = sys.executable) -> Spawned:
+    """Start `python -I -m module` as identity (None: stay as we are, for a non-root run)."""
+    parent_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    log_r, log_w = os.pipe()
+    devnull = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC)
+    argv = [python, "-I", "-m", module]
+    supervisor_pid = os.getpid()
+    try:
+        pid = os.fork()
+    except OSError:
+        for fd in (log_r, log_w, devnull):
+            os.close(fd)
+        parent_end.close()
+        child_end.close()
+        raise
+    if pid == 0:  # the child: nothing but os calls until exec
+        try:
+            _become_worker(child_end.fileno(), log_w, devnull, identity, supervisor_pid)
+            os.execve(python, argv, env)
+        except BaseException as e:  # noqa: B902 - anything: report and leave
+            try:
+                os.write(2, ("spawn of %s failed: %s\n" % (module, e)).encode())
+            finally:
+                os._exit(SPAWN_FAILED)
+    child_end.close()
+    os.close(log_w)
+    os.close(devnull)
+    parent_end.setblocking(False)
+    os.set_blocking(log_r, False)
+    return Spawned(pid, parent_end, log_r)
+
+
+def _become_worker(channel_fd, log_fd, devnull, identity, supervisor_pid):
+    os.setsid()
+    # Lift the three descriptors above the low numbers first, so no dup2 clobbers another.
+    high = [fcntl.fcntl(fd, fcntl.F_DUPFD, 64) for fd in (devnull, log_fd, channel_fd)]
+    os.dup2(high[0], 0)
+    os.dup2(high[1], 1)
+    os.dup2(high[1], 2)
+    os.dup2(high[2], CHANNEL_FD)
+    os.closerange(CHANNEL_FD + 1, _max_fd())
+    if identity is not None:
+        for cap in range(CAP_LAST_CAP + 1):
+            prctl(PR_CAPBSET_DROP, cap)
+        prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL)
+        os.setgroups([])
+        os.setresgid(identity.gid, identity.gid, identity.gid)
+        os.setresuid(identity.uid, identity.uid, identity.uid)
+        if os.getuid() != identity.uid or os.geteuid() != identity.uid:
+            raise OSError("uid did not change")
+    prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != supervisor_pid:
+        os._exit(SPAWN_FAILED)  # the supervisor died before the death signal was armed
+    prctl(PR_SET_NO_NEW_PRIVS, 1)
+    signal.pthread_sigmask(signal.SIG_SETMASK, [])
+    for signum in range(1, signal.NSIG):
+        if signum in (signal.SIGKILL, signal.SIGSTOP):
+            continue
+        try:
+            signal.signal(signum, signal.SIG_DFL)
+        except (OSError, ValueError, RuntimeError):
+            pass
+    os.umask(0o077)
+    os.chdir("/")
+
+
+def _max_fd() -> int:
+    try:
+        return os.sysconf("SC_OPEN_MAX")
+    except (OSError, ValueError):
+        return 65536

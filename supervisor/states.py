@@ -1,0 +1,39 @@
+"""Supervision states (supervisord's set) and the transitions the loop may make.
+
+A worker is RUNNING when it has said `worker.ready`, not when it has lived N seconds.
+"""
+
+STOPPED = "STOPPED"      # not running, and not meant to (initial, or stopped by an operator)
+STARTING = "STARTING"    # spawned, has not said worker.ready yet
+RUNNING = "RUNNING"      # said worker.ready; heartbeats expected
+BACKOFF = "BACKOFF"      # failed; waiting out the restart delay
+STOPPING = "STOPPING"    # stop signal sent, waiting for the exit (SIGKILL at the stop timeout)
+EXITED = "EXITED"        # ended and its restart policy says not to restart it
+FATAL = "FATAL"          # failed too often within the flapping window; needs agentctl start
+
+ALL = (STOPPED, STARTING, RUNNING, BACKOFF, STOPPING, EXITED, FATAL)
+
+# state -> states it may move to
+TRANSITIONS = {
+    STOPPED: {STARTING},
+    STARTING: {RUNNING, BACKOFF, STOPPING, EXITED, FATAL},
+    RUNNING: {BACKOFF, STOPPING, EXITED, FATAL, STARTING},
+    BACKOFF: {STARTING, STOPPED, FATAL},
+    STOPPING: {STOPPED, STARTING, BACKOFF, EXITED, FATAL},
+    EXITED: {STARTING},
+    FATAL: {STARTING, STOPPED},
+}
+
+# A process exists in these states.
+ALIVE = frozenset((STARTING, RUNNING, STOPPING))
+# agentctl start is accepted in these.
+STARTABLE = frozenset((STOPPED, EXITED, FATAL, BACKOFF))
+
+
+class TransitionError(AssertionError):
+    pass
+
+
+def check(old: str, new: str) -> None:
+    if new not in TRANSITIONS[old]:
+        raise TransitionError("%s -> %s is not a transition" % (old, new))

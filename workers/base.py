@@ -1,0 +1,260 @@
+"""The common worker: what every worker process does whatever its job.
+
+- takes its channel from the descriptor the supervisor passed (GUESTAGENT_CHANNEL_FD, fd 3);
+- says `worker.hello` (and learns the heartbeat interval), runs its job's set-up, says
+  `worker.ready` (it is RUNNING from then on);
+- heartbeats from a thread, but only while the job's loop turns (the job calls `tick()`) or
+  while it waits for a reply from the supervisor: a stuck loop stops the heartbeats and the
+  supervisor kills and restarts the worker;
+- SIGTERM ends the job cleanly (WorkerStop is raised in the main thread) and exits 0;
+- the supervisor going away (EOF on the channel) ends the worker;
+- logs to stderr only, one line per record: `<UTC time> <LEVEL> <worker>[<pid>]: <message>`;
+  the supervisor files, rotates, redacts and forwards the lines (supervisor/logcapture.py).
+
+A worker module is `Worker("name").run(job)` where `job(worker)` sets up, calls
+`worker.ready()`, then loops calling `worker.tick()` and `worker.wait(seconds)` until it
+returns or WorkerStop is raised. Privileged effects: `worker.call("domain.verb", {...})`.
+"""
+
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from typing import Callable, Optional
+
+from ipc import envelope
+from ipc.channel import Channel
+from ipc.errors import TIMEOUT, ChannelClosed, IpcError
+
+ENV_CHANNEL_FD = "GUESTAGENT_CHANNEL_FD"
+ENV_LOG_LEVEL = "GUESTAGENT_LOG_LEVEL"
+ENV_TEST_DIR = "GUESTAGENT_TEST_DIR"
+VERSION = "0.1.0"
+
+EXIT_CHANNEL_LOST = 4   # the supervisor is gone
+
+
+class WorkerStop(BaseException):
+    """Raised in the main thread by SIGTERM: unwind the job and exit cleanly."""
+
+
+class UtcFormatter(logging.Formatter):
+    def __init__(self, name: str):
+        super().__init__("%(asctime)s %(levelname)s " + name + "[%(process)d]: %(message)s")
+
+    def formatTime(self, record, datefmt=None):
+        t = record.created
+        return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + ".%03dZ" % (
+            int(t * 1000) % 1000)
+
+    def format(self, record):
+        # One record, one line: a multi-line message or traceback is joined with " | ".
+        return super().format(record).replace("\n", " | ")
+
+
+def setup_logging(name: str) -> logging.Logger:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(UtcFormatter(name))
+    root = logging.getLogger()
+    for h in list(root.handlers):
+        root.removeHandler(h)
+    root.addHandler(handler)
+    root.setLevel(os.environ.get(ENV_LOG_LEVEL, "INFO")
+                  if os.environ.get(ENV_LOG_LEVEL) in ("DEBUG", "INFO") else "INFO")
+    return logging.getLogger(name)
+
+
+class Worker:
+    def __init__(self, name: str):
+        self.name = name
+        self.log = setup_logging(name)
+        self.channel: Optional[Channel] = None
+        self.heartbeat_interval = 5.0
+        self.stopping = threading.Event()
+        self._last_tick = time.monotonic()
+        self._calls = 0
+        self._calls_lock = threading.Lock()
+        self._ready = False
+        self._test = _TestHooks(self) if os.environ.get(ENV_TEST_DIR) else None
+
+    # ---- what a job uses ------------------------------------------------------------------
+    def tick(self) -> None:
+        """The job's loop turned: heartbeats may continue."""
+        self._last_tick = time.monotonic()
+        if self._test:
+            self._test.on_tick()
+
+    def ready(self) -> None:
+        if not self._ready:
+            self._ready = True
+            self.channel.notify("worker.ready")
+            self.log.info("ready")
+
+    def status(self, message: str) -> None:
+        self.channel.notify("worker.status", {"message": message[:200]})
+
+    def call(self, verb: str, args: Optional[dict] = None, timeout: Optional[float] = None):
+        """A privileged verb through the broker; heartbeats continue while it runs."""
+        with self._calls_lock:
+            self._calls += 1
+        try:
+            result, fds = self.channel.call(verb, args, timeout)
+            return result, fds
+        finally:
+            with self._calls_lock:
+                self._calls -= 1
+            self._last_tick = time.monotonic()
+
+    def wait(self, seconds: float) -> None:
+        """Sleep up to `seconds`, serving the channel; returns early on nothing but errors."""
+        deadline = time.monotonic() + seconds
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            try:
+                msg, fds = self.channel.receive(time.monotonic() + remaining)
+            except IpcError as e:
+                if e.code == TIMEOUT:
+                    return
+                raise
+            for fd in fds:
+                os.close(fd)
+            self.log.warning("unexpected message from the supervisor: %r", msg)
+
+    # ---- lifecycle ------------------------------------------------------------------------
+    def run(self, job: Optional[Callable[["Worker"], None]] = None) -> int:
+        try:
+            import setproctitle
+            setproctitle.setproctitle("guestagent: %s [unpriv]" % self.name)
+        except ImportError:
+            pass
+        signal.signal(signal.SIGTERM, self._on_term)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            fd = int(os.environ[ENV_CHANNEL_FD])
+        except (KeyError, ValueError):
+            self.log.error("no channel: %s must name the descriptor the supervisor passed",
+                           ENV_CHANNEL_FD)
+            return 2
+        try:
+            self.channel = Channel.from_fd(fd)
+            result, _ = self.channel.call("worker.hello", {
+                "worker": self.name, "pid": os.getpid(), "version": VERSION}, timeout=30)
+            self.heartbeat_interval = result["heartbeat_interval"]
+            if self._test:
+                self._test.at_start()
+            threading.Thread(target=self._heartbeats, name="heartbeat", daemon=True).start()
+            (job or idle)(self)
+            return 0
+        except WorkerStop:
+            self.log.info("stopping on SIGTERM")
+            return 0
+        except ChannelClosed as e:
+            self.log.error("the supervisor is gone (%s); exiting", e.message)
+            return EXIT_CHANNEL_LOST
+        finally:
+            self.stopping.set()
+            if self.channel is not None:
+                self.channel.close()
+
+    def _on_term(self, signum, frame):
+        if not self.stopping.is_set():
+            self.stopping.set()
+            raise WorkerStop()
+
+    def _heartbeats(self) -> None:
+        interval = self.heartbeat_interval
+        warned = False
+        while not self.stopping.wait(interval):
+            with self._calls_lock:
+                in_call = self._calls > 0
+            stuck = time.monotonic() - self._last_tick > 2 * interval
+            if stuck and not in_call:
+                if not warned:
+                    self.log.warning("main loop has not turned for %.1fs: no heartbeat",
+                                     time.monotonic() - self._last_tick)
+                    warned = True
+                continue
+            warned = False
+            try:
+                self.channel.notify("worker.heartbeat")
+            except ChannelClosed:
+                return
+
+
+def idle(worker: Worker) -> None:
+    """The job of a worker whose real job comes in a later issue: be supervised, do nothing."""
+    worker.ready()
+    while True:
+        worker.tick()
+        worker.wait(worker.heartbeat_interval)
+
+
+def main(name: str, job: Optional[Callable[[Worker], None]] = None) -> None:
+    sys.exit(Worker(name).run(job))
+
+
+class _TestHooks:
+    """Misbehaviour on demand, for tests/integration only.
+
+    Reachable only when GUESTAGENT_TEST_DIR is in the environment, which the supervisor
+    passes to workers only while Agent.TestHooks=y (off by default, never in production).
+    The file `<dir>/<worker>` holds one action per line; each runs once per process:
+    crash (exit 3 before ready), hang (the loop stops turning), garbage (a non-JSON frame),
+    unknown-verb, denied-verb, invalid-args, slow-verb N (debug.sleep N seconds),
+    chatty N (N log lines), secret (log secrets for the redaction test), exit0.
+    """
+
+    def __init__(self, worker: Worker):
+        self.worker = worker
+        self.path = os.path.join(os.environ[ENV_TEST_DIR], worker.name)
+        self.done = set()
+
+    def actions(self):
+        try:
+            with open(self.path) as f:
+                text = f.read(4096)
+        except OSError:
+            return []
+        return [line.split() for line in text.splitlines() if line.strip()]
+
+    def at_start(self) -> None:
+        for words in self.actions():
+            if words[0] == "crash":
+                self.worker.log.error("test hook: crashing before ready")
+                os._exit(3)
+
+    def on_tick(self) -> None:
+        w = self.worker
+        for words in self.actions():
+            key = " ".join(words)
+            if key in self.done or words[0] == "crash":
+                continue
+            self.done.add(key)
+            action, arg = words[0], (words[1] if len(words) > 1 else None)
+            w.log.info("test hook: %s", key)
+            if action == "hang":
+                while True:
+                    time.sleep(3600)
+            elif action == "garbage":
+                w.channel.sock.sendall(b"\x00\x00\x00\x07garbage")
+            elif action == "unknown-verb":
+                w.channel.send(envelope.request(999, "nosuch.verb", {}))
+            elif action == "denied-verb":
+                w.channel.send(envelope.request(999, "control.stop", {"worker": "monitoring"}))
+            elif action == "invalid-args":
+                w.channel.send(envelope.notice("worker.status", {"message": 42}))
+            elif action == "slow-verb":
+                result, _ = w.call("debug.sleep", {"seconds": float(arg or 60)})
+                w.log.info("test hook: slow verb returned %s", result)
+            elif action == "chatty":
+                for i in range(int(arg or 100)):
+                    w.log.info("chatty line %05d %s", i, "x" * 60)
+            elif action == "secret":
+                w.log.info('settings {"protectedSettings": "TOPSECRET1", "adminPassword": '
+                           '"TOPSECRET2"} url=https://a.blob.core.windows.net/c?sv=1&sig=TOPSECRET3')
+            elif action == "exit0":
+                sys.exit(0)

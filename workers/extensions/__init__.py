@@ -1,0 +1,1 @@
+"""The extensions worker (see __main__.py)."""

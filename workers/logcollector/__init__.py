@@ -1,0 +1,1 @@
+"""The logcollector worker (see __main__.py)."""

@@ -1,0 +1,19 @@
+"""The logcollector worker: manifest-driven log collection into a zip inside a slice with CPU and memory limits, and its upload.
+
+Runs as guestagent-logs with guestagent-wire as its primary group. For now (issue 3) it only does its
+lifecycle — hello, ready, heartbeats, a clean exit on SIGTERM — through workers/base.py; its
+job comes in a later issue. It already imports what that job will import (requests,
+cryptography, defusedxml), so the memory figures of benchmarks/idle_tree.py are honest.
+"""
+
+# What the real job imports; loaded now so an idle worker weighs what a working one does.
+import cryptography.hazmat.primitives.asymmetric.rsa  # noqa: F401
+import cryptography.hazmat.primitives.ciphers  # noqa: F401
+import cryptography.x509  # noqa: F401
+import defusedxml.ElementTree  # noqa: F401
+import requests  # noqa: F401
+
+from workers.base import main
+
+if __name__ == "__main__":
+    main("logcollector")

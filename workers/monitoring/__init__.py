@@ -1,0 +1,1 @@
+"""The monitoring worker (see __main__.py)."""

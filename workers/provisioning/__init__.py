@@ -1,0 +1,1 @@
+"""The provisioning worker (see __main__.py)."""
