@@ -1,0 +1,98 @@
+"""System tests: a real Debian VM under QEMU with systemd as PID 1 (see README.md here).
+
+Session fixtures build (or take from the cache) the guest image with the agent installed by
+``make install DESTDIR=...``, start the platform emulator on 127.0.0.1, and boot VMs. The image
+is built on first use: about 80 s for the base (cached by a hash of its inputs in
+$GUESTAGENT_VM_CACHE, default /var/cache/guestagent-vm) and about 10 s for the agent layer.
+"""
+
+import os
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from guestvm import image as _image  # noqa: E402
+from guestvm.services import Emulator, StubPlatform  # noqa: E402
+from guestvm.vm import VM  # noqa: E402
+
+TIMINGS = {}
+
+
+def _unavailable(reason):
+    # In CI a system suite that cannot run is a failure, not a silent skip.
+    if os.environ.get("CI"):
+        pytest.fail(f"system tests cannot run: {reason}", pytrace=False)
+    pytest.skip(f"system tests cannot run: {reason}")
+
+
+@pytest.fixture(scope="session")
+def agent_image():
+    """The VM root disk with the current checkout installed (built or taken from the cache)."""
+    if os.geteuid() != 0:
+        _unavailable("they need root (mmdebstrap --mode=root, chroot)")
+    missing = _image.missing_host_tools()
+    if missing:
+        _unavailable("missing host packages: apt-get install " + " ".join(missing))
+    t0 = time.monotonic()
+    base = _image.build_base()
+    TIMINGS["base image (build, or cache hit)"] = time.monotonic() - t0
+    t0 = time.monotonic()
+    wheel = _image.build_wheel()
+    img = _image.build_agent_image(base, wheel)
+    TIMINGS["wheel + agent image"] = time.monotonic() - t0
+    return img
+
+
+@pytest.fixture(scope="session")
+def platform(tmp_path_factory):
+    """The emulator on 127.0.0.1 with its default scenario; a stub if it cannot start."""
+    scenario = _image.PROJECT / "emulator" / "scenarios" / "default.json"
+    logdir = tmp_path_factory.mktemp("emulator")
+    emu = Emulator(scenario, logdir)
+    try:
+        emu.start()
+    except Exception as e:  # the boot scenario needs no platform; later scenarios do
+        print(f"guestvm: emulator unavailable ({e}); serving a stub instead", file=sys.stderr)
+        emu = StubPlatform().start()
+    yield emu
+    emu.stop()
+
+
+@pytest.fixture(scope="session")
+def vm_factory(agent_image, platform, tmp_path_factory):
+    """Make VMs: ``vm_factory(name, **VM options)``; all are powered off at the end."""
+    made = []
+
+    def make(name="vm", **kw):
+        kw.setdefault("forwards", platform.forwards)
+        v = VM(agent_image, tmp_path_factory.mktemp(name), name=name, **kw)
+        made.append(v)
+        t0 = time.monotonic()
+        v.start()
+        TIMINGS[f"{name}: power-on to ssh"] = time.monotonic() - t0
+        return v
+
+    yield make
+    for v in made:
+        v.stop()
+        v.discard_disks()
+        for i, b in enumerate(v.boots[1:], 1):
+            TIMINGS[f"{v.name}: reboot {i} to ssh"] = b
+
+
+@pytest.fixture(scope="session")
+def agent_vm(vm_factory):
+    """The one VM of the boot scenario and the smoke checks: agent installed, unit enabled,
+    booted with a DVD and a resource disk. Tests that use it leave the service running."""
+    return vm_factory("agent-vm", dvd=Path(__file__).parent / "data" / "ovf-env.xml")
+
+
+def pytest_terminal_summary(terminalreporter):
+    if TIMINGS:
+        terminalreporter.section("system test timings")
+        for k, v in TIMINGS.items():
+            terminalreporter.write_line(f"{k:40s} {v:7.1f} s")

@@ -1,0 +1,310 @@
+"""Guest images for the system tests.
+
+Two layers, each cached by a content hash of its inputs:
+
+* the *base*: a Debian bookworm root filesystem made by ``mmdebstrap`` with every package the
+  agent and the tests need (the guest has no network, so nothing is installed at test time),
+  plus the kernel, the initrd and an ssh key. Its inputs are :data:`BASE_PACKAGES`,
+  :data:`BASE_RECIPE` and the files in ``guest/``. Building it takes about 80 s, once.
+* the *agent image*: a copy of the base rootfs into which the project is installed the way an
+  image maintainer installs it (``make install DESTDIR=<rootfs> WHEEL=<wheel>``: a venv at
+  /opt/guestagent with ``--system-site-packages``, ``pip install --no-deps`` of the wheel,
+  /etc/waagent.conf, the units, sysusers and tmpfiles), the unit enabled, the QEMU-specific
+  config keys appended, then ``mkfs.ext4 -d`` into a raw disk image. No loop device, no mount.
+  Its inputs are the wheel's contents and the files that ``make install`` copies.
+
+Each VM boots from its own qcow2 overlay on top of the agent image (see vm.py).
+"""
+
+import fcntl
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+GUEST_FILES = HERE / "guest"
+PROJECT = HERE.parents[2]
+
+#: Everything the agent needs at run time comes from Debian (DESIGN.md "Dependencies"), plus what
+#: the tests use in the guest. Changing this list rebuilds the base image.
+BASE_PACKAGES = [
+    # boot and systemd
+    "systemd", "systemd-sysv", "dbus", "udev", "kmod", "linux-image-amd64", "initramfs-tools",
+    # the agent's runtime: Debian's python3 and the libraries DESIGN.md names
+    "python3", "python3-venv", "python3-psutil", "python3-requests", "python3-cryptography",
+    "python3-asn1crypto", "python3-daemon", "python3-setproctitle", "python3-defusedxml",
+    "python3-passlib",
+    # what the agent drives: users, disks, DVD, firewall, network
+    "openssh-server", "sudo", "passwd", "udftools", "e2fsprogs", "parted", "fdisk", "util-linux",
+    "mount", "nftables", "iptables", "iproute2", "openssl", "ca-certificates",
+    # for the tests in the guest
+    "python3-pytest", "procps", "curl", "less",
+]
+#: Bump when the recipe below changes in a way the hashed files do not show.
+BASE_RECIPE = "bookworm minbase v1"
+DISK_SIZE = os.environ.get("GUESTAGENT_VM_DISK_SIZE", "4G")
+MIRROR = os.environ.get("GUESTAGENT_VM_MIRROR", "http://deb.debian.org/debian")
+SECURITY_MIRROR = os.environ.get("GUESTAGENT_VM_SECURITY_MIRROR",
+                                 "http://deb.debian.org/debian-security")
+
+#: Host commands the harness runs, and the Debian package each comes from.
+HOST_TOOLS = {
+    "qemu-system-x86_64": "qemu-system-x86",
+    "qemu-img": "qemu-utils",
+    "mmdebstrap": "mmdebstrap",
+    "mkfs.ext4": "e2fsprogs",
+    "genisoimage": "genisoimage",
+    "socat": "socat",
+    "ssh": "openssh-client",
+    "ssh-keygen": "openssh-client",
+    "make": "make",
+}
+
+#: Guest-side addresses of the platform endpoints (QEMU user networking has no vmbus and no
+#: 168.63.129.16; the harness forwards these guest ports on 10.0.2.100 to the host).
+WIRE_ADDRESS = "10.0.2.100"
+GUEST_PORTS = {"wireserver": 80, "hostgaplugin": 32526, "imds": 8080}
+
+#: Appended to /etc/waagent.conf in the agent image: what differs in a QEMU VM.
+QEMU_CONFIG = f"""
+# --- added by tests/system (QEMU has no vmbus: name the devices, point at the emulator) ---
+Protocol.Endpoint={WIRE_ADDRESS}
+Protocol.HostPluginPort={GUEST_PORTS["hostgaplugin"]}
+Protocol.ImdsEndpoint={WIRE_ADDRESS}:{GUEST_PORTS["imds"]}
+DVD.Device=/dev/sr0
+ResourceDisk.Device=/dev/vdb
+"""
+
+
+def cache_root():
+    root = Path(os.environ.get("GUESTAGENT_VM_CACHE", "/var/cache/guestagent-vm"))
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def missing_host_tools():
+    return sorted({pkg for cmd, pkg in HOST_TOOLS.items() if shutil.which(cmd) is None})
+
+
+def _log(msg):
+    print(f"guestvm: {msg}", flush=True)
+
+
+class _Lock:
+    """An exclusive flock on a file in the cache, so two runs never build the same layer."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __enter__(self):
+        self.fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o644)
+        fcntl.flock(self.fd, fcntl.LOCK_EX)
+        return self
+
+    def __exit__(self, *exc):
+        os.close(self.fd)
+
+
+def _run(cmd, log=None, **kw):
+    if log is None:
+        return subprocess.run(cmd, check=True, **kw)
+    with open(log, "ab") as f:
+        try:
+            return subprocess.run(cmd, check=True, stdout=f, stderr=subprocess.STDOUT, **kw)
+        except subprocess.CalledProcessError:
+            f.flush()
+            tail = Path(log).read_text(errors="replace").splitlines()[-30:]
+            raise RuntimeError(f"{cmd[0]} failed; last lines of {log}:\n" + "\n".join(tail))
+
+
+@dataclass
+class BaseImage:
+    dir: Path
+
+    @property
+    def rootfs(self):
+        return self.dir / "rootfs"
+
+    @property
+    def kernel(self):
+        return self.dir / "vmlinuz"
+
+    @property
+    def initrd(self):
+        return self.dir / "initrd.img"
+
+    @property
+    def key(self):
+        return self.dir / "id_ed25519"
+
+
+@dataclass
+class AgentImage:
+    dir: Path
+    base: BaseImage
+
+    @property
+    def disk(self):
+        return self.dir / "root.raw"
+
+    @property
+    def kernel(self):
+        return self.base.kernel
+
+    @property
+    def initrd(self):
+        return self.base.initrd
+
+    @property
+    def key(self):
+        return self.base.key
+
+
+def base_key():
+    h = hashlib.sha256()
+    h.update(BASE_RECIPE.encode())
+    h.update(" ".join(BASE_PACKAGES).encode())
+    h.update(f"{MIRROR} {SECURITY_MIRROR}".encode())
+    for f in sorted(GUEST_FILES.iterdir()):
+        h.update(f.name.encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def build_base(force=False):
+    """Return the cached base image, building it (mmdebstrap, ~80 s) when its inputs changed."""
+    cache = cache_root()
+    out = cache / f"base-{base_key()}"
+    with _Lock(cache / ".base.lock"):
+        if (out / ".complete").exists() and not force:
+            return BaseImage(out)
+        t0 = time.monotonic()
+        if out.exists():
+            shutil.rmtree(out)
+        out.mkdir()
+        log = out / "build.log"
+        _run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "guestvm",
+              "-f", str(out / "id_ed25519")])
+        _log(f"building base image {out.name} with mmdebstrap (about 80 s; log {log})")
+        tmp = out / "rootfs.tmp"
+        _run(["mmdebstrap", "--mode=root", "--variant=minbase",
+              "--include=" + ",".join(BASE_PACKAGES),
+              "--dpkgopt=path-exclude=/usr/share/doc/*",
+              "--dpkgopt=path-include=/usr/share/doc/*/copyright",
+              "--dpkgopt=path-exclude=/usr/share/man/*",
+              "--dpkgopt=path-exclude=/usr/share/locale/*",
+              "--dpkgopt=path-exclude=/usr/share/info/*",
+              f'--customize-hook="{GUEST_FILES}/customize.sh" "$1" "{out}/id_ed25519.pub"',
+              "bookworm", str(tmp),
+              f"deb {MIRROR} bookworm main", f"deb {MIRROR} bookworm-updates main",
+              f"deb {SECURITY_MIRROR} bookworm-security main"], log=log)
+        kver = sorted(p.name for p in (tmp / "lib/modules").iterdir())[0]
+        shutil.copy(tmp / f"boot/vmlinuz-{kver}", out / "vmlinuz")
+        shutil.copy(tmp / f"boot/initrd.img-{kver}", out / "initrd.img")
+        pkgs = subprocess.run(["chroot", str(tmp), "dpkg-query", "-W",
+                               "-f", "${Package} ${Version}\n"],
+                              check=True, capture_output=True, text=True).stdout
+        (out / "packages.txt").write_text(pkgs)
+        (out / "kernel-version.txt").write_text(kver + "\n")
+        tmp.rename(out / "rootfs")
+        secs = time.monotonic() - t0
+        (out / "build-seconds.txt").write_text(f"{secs:.1f}\n")
+        (out / ".complete").touch()
+        _log(f"base image built in {secs:.0f} s")
+        _prune(cache, "base-", keep=out.name, count=1)
+        return BaseImage(out)
+
+
+def build_wheel(project=PROJECT, dest=None):
+    """``pip wheel --no-deps`` of the project on the host; returns the wheel's path."""
+    dest = Path(dest or tempfile.mkdtemp(prefix="guestagent-wheel-"))
+    dest.mkdir(parents=True, exist_ok=True)
+    build = tempfile.mkdtemp(prefix="guestagent-build-")
+    try:
+        # Build from a copy: setuptools writes build/ and *.egg-info into the source tree,
+        # and the checkout is shared with other work in progress.
+        src = Path(build) / "src"
+        shutil.copytree(project, src, symlinks=True,
+                        ignore=shutil.ignore_patterns(".git", ".venv", "__pycache__", "build",
+                                                      "dist", "*.egg-info", ".pytest_cache",
+                                                      ".hypothesis"))
+        subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps",
+                        "--no-build-isolation", "-w", str(dest), str(src)],
+                       check=True, cwd=build)
+    finally:
+        shutil.rmtree(build, ignore_errors=True)
+    wheels = sorted(dest.glob("guestagent-*.whl"))
+    if len(wheels) != 1:
+        raise RuntimeError(f"expected one guestagent wheel in {dest}, found {wheels}")
+    return wheels[0]
+
+
+def _install_inputs(project):
+    """The files ``make install`` copies besides the wheel."""
+    files = [project / "Makefile", project / "etc" / "waagent.conf"]
+    files += sorted((project / "systemd").glob("*"))
+    return [f for f in files if f.is_file()]
+
+
+def agent_key(wheel, project=PROJECT):
+    h = hashlib.sha256()
+    h.update(base_key().encode())
+    h.update(QEMU_CONFIG.encode())
+    h.update(Path(__file__).read_bytes())
+    with zipfile.ZipFile(wheel) as z:  # members, not the zip: zip entries carry mtimes
+        for name in sorted(z.namelist()):
+            h.update(name.encode())
+            h.update(z.read(name))
+    for f in _install_inputs(project):
+        h.update(str(f.relative_to(project)).encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def build_agent_image(base, wheel, project=PROJECT, enable=("guestagent.service",)):
+    """Install the project into a copy of the base rootfs and make the VM's root disk."""
+    cache = cache_root()
+    out = cache / f"agent-{agent_key(wheel, project)}"
+    with _Lock(cache / ".agent.lock"):
+        if (out / ".complete").exists():
+            return AgentImage(out, base)
+        t0 = time.monotonic()
+        if out.exists():
+            shutil.rmtree(out)
+        out.mkdir()
+        log = out / "build.log"
+        rootfs = out / "rootfs"
+        try:
+            _run(["cp", "-a", "--reflink=auto", str(base.rootfs), str(rootfs)], log=log)
+            # The way the README tells an image maintainer to install the agent.
+            _run(["make", "-C", str(project), "--no-print-directory", "install",
+                  f"DESTDIR={rootfs}", f"WHEEL={wheel}"], log=log)
+            with open(rootfs / "etc/waagent.conf", "a") as f:
+                f.write(QEMU_CONFIG)
+            for unit in enable:
+                _run(["chroot", str(rootfs), "systemctl", "enable", unit], log=log)
+            _run(["mkfs.ext4", "-q", "-F", "-L", "vmroot", "-E", "root_owner=0:0",
+                  "-d", str(rootfs), str(out / "root.raw"), DISK_SIZE], log=log)
+        finally:
+            shutil.rmtree(rootfs, ignore_errors=True)
+        secs = time.monotonic() - t0
+        (out / "build-seconds.txt").write_text(f"{secs:.1f}\n")
+        (out / ".complete").touch()
+        _log(f"agent image {out.name} built in {secs:.1f} s")
+        _prune(cache, "agent-", keep=out.name, count=3)
+        return AgentImage(out, base)
+
+
+def _prune(cache, prefix, keep, count):
+    """Keep the newest ``count`` images of a kind (the current one always)."""
+    dirs = sorted((d for d in cache.glob(prefix + "*") if d.name != keep and d.is_dir()),
+                  key=lambda d: d.stat().st_mtime, reverse=True)
+    for d in dirs[max(count - 1, 0):]:
+        shutil.rmtree(d, ignore_errors=True)

@@ -1,0 +1,255 @@
+"""One QEMU guest: boot, run commands over ssh, reboot, power off.
+
+The VM boots the agent image's kernel directly (``-kernel/-initrd``) under TCG (this host's
+/dev/kvm cannot boot a Debian kernel, see tests/system/README.md) from a qcow2 overlay of its
+own, so it survives reboots (no ``-no-reboot``: a guest reboot resets the machine and boots the
+same overlay again). Networking is QEMU user mode with ``restrict=on``: the guest reaches only
+the forwards of 10.0.2.100 to servers on the host's 127.0.0.1, and the host reaches the guest's
+sshd through a 127.0.0.1 port. The provisioning DVD is an ISO on the CD-ROM (/dev/sr0), the
+resource disk a blank second virtio disk (/dev/vdb), and ``-uuid`` gives the SMBIOS system UUID
+the agent reads as the VM id.
+"""
+
+import os
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import uuid as uuidlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from .image import WIRE_ADDRESS
+
+
+class VMError(RuntimeError):
+    pass
+
+
+@dataclass
+class Result:
+    cmd: str
+    rc: int
+    out: str
+    err: str
+    seconds: float
+
+    def __str__(self):
+        return (f"$ {self.cmd}\n[rc={self.rc}, {self.seconds:.1f}s]\n{self.out}"
+                + (f"\n[stderr]\n{self.err}" if self.err else ""))
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class VM:
+    """A guest booted from ``image`` (an :class:`~guestvm.image.AgentImage`).
+
+    ``forwards`` maps a guest port on 10.0.2.100 to a host port on 127.0.0.1. ``dvd`` is a
+    folder whose files go on the provisioning ISO (None: no DVD). ``resource_disk`` is the size
+    of the blank second disk ("0": none).
+    """
+
+    def __init__(self, image, workdir, *, forwards=None, dvd=None, resource_disk="1G",
+                 vm_uuid=None, smp=2, mem_mb=1024, name="vm"):
+        self.image = image
+        self.dir = Path(workdir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.forwards = dict(forwards or {})
+        self.dvd = dvd
+        self.resource_disk = resource_disk
+        self.uuid = vm_uuid or str(uuidlib.uuid4())
+        self.smp, self.mem_mb, self.name = smp, mem_mb, name
+        self.ssh_port = None
+        self.proc = None
+        self.boots = []  # seconds from power-on/reboot to ssh answering, per boot
+        # A unix socket path must stay short: the multiplexing socket lives in /tmp.
+        self._ctl_dir = tempfile.mkdtemp(prefix="gvm-")
+        self.serial_log = self.dir / "serial.log"
+
+    # ---- lifecycle -------------------------------------------------------------------
+    def _qemu_cmd(self):
+        d = self.dir
+        net = ["user", "id=n0", "restrict=on", "ipv6=off",
+               f"hostfwd=tcp:127.0.0.1:{self.ssh_port}-:22"]
+        for gport, hport in sorted(self.forwards.items()):
+            # cmd: spawns one socat per guest connection (a tcp: chardev would serve only one).
+            net.append(f"guestfwd=tcp:{WIRE_ADDRESS}:{int(gport)}-cmd:"
+                       f"socat - TCP:127.0.0.1:{int(hport)}")
+        cmd = ["qemu-system-x86_64", "-machine", "pc", "-accel", "tcg,thread=multi",
+               "-smp", str(self.smp), "-m", str(self.mem_mb),
+               "-nodefaults", "-display", "none", "-uuid", self.uuid,
+               "-name", self.name,
+               "-chardev", f"file,id=ser0,path={self.serial_log}", "-serial", "chardev:ser0",
+               "-monitor", f"unix:{d / 'monitor.sock'},server,nowait",
+               "-kernel", str(self.image.kernel), "-initrd", str(self.image.initrd),
+               "-append", "root=/dev/vda rw console=ttyS0 panic=-1 systemd.show_status=1",
+               "-drive", f"file={d / 'root.qcow2'},if=virtio,format=qcow2,cache=unsafe"]
+        if self.resource_disk not in (None, "0", 0):
+            cmd += ["-drive", f"file={d / 'resource.qcow2'},if=virtio,format=qcow2,cache=unsafe"]
+        if self.dvd is not None:
+            cmd += ["-cdrom", str(d / "dvd.iso")]
+        cmd += ["-netdev", ",".join(net), "-device", "virtio-net-pci,netdev=n0",
+                "-device", "virtio-rng-pci"]
+        return cmd
+
+    def start(self, timeout=300):
+        d = self.dir
+        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw",
+                        "-b", str(self.image.disk), str(d / "root.qcow2")], check=True)
+        if self.resource_disk not in (None, "0", 0):
+            subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2",
+                            str(d / "resource.qcow2"), str(self.resource_disk)], check=True)
+        if self.dvd is not None:
+            make_dvd(self.dvd, d / "dvd.iso")
+        self.ssh_port = free_port()
+        cmd = self._qemu_cmd()
+        (d / "qemu-cmdline.txt").write_text(shlex.join(cmd) + "\n")
+        self._t_power = time.monotonic()
+        self.proc = subprocess.Popen(cmd, stdout=open(d / "qemu.log", "wb"),
+                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                     start_new_session=True)
+        self.wait_ssh(timeout, since=self._t_power)
+        return self
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def _ssh_base(self, master=True):
+        opts = ["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+                "-o", "LogLevel=ERROR", "-o", "BatchMode=yes", "-o", "ConnectTimeout=20",
+                "-o", "ServerAliveInterval=5", "-o", "ServerAliveCountMax=12",
+                "-i", str(self.image.key), "-p", str(self.ssh_port)]
+        if master:
+            opts += ["-o", "ControlMaster=auto", "-o", f"ControlPath={self._ctl_dir}/m",
+                     "-o", "ControlPersist=900"]
+        else:
+            opts += ["-o", "ControlPath=none"]
+        return ["ssh"] + opts + ["root@127.0.0.1"]
+
+    def wait_ssh(self, timeout=300, since=None):
+        since = since or time.monotonic()
+        deadline = since + timeout
+        last = ""
+        while time.monotonic() < deadline:
+            if not self.alive():
+                raise VMError(f"QEMU exited (rc={self.proc.returncode}); see {self.dir}/qemu.log "
+                              f"and {self.serial_log}\n{self.tail_serial()}")
+            p = subprocess.run(self._ssh_base(master=False) + ["true"], capture_output=True,
+                               text=True, timeout=60, stdin=subprocess.DEVNULL)
+            if p.returncode == 0:
+                self.boots.append(time.monotonic() - since)
+                # Open the multiplexing master now, so every later command skips the handshake.
+                self.run("true", timeout=60)
+                return self.boots[-1]
+            last = p.stderr.strip()
+            time.sleep(1)
+        raise VMError(f"no ssh after {timeout}s ({last}); serial console:\n{self.tail_serial()}")
+
+    def tail_serial(self, n=40):
+        try:
+            lines = self.serial_log.read_text(errors="replace").splitlines()
+        except FileNotFoundError:
+            return ""
+        return "\n".join(lines[-n:])
+
+    def run(self, cmd, timeout=120, check=False, input=None):
+        """Run ``cmd`` (a shell command line) as root in the guest; return a :class:`Result`."""
+        if not self.alive():
+            raise VMError(f"VM is not running; serial console:\n{self.tail_serial()}")
+        t0 = time.monotonic()
+        try:
+            p = subprocess.run(self._ssh_base() + [cmd], capture_output=True, timeout=timeout,
+                               input=input.encode() if isinstance(input, str) else input,
+                               stdin=None if input is not None else subprocess.DEVNULL)
+        except subprocess.TimeoutExpired:
+            raise VMError(f"timeout after {timeout}s: {cmd}")
+        r = Result(cmd, p.returncode, p.stdout.decode(errors="replace"),
+                   p.stderr.decode(errors="replace"), time.monotonic() - t0)
+        with open(self.dir / "commands.log", "a") as f:
+            f.write(str(r) + "\n\n")
+        if p.returncode == 255 and not r.err.strip() == "":
+            # ssh's own failure (not the command's): say so clearly.
+            if "Connection" in r.err or "kex_exchange" in r.err:
+                raise VMError(f"ssh failed: {r.err.strip()}")
+        if check and r.rc != 0:
+            raise VMError(f"command failed in the guest:\n{r}")
+        return r
+
+    def put(self, local, remote, mode="0644"):
+        data = Path(local).read_bytes()
+        self.run(f"cat > {shlex.quote(remote)} && chmod {mode} {shlex.quote(remote)}",
+                 input=data, check=True)
+
+    def boot_id(self):
+        return self.run("cat /proc/sys/kernel/random/boot_id", check=True).out.strip()
+
+    def _close_master(self):
+        subprocess.run(["ssh", "-o", f"ControlPath={self._ctl_dir}/m", "-O", "exit",
+                        "root@127.0.0.1"], capture_output=True, timeout=30)
+
+    def reboot(self, timeout=300):
+        """Reboot the guest (same overlay, same UUID); return seconds until ssh answered."""
+        before = self.boot_id()
+        self.run("systemctl reboot --no-block", check=True)
+        self._close_master()
+        t0 = time.monotonic()
+        deadline = t0 + timeout
+        while time.monotonic() < deadline:
+            # Until the guest's sshd has gone down, ssh still reaches the old boot.
+            self.wait_ssh(timeout=max(deadline - time.monotonic(), 1), since=t0)
+            if self.boot_id() != before:
+                return self.boots[-1]
+            self.boots.pop()
+            self._close_master()
+            time.sleep(2)
+        raise VMError(f"no reboot within {timeout}s")
+
+    def stop(self, timeout=60):
+        """Power off (ACPI), then kill QEMU if it does not exit in time."""
+        if self.alive():
+            try:
+                subprocess.run(["socat", "-", f"UNIX-CONNECT:{self.dir / 'monitor.sock'}"],
+                               input=b"system_powerdown\n", capture_output=True, timeout=10)
+            except (subprocess.TimeoutExpired, OSError):
+                pass
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(10)
+        try:
+            self._close_master()
+        except subprocess.TimeoutExpired:
+            pass
+        shutil.rmtree(self._ctl_dir, ignore_errors=True)
+
+    def discard_disks(self):
+        """Remove the overlays (tens of MB each); logs stay."""
+        for f in ("root.qcow2", "resource.qcow2", "dvd.iso"):
+            (self.dir / f).unlink(missing_ok=True)
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+def make_dvd(source, iso):
+    """An ISO9660 (Joliet + Rock Ridge) provisioning DVD labelled as Azure's, from a folder or
+    a single ovf-env.xml, built without mounting anything."""
+    source = Path(source)
+    with tempfile.TemporaryDirectory() as stage:
+        if source.is_dir():
+            shutil.copytree(source, stage, dirs_exist_ok=True)
+        else:
+            shutil.copy(source, Path(stage) / "ovf-env.xml")
+        subprocess.run(["genisoimage", "-quiet", "-V", "rd_rdfe_stable", "-J", "-r",
+                        "-o", str(iso), stage], check=True)
