@@ -18,6 +18,7 @@ import base64
 import datetime
 import grp
 import hashlib
+import hmac
 import logging
 import os
 import tempfile
@@ -319,9 +320,10 @@ def decrypt_envelope(der: bytes, creds: TransportCredentials) -> bytes:
 # --- PKCS#12 ----------------------------------------------------------------------------------
 
 def _pkcs12_kdf(password_bmp: bytes, salt: bytes, iterations: int, purpose: int,
-                length: int) -> bytes:
-    """RFC 7292 appendix B.2 with SHA-1 (purpose 1: key, 2: IV)."""
-    u, v = 20, 64
+                length: int, hash_name: str = "sha1") -> bytes:
+    """RFC 7292 appendix B.2 (purpose 1: key, 2: IV, 3: MAC key)."""
+    u = hashlib.new(hash_name).digest_size
+    v = hashlib.new(hash_name).block_size
 
     def fill(b: bytes) -> bytes:
         if not b:
@@ -335,7 +337,7 @@ def _pkcs12_kdf(password_bmp: bytes, salt: bytes, iterations: int, purpose: int,
     while len(out) < length:
         a = diversifier + bytes(block)
         for _ in range(iterations):
-            a = hashlib.sha1(a).digest()
+            a = hashlib.new(hash_name, a).digest()
         out += a
         b = int.from_bytes((a * (v // u + 1))[:v], "big") + 1
         for j in range(0, len(block), v):
@@ -403,10 +405,35 @@ def _pbe_decrypt(algorithm, data: bytes) -> bytes:
     raise _Unsupported(name)
 
 
+_MAC_HASHES = ("sha1", "sha224", "sha256", "sha384", "sha512")
+
+
+def _verify_mac(pfx) -> None:
+    """The bundle's MAC with the empty password: a corrupted or tampered bundle stops here."""
+    mac_data = pfx["mac_data"]
+    if not mac_data or mac_data.native is None:
+        return
+    hash_name = mac_data["mac"]["digest_algorithm"]["algorithm"].native
+    if hash_name not in _MAC_HASHES:
+        raise _Unsupported("MAC %s" % hash_name)
+    iterations = mac_data["iterations"].native or 1
+    if not 0 < iterations <= _MAX_ITERATIONS:
+        raise CertificateError("PKCS#12 MAC iteration count %r" % iterations)
+    content = pfx["auth_safe"]["content"].native
+    expected = mac_data["mac"]["digest"].native
+    size = hashlib.new(hash_name).digest_size
+    for password in _EMPTY_PASSWORDS_BMP:
+        key = _pkcs12_kdf(password, mac_data["mac_salt"].native, iterations, 3, size, hash_name)
+        if hmac.compare_digest(hmac.new(key, content, hash_name).digest(), expected):
+            return
+    raise CertificateError("the PKCS#12 MAC does not verify (corrupted bundle)")
+
+
 def _bags(pfx_der: bytes):
     pfx = a_pkcs12.Pfx.load(pfx_der)
     if pfx["auth_safe"]["content_type"].native != "data":
         raise _Unsupported("public-key integrity mode")
+    _verify_mac(pfx)
     for info in pfx.authenticated_safe:
         kind = info["content_type"].native
         if kind == "data":

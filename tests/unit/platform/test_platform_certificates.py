@@ -1,0 +1,179 @@
+"""Certificates: certs.xml decrypts with trans_prv to what openssl finds; AES-128 and 3DES envelopes
+and PBES2 / PBE-SHA1-3DES bundles made by openssl decrypt the same; the transport pair is kept.
+
+openssl is the test oracle only: the code under test never runs it."""
+
+import base64
+import os
+import re
+import shutil
+import stat
+import subprocess
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from workers.platform import certificates as certs
+from workers.platform.documents import parse_certificate_file
+from workers.platform.errors import CertificateError
+
+OPENSSL = shutil.which("openssl")
+needs_openssl = pytest.mark.skipif(OPENSSL is None, reason="openssl (the oracle) is not installed")
+
+
+def fixture_creds(wire):
+    key = serialization.load_pem_private_key((wire / "trans_prv").read_bytes(), None)
+    cert = x509.load_pem_x509_certificate((wire / "trans_cert").read_bytes())
+    return certs.TransportCredentials(key, cert)
+
+
+def openssl(*args, data=None):
+    return subprocess.run([OPENSSL, *args], input=data, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, check=True, timeout=60).stdout
+
+
+def oracle_pem(pfx_path):
+    """What `openssl pkcs12 -nodes` finds: {thumbprint: key public DER or None}."""
+    pem = openssl("pkcs12", "-in", str(pfx_path), "-nodes", "-passin", "pass:").decode()
+    cert_blocks = re.findall(r"-----BEGIN CERTIFICATE-----.*?-----END CERTIFICATE-----", pem, re.S)
+    key_blocks = re.findall(r"-----BEGIN (?:RSA |EC )?PRIVATE KEY-----.*?-----END (?:RSA |EC )?PRIVATE KEY-----",
+                            pem, re.S)
+    keys = [serialization.load_pem_private_key(k.encode(), None) for k in key_blocks]
+    spki = serialization.PublicFormat.SubjectPublicKeyInfo
+    der = serialization.Encoding.DER
+    found = {}
+    for block in cert_blocks:
+        fp = openssl("x509", "-noout", "-fingerprint", "-sha1", data=block.encode()).decode()
+        tp = fp.strip().split("=", 1)[1].replace(":", "").upper()
+        cert = x509.load_pem_x509_certificate(block.encode())
+        pub = cert.public_key().public_bytes(der, spki)
+        found[tp] = pub if any(k.public_key().public_bytes(der, spki) == pub for k in keys) else None
+    return found
+
+
+def ours(records):
+    spki = serialization.PublicFormat.SubjectPublicKeyInfo
+    der = serialization.Encoding.DER
+    result = {}
+    for r in records:
+        cert = x509.load_pem_x509_certificate(r.certificate_pem.encode())
+        pub = cert.public_key().public_bytes(der, spki)
+        if r.private_key_pem:
+            key = serialization.load_pem_private_key(r.private_key_pem.encode(), None)
+            assert key.public_key().public_bytes(der, spki) == pub
+            assert r.private_key_pem.startswith("-----BEGIN PRIVATE KEY-----")
+        result[r.thumbprint] = pub if r.private_key_pem else None
+    return result
+
+
+def test_fixture_certs_decrypt(fixtures_dir):
+    wire = fixtures_dir / "wire"
+    envelope = parse_certificate_file((wire / "certs.xml").read_bytes())
+    records = certs.decrypt_certificates(envelope.data, fixture_creds(wire))
+    assert [r.thumbprint for r in records] == ["F6ABAA61098A301EBB8A571C3C7CF77F355F7FA9",
+                                               "8979F1AC8C4215827BF3B5A403E6137B504D02A4"]
+    assert [r.has_private_key for r in records] == [True, False]
+    assert records[0].summary() == {"thumbprint": records[0].thumbprint, "hasPrivateKey": True}
+    assert "PRIVATE" not in repr(records)
+
+
+@needs_openssl
+def test_fixture_certs_match_openssl(fixtures_dir, tmp_path):
+    wire = fixtures_dir / "wire"
+    envelope = parse_certificate_file((wire / "certs.xml").read_bytes())
+    p7 = tmp_path / "certs.p7m"
+    p7.write_bytes(base64.b64decode(envelope.data))
+    pfx = openssl("cms", "-decrypt", "-inform", "DER", "-in", str(p7), "-inkey",
+                  str(wire / "trans_prv"), "-recip", str(wire / "trans_cert"))
+    (tmp_path / "certs.pfx").write_bytes(pfx)
+    expected = oracle_pem(tmp_path / "certs.pfx")
+    assert ours(certs.decrypt_certificates(envelope.data, fixture_creds(wire))) == expected
+
+
+def test_incorrect_certs_are_not_for_us(fixtures_dir):
+    wire = fixtures_dir / "wire"
+    envelope = parse_certificate_file((wire / "incorrect-certs.xml").read_bytes())
+    with pytest.raises(CertificateError, match="not addressed"):
+        certs.decrypt_certificates(envelope.data, fixture_creds(wire))
+
+
+@pytest.mark.parametrize("data", ["not base64!", base64.b64encode(b"\x30\x03\x02\x01\x01").decode(),
+                                  base64.b64encode(os.urandom(64)).decode()])
+def test_garbage_payloads(fixtures_dir, data):
+    with pytest.raises(CertificateError):
+        certs.decrypt_certificates(data, fixture_creds(fixtures_dir / "wire"))
+
+
+def test_tampered_ciphertext(fixtures_dir):
+    wire = fixtures_dir / "wire"
+    envelope = parse_certificate_file((wire / "certs.xml").read_bytes())
+    der = bytearray(base64.b64decode(envelope.data))
+    der[-20] ^= 0xFF
+    with pytest.raises(CertificateError):
+        certs.decrypt_certificates(base64.b64encode(bytes(der)).decode(), fixture_creds(wire))
+
+
+def make_tenant(tmp_path, name):
+    key, cert = tmp_path / (name + ".key"), tmp_path / (name + ".crt")
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+            "-days", "2", "-subj", "/CN=" + name)
+    return key, cert
+
+
+@needs_openssl
+@pytest.mark.parametrize("cipher", ["-aes128", "-des3"])
+@pytest.mark.parametrize("pbe", [[], ["-keypbe", "PBE-SHA1-3DES", "-certpbe", "PBE-SHA1-3DES"]])
+def test_openssl_made_envelopes(tmp_path, cipher, pbe):
+    creds = certs.ensure_transport_credentials(str(tmp_path / "state"))
+    transport_pem = tmp_path / "transport.pem"
+    transport_pem.write_bytes(creds.certificate.public_bytes(serialization.Encoding.PEM))
+    key1, cert1 = make_tenant(tmp_path, "one")
+    _, cert2 = make_tenant(tmp_path, "two")
+    pfx = tmp_path / "bundle.pfx"
+    openssl("pkcs12", "-export", "-inkey", str(key1), "-in", str(cert1), "-certfile", str(cert2),
+            "-passout", "pass:", "-out", str(pfx), *pbe)
+    der = openssl("cms", "-encrypt", "-binary", cipher, "-keyid", "-in", str(pfx), "-outform", "DER",
+                  str(transport_pem))
+    records = certs.decrypt_certificates(base64.b64encode(der).decode(), creds)
+    assert ours(records) == oracle_pem(pfx)
+    assert sorted(r.has_private_key for r in records) == [False, True]
+
+
+def test_transport_credentials_are_kept(tmp_path):
+    state = str(tmp_path / "state")
+    creds = certs.ensure_transport_credentials(state)
+    folder = tmp_path / "state" / "platform"
+    assert stat.S_IMODE(os.stat(folder).st_mode) == 0o750
+    assert stat.S_IMODE(os.stat(folder / "TransportPrivate.pem").st_mode) == 0o640
+    assert stat.S_IMODE(os.stat(folder / "TransportCert.pem").st_mode) == 0o644
+    cert = creds.certificate
+    assert cert.subject.rfc4514_string() == "CN=LinuxTransport"
+    assert creds.key.key_size == 2048
+    ski = cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest
+    assert creds.subject_key_identifier == ski
+    after = getattr(cert, "not_valid_after_utc", None) or cert.not_valid_after
+    before = getattr(cert, "not_valid_before_utc", None) or cert.not_valid_before
+    assert (after - before).days >= 730
+    assert base64.b64decode(creds.header_value) == cert.public_bytes(serialization.Encoding.DER)
+    again = certs.ensure_transport_credentials(state)
+    assert again.certificate == cert
+    assert not [p for p in os.listdir(folder) if p.startswith(".")]
+
+
+def test_mismatched_pair_is_replaced(tmp_path):
+    state = str(tmp_path / "state")
+    first = certs.ensure_transport_credentials(state)
+    other = certs.generate_transport_credentials()
+    (tmp_path / "state" / "platform" / "TransportCert.pem").write_bytes(
+        other.certificate.public_bytes(serialization.Encoding.PEM))
+    assert certs.load_transport_credentials(state) is None
+    fresh = certs.ensure_transport_credentials(state)
+    assert fresh.certificate not in (first.certificate, other.certificate)
+
+
+def test_unwritable_state_dir_is_a_clear_error(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(CertificateError, match="cannot keep the transport key"):
+        certs.ensure_transport_credentials(str(blocker / "state"))
