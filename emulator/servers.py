@@ -8,6 +8,7 @@ import collections
 import datetime
 import json
 import logging
+import queue
 import re
 import socket
 import struct
@@ -67,6 +68,12 @@ class _Handler(BaseHTTPRequestHandler):
     # a client that goes silent must not hold a thread forever
     timeout = 60
 
+    def setup(self):
+        super().setup()
+        # headers and body leave in two writes; without this, Nagle and the peer's delayed ACK hold
+        # the second one ~40 ms on a keep-alive connection
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
     def log_message(self, fmt, *args):
         log.debug("%s %s", self.server.role, fmt % args)
 
@@ -87,14 +94,53 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class _Server(ThreadingHTTPServer):
+    """ThreadingHTTPServer with a pool of reusable threads: the agent sends `Connection: close`,
+    so every request is a new connection, and starting a thread for each costs as much as serving
+    it. When every pooled thread is busy (long keep-alive connections), a new thread is started as
+    ThreadingHTTPServer would."""
     daemon_threads = True
     allow_reuse_address = True
     request_queue_size = 256
+    pool_size = 16
 
     def __init__(self, addr, emulator, role):
         self.emulator = emulator
         self.role = role
+        self._pool_lock = threading.Lock()
+        self._idle = 0
+        self._pool_threads = 0
+        self._work = queue.SimpleQueue()
         super().__init__(addr, _Handler)
+
+    def process_request(self, request, client_address):
+        with self._pool_lock:
+            if self._idle > 0:
+                self._idle -= 1
+                self._work.put((request, client_address))
+                return
+            pooled = self._pool_threads < self.pool_size
+            if pooled:
+                self._pool_threads += 1
+        if pooled:
+            threading.Thread(target=self._pool_worker, args=(request, client_address), daemon=True,
+                             name="%s-pool" % self.role).start()
+        else:
+            super().process_request(request, client_address)
+
+    def _pool_worker(self, request, client_address):
+        while True:
+            self.process_request_thread(request, client_address)
+            with self._pool_lock:
+                self._idle += 1
+            item = self._work.get()
+            if item is None:
+                return
+            request, client_address = item
+
+    def server_close(self):
+        super().server_close()
+        for _ in range(self._pool_threads):
+            self._work.put(None)
 
     def handle_error(self, request, client_address):
         log.debug("%s: error serving %s", self.role, client_address, exc_info=True)
