@@ -172,3 +172,43 @@ def test_imds(default_emulator):
     full = requests.get(default_emulator.imds + "/metadata/instance?api-version=2021-02-01",
                         headers={"Metadata": "true"}, timeout=10).json()
     assert full["compute"]["vmId"] == doc["vmId"]
+
+
+def test_every_shipped_scenario_serves_parseable_documents(emulator_factory):
+    import glob as _glob
+    for path in sorted(_glob.glob(os.path.join(SCENARIOS, "*.json"))):
+        emu = emulator_factory("--scenario", path)
+        requests.post(emu.ws + "/_emulator/faults", json={}, timeout=10)  # clear any scripted faults
+        root, urls = goal_state_urls(emu)
+        for tag in ("HostingEnvironmentConfig", "SharedConfig", "ExtensionsConfig"):
+            doc = ET.fromstring(get_ws(urls[tag]).content)
+            if tag == "ExtensionsConfig":
+                assert paths(doc) <= _all_ext_conf_paths(), path
+                for plugin in doc.findall("Plugins/Plugin"):
+                    assert requests.get(plugin.get("location"), timeout=10).status_code == 200
+        st = emu.state()["vm"]
+        r = requests.get(emu.hgap + "/vmSettings", timeout=10, headers=dict(
+            HGAP_HEADERS, **{"x-ms-host-config-name": st["config_name"]}))
+        assert r.status_code == 200 and r.json()["extensionGoalStates"], path
+
+
+def test_multi_config_extensions_config(emulator_factory):
+    emu = emulator_factory("--scenario", os.path.join(SCENARIOS, "multi_config.json"))
+    _, urls = goal_state_urls(emu)
+    doc = ET.fromstring(get_ws(urls["ExtensionsConfig"]).content)
+    mc = doc.find("PluginSettings/Plugin[@name='Contoso.Demo.MultiHello']")
+    ers = mc.findall("ExtensionRuntimeSettings")
+    assert [(e.get("name"), e.get("seqNo"), e.get("state")) for e in ers] == [
+        ("one", "0", "enabled"), ("two", "5", "enabled"), ("three", "1", "disabled")]
+    assert mc.find("RuntimeSettings") is None
+    dep = mc.find("DependsOn")
+    assert dep.get("name") == "one" and dep.get("dependencyLevel") == "2"
+    two = json.loads(ers[1].text)["runtimeSettings"][0]["handlerSettings"]
+    assert two["protectedSettings"] and two["protectedSettingsCertThumbprint"]
+    assert doc.find("RequiredFeatures/RequiredFeature/Name").text == "MultipleExtensionsPerHandler"
+    assert doc.find("PluginSettings/Plugin[@name='Contoso.Demo.NoSettings']") is None
+    st = emu.state()["vm"]
+    vms = requests.get(emu.hgap + "/vmSettings", timeout=10, headers=dict(
+        HGAP_HEADERS, **{"x-ms-host-config-name": st["config_name"]})).json()
+    mc_ft = next(g for g in vms["extensionGoalStates"] if g["name"] == "Contoso.Demo.MultiHello")
+    assert mc_ft["isMultiConfig"] and [s["extensionName"] for s in mc_ft["settings"]] == ["one", "two", "three"]

@@ -5,6 +5,10 @@ set -eu
 op="${1:-unknown}"
 here="$(cd "$(dirname "$0")" && pwd)"
 seq="${ConfigSequenceNumber:-0}"
+# multi-config: one status file per extension, named <extension>.<seq>.status
+ext="${ConfigExtensionName:-}"
+status_name="$seq.status"
+[ -n "$ext" ] && status_name="$ext.$seq.status"
 
 # HandlerEnvironment.json is one line of JSON written by the agent; pull a folder out of it.
 folder() {
@@ -13,12 +17,12 @@ folder() {
 log_dir="$(folder logFolder)"; status_dir="$(folder statusFolder)"
 log_dir="${log_dir:-$here}"; status_dir="${status_dir:-$here/status}"
 mkdir -p "$log_dir" "$status_dir"
-echo "$(date -u +%Y-%m-%dT%H:%M:%SZ) hello $op seq=$seq" >> "$log_dir/hello.log"
+echo "$(date -u +%Y-%m-%dT%H:%M:%SZ) hello $op seq=$seq ext=${ext:-none}" >> "$log_dir/hello.log"
 
 if [ "$op" = "enable" ]; then
     now="$(date -u +%Y-%m-%dT%H:%M:%SZ)"
-    tmp="$status_dir/$seq.status.tmp"
+    tmp="$status_dir/$status_name.tmp"
     printf '[{"version":"1.0","timestampUTC":"%s","status":{"name":"HelloWorld","operation":"Enable","status":"success","code":0,"formattedMessage":{"lang":"en-US","message":"Hello from the emulator extension (seq %s)"}}}]\n' "$now" "$seq" > "$tmp"
-    mv "$tmp" "$status_dir/$seq.status"
+    mv "$tmp" "$status_dir/$status_name"
 fi
 exit 0
