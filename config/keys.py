@@ -223,6 +223,14 @@ KEYS = (
        "Largest protocol document read (packages have their own cap).", minimum=1024, ours=True),
     _k("DVD.Device", STRING, None, "Provisioning DVD device; found by discovery when unset.",
        ours=True),
+    # Provisioning (issue 7).
+    _k("DVD.MountRetryDelay", FLOAT, 5.0, "Seconds between the 5 attempts to mount the DVD.",
+       minimum=0, ours=True),
+    _k("Provisioning.UserGroups", STRING, None,
+       "Comma-separated existing groups the provisioned user joins (e.g. adm,sudo).", ours=True),
+    _k("Provisioning.CloudInitTimeout", FLOAT, 1800.0,
+       "Seconds to wait for cloud-init's ovf-env.xml and SSH host key (Provisioning.Agent "
+       "cloud-init).", minimum=0, ours=True),
     _k("ResourceDisk.Device", STRING, None,
        "Resource disk device; found by discovery (vmbus) when unset.", ours=True),
     _k("OS.SysRoot", STRING, "/", "Read /sys and /proc under this root (fixture trees in tests).",

@@ -55,3 +55,7 @@ def debug_sleep(ctx: Context, args: dict) -> dict:
     start = time.monotonic()
     ctx.cancel.wait(args["seconds"])
     return {"slept": round(min(time.monotonic() - start, 600.0), 3)}
+
+
+# The privileged effects, one module per thing held (each registers its handlers on import).
+from supervisor.privileged import provisioning  # noqa: E402,F401  (issue 7)

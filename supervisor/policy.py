@@ -28,6 +28,8 @@ from supervisor.table import NAMES
 
 EVERY = frozenset(NAMES)
 HELLO = "worker.hello"
+PROV = frozenset(("provisioning",))
+PROVISIONING = "provisioning"   # the gate of the provisioning verbs
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,24 @@ TABLE = (
     Permit("worker.ready", EVERY, once=True),
     Permit("worker.heartbeat", EVERY),
     Permit("worker.status", EVERY),
+    # Provisioning (ipc/verbs/provisioning.py, supervisor/privileged/): the provisioning
+    # worker only; everything but the read-only state behind the `provisioning` gate, which
+    # provisioning.finish closes for the rest of the boot (issue 7).
+    Permit("provisioning.state", PROV),
+    Permit("provisioning.read_ovf", PROV, gate=PROVISIONING),
+    Permit("provisioning.forget_previous_vm", PROV, once=True, gate=PROVISIONING),
+    Permit("provisioning.hostname", PROV, once=True, gate=PROVISIONING),
+    Permit("provisioning.user", PROV, once=True, gate=PROVISIONING),
+    Permit("provisioning.password", PROV, once=True, gate=PROVISIONING),
+    Permit("provisioning.sudoers", PROV, once=True, gate=PROVISIONING),
+    Permit("provisioning.sshd_config", PROV, once=True, gate=PROVISIONING),
+    Permit("provisioning.authorized_key", PROV, gate=PROVISIONING),
+    Permit("provisioning.key_pair", PROV, gate=PROVISIONING),
+    Permit("provisioning.custom_data", PROV, once=True, gate=PROVISIONING),
+    Permit("provisioning.lock_root_password", PROV, once=True, gate=PROVISIONING),
+    Permit("provisioning.host_keys", PROV, once=True, gate=PROVISIONING),
+    Permit("provisioning.restart_sshd", PROV, once=True, gate=PROVISIONING),
+    Permit("provisioning.finish", PROV, once=True, gate=PROVISIONING, closes=PROVISIONING),
     # Test-only: a slow verb to prove the loop never blocks (ipc/verbs/debug.py).
     Permit("debug.sleep", EVERY, test_only=True),
 )

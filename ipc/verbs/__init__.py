@@ -79,3 +79,4 @@ def reference() -> str:
 # Every domain module registers its verbs on import.
 from ipc.verbs import control, worker  # noqa: E402,F401
 from ipc.verbs import debug  # noqa: E402,F401  (test-only verbs; see policy)
+from ipc.verbs import provisioning  # noqa: E402,F401  (issue 7)

@@ -1,0 +1,216 @@
+"""The broker's privileged effects, one module per thing held (accounts, ssh, hostname, the
+DVD, custom data, the provisioning state). Each module registers its verbs' handlers with
+`supervisor.broker.handler`; policy.py says who may call them. This package holds the common
+ground: running a command with a bounded output and no secret on argv, writing a root file
+atomically, and opening a path inside a user's home without following a symlink.
+"""
+
+import errno
+import os
+import shutil
+import stat
+import subprocess
+import tempfile
+import threading
+from typing import Optional, Sequence, Tuple
+
+from ipc.errors import FAILED, IpcError
+
+MAX_OUTPUT = 64 * 1024
+SAFE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def fail(message: str) -> IpcError:
+    return IpcError(FAILED, message[:1000])
+
+
+def which(name: str) -> Optional[str]:
+    return shutil.which(name, path=SAFE_PATH)
+
+
+def run(argv: Sequence[str], stdin: Optional[bytes] = None, timeout: float = 60.0,
+        cancel: Optional[threading.Event] = None, check: bool = True,
+        cwd: str = "/") -> Tuple[int, str]:
+    """Run a command (never a shell), secrets only on stdin; (exit code, merged output capped).
+
+    A missing program or a non-zero exit with check=True raises FAILED naming the program
+    and the end of its output (commands given here print no secret)."""
+    exe = argv[0] if os.path.isabs(argv[0]) else which(argv[0])
+    if exe is None:
+        raise fail("%s is not installed" % argv[0])
+    env = {"PATH": SAFE_PATH, "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8"}
+    try:
+        proc = subprocess.Popen([exe] + list(argv[1:]), stdin=subprocess.PIPE if stdin is not None
+                                else subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, env=env, cwd=cwd, close_fds=True,
+                                start_new_session=True)
+    except OSError as e:
+        raise fail("%s could not start: %s" % (argv[0], e.strerror)) from None
+    try:
+        out, _ = proc.communicate(stdin, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        raise fail("%s did not finish in %.0f s" % (argv[0], timeout)) from None
+    text = out[-MAX_OUTPUT:].decode("utf-8", "replace").strip()
+    if check and proc.returncode != 0:
+        raise fail("%s exited %d: %s" % (os.path.basename(argv[0]), proc.returncode,
+                                         text[-300:] or "no output"))
+    return proc.returncode, text
+
+
+def ensure_root_dir(path: str, mode: int = 0o700) -> None:
+    """A root-owned folder (parents 0755 as created); refuses a symlink or a foreign owner."""
+    parent = os.path.dirname(path.rstrip("/"))
+    if parent and not os.path.isdir(parent):
+        os.makedirs(parent, 0o755, exist_ok=True)
+    try:
+        os.mkdir(path, mode)
+    except FileExistsError:
+        pass
+    st = os.lstat(path)
+    if not stat.S_ISDIR(st.st_mode):
+        raise fail("%s is not a folder" % path)
+    if st.st_uid != 0:
+        raise fail("%s is not owned by root" % path)
+
+
+def atomic_write(path: str, data: bytes, mode: int = 0o600, uid: int = 0, gid: int = 0) -> None:
+    """temp + fsync + rename in the same folder (DESIGN.md principle 9); never follows a link."""
+    folder = os.path.dirname(path) or "."
+    fd, tmp = tempfile.mkstemp(prefix=".%s." % os.path.basename(path), dir=folder)
+    try:
+        os.fchmod(fd, mode)
+        os.fchown(fd, uid, gid)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.rename(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def read_capped(path: str, cap: int, follow: bool = False) -> Optional[bytes]:
+    """The bytes of a regular file, None if it does not exist; FAILED if larger than cap."""
+    flags = os.O_RDONLY | os.O_CLOEXEC | (0 if follow else os.O_NOFOLLOW)
+    try:
+        fd = os.open(path, flags)
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise fail("%s is a symlink" % path) from None
+        raise fail("cannot open %s: %s" % (path, e.strerror)) from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise fail("%s is not a regular file" % path)
+        chunks, total = [], 0
+        while True:
+            chunk = os.read(fd, min(65536, cap + 1 - total))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            total += len(chunk)
+            if total > cap:
+                raise fail("%s is larger than %d bytes" % (path, cap))
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def lib_dir(conf) -> str:
+    path = conf["Lib.Dir"]
+    ensure_root_dir(path, 0o700)
+    return path
+
+
+class HomeFile:
+    """Open files inside a user's home without following any symlink below the home.
+
+    The home's parents are root's (resolved once); from the home down every component is
+    opened with O_NOFOLLOW relative to its parent's descriptor, created 0700 and owned by the
+    user where missing; a file must be a regular file with one link (no hard-linked
+    /etc/shadow), and ends owned by the user with the mode asked."""
+
+    def __init__(self, uid: int, gid: int, home: str):
+        self.uid, self.gid, self.home = uid, gid, os.path.normpath(home)
+
+    def relative(self, path: str) -> Tuple[str, ...]:
+        path = os.path.normpath(path)
+        if not path.startswith(self.home.rstrip("/") + "/"):
+            raise fail("%s is outside the home folder %s" % (path, self.home))
+        parts = tuple(p for p in path[len(self.home):].split("/") if p)
+        if not parts or any(p in (".", "..") for p in parts):
+            raise fail("%s is not a file path in %s" % (path, self.home))
+        return parts
+
+    def _open_home(self) -> int:
+        parent = os.path.realpath(os.path.dirname(self.home))
+        pfd = os.open(parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            fd = os.open(os.path.basename(self.home), os.O_RDONLY | os.O_DIRECTORY |
+                         os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=pfd)
+        except OSError as e:
+            raise fail("cannot open the home folder %s: %s" % (self.home, e.strerror)) from None
+        finally:
+            os.close(pfd)
+        st = os.fstat(fd)
+        if st.st_uid not in (self.uid, 0):
+            os.close(fd)
+            raise fail("%s is owned by uid %d, not the user" % (self.home, st.st_uid))
+        return fd
+
+    def open_dir(self, parts: Sequence[str]) -> int:
+        """A descriptor of home/parts..., creating each missing folder (0700, the user's)."""
+        fd = self._open_home()
+        try:
+            for name in parts:
+                try:
+                    os.mkdir(name, 0o700, dir_fd=fd)
+                    created = True
+                except FileExistsError:
+                    created = False
+                try:
+                    nfd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW |
+                                  os.O_CLOEXEC, dir_fd=fd)
+                except OSError as e:
+                    raise fail("%s/%s: %s" % (self.home, name, "a symlink or not a folder"
+                                              if e.errno in (errno.ELOOP, errno.ENOTDIR)
+                                              else e.strerror)) from None
+                os.close(fd)
+                fd = nfd
+                st = os.fstat(fd)
+                if created or st.st_uid in (self.uid, 0):
+                    os.fchown(fd, self.uid, self.gid)
+                    os.fchmod(fd, 0o700)
+                else:
+                    raise fail("%s is owned by uid %d" % (name, st.st_uid))
+            return fd
+        except BaseException:
+            os.close(fd)
+            raise
+
+    def open_file(self, dir_fd: int, name: str, flags: int, mode: int) -> int:
+        try:
+            fd = os.open(name, flags | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NOCTTY, mode,
+                         dir_fd=dir_fd)
+        except OSError as e:
+            raise fail("%s: %s" % (name, "a symlink" if e.errno == errno.ELOOP
+                                   else e.strerror)) from None
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
+            os.close(fd)
+            raise fail("%s is not a plain file with one link" % name)
+        if st.st_uid not in (self.uid, 0):
+            os.close(fd)
+            raise fail("%s is owned by uid %d" % (name, st.st_uid))
+        return fd
+
+    def finish(self, fd: int, mode: int) -> None:
+        os.fchown(fd, self.uid, self.gid)
+        os.fchmod(fd, mode)

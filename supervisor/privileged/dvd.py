@@ -1,0 +1,157 @@
+"""The provisioning DVD (protocol.md §3.3): mount read-only in a private place, read
+ovf-env.xml with a size cap, unmount, eject; save a copy with the password replaced by `*`.
+
+The device is DVD.Device, else the first /dev entry named like a CD (sr0, cdrom0, hdc...,
+vdb...). Mounted with `mount -o ro,nosuid,nodev,noexec -t udf,iso9660` in DVD.MountPoint
+(root, 0700), up to 5 attempts DVD.MountRetryDelay apart. A DVD.Device that is a folder is
+bind-mounted read-only instead: the host tests' stand-in for the media, since their kernel
+mounts neither iso9660 nor udf (the same path reads a real image in a VM).
+
+The bytes read are kept in the broker, not in a file a worker could replace, so custom data
+runs only from bytes the broker read itself (DESIGN.md principle 2; customdata.py). The broker
+does not parse the document (principle 1): the saved copy's redaction is a byte substitution.
+"""
+
+import logging
+import os
+import re
+import stat
+import threading
+from typing import Optional
+
+from supervisor.broker import Context, handler
+from supervisor.privileged import (atomic_write, ensure_root_dir, fail, lib_dir, read_capped,
+                                   run, which)
+
+log = logging.getLogger("guestagent.broker.provisioning")
+
+OVF_NAME = "ovf-env.xml"
+MAX_OVF_BYTES = 256 * 1024
+BOM = b"\xef\xbb\xbf"
+DEVICE_RE = re.compile(r"(sr[0-9]|hd[c-z]|cdrom[0-9]|cd[0-9]|vd[b-z])")
+MOUNT_ATTEMPTS = 5
+_PASSWORD_RE = re.compile(
+    rb"(<(?:[A-Za-z_][\w.-]*:)?UserPassword\b[^>]*>)(?:<!\[CDATA\[.*?\]\]>|[^<])*"
+    rb"(</(?:[A-Za-z_][\w.-]*:)?UserPassword\s*>)", re.DOTALL)
+
+_held_lock = threading.Lock()
+_held: Optional[bytes] = None
+
+
+def held_ovf() -> Optional[bytes]:
+    """The ovf-env.xml bytes this broker last read from the DVD (None if none)."""
+    with _held_lock:
+        return _held
+
+
+def _hold(data: Optional[bytes]) -> None:
+    global _held
+    with _held_lock:
+        _held = data
+
+
+def redact(data: bytes) -> bytes:
+    return _PASSWORD_RE.sub(rb"\1*\2", data)
+
+
+def find_device(conf) -> Optional[str]:
+    if conf["DVD.Device"]:
+        return conf["DVD.Device"]
+    try:
+        names = sorted(os.listdir("/dev"))
+    except OSError:
+        return None
+    for name in names:
+        if DEVICE_RE.fullmatch(name):
+            return os.path.join("/dev", name)
+    return None
+
+
+def _mounted_at(device: str) -> Optional[str]:
+    real = os.path.realpath(device)
+    try:
+        with open("/proc/self/mounts", "rb") as f:
+            text = f.read(1024 * 1024).decode("utf-8", "replace")
+    except OSError:
+        return None
+    for line in text.splitlines():
+        fields = line.split()
+        if len(fields) >= 2 and fields[0] in (device, real):
+            return fields[1].replace("\\040", " ")
+    return None
+
+
+def _read_ovf(folder: str) -> bytes:
+    data = read_capped(os.path.join(folder, OVF_NAME), MAX_OVF_BYTES)
+    if data is None:
+        raise fail("the provisioning media has no %s" % OVF_NAME)
+    return data[len(BOM):] if data.startswith(BOM) else data
+
+
+def _mount_and_read(ctx: Context, device: str) -> bytes:
+    already = _mounted_at(device)
+    if already:
+        log.info("event=dvd_already_mounted device=%s at=%s", device, already)
+        return _read_ovf(already)
+    mount_point = ctx.conf["DVD.MountPoint"]
+    ensure_root_dir(mount_point, 0o700)
+    is_folder = stat.S_ISDIR(os.stat(device).st_mode)
+    if is_folder:
+        argv = ["mount", "--bind", "-o", "ro", device, mount_point]
+    else:
+        argv = ["mount", "-o", "ro,nosuid,nodev,noexec", "-t", "udf,iso9660", device,
+                mount_point]
+    delay = ctx.conf["DVD.MountRetryDelay"]
+    for attempt in range(1, MOUNT_ATTEMPTS + 1):
+        code, out = run(argv, timeout=60, check=False)
+        if code == 0:
+            break
+        log.warning("event=dvd_mount_failed device=%s attempt=%d output=%r", device, attempt,
+                    out[-200:])
+        if attempt == MOUNT_ATTEMPTS or ctx.cancel.wait(delay):
+            raise fail("cannot mount %s: %s" % (device, out[-200:] or "mount failed"))
+    if is_folder:
+        # A bind mount ignores ro on its first call on older util-linux: make sure.
+        run(["mount", "-o", "remount,bind,ro", mount_point], timeout=30, check=False)
+    try:
+        return _read_ovf(mount_point)
+    finally:
+        code, out = run(["umount", mount_point], timeout=60, check=False)
+        if code != 0:
+            log.warning("event=dvd_umount_failed at=%s output=%r", mount_point, out[-200:])
+        if not is_folder and not os.path.basename(device).startswith("vd"):
+            if which("eject"):
+                code, out = run(["eject", device], timeout=60, check=False)
+                if code != 0:
+                    log.warning("event=dvd_eject_failed device=%s output=%r", device, out[-200:])
+            else:
+                log.info("event=dvd_not_ejected reason=no_eject_command")
+
+
+@handler("provisioning.read_ovf", slow=True)
+def read_ovf(ctx: Context, args: dict) -> dict:
+    folder = lib_dir(ctx.conf)
+    saved = os.path.join(folder, OVF_NAME)
+    if args["source"] == "saved":
+        data = read_capped(saved, MAX_OVF_BYTES)
+        if data is None:
+            return {"ovf": None, "device": None}
+        return {"ovf": _decode(data[len(BOM):] if data.startswith(BOM) else data),
+                "device": None}
+    device = find_device(ctx.conf)
+    if device is None or not os.path.exists(device):
+        raise fail("no provisioning media: %s" % (
+            "DVD.Device %s does not exist" % device if device else "no DVD device found"))
+    data = _mount_and_read(ctx, device)
+    text = _decode(data)
+    atomic_write(saved, redact(data), 0o600)
+    _hold(data)
+    log.info("event=ovf_read device=%s bytes=%d saved=%s", device, len(data), saved)
+    return {"ovf": text, "device": device}
+
+
+def _decode(data: bytes) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise fail("%s is not UTF-8" % OVF_NAME) from None

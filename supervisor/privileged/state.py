@@ -1,0 +1,83 @@
+"""The provisioning state in Lib.Dir (root, 0700): the `provisioned` marker, `disable_agent`,
+and the previous VM's protocol state removed when the VM id changes (protocol.md §3.4, §6.3).
+Also SMBIOS's product_uuid, which only root may read, for the worker to derive the VM id."""
+
+import glob
+import logging
+import os
+import re
+
+from supervisor.broker import Context, handler
+from supervisor.privileged import atomic_write, lib_dir, read_capped
+
+log = logging.getLogger("guestagent.broker.provisioning")
+
+MARKER = "provisioned"
+DISABLE_AGENT = "disable_agent"
+PRODUCT_UUID = "sys/class/dmi/id/product_uuid"
+GUID_RE = re.compile(r"[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}")
+# protocol.md §6.3: what a new VM must not inherit from the captured one.
+PREVIOUS_VM_FILES = ("HostingEnvironmentConfig.xml", "Incarnation", "partition", "Protocol",
+                     "SharedConfig.xml", "WireServerEndpoint", "published_hostname",
+                     "fast_track.json", "initial_goal_state", "waagent_rsm_update",
+                     "waagent_initial_update")
+PREVIOUS_VM_GLOBS = ("Extensions.*.xml", "ExtensionsConfig.*.xml", "GoalState.*.xml")
+EXTENSION_GLOBS = ("status/*.status", "config/*.settings", "config/HandlerStatus", "mrseq")
+
+
+def _text(data):
+    if data is None:
+        return None
+    return data.decode("ascii", "replace").strip()[:128]
+
+
+@handler("provisioning.state")
+def state(ctx: Context, args: dict) -> dict:
+    folder = ctx.conf["Lib.Dir"]
+    marker = _text(read_capped(os.path.join(folder, MARKER), 4096)) if os.path.isdir(folder) \
+        else None
+    uuid = None
+    path = os.path.join(ctx.conf["OS.SysRoot"] or "/", PRODUCT_UUID)
+    try:
+        uuid = _text(read_capped(path, 64, follow=True))
+    except Exception as e:  # noqa: B902 - an unreadable uuid is "none", logged
+        log.warning("event=product_uuid_unreadable path=%s error=%r", path, str(e))
+    if uuid is not None and not GUID_RE.fullmatch(uuid):
+        log.warning("event=product_uuid_malformed path=%s", path)
+        uuid = None
+    return {"marker": marker, "product_uuid": uuid,
+            "disable_agent": os.path.lexists(os.path.join(folder, DISABLE_AGENT))}
+
+
+@handler("provisioning.finish")
+def finish(ctx: Context, args: dict) -> dict:
+    folder = lib_dir(ctx.conf)
+    if args["vm_id"] is not None:
+        atomic_write(os.path.join(folder, MARKER), args["vm_id"].lower().encode() + b"\n", 0o600)
+    if args["disable_agent"]:
+        atomic_write(os.path.join(folder, DISABLE_AGENT), b"", 0o600)
+    log.info("event=provisioning_gate_closed marker=%s disable_agent=%s",
+             "written" if args["vm_id"] else "unchanged", args["disable_agent"])
+    return {}
+
+
+@handler("provisioning.forget_previous_vm", slow=True)
+def forget_previous_vm(ctx: Context, args: dict) -> dict:
+    folder = lib_dir(ctx.conf)
+    doomed = [os.path.join(folder, name) for name in PREVIOUS_VM_FILES]
+    for pattern in PREVIOUS_VM_GLOBS:
+        doomed += glob.glob(os.path.join(glob.escape(folder), pattern))
+    for ext_dir in glob.glob(os.path.join(glob.escape(folder), "*-*")):
+        if os.path.isdir(ext_dir) and not os.path.islink(ext_dir):
+            for pattern in EXTENSION_GLOBS:
+                doomed += glob.glob(os.path.join(glob.escape(ext_dir), pattern))
+    removed = 0
+    for path in doomed:
+        try:
+            if os.path.isfile(path) or os.path.islink(path):
+                os.unlink(path)
+                removed += 1
+        except OSError as e:
+            log.warning("event=forget_failed path=%s error=%r", path, e.strerror)
+    log.info("event=previous_vm_forgotten removed=%d", removed)
+    return {"removed": removed}
