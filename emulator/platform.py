@@ -18,6 +18,7 @@ import uuid
 from urllib.parse import quote, unquote
 
 from emulator import cms, documents, handler_packages, tenant_certs
+from emulator.files import read_capped
 
 MAX_SCENARIO_BYTES = 4 << 20
 KEPT_INCARNATIONS = 8
@@ -52,11 +53,7 @@ class ScenarioError(ValueError):
 
 
 def load_scenario(path):
-    with open(path, "rb") as f:
-        raw = f.read(MAX_SCENARIO_BYTES + 1)
-    if len(raw) > MAX_SCENARIO_BYTES:
-        raise ScenarioError("scenario larger than %d bytes" % MAX_SCENARIO_BYTES)
-    doc = json.loads(raw.decode("utf-8"))
+    doc = json.loads(read_capped(path, MAX_SCENARIO_BYTES).decode("utf-8"))
     if not isinstance(doc, dict):
         raise ScenarioError("scenario must be a JSON object")
     return doc, os.path.dirname(os.path.abspath(path))

@@ -201,17 +201,25 @@ def telemetry(body, headers, expect):
     return errors, [], doc
 
 
+def _json_object(data):
+    """(document, errors): a JSON object, or None with why not."""
+    try:
+        doc = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as e:
+        return None, ["not JSON: %s" % e]
+    if not isinstance(doc, dict):
+        return None, ["not a JSON object"]
+    return doc, []
+
+
 def health_service(body, headers, expect):
     """§1.13."""
     errors = []
     if not headers.get("content-type", "").lower().startswith("application/json"):
         errors.append("Content-Type %r, expected application/json" % headers.get("content-type"))
-    try:
-        doc = json.loads(body.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as e:
-        return ["not JSON: %s" % e], [], None
-    if not isinstance(doc, dict):
-        return ["not a JSON object"], [], None
+    doc, bad = _json_object(body)
+    if bad:
+        return errors + bad, [], None
     for key, want in (("Api", "reporttargethealth"), ("Version", "1.0"), ("Source", "WALinuxAgent")):
         if doc.get(key) != want:
             errors.append("%s %r, expected %r" % (key, doc.get(key), want))
@@ -248,13 +256,9 @@ def _formatted(fm, where, errors):
 def status_blob(content):
     """§2. content: the blob bytes (page blobs arrive space- or NUL-padded)."""
     errors = []
-    text = content.rstrip(b"\x00 \r\n\t")
-    try:
-        doc = json.loads(text.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as e:
-        return ["not JSON: %s" % e], [], None
-    if not isinstance(doc, dict):
-        return ["not a JSON object"], [], None
+    doc, bad = _json_object(content.rstrip(b"\x00 \r\n\t"))
+    if bad:
+        return bad, [], None
     if doc.get("version") != "1.1":
         errors.append("version %r, expected '1.1'" % doc.get("version"))
     if not TIMESTAMP_RE.match(str(doc.get("timestampUTC", ""))):

@@ -15,6 +15,7 @@ import xml.etree.ElementTree as ET
 from urllib.parse import unquote, urlsplit, parse_qsl
 
 from emulator import documents
+from emulator.files import read_capped
 from emulator.platform import DEFAULT_VM, Snapshot
 
 MAX_DOC_BYTES = 8 << 20
@@ -30,14 +31,6 @@ LAYOUTS = {
                 "shared_config": "shared_config.xml", "ext_conf": "ext_conf.xml", "certs": "certs.xml",
                 "vm_settings": "vm_settings.json"},
 }
-
-
-def _read(path):
-    with open(path, "rb") as f:
-        data = f.read(MAX_DOC_BYTES + 1)
-    if len(data) > MAX_DOC_BYTES:
-        raise ValueError("%s is larger than %d bytes" % (path, MAX_DOC_BYTES))
-    return data
 
 
 class Replay:
@@ -58,7 +51,7 @@ class Replay:
         for key, name in names.items():
             path = os.path.join(self.folder, name)
             if os.path.isfile(path):
-                self.recorded[key] = _read(path).decode("utf-8-sig")
+                self.recorded[key] = read_capped(path, MAX_DOC_BYTES).decode("utf-8-sig")
         root = ET.fromstring(self.recorded["goal_state"].encode())
         self.incarnation = (root.findtext("Incarnation") or "1").strip()
         self.container_id = (root.findtext("Container/ContainerId") or "").strip()
@@ -129,7 +122,7 @@ class Replay:
         name = unquote(path.rstrip("/").rsplit("/", 1)[-1])
         candidate = os.path.join(self.folder, name)
         if name and os.path.isfile(candidate) and os.path.dirname(os.path.abspath(candidate)) == self.folder:
-            data = _read(candidate)
+            data = read_capped(candidate, MAX_DOC_BYTES)
             if name.endswith((".xml", ".json")):
                 data = self._rewrite(data.decode("utf-8-sig")).encode()
             return data, "application/octet-stream"

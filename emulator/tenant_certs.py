@@ -7,6 +7,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
 from emulator import cms
+from emulator.files import read_capped
 
 MAX_PEM_BYTES = 1 << 20
 
@@ -53,17 +54,9 @@ def generate(name, common_name=None, key_size=2048):
     return TenantCert(name, cert, key)
 
 
-def _read_capped(path):
-    with open(path, "rb") as f:
-        data = f.read(MAX_PEM_BYTES + 1)
-    if len(data) > MAX_PEM_BYTES:
-        raise ValueError("%s: larger than %d bytes" % (path, MAX_PEM_BYTES))
-    return data
-
-
 def load(name, cert_path, key_path=None):
-    cert = x509.load_pem_x509_certificate(_read_capped(cert_path))
+    cert = x509.load_pem_x509_certificate(read_capped(cert_path, MAX_PEM_BYTES))
     key = None
     if key_path:
-        key = serialization.load_pem_private_key(_read_capped(key_path), password=None)
+        key = serialization.load_pem_private_key(read_capped(key_path, MAX_PEM_BYTES), password=None)
     return TenantCert(name, cert, key)
