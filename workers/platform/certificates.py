@@ -460,7 +460,7 @@ def _read_pkcs12_bags(pfx_der: bytes) -> Tuple[list, list]:
         kind = bag["bag_id"].native
         value = bag["bag_value"]
         if kind == "key_bag":
-            keys.append(serialization.load_der_private_key(value.dump(), password=None))
+            keys.append(serialization.load_der_private_key(value.untag().dump(), password=None))
         elif kind == "pkcs8_shrouded_key_bag":
             plain = _pbe_decrypt(value["encryption_algorithm"], value["encrypted_data"].native)
             a_keys.PrivateKeyInfo.load(plain).native  # well-formed before cryptography sees it

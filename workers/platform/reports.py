@@ -21,6 +21,7 @@ SUBSTATUSES = (PROVISIONING, PROVISIONING_FAILED)
 # The WireServer refuses a Health body over 4096 bytes; waagent trims the description to this
 # many characters before escaping.
 MAX_DESCRIPTION_CHARS = 3686
+MAX_HEALTH_BODY_BYTES = 4096
 
 TELEMETRY_MAX_BYTES = 2 ** 16 - 2 ** 10   # 64512: one request's events
 HEALTH_SERVICE_MAX_OBSERVATIONS = 10
@@ -32,16 +33,9 @@ def _xml_text(value: str) -> str:
     return escape(value)
 
 
-def health_report(incarnation: str, container_id: str, role_instance_id: str, state: str,
-                  substatus: Optional[str] = None, description: Optional[str] = None) -> bytes:
-    """The POST ?comp=health body; Details only when a substatus is given."""
-    if state not in HEALTH_STATES:
-        raise ValueError("health state %r" % state)
-    if substatus is not None and substatus not in SUBSTATUSES:
-        raise ValueError("health substatus %r" % substatus)
+def _health_body(incarnation, container_id, role_instance_id, state, substatus, text) -> bytes:
     details = ""
     if substatus is not None:
-        text = (description or "")[:MAX_DESCRIPTION_CHARS]
         details = ("<Details><SubStatus>%s</SubStatus><Description>%s</Description></Details>"
                    % (_xml_text(substatus), _xml_text(text)))
     body = ('<?xml version="1.0" encoding="utf-8"?>'
@@ -55,6 +49,35 @@ def health_report(incarnation: str, container_id: str, role_instance_id: str, st
             % (_xml_text(incarnation), _xml_text(container_id), _xml_text(role_instance_id),
                state, details))
     return body.encode("utf-8")
+
+
+def health_report(incarnation: str, container_id: str, role_instance_id: str, state: str,
+                  substatus: Optional[str] = None, description: Optional[str] = None) -> bytes:
+    """The POST ?comp=health body; Details only when a substatus is given.
+
+    The description is trimmed to 3686 characters before escaping (§1.9). That trim exists to
+    keep the body under the WireServer's 4096-byte limit, which long ids, escaping or non-ASCII
+    text can still pass; then the description is cut further, on a character boundary, until
+    the body fits.
+    """
+    if state not in HEALTH_STATES:
+        raise ValueError("health state %r" % state)
+    if substatus is not None and substatus not in SUBSTATUSES:
+        raise ValueError("health substatus %r" % substatus)
+    text = (description or "")[:MAX_DESCRIPTION_CHARS]
+    args = (incarnation, container_id, role_instance_id, state, substatus)
+    body = _health_body(*args, text)
+    if substatus is None or len(body) <= MAX_HEALTH_BODY_BYTES:
+        return body
+    budget = MAX_HEALTH_BODY_BYTES - len(_health_body(*args, ""))
+    used, keep = 0, 0
+    for ch in text:
+        size = len(_xml_text(ch).encode("utf-8"))
+        if used + size > budget:
+            break
+        used += size
+        keep += 1
+    return _health_body(*args, text[:keep])
 
 
 def role_properties(container_id: str, role_instance_id: str, thumbprint: str) -> bytes:

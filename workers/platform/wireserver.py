@@ -16,7 +16,8 @@ from workers.platform.certificates import (CIPHERS, CertificateRecord, Transport
                                            decrypt_certificates)
 from workers.platform.endpoint import Endpoint
 from workers.platform.errors import (CertificateError, DocumentError, HttpError,
-                                     NoRoleInstanceError)
+                                     InvalidContainerError, NoRoleInstanceError,
+                                     ResourceGoneError)
 from workers.platform.extensionsconfig import ExtensionsConfig, parse_extensions_config
 from workers.platform.goalstate import GoalState, parse_goal_state
 from workers.platform.http import HttpClient, RetryPolicy
@@ -133,7 +134,7 @@ class WireServerClient:
                     return []
                 return decrypt_certificates(envelope.data, creds)
             except (HttpError, DocumentError, CertificateError) as e:
-                if isinstance(e, HttpError) and e.status == 410:
+                if isinstance(e, (ResourceGoneError, InvalidContainerError)):
                     raise
                 failures.append("%s: %s" % (cipher, e))
                 log.warning("Certificates with %s failed: %s", cipher, e)
