@@ -144,6 +144,7 @@ class Worker:
             result, _ = self.channel.call("worker.hello", {
                 "worker": self.name, "pid": os.getpid(), "version": VERSION}, timeout=30)
             self.heartbeat_interval = result["heartbeat_interval"]
+            self.log.debug("heartbeat every %.2fs", self.heartbeat_interval)
             if self._test:
                 self._test.at_start()
             threading.Thread(target=self._heartbeats, name="heartbeat", daemon=True).start()
@@ -202,7 +203,8 @@ class _TestHooks:
 
     Reachable only when GUESTAGENT_TEST_DIR is in the environment, which the supervisor
     passes to workers only while Agent.TestHooks=y (off by default, never in production).
-    The file `<dir>/<worker>` holds one action per line; each runs once per process:
+    The file `<dir>/<worker>` holds one action per line, each run once per process (a line
+    `@PID action` applies to that process only, so its successor behaves):
     crash (exit 3 before ready), hang (the loop stops turning), garbage (a non-JSON frame),
     unknown-verb, denied-verb, invalid-args, slow-verb N (debug.sleep N seconds),
     chatty N (N log lines), secret (log secrets for the redaction test), exit0.
@@ -219,7 +221,16 @@ class _TestHooks:
                 text = f.read(4096)
         except OSError:
             return []
-        return [line.split() for line in text.splitlines() if line.strip()]
+        actions = []
+        for line in text.splitlines():
+            words = line.split()
+            if words and words[0].startswith("@"):   # "@PID action": for that process only
+                if words[0] != "@%d" % os.getpid():
+                    continue
+                words = words[1:]
+            if words:
+                actions.append(words)
+        return actions
 
     def at_start(self) -> None:
         for words in self.actions():

@@ -1,0 +1,233 @@
+"""The integration harness: the real guestagentd, real workers under their own users, real
+sockets (CI runs as root).
+
+Each test gets a fresh supervisor with a temporary waagent.conf: short heartbeat, backoff and
+stop timings, and Agent.TestHooks=y so the workers obey GUESTAGENT_TEST_DIR/<worker> (see
+workers/base.py _TestHooks). Folders the workers must reach sit under /tmp with 0755 parents
+(pytest's own tmp_path is under a 0700 folder).
+"""
+
+import json
+import os
+import pwd
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+import pytest
+
+VENV = os.environ.get("GUESTAGENT_VENV", "/opt/guestagent")
+GUESTAGENTD = os.path.join(VENV, "bin", "guestagentd")
+AGENTCTL = os.path.join(VENV, "bin", "agentctl")
+PYTHON = os.path.join(VENV, "bin", "python")
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+WORKERS = ("provisioning", "monitoring", "extensions", "logcollector")
+
+FAST = {
+    "Agent.HeartbeatInterval": "0.2",
+    "Agent.HeartbeatMisses": "3",
+    "Agent.ReadyTimeout": "15",
+    "Agent.BackoffDelay": "0.1",
+    "Agent.BackoffMaxDelay": "0.4",
+    "Agent.FlapWindow": "20",
+    "Agent.FlapMaxFailures": "4",
+    "Agent.FatalRetryPeriod": "0",
+    "Agent.StopTimeout": "3",
+    "Agent.MemoryCheckPeriod": "0.5",
+    "Agent.LogMaxBytes": "4096",
+    "Agent.LogBackups": "2",
+    "Agent.TestHooks": "y",
+}
+
+
+def wait_for(predicate, timeout=10.0, interval=0.05, what="condition"):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError("timed out after %.1fs waiting for %s (last: %r)" % (timeout, what, last))
+
+
+def pid_alive(pid):
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def accounts():
+    if os.geteuid() != 0:
+        pytest.skip("integration tests need root (real users, real uid switches)")
+    if not os.path.exists(GUESTAGENTD):
+        pytest.fail("%s is missing: run `make venv` first" % GUESTAGENTD)
+    subprocess.run([sys.executable, "-m", "supervisor.accounts", "install",
+                    os.path.join(ROOT, "systemd", "guestagent.sysusers.conf")],
+                   check=True, cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT))
+    return True
+
+
+class Agent:
+    def __init__(self, base, overrides=None):
+        self.dir = base
+        self.run_dir = os.path.join(base, "run")
+        self.log_dir = os.path.join(base, "log")
+        self.state_dir = os.path.join(base, "state")
+        self.test_dir = os.path.join(base, "hooks")
+        os.mkdir(self.test_dir, 0o755)
+        os.chmod(self.test_dir, 0o755)
+        self.conf = os.path.join(base, "waagent.conf")
+        self.stderr_path = os.path.join(base, "stderr")
+        self.write_conf(overrides or {})
+        self.proc = None
+        self.pids_seen = set()
+
+    def write_conf(self, overrides, extra_lines=()):
+        values = dict(FAST)
+        values.update({"Agent.RuntimeDir": self.run_dir, "Agent.LogDir": self.log_dir,
+                       "Agent.StateDir": self.state_dir})
+        values.update(overrides)
+        with open(self.conf, "w") as f:
+            for k, v in values.items():
+                f.write("%s=%s\n" % (k, v))
+            for line in extra_lines:
+                f.write(line + "\n")
+        os.chmod(self.conf, 0o644)
+
+    def start(self, wait=True, env=None, args=()):
+        environ = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+                   "GUESTAGENT_TEST_DIR": self.test_dir}
+        environ.update(env or {})
+        self._stderr = open(self.stderr_path, "ab")
+        self.proc = subprocess.Popen([GUESTAGENTD, "--config", self.conf] + list(args),
+                                     stdin=subprocess.DEVNULL, stdout=self._stderr,
+                                     stderr=self._stderr, env=environ)
+        if wait:
+            self.wait_all_running()
+        return self
+
+    # ---- observing ----------------------------------------------------------------------
+    def ctl(self, *args, user=None, timeout=60):
+        cmd = [AGENTCTL, "--config", self.conf] + list(args)
+        if user is not None:
+            pw = pwd.getpwnam(user)
+            kwargs = dict(user=pw.pw_uid, group=pw.pw_gid, extra_groups=os.getgrouplist(
+                user, pw.pw_gid))
+        else:
+            kwargs = {}
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, **kwargs)
+
+    def status(self):
+        r = self.ctl("status", "--json")
+        assert r.returncode in (0, 6), r.stderr
+        data = json.loads(r.stdout)
+        for w in data["workers"]:
+            if w["pid"]:
+                self.pids_seen.add(w["pid"])
+        return data
+
+    def workers(self):
+        return {w["name"]: w for w in self.status()["workers"]}
+
+    def worker(self, name):
+        return self.workers()[name]
+
+    def wait_all_running(self, timeout=30):
+        def check():
+            r = self.ctl("status", "--json")
+            if r.returncode == 3:   # not up yet
+                return None
+            workers = json.loads(r.stdout)["workers"]
+            for w in workers:
+                self.pids_seen.add(w["pid"]) if w["pid"] else None
+            return workers if all(w["state"] == "RUNNING" for w in workers) else None
+        return wait_for(check, timeout, 0.1, "all workers RUNNING")
+
+    def wait_state(self, name, state, timeout=15, pid_not=None):
+        def check():
+            w = self.worker(name)
+            if w["state"] == state and (pid_not is None or w["pid"] != pid_not):
+                return w
+            return None
+        return wait_for(check, timeout, 0.05, "%s %s" % (name, state))
+
+    def socket_up(self):
+        return os.path.exists(os.path.join(self.run_dir, "control.sock"))
+
+    def behave(self, worker, text):
+        path = os.path.join(self.test_dir, worker)
+        with open(path, "w") as f:
+            f.write(text + "\n")
+        os.chmod(path, 0o644)
+
+    def calm(self, worker):
+        try:
+            os.unlink(os.path.join(self.test_dir, worker))
+        except FileNotFoundError:
+            pass
+
+    def log(self, name="supervisor"):
+        try:
+            with open(os.path.join(self.log_dir, name + ".log"), errors="replace") as f:
+                return f.read()
+        except FileNotFoundError:
+            return ""
+
+    def stderr(self):
+        with open(self.stderr_path, errors="replace") as f:
+            return f.read()
+
+    # ---- ending -------------------------------------------------------------------------
+    def stop(self, timeout=20):
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._stderr.close()
+        return self.proc.returncode
+
+    def cleanup(self):
+        self.stop()
+        for pid in self.pids_seen:  # never leave a worker behind, whatever the test did
+            if pid_alive(pid):
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+
+
+def make_dir():
+    base = tempfile.mkdtemp(prefix="guestagent-it-", dir="/tmp")
+    os.chmod(base, 0o755)
+    return base
+
+
+@pytest.fixture
+def make_agent(accounts):
+    made = []
+
+    def make(overrides=None):
+        agent = Agent(make_dir(), overrides)
+        made.append(agent)
+        return agent
+    yield make
+    for agent in made:
+        agent.cleanup()
+        shutil.rmtree(agent.dir, ignore_errors=True)
+
+
+@pytest.fixture
+def agent(make_agent):
+    return make_agent().start()
