@@ -8,7 +8,7 @@ import hashlib
 import hmac
 import os
 
-from asn1crypto import cms, core, pkcs12 as a_pkcs12, algos
+from asn1crypto import algos, cms, core, pkcs12 as a_pkcs12, x509 as a_x509
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, padding, serialization
 from cryptography.hazmat.primitives.asymmetric import padding as asym_padding
@@ -61,7 +61,7 @@ def envelope(data, recipient_cert, cipher="AES128_CBC", recipient_id="subject_ke
             name="subject_key_identifier", value=subject_key_identifier(recipient_cert))
         version = "v2"
     else:
-        a_cert = a_pkcs12.Certificate.load(recipient_cert.public_bytes(serialization.Encoding.DER))
+        a_cert = a_x509.Certificate.load(recipient_cert.public_bytes(serialization.Encoding.DER))
         rid = cms.RecipientIdentifier(name="issuer_and_serial_number", value=cms.IssuerAndSerialNumber({
             "issuer": a_cert.issuer, "serial_number": a_cert.serial_number}))
         version = "v0"

@@ -7,7 +7,6 @@ URL of an older incarnation can be answered as the platform answers it (410 once
 """
 import base64
 import collections
-import copy
 import hashlib
 import json
 import os

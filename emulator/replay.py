@@ -8,7 +8,6 @@ encrypted to (for the fixtures, wire/trans_prv). The recorded hosts are never co
 emulator makes no outbound request at all.
 """
 import hashlib
-import json
 import os
 import re
 import xml.etree.ElementTree as ET

@@ -5,7 +5,6 @@ records what it receives and answers the /_emulator control API.
 import base64
 import binascii
 import collections
-import datetime
 import json
 import logging
 import queue
