@@ -5,9 +5,7 @@ import json
 import math
 import uuid
 import zipfile
-from urllib.parse import urlsplit
 
-import pytest
 import requests
 
 from tests.contract.emulator_harness import WS_HEADERS
