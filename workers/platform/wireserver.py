@@ -28,7 +28,9 @@ log = logging.getLogger(__name__)
 
 XML_CONTENT_TYPE = "text/xml;charset=utf-8"
 TELEMETRY_ATTEMPTS = 3
-TELEMETRY_THROTTLE_DELAY = 8.0
+# The telemetry endpoint allows 15 calls in 15 s: waagent waits 8 s when throttled, that is
+# 8 x Protocol.ThrottleDelay at its default of 1 s.
+TELEMETRY_THROTTLE_FACTOR = 8.0
 
 
 class WireServerClient:
@@ -161,7 +163,8 @@ class WireServerClient:
     def send_telemetry(self, events: Sequence[reports.TelemetryEvent]) -> int:
         """Posts the events (one request per provider and 64512 bytes); returns the requests."""
         policy = self.http.policy(attempts=TELEMETRY_ATTEMPTS,
-                                  throttle_delay=TELEMETRY_THROTTLE_DELAY,
+                                  throttle_delay=TELEMETRY_THROTTLE_FACTOR
+                                  * self.config["Protocol.ThrottleDelay"],
                                   grow_when_throttled=False)
         sent = 0
         for body in reports.telemetry_bodies(events):

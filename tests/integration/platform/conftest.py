@@ -126,3 +126,9 @@ def wait_until():
             time.sleep(0.02)
         raise AssertionError("condition not met in %.1fs" % timeout)
     return wait
+
+
+@pytest.fixture(scope="session")
+def start_emulator_process():
+    """start_emulator_process([serve args]) -> a started Emulator (stop it yourself)."""
+    return start_emulator
