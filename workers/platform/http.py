@@ -87,10 +87,10 @@ class Response:
         return self.headers.get(name)
 
 
-def fibonacci_multiple(attempt: int) -> int:
-    """The Fibonacci factor of the wait before attempt `attempt` (2 -> 2, 3 -> 3, 4 -> 5 ...)."""
+def fibonacci_multiple(retry: int) -> int:
+    """The Fibonacci factor of the wait before retry `retry` (1 -> 2, 2 -> 3, 3 -> 5, 4 -> 8)."""
     a, b = 1, 1
-    for _ in range(max(attempt - 1, 1)):
+    for _ in range(max(retry, 1)):
         a, b = b, a + b
     return b
 
