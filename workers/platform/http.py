@@ -33,7 +33,7 @@ import requests.utils
 from workers.platform.errors import (HttpError, InvalidContainerError, ResourceGoneError,
                                      ResponseTooLargeError)
 from workers.platform.identity import USER_AGENT
-from workers.platform.redaction import redact_sas
+from workers.platform.redaction import install_log_redaction, redact_sas
 
 log = logging.getLogger(__name__)
 
@@ -136,6 +136,7 @@ class HttpClient:
     def __init__(self, config, sleep: Callable[[float], None] = time.sleep,
                  clock: Callable[[], float] = time.monotonic,
                  rng: Callable[[], float] = random.random):
+        install_log_redaction()
         self.config = config
         self.timeout = float(config["Protocol.HttpTimeout"])
         self.max_bytes = int(config["Protocol.MaxResponseBytes"])

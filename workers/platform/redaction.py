@@ -22,3 +22,35 @@ def redact_url_query(url: str) -> str:
     if not url or "?" not in url:
         return url
     return url.split("?", 1)[0] + "?" + REDACTED
+
+
+class SasRedactingFilter:
+    """A logging filter that rewrites a record's message with SAS signatures redacted.
+
+    urllib3 logs every request line at DEBUG (Logs.Verbose=y), query string included; this
+    filter sits on its loggers so a status blob or package SAS never reaches a log file.
+    """
+
+    def filter(self, record) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # a broken record is logging's problem, not a leak
+            return True
+        redacted = redact_sas(message)
+        if redacted != message:
+            record.msg, record.args = redacted, ()
+        return True
+
+
+_FILTER = SasRedactingFilter()
+THIRD_PARTY_LOGGERS = ("urllib3", "urllib3.connectionpool", "urllib3.connection",
+                       "urllib3.util.retry", "requests")
+
+
+def install_log_redaction() -> None:
+    """Put the SAS filter on the HTTP libraries' loggers (idempotent)."""
+    import logging
+    for name in THIRD_PARTY_LOGGERS:
+        logger = logging.getLogger(name)
+        if _FILTER not in logger.filters:
+            logger.addFilter(_FILTER)

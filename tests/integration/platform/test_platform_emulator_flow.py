@@ -2,6 +2,8 @@
 certificates, every report, the status blob, vmSettings, IMDS, downloads."""
 
 import json
+import logging
+from urllib.parse import parse_qs, urlsplit
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -74,11 +76,17 @@ def test_full_flow(emu, tmp_path):
             assert headers["user-agent"].startswith("WALinuxAgent/2."), request
 
 
-def test_direct_status_upload_when_the_host_plugin_fails(emu, tmp_path):
+def test_direct_status_upload_when_the_host_plugin_fails(emu, tmp_path, caplog):
+    caplog.set_level(logging.DEBUG)
     client = PlatformClient.from_config(emu.config(tmp_path / "state"))
     ext = client.full_goal_state().extensions_config
-    emu.faults({"hgap_status": [{"kind": "status", "code": 500, "repeat": 10}]})
+    emu.faults({"hgap_status": [{"kind": "status", "code": 500, "repeat": 10}],
+                "storage_status": [{"kind": "status", "code": 500}]})
     assert client.upload_status(STATUS, ext) == "direct"
+    signature = parse_qs(urlsplit(ext.status_upload_blob).query)["sig"][0]
+    assert "sig=***REDACTED***" in caplog.text and signature not in caplog.text
+    for record in client.certificates():
+        assert record.private_key_pem.splitlines()[1] not in caplog.text
     state = emu.state()
     assert state["latest_status"]["channel"] == "direct", state["received"]["status"][-1:]
     assert state["counts"]["status"]["invalid"] == 0
