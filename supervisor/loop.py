@@ -190,7 +190,11 @@ class Supervisor:
             now = time.monotonic()
             timeout = max(0.0, min(self._next_deadline(now) - now, 1.0))
             for key, mask in self.sel.select(timeout):
-                key.data(key, mask)
+                try:
+                    key.data(key, mask)
+                except Exception:  # a bug in one handler must not take the tree down
+                    log.exception("event=loop_error handler=%s",
+                                  getattr(key.data, "__name__", "?"))
             self._reap()
             self._tick(time.monotonic())
             if self.shutting_down and not self._alive():
@@ -229,7 +233,10 @@ class Supervisor:
             if signum in (signal.SIGTERM, signal.SIGINT):
                 self.shutdown("signal %s" % signal.Signals(signum).name)
             elif signum == signal.SIGHUP:
-                self.reload()
+                try:
+                    self.reload()
+                except IpcError:
+                    pass  # logged by reload; the running config stays
             # SIGCHLD: _reap runs after every wake-up anyway.
 
     def shutdown(self, why: str) -> None:
@@ -446,6 +453,7 @@ class Supervisor:
         log.info("event=exit worker=%s pid=%d status=%r state=%s", w.name, pid, what, was)
         intent, w.intent = w.intent, None
         if self.shutting_down or intent == "stop":
+            self._answer_waiters(w, error="%s was stopped" % w.name)
             self._set_state(w, STOPPED)
             if self.stop_order and self.stop_order[0] == w.name:
                 self.stop_order.pop(0)

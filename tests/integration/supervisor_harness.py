@@ -40,6 +40,15 @@ FAST = {
     "Agent.LogMaxBytes": "4096",
     "Agent.LogBackups": "2",
     "Agent.TestHooks": "y",
+    # Keep the provisioning worker's job local and quick: no platform here, nothing to
+    # provision (its own tests drive it against the emulator).
+    "Provisioning.Agent": "disabled",
+    "Protocol.Endpoint": "127.0.0.1:9",
+    "Protocol.DetectionAttempts": "1",
+    "Protocol.HttpAttempts": "1",
+    "Protocol.RetryDelay": "0",
+    "Protocol.HttpTimeout": "0.5",
+    "DVD.Device": "/nonexistent",
 }
 
 

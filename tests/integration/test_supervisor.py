@@ -136,14 +136,14 @@ def test_memory_soft_limit_restarts_the_worker_with_a_log_line(make_agent):
     ("invalid-args", "INVALID_ARGS"),
 ])
 def test_a_protocol_violation_ends_that_worker_only(agent, misdeed, code):
-    victim = agent.worker("provisioning")
-    others = {n: w["pid"] for n, w in agent.workers().items() if n != "provisioning"}
-    agent.behave("provisioning", "@%d %s" % (victim["pid"], misdeed))
-    after = agent.wait_state("provisioning", "RUNNING", pid_not=victim["pid"])
+    victim = agent.worker("monitoring")
+    others = {n: w["pid"] for n, w in agent.workers().items() if n != "monitoring"}
+    agent.behave("monitoring", "@%d %s" % (victim["pid"], misdeed))
+    after = agent.wait_state("monitoring", "RUNNING", pid_not=victim["pid"])
     assert after["last_exit"] == "killed by SIGKILL (protocol violation: %s)" % code
-    assert re.search(r"event=security worker=provisioning pid=%d code=%s .*action=killed"
+    assert re.search(r"event=security worker=monitoring pid=%d code=%s .*action=killed"
                      % (victim["pid"], code), agent.log())
-    assert {n: w["pid"] for n, w in agent.workers().items() if n != "provisioning"} == others
+    assert {n: w["pid"] for n, w in agent.workers().items() if n != "monitoring"} == others
     assert all(w["state"] == "RUNNING" for w in agent.workers().values())
 
 
