@@ -120,8 +120,8 @@ def sudoers(ctx: Context, args: dict) -> dict:
             current += b"\n"
         current += line.encode()
     atomic_write(path, current, 0o440)
-    log.info("event=sudoers user=%s nopasswd=%s path=%s", args["username"], args["nopasswd"],
-             path)
+    log.info("event=sudoers user=%s no_pw_prompt=%s path=%s", args["username"],
+             args["nopasswd"], path)
     return {"path": path}
 
 

@@ -51,6 +51,9 @@ def state(ctx: Context, args: dict) -> dict:
 
 @handler("provisioning.finish")
 def finish(ctx: Context, args: dict) -> dict:
+    if args["vm_id"] is None and not args["disable_agent"]:
+        log.info("event=provisioning_gate_closed marker=unchanged")
+        return {}
     folder = lib_dir(ctx.conf)
     if args["vm_id"] is not None:
         atomic_write(os.path.join(folder, MARKER), args["vm_id"].lower().encode() + b"\n", 0o600)

@@ -1,19 +1,13 @@
-"""The provisioning worker: per-boot work (resource disk, swap, SCSI timeouts, entropy) and, once per VM, the OVF environment, the goal state, user, keys, password and hostname through the broker, then report Ready.
+"""The provisioning worker: once per VM, the OVF environment, the goal state, user, keys,
+password and hostname through the broker, then report Ready (workers/provisioning/job.py).
 
-Runs as guestagent-prov with guestagent-wire as its primary group. For now (issue 3) it only does its
-lifecycle — hello, ready, heartbeats, a clean exit on SIGTERM — through workers/base.py; its
-job comes in a later issue. It already imports what that job will import (requests,
-cryptography, defusedxml), so the memory figures of benchmarks/idle_tree.py are honest.
+Runs as guestagent-prov with guestagent-wire as its primary group, once per boot: it exits
+when provisioning is over (restart policy on-failure). The per-boot work (resource disk, swap,
+SCSI timeouts, entropy) comes in its own issue.
 """
 
-# What the real job imports; loaded now so an idle worker weighs what a working one does.
-import cryptography.hazmat.primitives.asymmetric.rsa  # noqa: F401
-import cryptography.hazmat.primitives.ciphers  # noqa: F401
-import cryptography.x509  # noqa: F401
-import defusedxml.ElementTree  # noqa: F401
-import requests  # noqa: F401
-
 from workers.base import main
+from workers.provisioning.job import job
 
 if __name__ == "__main__":
-    main("provisioning")
+    main("provisioning", job)

@@ -6,7 +6,7 @@ waagent writes in the `provisioned` marker and the one the metadata service call
 marker matches when it equals the id, or its unswapped form, ignoring case.
 
 cloud-init "enabled" is waagent's test made from files, so it works without systemd as PID 1
-and under OS.SysRoot in tests: cloud-init-local.service wanted by some target, and no
+(and on the host tests' copy of /etc): cloud-init-local.service wanted by some target, and no
 /etc/cloud/cloud-init.disabled and no `cloud-init=disabled` on the kernel command line.
 """
 
@@ -17,6 +17,8 @@ from typing import Optional
 
 GUID_RE = re.compile(r"[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}")
 UNIT = "cloud-init-local.service"
+# SMBIOS chassis asset tag of every Azure VM (what cloud-init's ds-identify checks).
+AZURE_ASSET_TAG = "7783-7084-3265-9085-8269-3286-77"
 UNIT_DIRS = ("etc/systemd/system", "lib/systemd/system", "usr/lib/systemd/system",
              "run/systemd/system")
 
@@ -57,8 +59,9 @@ def _under(root: str, relative: str) -> str:
     return os.path.join(root or "/", relative)
 
 
-def cloud_init_enabled(sysroot: str = "/") -> bool:
-    if os.path.exists(_under(sysroot, "etc/cloud/cloud-init.disabled")):
+def cloud_init_enabled(sysroot: str = "/", root: str = "/") -> bool:
+    """The unit files and /etc/cloud are read under root, /proc/cmdline under OS.SysRoot."""
+    if os.path.exists(_under(root, "etc/cloud/cloud-init.disabled")):
         return False
     try:
         with open(_under(sysroot, "proc/cmdline"), "rb") as f:
@@ -67,6 +70,14 @@ def cloud_init_enabled(sysroot: str = "/") -> bool:
     except OSError:
         pass
     for unit_dir in UNIT_DIRS:
-        if glob.glob(os.path.join(_under(sysroot, unit_dir), "*.wants", UNIT)):
+        if glob.glob(os.path.join(_under(root, unit_dir), "*.wants", UNIT)):
             return True
     return False
+
+
+def on_azure(sysroot: str = "/") -> bool:
+    try:
+        with open(_under(sysroot, "sys/class/dmi/id/chassis_asset_tag"), "rb") as f:
+            return f.read(128).strip().decode("ascii", "replace") == AZURE_ASSET_TAG
+    except OSError:
+        return False

@@ -35,20 +35,20 @@ def _enable(root, where="etc/systemd/system/cloud-init.target.wants"):
 
 
 def test_cloud_init_absent(tmp_path):
-    assert not identity.cloud_init_enabled(str(tmp_path))
+    assert not identity.cloud_init_enabled(str(tmp_path), str(tmp_path))
 
 
 def test_cloud_init_enabled(tmp_path):
     _enable(tmp_path)
-    assert identity.cloud_init_enabled(str(tmp_path))
+    assert identity.cloud_init_enabled(str(tmp_path), str(tmp_path))
 
 
 def test_cloud_init_disabled_by_file_or_cmdline(tmp_path):
     _enable(tmp_path)
     (tmp_path / "proc").mkdir()
     (tmp_path / "proc" / "cmdline").write_text("ro quiet cloud-init=disabled\n")
-    assert not identity.cloud_init_enabled(str(tmp_path))
+    assert not identity.cloud_init_enabled(str(tmp_path), str(tmp_path))
     (tmp_path / "proc" / "cmdline").write_text("ro quiet\n")
     (tmp_path / "etc" / "cloud").mkdir(parents=True)
     (tmp_path / "etc" / "cloud" / "cloud-init.disabled").write_text("")
-    assert not identity.cloud_init_enabled(str(tmp_path))
+    assert not identity.cloud_init_enabled(str(tmp_path), str(tmp_path))

@@ -1,0 +1,305 @@
+"""Provisioning from first boot to Ready (issue 7), against the emulator, with the real agent
+in a confined host: what a VM owner would check, then the failure cases."""
+
+import base64
+import json
+import os
+import pwd
+import re
+import socket
+import stat
+
+import pytest
+
+from workers.provisioning import password
+from workers.provisioning.identity import swap_guid
+
+SCENARIO = json.load(open(os.path.join(os.path.dirname(__file__), "..", "..", "..", "emulator",
+                                       "scenarios", "default.json")))
+VM = SCENARIO["vm"]
+PASSWORD = VM["password"]
+DONE = "event=provisioning_done"
+
+
+def health(emu):
+    return [r["document"] for r in emu.health()]
+
+
+def states(emu):
+    return [(h["state"], h.get("substatus")) for h in health(emu)]
+
+
+def provision(host, timeout=60, reboot=True):
+    """Boot: start the agent; return the provisioning log once this boot's job is done."""
+    boots = host.log().count(DONE)
+    if reboot and boots:
+        host.reboot()
+    host.start()
+    return host.wait_log(DONE, timeout, count=boots + 1)
+
+
+def _user(host, name):
+    for line in open(host.path("etc", "passwd")):
+        fields = line.rstrip("\n").split(":")
+        if fields[0] == name:
+            return fields
+    return None
+
+
+def _shadow_hash(host, name):
+    for line in open(host.path("etc", "shadow")):
+        fields = line.split(":")
+        if fields[0] == name:
+            return fields[1]
+    return None
+
+
+def _groups_of(host, name):
+    out = set()
+    for line in open(host.path("etc", "group")):
+        fields = line.rstrip("\n").split(":")
+        if name in fields[3].split(",") or fields[0] == name:
+            out.add(fields[0])
+    return out
+
+
+def _mode(path):
+    return stat.S_IMODE(os.lstat(path).st_mode)
+
+
+def _ovf(host, **replace):
+    with open(os.path.join(host.media, "ovf-env.xml"), "rb") as f:
+        data = f.read()
+    for old, new in replace.items():
+        data = re.sub(rb"<%s>[^<]*</%s>" % (old.encode(), old.encode()),
+                      b"<%s>%s</%s>" % (old.encode(), new, old.encode()), data)
+    return data
+
+
+def test_first_boot_provisions_what_a_vm_owner_checks(emu, make_host):
+    host_name = socket.gethostname()
+    host = make_host({"Provisioning.UserGroups": "adm,nosuchgroup"})
+    log = provision(host)
+    assert "outcome='provisioned'" in log
+    user = _user(host, VM["username"])
+    assert user is not None and user[5] == "/home/azureuser"
+    uid, gid = int(user[2]), int(user[3])
+    assert {"azureuser", "adm"} <= _groups_of(host, VM["username"])
+    # The password: a SHA-512 crypt(3) hash that verifies with the scenario's password.
+    hashed = _shadow_hash(host, VM["username"])
+    assert hashed.startswith("$6$") and len(hashed.split("$")[2]) == 10
+    assert password.verify(PASSWORD, hashed)
+    # sudo: the drop-in, 0440, with a password prompt (the user has a password).
+    sudoers = host.path("etc", "sudoers.d", "waagent")
+    assert open(sudoers).read() == "azureuser ALL=(ALL) ALL\n" and _mode(sudoers) == 0o440
+    # SSH: the certificate's key in authorized_keys, the key pair, modes and owners.
+    home = host.path("home", "azureuser")
+    ssh_dir = os.path.join(home, ".ssh")
+    assert _mode(ssh_dir) == 0o700 and os.stat(ssh_dir).st_uid == uid
+    keys = open(os.path.join(ssh_dir, "authorized_keys")).read()
+    assert re.fullmatch(r"ssh-rsa [A-Za-z0-9+/=]+ azureuser@guestagent-demo\n", keys)
+    for name, mode in (("authorized_keys", 0o600), ("id_rsa", 0o600), ("id_rsa.pub", 0o644)):
+        st = os.lstat(os.path.join(ssh_dir, name))
+        assert (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid) == (mode, uid, gid), name
+    assert open(os.path.join(ssh_dir, "id_rsa")).read().startswith("-----BEGIN")
+    # The key pair is the same certificate's: the same public key as the inline one.
+    assert open(os.path.join(ssh_dir, "id_rsa.pub")).read().split()[:2] == keys.split()[:2]
+    sshd = open(host.path("etc", "ssh", "sshd_config")).read().splitlines()
+    assert "PasswordAuthentication yes" in sshd and "ClientAliveInterval 180" in sshd
+    assert "ChallengeResponseAuthentication yes" in sshd
+    # The hostname: in the agent's UTS namespace and /etc/hostname; the host's is untouched.
+    assert host.hostname() == VM["hostname"]
+    assert open(host.path("etc", "hostname")).read() == VM["hostname"] + "\n"
+    assert socket.gethostname() == host_name
+    # The platform: NotReady/Provisioning first, then Ready exactly once, all valid.
+    assert states(emu) == [("NotReady", "Provisioning"), ("Ready", None)]
+    assert all(not r["errors"] for r in emu.health())
+    # State: the marker holds the VM id; the saved ovf-env.xml has the password replaced.
+    assert open(host.lib("provisioned")).read().strip() == swap_guid(
+        "4C4C4544-0050-4810-8051-B2C04F4D3132").lower()
+    saved = open(host.lib("ovf-env.xml"), "rb").read()
+    assert b"<UserPassword>*</UserPassword>" in saved and PASSWORD.encode() not in saved
+    assert _mode(host.lib("ovf-env.xml")) == 0o600 and _mode(host.lib()) == 0o700
+    assert open(host.lib("CustomData")).read() == base64.b64encode(
+        VM["custom_data"].encode()).decode()
+    assert not os.path.exists(host.lib("disable_agent"))
+    # No secret in any log.
+    logs = host.all_logs()
+    assert PASSWORD not in logs and hashed not in logs and "PRIVATE KEY-----\n" not in logs
+    assert "event=provisioning_gate_closed marker=written" in logs
+    # The host itself: no such user, no such home.
+    assert VM["username"] not in open("/etc/passwd").read()
+    assert not os.path.exists("/home/azureuser")
+
+
+def test_provisioning_verbs_close_after_provisioning(emu, make_host):
+    host = make_host()
+    provision(host)
+    host.stop()
+    # A restarted supervisor reopens the gate only to find the marker: nothing is redone.
+    log = provision(host)
+    assert log.count("event=already_provisioned") == 1
+    assert states(emu) == [("NotReady", "Provisioning"), ("Ready", None)]   # no second report
+    sup = host.log("supervisor")
+    assert sup.count("verb=provisioning.read_ovf") == 1
+    assert sup.count("verb=provisioning.user") == 1
+
+
+def test_a_changed_vm_id_provisions_afresh(emu, make_host):
+    host = make_host()
+    provision(host)
+    host.stop()
+    open(host.lib("SharedConfig.xml"), "w").write("<old/>")
+    host.set_product_uuid("12345678-9ABC-DEF0-1122-334455667788")
+    log = provision(host)
+    assert "event=vm_id_changed" in log and log.count("outcome='provisioned'") == 2
+    assert open(host.lib("provisioned")).read().strip() == "78563412-bc9a-f0de-1122-334455667788"
+    assert not os.path.exists(host.lib("SharedConfig.xml"))
+    assert [s for s in states(emu) if s[0] == "Ready"] == [("Ready", None)] * 2
+
+
+def test_no_dvd_reports_not_ready_with_the_reason(emu, make_host):
+    host = make_host(media=False)
+    host.remove_media()
+    log = provision(host)
+    assert "event=provisioning_failed step=ovf" in log
+    docs = health(emu)
+    assert [(d["state"], d.get("substatus")) for d in docs] == [("NotReady", "ProvisioningFailed")]
+    assert docs[0]["description"].startswith("ovf: no provisioning media")
+    assert not os.path.exists(host.lib("provisioned"))
+
+
+def test_malformed_ovf(emu, make_host):
+    host = make_host()
+    host.write_media(ovf_bytes=b"<Environment><oops></Environment>")
+    provision(host)
+    docs = health(emu)
+    assert [d["state"] for d in docs] == ["NotReady"]
+    assert "malformed XML" in docs[0]["description"]
+
+
+def test_a_bad_username_is_refused(emu, make_host):
+    host = make_host()
+    host.write_media(ovf_bytes=_ovf(host, UserName=b"Bad User;rm"))
+    log = provision(host)
+    assert "step=user" in log
+    docs = health(emu)
+    assert docs[-1]["substatus"] == "ProvisioningFailed"
+    assert "UserName 'Bad User;rm' is not valid" in docs[-1]["description"]
+    assert "Bad User" not in open(host.path("etc", "passwd")).read()
+
+
+def test_a_system_account_is_refused(emu, make_host):
+    host = make_host()
+    host.write_media(ovf_bytes=_ovf(host, UserName=b"daemon"))
+    provision(host)
+    assert "daemon is a system account" in health(emu)[-1]["description"]
+    assert _shadow_hash(host, "daemon") == _shadow_hash_of_host("daemon")
+
+
+def _shadow_hash_of_host(name):
+    for line in open("/etc/shadow"):
+        if line.split(":")[0] == name:
+            return line.split(":")[1]
+
+
+def test_a_wireserver_that_fails_then_recovers(emu, make_host):
+    emu.faults({"goalstate": [{"kind": "status", "code": 503}, {"kind": "status", "code": 500}]})
+    host = make_host()
+    provision(host)
+    assert states(emu)[-1] == ("Ready", None)
+
+
+def test_a_wireserver_that_never_recovers(emu, make_host):
+    emu.faults({"certificates": [{"kind": "status", "code": 500, "repeat": 1000}]})
+    host = make_host()
+    log = provision(host)
+    assert "event=provisioning_failed step=ssh_keys" in log
+    docs = health(emu)
+    assert [(d["state"], d.get("substatus")) for d in docs] == [
+        ("NotReady", "Provisioning"), ("NotReady", "ProvisioningFailed")]
+    assert docs[-1]["description"].startswith("ssh_keys: ")
+    assert "500" in docs[-1]["description"]
+    assert not os.path.exists(host.lib("provisioned"))
+
+
+def test_cloud_init_provisions_and_we_report_ready(emu, make_host):
+    host = make_host()
+    ovf = open(os.path.join(host.media, "ovf-env.xml"), "rb").read()
+    host.enable_cloud_init(ovf.replace(PASSWORD.encode(), b"*"))
+    host.remove_media()
+    log = provision(host)
+    assert "event=cloud_init_provisions" in log and "cloud-init provisioned" in log
+    assert _user(host, VM["username"]) is None          # cloud-init's job, not ours
+    assert states(emu) == [("NotReady", "Provisioning"), ("Ready", None)]
+    assert os.path.exists(host.lib("provisioned"))
+
+
+def test_waagent_refuses_when_cloud_init_is_enabled(emu, make_host):
+    host = make_host({"Provisioning.Agent": "waagent"})
+    host.enable_cloud_init(b"", host_key=False)
+    provision(host)
+    assert "cloud-init is enabled" in health(emu)[-1]["description"]
+
+
+def test_provision_guest_agent_false_disables_the_agent(emu, make_host):
+    host = make_host()
+    host.write_media(ovf_bytes=_ovf(host, **{"wa:ProvisionGuestAgent": b"false"}))
+    provision(host)
+    assert os.path.exists(host.lib("disable_agent"))
+    assert states(emu)[-1] == ("Ready", None)
+
+
+def test_custom_data_runs_from_the_dvd_when_configured(emu, make_host):
+    host = make_host({"Provisioning.ExecuteCustomData": "y",
+                      "Provisioning.DeleteRootPassword": "y"})
+    script = b"#!/bin/sh\nid -u > /var/lib/waagent/custom-data-ran\n"
+    host.write_media(ovf_bytes=_ovf(host, CustomData=base64.b64encode(script)))
+    provision(host)
+    assert open(host.lib("CustomData"), "rb").read() == script
+    assert open(host.lib("custom-data-ran")).read() == "0\n"
+    assert _shadow_hash(host, "root") == "*LOCK*"
+    assert states(emu)[-1] == ("Ready", None)
+
+
+def test_host_keys_regenerated_and_fingerprint_logged(emu, make_host):
+    host = make_host({"Provisioning.RegenerateSshHostKeyPair": "y",
+                      "Provisioning.SshHostKeyPairType": "ed25519"})
+    log = provision(host)
+    pub = host.path("etc", "ssh", "ssh_host_ed25519_key.pub")
+    assert os.path.exists(pub) and not os.path.exists(host.path("etc", "ssh",
+                                                                "ssh_host_rsa_key"))
+    assert re.search(r"event=ssh_host_key type=ed25519 thumbprint=SHA256\S+ regenerated=True",
+                     log)
+    assert _mode(host.path("etc", "ssh", "ssh_host_ed25519_key")) == 0o600
+
+
+def test_a_symlinked_ssh_folder_is_not_followed(emu, make_host):
+    host = make_host()
+    # An existing account whose .ssh points at root's folder: nothing may be written there.
+    home = host.path("home", "azureuser")
+    os.makedirs(home)
+    with open(host.path("etc", "passwd"), "a") as f:
+        f.write("azureuser:x:1500:1500::/home/azureuser:/bin/sh\n")
+    with open(host.path("etc", "group"), "a") as f:
+        f.write("azureuser:x:1500:\n")
+    with open(host.path("etc", "shadow"), "a") as f:
+        f.write("azureuser:!:19000:0:99999:7:::\n")
+    os.chown(home, 1500, 1500)
+    target = host.path("victim")
+    os.mkdir(target, 0o700)
+    os.symlink(target, os.path.join(home, ".ssh"))
+    provision(host)
+    assert os.listdir(target) == []
+    assert "a symlink" in health(emu)[-1]["description"]
+
+
+def test_a_restarted_worker_does_not_knock_on_the_closed_gate(emu, make_host):
+    host = make_host()
+    provision(host)
+    host.stop()
+    # The supervisor restarts within the same boot: the worker knows provisioning is over.
+    log = provision(host, reboot=False)
+    assert "already finished this boot" in log
+    assert "event=security" not in host.log("supervisor")
+    assert host.log("supervisor").count("verb=provisioning.state") == 1

@@ -1,0 +1,454 @@
+"""The provisioning job: waagent's sequence (reference/protocol.md §3.4, §3.5) in an unprivileged
+worker that asks the broker for every effect.
+
+    state (marker, product_uuid) -> same VM: nothing, no health report
+    Provisioning.Agent disabled  -> marker, Ready on every start (§3.1)
+    cloud-init (or auto + cloud-init enabled) -> wait for its ovf-env.xml and host key, Ready
+    otherwise: ovf (DVD) -> protocol + goal state -> NotReady/Provisioning/Starting ->
+      hostname -> user -> password -> sudoers -> sshd_config -> keys -> custom data ->
+      root password -> host keys -> restart sshd -> marker (+ disable_agent) -> Ready
+
+Any failure is reported once as NotReady / ProvisioningFailed with "<step>: <reason>" and
+logged with the step; the marker is not written. Every path ends with provisioning.finish,
+which closes the provisioning verbs for the rest of the boot. A changed VM id (a captured
+image) forgets the previous VM's protocol state and provisions afresh; if such an image has no
+provisioning media, it is taken as a specialized disk and, as waagent does, only reported Ready.
+
+Each step's duration is logged in one `event=provisioned` line (benchmarks/provisioning_time.py
+reads it), with the host-key generation apart and the worker's peak memory.
+"""
+
+import contextlib
+import logging
+import os
+import subprocess
+import threading
+import time
+from typing import Dict, List, Optional
+
+import config
+from ipc.errors import IpcError
+from ipc.schema import HOSTNAME, USERNAME, SchemaError
+from workers.base import idle
+from workers.provisioning import identity, ovf
+from workers.provisioning.password import PasswordError, hash_password
+
+log = logging.getLogger("provisioning")
+
+ENV_CONFIG = "GUESTAGENT_CONFIG"
+STARTING = "Starting"
+POLL = 1.0
+
+
+class StepFailed(Exception):
+    def __init__(self, step: str, reason: str):
+        super().__init__("%s: %s" % (step, reason))
+        self.step, self.reason = step, reason
+
+
+class Timings:
+    def __init__(self):
+        self.steps: List[tuple] = []
+
+    @contextlib.contextmanager
+    def step(self, name: str, worker=None):
+        start = time.monotonic()
+        if worker is not None:
+            worker.tick()
+            try:
+                worker.status("provisioning: %s" % name)
+            except IpcError:
+                pass
+        try:
+            yield
+        except StepFailed:
+            raise
+        except IpcError as e:
+            raise StepFailed(name, e.message) from None
+        except (ovf.OvfError, PasswordError) as e:
+            raise StepFailed(name, str(e)) from None
+        except Exception as e:  # noqa: B902 - platform errors and the like: named, with the step
+            raise StepFailed(name, "%s: %s" % (type(e).__name__, e)) from None
+        finally:
+            self.steps.append((name, time.monotonic() - start))
+
+    def line(self) -> str:
+        return " ".join("%s=%.3f" % (n, s) for n, s in self.steps)
+
+
+@contextlib.contextmanager
+def busy(worker):
+    """Keep heartbeats flowing while a bounded platform call (with its own timeouts) runs."""
+    done = threading.Event()
+
+    def ticker():
+        while not done.wait(max(0.05, worker.heartbeat_interval / 2)):
+            worker.tick()
+    t = threading.Thread(target=ticker, name="busy", daemon=True)
+    t.start()
+    try:
+        yield
+    finally:
+        done.set()
+        t.join()
+
+
+def process_age() -> Optional[float]:
+    """Seconds since this process started (interpreter start and imports, at the job's start)."""
+    try:
+        with open("/proc/self/stat") as f:
+            start_ticks = int(f.read().rsplit(")", 1)[1].split()[19])
+        with open("/proc/uptime") as f:
+            uptime = float(f.read().split()[0])
+        return max(0.0, uptime - start_ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def peak_memory_kib() -> Optional[int]:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def ssh_public_key_of(cert_pem: str) -> str:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+    cert = x509.load_pem_x509_certificate(cert_pem.encode())
+    return cert.public_key().public_bytes(serialization.Encoding.OpenSSH,
+                                          serialization.PublicFormat.OpenSSH).decode()
+
+
+def host_key_thumbprint(pub_path: str) -> Optional[str]:
+    try:
+        out = subprocess.run(["ssh-keygen", "-lf", pub_path], capture_output=True, text=True,
+                             timeout=30, env={"PATH": "/usr/bin:/bin"})
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    words = out.stdout.split()
+    return words[1].replace(":", "") if out.returncode == 0 and len(words) > 1 else None
+
+
+class Provisioning:
+    def __init__(self, worker, conf):
+        self.worker = worker
+        self.conf = conf
+        self.timings = Timings()
+        self.client = None
+        self.goal_state = None
+        self.host_key_seconds = 0.0
+        self.thumbprint = None
+
+    # ---- helpers ----------------------------------------------------------------------------
+    def call(self, verb: str, args: Optional[dict] = None) -> dict:
+        result, fds = self.worker.call(verb, args or {})
+        for fd in fds:
+            os.close(fd)
+        return result
+
+    def step(self, name):
+        return self.timings.step(name, self.worker)
+
+    def platform(self):
+        if self.client is None:
+            from workers.platform import PlatformClient
+            conf = self.conf
+            shared = os.path.join(conf["Agent.StateDir"], "platform")
+            if not os.access(shared if os.path.isdir(shared) else conf["Agent.StateDir"],
+                             os.W_OK):
+                # The shared platform folder is not ours to create: keep the transport key in
+                # this worker's own state folder instead.
+                conf = conf.with_overrides(Agent__StateDir=os.path.join(
+                    conf["Agent.StateDir"], "provisioning"))
+            self.client = PlatformClient.from_config(conf)
+        return self.client
+
+    def fetch_goal_state(self):
+        with self.step("goal_state"), busy(self.worker):
+            client = self.platform()
+            client.detect()
+            self.goal_state = client.goal_state()
+
+    def report_ready(self):
+        with self.step("report_ready"), busy(self.worker):
+            self.platform().report_ready(self.goal_state)
+
+    def report_failure(self, failure: StepFailed) -> None:
+        from workers.platform import reports
+        log.error("event=provisioning_failed step=%s reason=%r", failure.step, failure.reason)
+        try:
+            with busy(self.worker):
+                if self.goal_state is None:
+                    client = self.platform()
+                    client.detect()
+                    self.goal_state = client.goal_state()
+                self.platform().report_not_ready(reports.PROVISIONING_FAILED, str(failure),
+                                                 self.goal_state)
+            log.info("event=health_reported state=NotReady substatus=ProvisioningFailed")
+        except Exception as e:  # noqa: B902 - the platform is unreachable: the log says so
+            log.error("event=health_report_failed state=NotReady error=%r", str(e)[:500])
+
+    def finish(self, vm_id: Optional[str], disable_agent: bool = False) -> None:
+        self.call("provisioning.finish", {"vm_id": vm_id, "disable_agent": disable_agent})
+
+    # ---- the job ----------------------------------------------------------------------------
+    def run(self) -> str:
+        """Provision if this VM needs it; returns what happened (for the status line)."""
+        imports = process_age()
+        if imports is not None:
+            self.timings.steps.append(("interpreter_and_imports", imports))
+        with self.step("state"):
+            state = self.call("provisioning.state")
+            vm_id = identity.vm_id(state["product_uuid"])
+        agent = self.conf.provisioning_agent
+        if not self.conf["Protocol.Endpoint"] and not identity.on_azure(self.conf["OS.SysRoot"]):
+            # Never probe 168.63.129.16 from a machine that is not an Azure VM (a developer's
+            # box, a test host): there is no platform to report to.
+            log.warning("event=not_azure no Azure chassis asset tag and no Protocol.Endpoint: "
+                        "nothing to provision")
+            self.finish(None)
+            return "not an Azure VM"
+        if vm_id is None:
+            log.warning("event=no_vm_id product_uuid unreadable; the marker cannot be checked")
+        if agent not in ("auto", "waagent", "cloud-init"):
+            return self.disabled(vm_id)
+        if identity.marker_matches(state["marker"], vm_id):
+            log.info("event=already_provisioned vm_id=%s (no health report)", vm_id)
+            self.finish(None)
+            return "already provisioned"
+        changed = bool(state["marker"]) and vm_id is not None
+        if changed:
+            log.warning("event=vm_id_changed previous=%s current=%s: provisioning afresh",
+                        state["marker"][:64], vm_id)
+            with self.step("forget_previous_vm"):
+                self.call("provisioning.forget_previous_vm")
+        cloud_init = identity.cloud_init_enabled(self.conf["OS.SysRoot"])
+        try:
+            if agent == "cloud-init" or (agent == "auto" and cloud_init):
+                return self.with_cloud_init(vm_id)
+            if cloud_init:
+                raise StepFailed("agent", "cloud-init is enabled and Provisioning.Agent=waagent: "
+                                 "disable cloud-init or set Provisioning.Agent=auto")
+            return self.with_waagent(vm_id, changed)
+        except StepFailed as failure:
+            self.report_failure(failure)
+            self.finish(None)
+            return "failed at %s" % failure.step
+
+    def disabled(self, vm_id) -> str:
+        log.info("event=provisioning_disabled agent=%s: marker and Ready only",
+                 self.conf.provisioning_agent)
+        try:
+            self.fetch_goal_state()
+            self.finish(vm_id)
+            self.report_ready()
+        except StepFailed as failure:
+            log.error("event=ready_failed step=%s reason=%r", failure.step, failure.reason)
+            self.finish(None)
+            return "disabled; Ready not reported"
+        return "disabled; Ready reported"
+
+    def with_waagent(self, vm_id, changed) -> str:
+        with self.step("ovf"):
+            try:
+                text = self.call("provisioning.read_ovf", {"source": "dvd"})["ovf"]
+            except IpcError as e:
+                if changed and e.message.startswith("no provisioning media"):
+                    # A captured image booted as a specialized disk: nothing to provision.
+                    log.warning("event=no_media_on_new_vm: reporting Ready as waagent does")
+                    self.fetch_goal_state()
+                    self.finish(vm_id)
+                    self.report_ready()
+                    return "new VM id without media; Ready reported"
+                raise
+            env = ovf.parse(text or "", self.conf["OS.HomeDir"])
+        self.fetch_goal_state()
+        with self.step("report_starting"), busy(self.worker):
+            from workers.platform import reports
+            self.platform().report_not_ready(reports.PROVISIONING, STARTING, self.goal_state)
+        self.apply(env)
+        with self.step("finish"):
+            self.finish(vm_id, disable_agent=not env.provision_guest_agent)
+        if not env.provision_guest_agent:
+            log.info("event=disable_agent ProvisionGuestAgent=false: extensions stay idle")
+        try:
+            self.report_ready()
+        except StepFailed as failure:
+            log.error("event=ready_failed step=%s reason=%r", failure.step, failure.reason)
+            return "provisioned; Ready NOT reported"
+        self.summary(env.username)
+        return "provisioned"
+
+    def apply(self, env: ovf.OvfEnv) -> None:
+        conf = self.conf
+        with self.step("hostname"):
+            _check(HOSTNAME, env.hostname, "HostName", "hostname")
+            self.call("provisioning.hostname", {"hostname": env.hostname})
+        with self.step("user"):
+            _check(USERNAME, env.username, "UserName", "user")
+            user = self.call("provisioning.user", {"username": env.username})
+            log.info("event=user user=%s created=%s groups=%s", env.username, user["created"],
+                     ",".join(user["groups"]))
+        if env.password:
+            with self.step("user_pw"):
+                hashed = hash_password(env.password, conf["Provisioning.PasswordCryptId"],
+                                       conf["Provisioning.PasswordCryptSaltLength"])
+                self.call("provisioning.password", {"username": env.username, "hash": hashed})
+        with self.step("sudoers"):
+            self.call("provisioning.sudoers", {"username": env.username,
+                                               "nopasswd": not env.password})
+        with self.step("sshd_config"):
+            self.call("provisioning.sshd_config",
+                      {"disable_password_authentication": env.disable_ssh_password_auth})
+        if env.public_keys or env.key_pairs:
+            with self.step("ssh_keys"):
+                self.keys(env)
+        if env.custom_data:
+            with self.step("custom_data"):
+                r = self.call("provisioning.custom_data", {"custom_data": env.custom_data})
+                if r["executed"] and r["exit_code"] != 0:
+                    log.warning("event=custom_data_exit code=%s", r["exit_code"])
+        if conf["Provisioning.DeleteRootPassword"]:
+            with self.step("root_password"):
+                self.call("provisioning.lock_root_password")
+        with self.step("host_keys"):
+            r = self.call("provisioning.host_keys")
+            self.host_key_seconds = r["seconds"]
+            self.thumbprint = r["thumbprint"]
+            log.info("event=ssh_host_key type=%s thumbprint=%s regenerated=%s", r["type"],
+                     r["thumbprint"], r["regenerated"])
+        with self.step("restart_sshd"):
+            log.info("event=sshd %s", self.call("provisioning.restart_sshd")["how"])
+
+    def keys(self, env: ovf.OvfEnv) -> None:
+        by_thumbprint: Dict[str, object] = {}
+        needs_certs = env.key_pairs or any(not k.value for k in env.public_keys)
+        if needs_certs:
+            with busy(self.worker):
+                for record in self.platform().certificates(self.goal_state):
+                    by_thumbprint[record.thumbprint.upper()] = record
+        for key in env.public_keys:
+            if key.value:
+                if not key.value.startswith("ssh-"):
+                    raise StepFailed("ssh_keys", "the public key for %s is not an ssh- key"
+                                     % key.path)
+                line = key.value
+            else:
+                record = by_thumbprint.get(key.fingerprint)
+                if record is None:
+                    raise StepFailed("ssh_keys", "no certificate %s in the goal state for %s"
+                                     % (key.fingerprint, key.path))
+                line = ssh_public_key_of(record.certificate_pem)
+            self.call("provisioning.authorized_key",
+                      {"username": env.username, "path": key.path, "key": line})
+        for pair in env.key_pairs:
+            record = by_thumbprint.get(pair.fingerprint)
+            if record is None or not record.private_key_pem:
+                raise StepFailed("ssh_keys", "no private key %s in the goal state for %s"
+                                 % (pair.fingerprint, pair.path))
+            self.call("provisioning.key_pair", {
+                "username": env.username, "path": pair.path,
+                "private_key": record.private_key_pem,
+                "public_key": ssh_public_key_of(record.certificate_pem)})
+
+    def with_cloud_init(self, vm_id) -> str:
+        """§3.5: cloud-init provisions; we wait for its ovf-env.xml and host key, report Ready."""
+        log.info("event=cloud_init_provisions agent=%s", self.conf.provisioning_agent)
+        timeout = self.conf["Provisioning.CloudInitTimeout"]
+        with self.step("cloud_init_ovf"):
+            deadline = time.monotonic() + timeout
+            while True:
+                text = self.call("provisioning.read_ovf", {"source": "saved"})["ovf"]
+                if text:
+                    break
+                if time.monotonic() >= deadline:
+                    raise StepFailed("cloud_init_ovf", "cloud-init wrote no ovf-env.xml in "
+                                     "%.0f s" % timeout)
+                self.worker.tick()
+                self.worker.wait(POLL)
+            env = ovf.parse(text, self.conf["OS.HomeDir"])
+        self.fetch_goal_state()
+        with self.step("report_starting"), busy(self.worker):
+            from workers.platform import reports
+            self.platform().report_not_ready(reports.PROVISIONING, STARTING, self.goal_state)
+        kind = self.conf["Provisioning.SshHostKeyPairType"]
+        pub = os.path.join(self.conf["OS.SshDir"], "ssh_host_%s_key.pub"
+                           % ("rsa" if kind == "auto" else kind))
+        with self.step("cloud_init_host_key"):
+            deadline = time.monotonic() + timeout
+            while not os.path.exists(pub):
+                if time.monotonic() >= deadline:
+                    raise StepFailed("cloud_init_host_key", "no %s in %.0f s" % (pub, timeout))
+                self.worker.tick()
+                self.worker.wait(POLL)
+            self.thumbprint = host_key_thumbprint(pub)
+            log.info("event=ssh_host_key thumbprint=%s", self.thumbprint)
+        with self.step("finish"):
+            self.finish(vm_id, disable_agent=not env.provision_guest_agent)
+        try:
+            self.report_ready()
+        except StepFailed as failure:
+            log.error("event=ready_failed step=%s reason=%r", failure.step, failure.reason)
+            return "cloud-init provisioned; Ready NOT reported"
+        self.summary(None)
+        return "cloud-init provisioned; Ready reported"
+
+    def summary(self, username) -> None:
+        total = sum(s for n, s in self.timings.steps)
+        log.info("event=provisioned user=%s total=%.3f host_keys=%.3f peak_kib=%s steps: %s",
+                 username, total, self.host_key_seconds, peak_memory_kib(),
+                 self.timings.line())
+
+
+def _check(schema, value: str, what: str, step: str) -> None:
+    try:
+        schema.check(value)
+    except SchemaError:
+        raise StepFailed(step, "%s %r is not valid here" % (what, value[:64])) from None
+
+
+def boot_id(sysroot: str) -> str:
+    try:
+        with open(os.path.join(sysroot or "/", "proc/sys/kernel/random/boot_id")) as f:
+            return f.read(64).strip()
+    except OSError:
+        return ""
+
+
+def job(worker) -> None:
+    conf = config.load(os.environ.get(ENV_CONFIG, config.DEFAULT_PATH))
+    worker.ready()
+    # A worker restarted after provisioning ended this boot (a crash while idle, a memory
+    # restart) must not knock on the closed gate (a DENIED verb is a violation): it knows from
+    # its own state folder, keyed by the boot id.
+    done_file = os.path.join(conf["Agent.StateDir"], "provisioning", "finished")
+    boot = boot_id(conf["OS.SysRoot"])
+    try:
+        with open(done_file) as f:
+            finished_boot = f.read(64).strip()
+    except OSError:
+        finished_boot = None
+    if boot and finished_boot == boot:
+        log.info("event=provisioning_done outcome='already finished this boot'")
+        idle(worker)
+        return
+    outcome = Provisioning(worker, conf).run()
+    try:
+        with open(done_file + ".tmp", "w") as f:
+            f.write(boot + "\n")
+        os.replace(done_file + ".tmp", done_file)
+    except OSError as e:
+        log.warning("event=state_unwritable path=%s error=%r", done_file, e.strerror)
+    log.info("event=provisioning_done outcome=%r", outcome)
+    try:
+        worker.status("provisioning: %s" % outcome)
+    except IpcError:
+        pass
+    # The per-boot work of later issues (resource disk, swap) will run here; until then the
+    # worker stays supervised and idle, its verbs closed.
+    idle(worker)
