@@ -26,6 +26,10 @@ test-host: venv
 test-system: venv
 	$(PY) -m pytest tests/system $(PYTEST_ARGS)
 
+# The whole agent provisions a VM from the emulator in a confined host (issue 7).
+demo: venv
+	$(PY) -m emulator.demo
+
 check-config: venv
 	$(VENV)/bin/guestagentd --check-config --config etc/waagent.conf
 

@@ -143,6 +143,7 @@ class Provisioning:
         self.goal_state = None
         self.host_key_seconds = 0.0
         self.thumbprint = None
+        self._prefetch = None
 
     # ---- helpers ----------------------------------------------------------------------------
     def call(self, verb: str, args: Optional[dict] = None) -> dict:
@@ -167,6 +168,19 @@ class Provisioning:
                     conf["Agent.StateDir"], "provisioning"))
             self.client = PlatformClient.from_config(conf)
         return self.client
+
+    def prefetch_transport(self) -> None:
+        """Make (or load) the transport key pair in a thread while the first steps run: an
+        RSA key takes a large part of a second and certificates need it only at ssh_keys."""
+        client = self.platform()
+
+        def make():
+            try:
+                client.transport
+            except Exception as e:  # noqa: B902 - certificates() will raise it again, named
+                log.warning("event=transport_prefetch_failed error=%r", str(e)[:200])
+        self._prefetch = threading.Thread(target=make, name="transport", daemon=True)
+        self._prefetch.start()
 
     def fetch_goal_state(self):
         with self.step("goal_state"), busy(self.worker):
@@ -267,6 +281,8 @@ class Provisioning:
                     return "new VM id without media; Ready reported"
                 raise
             env = ovf.parse(text or "", self.conf["OS.HomeDir"])
+        if env.key_pairs or any(not k.value for k in env.public_keys):
+            self.prefetch_transport()
         self.fetch_goal_state()
         with self.step("report_starting"), busy(self.worker):
             from workers.platform import reports
@@ -330,6 +346,8 @@ class Provisioning:
         needs_certs = env.key_pairs or any(not k.value for k in env.public_keys)
         if needs_certs:
             with busy(self.worker):
+                if self._prefetch is not None:
+                    self._prefetch.join()
                 for record in self.platform().certificates(self.goal_state):
                     by_thumbprint[record.thumbprint.upper()] = record
         for key in env.public_keys:
