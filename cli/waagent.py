@@ -118,10 +118,13 @@ def main(argv: Optional[List[str]] = None) -> int:
         return EXIT_OK
     if verb == "show-configuration":
         return show_configuration(path)
-    if verb in ("daemon", "start"):
+    if verb == "daemon":
         from supervisor import daemon
-        args = ["--config", path] + (["--verbose"] if "verbose" in inv.flags else [])
-        return daemon.main(args + (["--daemonize"] if verb == "start" else []))
+        return daemon.main(["--config", path])
+    if verb == "start":
+        # Returns once the detached supervisor answers on its control socket.
+        from supervisor import daemon
+        return daemon.start_detached(path)
     print("waagent: -%s is not supported by guestagent yet" % verb, file=sys.stderr)
     return EXIT_UNSUPPORTED
 
