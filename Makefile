@@ -6,6 +6,8 @@ PYTHON  ?= /usr/bin/python3
 VENV    ?= /opt/guestagent
 PY      := $(VENV)/bin/python
 PYTEST_ARGS ?=
+# Tests start the installed guestagentd, agentctl and workers from this venv.
+export GUESTAGENT_VENV := $(VENV)
 
 .PHONY: venv test test-host test-system demo install check-config bench clean
 
