@@ -7,7 +7,9 @@ $GUESTAGENT_VM_CACHE, default /var/cache/guestagent-vm) and about 10 s for the a
 """
 
 import os
+import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -48,10 +50,10 @@ def agent_image():
 
 
 @pytest.fixture(scope="session")
-def platform(tmp_path_factory):
+def platform(run_dir):
     """The emulator on 127.0.0.1 with its default scenario; a stub if it cannot start."""
     scenario = _image.PROJECT / "emulator" / "scenarios" / "default.json"
-    logdir = tmp_path_factory.mktemp("emulator")
+    logdir = run_dir / "emulator"
     emu = Emulator(scenario, logdir)
     try:
         emu.start()
@@ -63,13 +65,27 @@ def platform(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def vm_factory(agent_image, platform, tmp_path_factory):
+def run_dir():
+    """Logs of this run's VMs (serial console, commands, QEMU command line), kept for the last
+    few runs in $GUESTAGENT_VM_LOGS (default /tmp/guestagent-system)."""
+    root = Path(os.environ.get("GUESTAGENT_VM_LOGS", "/tmp/guestagent-system"))
+    root.mkdir(parents=True, exist_ok=True)
+    old = sorted(root.glob("run-*"), key=lambda d: d.stat().st_mtime)
+    for d in old[:-4]:
+        shutil.rmtree(d, ignore_errors=True)
+    d = Path(tempfile.mkdtemp(prefix=time.strftime("run-%Y%m%d-%H%M%S-"), dir=root))
+    print(f"guestvm: VM logs in {d}")
+    return d
+
+
+@pytest.fixture(scope="session")
+def vm_factory(agent_image, platform, run_dir):
     """Make VMs: ``vm_factory(name, **VM options)``; all are powered off at the end."""
     made = []
 
     def make(name="vm", **kw):
         kw.setdefault("forwards", platform.forwards)
-        v = VM(agent_image, tmp_path_factory.mktemp(name), name=name, **kw)
+        v = VM(agent_image, run_dir / name, name=name, **kw)
         made.append(v)
         t0 = time.monotonic()
         v.start()
@@ -89,6 +105,12 @@ def agent_vm(vm_factory):
     """The one VM of the boot scenario and the smoke checks: agent installed, unit enabled,
     booted with a DVD and a resource disk. Tests that use it leave the service running."""
     return vm_factory("agent-vm", dvd=Path(__file__).parent / "data" / "ovf-env.xml")
+
+
+@pytest.fixture(scope="session")
+def timings():
+    """Tests add their measurements here; they are printed at the end of the run."""
+    return TIMINGS
 
 
 def pytest_terminal_summary(terminalreporter):

@@ -11,6 +11,7 @@ the agent reads as the VM id.
 """
 
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -89,7 +90,8 @@ class VM:
                "-chardev", f"file,id=ser0,path={self.serial_log}", "-serial", "chardev:ser0",
                "-monitor", f"unix:{d / 'monitor.sock'},server,nowait",
                "-kernel", str(self.image.kernel), "-initrd", str(self.image.initrd),
-               "-append", "root=/dev/vda rw console=ttyS0 panic=-1 systemd.show_status=1",
+               "-append", "root=/dev/vda rw console=ttyS0 panic=-1 systemd.show_status=1 "
+               "systemd.status_unit_format=name",
                "-drive", f"file={d / 'root.qcow2'},if=virtio,format=qcow2,cache=unsafe"]
         if self.resource_disk not in (None, "0", 0):
             cmd += ["-drive", f"file={d / 'resource.qcow2'},if=virtio,format=qcow2,cache=unsafe"]
@@ -151,6 +153,14 @@ class VM:
             last = p.stderr.strip()
             time.sleep(1)
         raise VMError(f"no ssh after {timeout}s ({last}); serial console:\n{self.tail_serial()}")
+
+    def console(self):
+        """The serial console so far, without terminal colour codes."""
+        try:
+            text = self.serial_log.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+        return re.sub(r"\x1b\[[0-9;]*m", "", text)
 
     def tail_serial(self, n=40):
         try:

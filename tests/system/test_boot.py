@@ -1,0 +1,180 @@
+"""The boot scenario (issue 6): the agent installed as an image maintainer installs it, its
+unit enabled, the VM booted under systemd. One VM for the whole module, rebooted once at the
+end; the tests run in file order and each leaves guestagent.service running."""
+
+import json
+import re
+import time
+
+import pytest
+
+pytestmark = pytest.mark.system
+
+WORKERS = {"provisioning": "guestagent-prov", "monitoring": "guestagent-mon",
+           "extensions": "guestagent-ext", "logcollector": "guestagent-logs"}
+READY_TIMEOUT = 300  # Python under TCG is ~10x slower than on the host
+
+
+def wait_active(vm, timeout=READY_TIMEOUT):
+    """Wait in the guest until systemd says active (Type=notify: READY=1 received)."""
+    r = vm.run(f"for i in $(seq 1 {timeout}); do s=$(systemctl is-active guestagent); "
+               f"[ \"$s\" = active ] && break; sleep 1; done; echo $s", timeout=timeout + 60)
+    assert r.out.split()[-1] == "active", (r, journal(vm))
+
+
+def show(vm, *props):
+    r = vm.run("systemctl show guestagent.service -p " + ",".join(props), check=True)
+    return dict(line.split("=", 1) for line in r.out.splitlines() if "=" in line)
+
+
+def journal(vm, args="-n 40"):
+    return vm.run(f"journalctl -u guestagent.service --no-pager -o short-monotonic {args}").out
+
+
+def status(vm):
+    r = vm.run("agentctl status --json", timeout=60)
+    assert r.rc in (0, 6), r
+    return {w["name"]: w for w in json.loads(r.out)["workers"]}
+
+
+def wait_workers(vm, pred, timeout=180, what="workers"):
+    deadline = time.monotonic() + timeout
+    while True:
+        st = status(vm)
+        if pred(st):
+            return st
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what} not reached in {timeout}s: {st}\n{journal(vm)}")
+        time.sleep(2)
+
+
+def all_running(st):
+    return set(st) == set(WORKERS) and all(w["state"] == "RUNNING" for w in st.values())
+
+
+def proc_status(vm, pid):
+    r = vm.run(f"cat /proc/{pid}/status", check=True)
+    return dict(re.split(r":\s*", line, 1) for line in r.out.splitlines() if ":" in line)
+
+
+def agent_processes(vm):
+    """Every process that belongs to the agent: its titles, its users, its cgroup."""
+    uids = ",".join(WORKERS.values())
+    r = vm.run("{ ps -o pid=,user=,args= -u " + uids + "; "
+               "ps -eo pid=,user=,args= | grep -E '[g]uestagent(d|:)'; "
+               "cat /sys/fs/cgroup/guestagent.slice/guestagent.service/cgroup.procs "
+               "2>/dev/null | sed 's/^/cgroup /'; } | sort -u")
+    return [line for line in r.out.splitlines() if line.strip()]
+
+
+def test_service_reaches_ready_under_systemd(agent_vm, timings):
+    wait_active(agent_vm)
+    p = show(agent_vm, "Type", "NotifyAccess", "WatchdogUSec", "ActiveState", "SubState",
+             "NRestarts", "Slice", "MainPID", "StatusText", "ExecMainStartTimestampMonotonic",
+             "ActiveEnterTimestampMonotonic", "UnitFileState")
+    assert p["Type"] == "notify" and p["NotifyAccess"] == "main", p
+    assert (p["ActiveState"], p["SubState"]) == ("active", "running"), p
+    assert p["UnitFileState"] == "enabled" and p["Slice"] == "guestagent.slice", p
+    assert p["WatchdogUSec"] not in ("0", "infinity"), p
+    assert p["NRestarts"] == "0", (p, journal(agent_vm))
+    assert p["StatusText"], p  # the supervisor's one-line STATUS=
+    start, ready = int(p["ExecMainStartTimestampMonotonic"]), int(p["ActiveEnterTimestampMonotonic"])
+    timings["boot: kernel start to READY=1 (guest clock)"] = ready / 1e6
+    timings["boot: ExecStart to READY=1"] = (ready - start) / 1e6
+    cg = agent_vm.run(f"cat /proc/{p['MainPID']}/cgroup", check=True).out
+    assert "/guestagent.slice/guestagent.service" in cg
+
+
+def test_workers_run_under_their_own_uid_without_privileges(agent_vm):
+    st = wait_workers(agent_vm, all_running, what="all four workers RUNNING")
+    wire_gid = agent_vm.run("getent group guestagent-wire | cut -d: -f3", check=True).out.strip()
+    uids = set()
+    for name, user in WORKERS.items():
+        w = st[name]
+        assert w["user"] == user, w
+        uid = agent_vm.run(f"id -u {user}", check=True).out.strip()
+        s = proc_status(agent_vm, w["pid"])
+        assert s["Uid"].split() == [uid] * 4, (name, s["Uid"])
+        assert s["Gid"].split() == [wire_gid] * 4, (name, s["Gid"])
+        assert s["Groups"].strip() == "", (name, s["Groups"])
+        assert int(s["CapEff"], 16) == 0 and int(s["CapPrm"], 16) == 0, (name, s)
+        assert int(s["CapAmb"], 16) == 0 and int(s["CapInh"], 16) == 0, (name, s)
+        assert s["NoNewPrivs"].strip() == "1", (name, s["NoNewPrivs"])
+        # A child of the supervisor, inside the service's cgroup.
+        assert s["PPid"].strip() == show(agent_vm, "MainPID")["MainPID"], (name, s["PPid"])
+        uids.add(uid)
+    assert len(uids) == len(WORKERS)
+
+
+def test_agentctl_status_lists_the_workers(agent_vm):
+    r = agent_vm.run("agentctl status", check=True)
+    lines = r.out.splitlines()
+    assert lines[0].startswith("supervisor  pid ")
+    rows = {line.split()[0]: line.split()[1] for line in lines[2:]}
+    assert rows == {name: "RUNNING" for name in WORKERS}, r
+    # guestagent-admin may read, as a member; a plain user may not.
+    agent_vm.run("id tester >/dev/null 2>&1 || useradd -M -G guestagent-admin tester", check=True)
+    r = agent_vm.run("setpriv --reuid=tester --regid=tester --init-groups agentctl status")
+    assert r.rc == 0, r
+    agent_vm.run("id nobody", check=True)
+    r = agent_vm.run("setpriv --reuid=nobody --regid=nogroup --clear-groups agentctl status")
+    assert r.rc != 0, r
+
+
+def test_agentctl_restart_extensions(agent_vm):
+    before = wait_workers(agent_vm, all_running)["extensions"]
+    r = agent_vm.run("agentctl restart extensions", timeout=240)
+    assert r.rc == 0 and r.out.startswith("extensions: RUNNING"), r
+    after = status(agent_vm)["extensions"]
+    assert after["state"] == "RUNNING" and after["pid"] not in (None, before["pid"]), after
+    agent_vm.run(f"! kill -0 {before['pid']} 2>/dev/null", check=True)
+
+
+def test_killed_worker_is_restarted(agent_vm):
+    before = wait_workers(agent_vm, all_running)["monitoring"]
+    main_before = show(agent_vm, "MainPID", "NRestarts")
+    agent_vm.run(f"kill -9 {before['pid']}", check=True)
+    after = wait_workers(
+        agent_vm, lambda st: st["monitoring"]["state"] == "RUNNING"
+        and st["monitoring"]["pid"] not in (None, before["pid"]),
+        what="monitoring restarted after kill -9")["monitoring"]
+    assert after["restarts"] == before["restarts"] + 1, after
+    assert show(agent_vm, "MainPID", "NRestarts") == main_before  # the service itself stayed up
+
+
+def test_stop_leaves_no_process_behind(agent_vm, timings):
+    wait_workers(agent_vm, all_running)
+    assert agent_processes(agent_vm)
+    cursor = agent_vm.run("journalctl -u guestagent -n 0 --show-cursor -q", check=True)
+    cursor = cursor.out.split("cursor: ", 1)[1].strip()
+    t0 = time.monotonic()
+    agent_vm.run("systemctl stop guestagent", check=True, timeout=200)
+    timings["systemctl stop guestagent"] = time.monotonic() - t0
+    assert show(agent_vm, "ActiveState")["ActiveState"] == "inactive"
+    assert agent_processes(agent_vm) == []
+    log = journal(agent_vm, f"--after-cursor='{cursor}'")
+    # The supervisor stopped its workers itself: systemd had nothing left to SIGKILL.
+    assert "Stopped guestagent.service" in log, log
+    assert "Killing process" not in log and "timed out" not in log, log
+    # Back up for the rest of the scenario.
+    agent_vm.run("systemctl start guestagent", check=True, timeout=READY_TIMEOUT)
+    wait_workers(agent_vm, all_running)
+
+
+def test_reboot_brings_the_service_back(agent_vm, timings):
+    old_boot = agent_vm.boot_id()
+    timings["agent-vm: reboot to ssh"] = agent_vm.reboot()
+    assert agent_vm.boot_id() != old_boot
+    wait_active(agent_vm)
+    p = show(agent_vm, "NRestarts", "ActiveEnterTimestampMonotonic")
+    assert p["NRestarts"] == "0", (p, journal(agent_vm))
+    timings["reboot: kernel start to READY=1 (guest clock)"] = \
+        int(p["ActiveEnterTimestampMonotonic"]) / 1e6
+    st = wait_workers(agent_vm, all_running)
+    assert all(w["restarts"] == 0 for w in st.values()), st
+    # The shutdown of the previous boot stopped the agent cleanly.
+    prev = agent_vm.run("journalctl -b -1 -u guestagent --no-pager", check=True).out
+    assert "Stopping guestagent.service" in prev, prev[-3000:]
+    shutdown = prev[prev.rindex("Stopping guestagent.service"):]
+    assert "Stopped guestagent.service" in shutdown, shutdown
+    assert "Killing process" not in shutdown and "timed out" not in shutdown, shutdown
