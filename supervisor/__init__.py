@@ -16,9 +16,8 @@ Modules, named for what they hold:
 - notify.py     sd_notify without libsystemd
 - accounts.py   the system users and groups (sysusers.d file, and an installer without systemd)
 
-Keep this file import-free: workers and agentctl import small pieces of this package.
+Keep this file free of heavy imports: workers and agentctl import small pieces of this package.
 """
 
-VERSION = "0.1.0"
-# What we say when the platform or an extension asks for waagent's version (DESIGN.md).
-WAAGENT_VERSION = "2.15.0.0"
+# One source for both versions (config/version.py), re-exported for the supervisor's modules.
+from config.version import GUESTAGENT_VERSION as VERSION, WAAGENT_VERSION  # noqa: E402,F401

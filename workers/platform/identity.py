@@ -6,12 +6,9 @@ out: it sends the name WALinuxAgent and a 2.x version everywhere waagent sends i
 GUESTAGENT_VERSION is our own release, for logs and `agentctl version`.
 """
 
-AGENT_NAME = "WALinuxAgent"
-# The waagent release whose protocol behaviour guestagent implements (reference/protocol.md).
-AGENT_VERSION = "2.15.0.1"
-GUESTAGENT_VERSION = "0.1.0"
+from config.version import AGENT_NAME, GUESTAGENT_VERSION, USER_AGENT  # noqa: F401
+from config.version import WAAGENT_VERSION as AGENT_VERSION
 
-USER_AGENT = "%s/%s" % (AGENT_NAME, AGENT_VERSION)
 # Health probes of IMDS identify themselves with this suffix (protocol.md §1.2).
 USER_AGENT_HEALTH = USER_AGENT + "+health"
 
