@@ -176,7 +176,7 @@ class Provisioning:
 
         def make():
             try:
-                client.transport
+                client.transport()
             except Exception as e:  # noqa: B902 - certificates() will raise it again, named
                 log.warning("event=transport_prefetch_failed error=%r", str(e)[:200])
         self._prefetch = threading.Thread(target=make, name="transport", daemon=True)
@@ -268,6 +268,9 @@ class Provisioning:
         return "disabled; Ready reported"
 
     def with_waagent(self, vm_id, changed) -> str:
+        # The transport key (for the certificates of SSH keys, and kept for the other
+        # workers) is made in a thread meanwhile.
+        self.prefetch_transport()
         with self.step("ovf"):
             try:
                 text = self.call("provisioning.read_ovf", {"source": "dvd"})["ovf"]
@@ -281,8 +284,6 @@ class Provisioning:
                     return "new VM id without media; Ready reported"
                 raise
             env = ovf.parse(text or "", self.conf["OS.HomeDir"])
-        if env.key_pairs or any(not k.value for k in env.public_keys):
-            self.prefetch_transport()
         self.fetch_goal_state()
         with self.step("report_starting"), busy(self.worker):
             from workers.platform import reports

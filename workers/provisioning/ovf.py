@@ -9,7 +9,6 @@ becomes OS.HomeDir. The password is kept out of repr() so no log line can carry 
 """
 
 import logging
-import re
 from dataclasses import dataclass, field
 from typing import Optional, Tuple
 from xml.etree.ElementTree import Element
@@ -149,13 +148,3 @@ def parse(data, home_dir: str = "/home") -> OvfEnv:
                   disable_ssh_password_auth=disable, public_keys=tuple(public_keys),
                   key_pairs=tuple(key_pairs), custom_data=custom,
                   provision_guest_agent=provision_agent)
-
-
-_PASSWORD_RE = re.compile(
-    rb"(<(?:[A-Za-z_][\w.-]*:)?UserPassword\b[^>]*>)(?:<!\[CDATA\[.*?\]\]>|[^<])*"
-    rb"(</(?:[A-Za-z_][\w.-]*:)?UserPassword\s*>)", re.DOTALL)
-
-
-def redact(data: bytes) -> bytes:
-    """The document with every UserPassword's text replaced by `*` (waagent's saved copy)."""
-    return _PASSWORD_RE.sub(rb"\1*\2", data)
