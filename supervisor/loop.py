@@ -145,6 +145,8 @@ class Supervisor:
         self.last_status_line = ""
         self.admin_gid = control.admin_gid()
         self.proc = psutil.Process()
+        self.spawn_method = conf["Agent.Spawner"]   # read at start only
+        self.zygote = None   # supervisor/spawner.py Zygote when Agent.Spawner=zygote
 
     # ---- set-up -------------------------------------------------------------------------
     def open(self, notifier) -> None:
@@ -165,13 +167,24 @@ class Supervisor:
         self.sel.register(self.done_r, selectors.EVENT_READ, self._on_done)
         self.listener = control.bind(self.conf["Agent.RuntimeDir"], self.admin_gid)
         self.sel.register(self.listener, selectors.EVENT_READ, self._on_accept)
-        log.info("event=start pid=%d version=%s config=%s control=%s test_hooks=%s",
-                 os.getpid(), VERSION, self.config_path,
+        log.info("event=start pid=%d version=%s config=%s control=%s test_hooks=%s "
+                 "spawner=%s", os.getpid(), VERSION, self.config_path,
                  os.path.join(self.conf["Agent.RuntimeDir"], control.SOCKET_NAME),
-                 "on" if self.test_hooks else "off")
+                 "on" if self.test_hooks else "off", self.spawn_method)
         if self.test_hooks:
             log.warning("event=test_hooks Agent.TestHooks=y: debug verbs granted; "
                         "never use this setting in production")
+        if self.spawn_method == "zygote":
+            # Before the first worker, so before any worker has sent us anything: the
+            # spawner is a fresh interpreter either way (see supervisor/spawner.py).
+            from supervisor.spawner import Zygote
+            env = {k: v for k, v in spawn.worker_env("spawner", self.config_path, "INFO").items()
+                   if k in ("PATH", "LANG", "HOME")}
+            if self.test_hooks and os.environ.get(spawn.ENV_TEST_DIR):
+                env[spawn.ENV_TEST_DIR] = os.environ[spawn.ENV_TEST_DIR]
+            self.zygote = Zygote(self.python, env, self.sel, lambda: Capture(
+                "spawner", self.logfile("spawner"), self.console), log)
+            self.zygote.start(wait=True)
         for w in self.workers.values():
             if w.spec.autostart:
                 self.spawn(w)
@@ -298,6 +311,8 @@ class Supervisor:
             lf.max_bytes, lf.backups = conf["Agent.LogMaxBytes"], conf["Agent.LogBackups"]
         if bool(conf["Agent.TestHooks"]) != self.test_hooks:
             log.warning("event=reload note='Agent.TestHooks changes at the next start only'")
+        if conf["Agent.Spawner"] != self.spawn_method:
+            log.warning("event=reload note='Agent.Spawner changes at the next start only'")
         log.info("event=reload result=ok problems=%d", len(problems))
         self._notify_status()
         return problems
@@ -331,17 +346,40 @@ class Supervisor:
         finally:
             os.close(fd)
 
+    def _platform_dir(self) -> None:
+        """<StateDir>/platform/: the transport key and certificate every platform-talking
+        worker shares. root:guestagent-wire 2770, so the first such worker creates them (key
+        0640) and the others read them; the setgid bit gives new files the group."""
+        path = os.path.join(self.conf["Agent.StateDir"], "platform")
+        try:
+            os.mkdir(path, 0o700)
+        except FileExistsError:
+            pass
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            if os.geteuid() == 0:
+                os.fchown(fd, 0, grp.getgrnam(table.WIRE_GROUP).gr_gid)
+            os.fchmod(fd, 0o2770)
+        finally:
+            os.close(fd)
+
     def spawn(self, w: Worker) -> None:
         spec = w.spec
         now = time.monotonic()
         try:
             identity = self._identity(spec)
             self._state_dir(spec, identity)
+            self._platform_dir()
             env = spawn.worker_env(
                 spec.name, self.config_path,
                 "DEBUG" if self.conf["Logs.Verbose"] else "INFO",
                 os.environ.get(spawn.ENV_TEST_DIR) if self.test_hooks else None)
-            child = spawn.spawn(spec.module, identity, env, self.python)
+            child = None
+            if self.zygote is not None:
+                child = self.zygote.spawn(spec.name, spec.module, identity, env)
+            method = "zygote" if child is not None else "exec"
+            if child is None:
+                child = spawn.spawn(spec.module, identity, env, self.python)
         except Exception as e:
             log.error("event=spawn_failed worker=%s error=%r", spec.name, str(e))
             w.last_exit = ("spawn failed: %s" % e)[:200]
@@ -374,8 +412,8 @@ class Supervisor:
         self.sel.register(w.channel, selectors.EVENT_READ, self._on_channel)
         self.sel.register(w.log_fd, selectors.EVENT_READ, self._on_log)
         self._set_state(w, STARTING)
-        log.info("event=spawn worker=%s pid=%d user=%s restarts=%d",
-                 spec.name, child.pid, spec.user, w.restarts)
+        log.info("event=spawn worker=%s pid=%d user=%s restarts=%d method=%s",
+                 spec.name, child.pid, spec.user, w.restarts, method)
 
     def _signal_stop(self, w: Worker) -> None:
         self._set_state(w, STOPPING)
@@ -428,6 +466,10 @@ class Supervisor:
             if pid == 0:
                 continue
             self._exited(w, status)
+        if self.zygote is not None:
+            self.zygote.reap(restart=not self.shutting_down)
+            known = {w.pid for w in self.workers.values() if w.pid is not None}
+            self.zygote.reap_adopted(known | {self.zygote.pid})
 
     def _exited(self, w: Worker, status: int) -> None:
         now = time.monotonic()
@@ -1034,6 +1076,8 @@ class Supervisor:
             os.unlink(path)
         except OSError:
             pass
+        if self.zygote is not None:
+            self.zygote.close()
         log.info("event=stopped")
         for lf in self.logfiles.values():
             lf.close()

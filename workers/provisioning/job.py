@@ -158,15 +158,8 @@ class Provisioning:
     def platform(self):
         if self.client is None:
             from workers.platform import PlatformClient
-            conf = self.conf
-            shared = os.path.join(conf["Agent.StateDir"], "platform")
-            if not os.access(shared if os.path.isdir(shared) else conf["Agent.StateDir"],
-                             os.W_OK):
-                # The shared platform folder is not ours to create: keep the transport key in
-                # this worker's own state folder instead.
-                conf = conf.with_overrides(Agent__StateDir=os.path.join(
-                    conf["Agent.StateDir"], "provisioning"))
-            self.client = PlatformClient.from_config(conf)
+            # The supervisor made <StateDir>/platform/ for every platform-talking worker.
+            self.client = PlatformClient.from_config(self.conf)
         return self.client
 
     def prefetch_transport(self) -> None:
