@@ -189,6 +189,10 @@ KEYS = (
     _k("Agent.MemorySoftLimit", INT, 0,
        "Resident bytes above which a worker is restarted (0: each worker's own limit).",
        minimum=0, ours=True),
+    _k("Agent.Spawner", STRING, "zygote",
+       "How workers start: zygote (forked from a preloaded spawner started before any data "
+       "is handled; shares pages) or exec (fork+exec of a fresh interpreter each time). "
+       "Read at start only.", choices=("zygote", "exec"), ours=True),
     _k("Agent.TestHooks", SWITCH, False,
        "TESTING ONLY, never in production: grants workers the debug.* verbs and forwards "
        "GUESTAGENT_TEST_DIR to them so they misbehave on demand.", ours=True),

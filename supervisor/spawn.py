@@ -40,6 +40,8 @@ PR_CAPBSET_DROP = 24
 PR_SET_NO_NEW_PRIVS = 38
 PR_CAP_AMBIENT = 47
 PR_CAP_AMBIENT_CLEAR_ALL = 4
+PR_SET_CHILD_SUBREAPER = 36
+PR_GET_CHILD_SUBREAPER = 37
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong,
@@ -50,6 +52,16 @@ def prctl(option: int, arg2: int = 0) -> None:
     if _libc.prctl(option, arg2, 0, 0, 0) != 0:
         err = ctypes.get_errno()
         raise OSError(err, "prctl(%d): %s" % (option, os.strerror(err)))
+
+
+def set_child_subreaper() -> None:
+    """Orphaned descendants become our children (not init's): how a worker forked by the
+    spawner (supervisor/spawner.py, a double fork) becomes the supervisor's child."""
+    prctl(PR_SET_CHILD_SUBREAPER, 1)
+    flag = ctypes.c_int(0)
+    if _libc.prctl(PR_GET_CHILD_SUBREAPER, ctypes.addressof(flag), 0, 0, 0) != 0 \
+            or flag.value != 1:
+        raise OSError("PR_SET_CHILD_SUBREAPER did not take")
 
 
 def _cap_last_cap() -> int:

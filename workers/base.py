@@ -207,7 +207,8 @@ class _TestHooks:
     `@PID action` applies to that process only, so its successor behaves):
     crash (exit 3 before ready), hang (the loop stops turning), garbage (a non-JSON frame),
     unknown-verb, denied-verb, invalid-args, slow-verb N (debug.sleep N seconds),
-    chatty N (N log lines), secret (log secrets for the redaction test), exit0.
+    chatty N (N log lines), secret (log secrets for the redaction test), exit0, env (log the
+    environment, a random draw and the interpreter flags as JSON).
     """
 
     def __init__(self, worker: Worker):
@@ -269,3 +270,11 @@ class _TestHooks:
                            '"TOPSECRET2"} url=https://a.blob.core.windows.net/c?sv=1&sig=TOPSECRET3')
             elif action == "exit0":
                 sys.exit(0)
+            elif action == "env":   # what a clean image has: tests compare spawn methods
+                import json
+                import random
+                w.log.info("test hook: env %s", json.dumps({
+                    "env": dict(os.environ), "random": random.getrandbits(64),
+                    "isolated": sys.flags.isolated, "argv0": sys.argv[0],
+                    "main": getattr(sys.modules.get("__main__"), "__spec__", None) and
+                    sys.modules["__main__"].__spec__.name}, sort_keys=True))
