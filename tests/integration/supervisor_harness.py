@@ -238,5 +238,11 @@ def make_agent(accounts):
 
 
 @pytest.fixture
-def agent(make_agent):
-    return make_agent().start()
+def agent(make_agent, request):
+    # Parametrize with indirect=True to pick Agent.Spawner (zygote, the default, or exec).
+    method = getattr(request, "param", None)
+    return make_agent({"Agent.Spawner": method} if method else None).start()
+
+
+# The supervision tests that run under both ways of starting a worker.
+BOTH_SPAWNERS = pytest.mark.parametrize("agent", ["zygote", "exec"], indirect=True)

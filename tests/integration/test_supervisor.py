@@ -12,8 +12,8 @@ import time
 
 import pytest
 
-from tests.integration.supervisor_harness import (AGENTCTL, GUESTAGENTD, WORKERS, pid_alive,
-                                                  wait_for)
+from tests.integration.supervisor_harness import (AGENTCTL, BOTH_SPAWNERS, GUESTAGENTD,
+                                                  WORKERS, pid_alive, wait_for)
 
 USERS = {"provisioning": "guestagent-prov", "monitoring": "guestagent-mon",
          "extensions": "guestagent-ext", "logcollector": "guestagent-logs"}
@@ -30,6 +30,7 @@ def open_fds(pid):
 
 
 # ---- 1. the worker table and spawning ---------------------------------------------------
+@BOTH_SPAWNERS
 def test_each_worker_runs_alone_under_its_own_uid_without_privileges(agent):
     wire = grp.getgrnam("guestagent-wire").gr_gid
     workers = agent.workers()
@@ -63,6 +64,7 @@ def test_each_worker_runs_alone_under_its_own_uid_without_privileges(agent):
 
 
 # ---- 2. supervision ---------------------------------------------------------------------
+@BOTH_SPAWNERS
 def test_kill9_of_a_worker_restarts_it_and_counts_it(agent):
     before = agent.worker("monitoring")
     others = {n: w["pid"] for n, w in agent.workers().items() if n != "monitoring"}
@@ -75,6 +77,7 @@ def test_kill9_of_a_worker_restarts_it_and_counts_it(agent):
         in agent.log()
 
 
+@BOTH_SPAWNERS
 def test_crash_loop_goes_fatal_and_agentctl_start_revives_it(agent):
     agent.behave("extensions", "crash")
     os.kill(agent.worker("extensions")["pid"], signal.SIGKILL)
@@ -95,6 +98,7 @@ def test_crash_loop_goes_fatal_and_agentctl_start_revives_it(agent):
     assert agent.worker("extensions")["state"] == "RUNNING"
 
 
+@BOTH_SPAWNERS
 def test_a_hung_worker_is_killed_and_restarted(agent):
     before = agent.worker("logcollector")
     agent.behave("logcollector", "@%d hang" % before["pid"])
@@ -104,6 +108,7 @@ def test_a_hung_worker_is_killed_and_restarted(agent):
     assert not pid_alive(before["pid"])
 
 
+@BOTH_SPAWNERS
 def test_stop_keeps_a_worker_stopped_and_restart_returns_when_running(agent):
     r = agent.ctl("stop", "monitoring")
     assert (r.returncode, r.stdout.strip()) == (0, "monitoring: STOPPED"), r.stderr
@@ -248,6 +253,7 @@ def test_status_json_has_every_field(agent):
 
 
 # ---- process tree end -------------------------------------------------------------------
+@BOTH_SPAWNERS
 def test_sigterm_stops_the_tree_in_reverse_order_in_time(agent):
     pids = {n: w["pid"] for n, w in agent.workers().items()}
     t = time.monotonic()
@@ -261,6 +267,7 @@ def test_sigterm_stops_the_tree_in_reverse_order_in_time(agent):
     assert not os.path.exists(os.path.join(agent.run_dir, "control.sock"))
 
 
+@BOTH_SPAWNERS
 def test_kill9_of_the_supervisor_leaves_no_worker_behind(agent):
     pids = [w["pid"] for w in agent.workers().values()]
     agent.proc.kill()

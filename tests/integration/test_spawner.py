@@ -1,0 +1,170 @@
+"""The preloaded spawner (supervisor/spawner.py): a worker forked from it has the image a
+fork+exec'd one has; the spawner is supervised; nothing outlives the supervisor."""
+
+import grp
+import json
+import os
+import pwd
+import re
+import signal
+import time
+
+import psutil
+
+from tests.integration.supervisor_harness import WORKERS, pid_alive, wait_for
+from tests.integration.test_supervisor import USERS, open_fds, proc_status
+
+SPAWNER_TITLE = b"guestagent: spawner [priv]"
+
+
+def cmdline(pid):
+    with open("/proc/%d/cmdline" % pid, "rb") as f:
+        return f.read().split(b"\0")[0]
+
+
+def spawners(sup_pid):
+    """The supervisor's children that are spawners (normally one)."""
+    return [c.pid for c in psutil.Process(sup_pid).children()
+            if pid_alive(c.pid) and cmdline(c.pid) == SPAWNER_TITLE]
+
+
+def env_reports(agent, names):
+    """Ask each worker for the `env` test hook and return {name: report}."""
+    for name in names:
+        agent.behave(name, "env")
+
+    def collect():
+        reports = {}
+        for name in names:
+            for line in agent.log(name).splitlines():
+                if "test hook: env " in line:
+                    reports[name] = json.loads(line.split("test hook: env ", 1)[1])
+        return reports if len(reports) == len(names) else None
+    return wait_for(collect, 10, 0.05, "env reports")
+
+
+def test_a_zygote_worker_has_the_clean_image_of_an_exec_worker(make_agent):
+    agent = make_agent().start()
+    sup = agent.status()["supervisor"]["pid"]
+    log = agent.log()
+    assert "spawner=zygote" in log and "event=spawner_start pid=" in log
+    for name in WORKERS:
+        assert re.search(r"event=spawn worker=%s .*method=zygote" % name, log), name
+    [spawner] = spawners(sup)
+    st = proc_status(spawner)
+    assert st["Uid"].split() == ["0"] * 4 and st["NoNewPrivs"] == "1"
+    assert st["PPid"] == str(sup) and st["Umask"] == "0077"
+    # The spawner holds its channel, its log pipe and /dev/null: nothing of the supervisor's.
+    fds = open_fds(spawner)
+    assert sorted(fds) == [0, 1, 2, 3] and fds[0] == "/dev/null", fds
+    assert fds[1] == fds[2] and fds[1].startswith("pipe:") and fds[3].startswith("socket:")
+    spawner_fds = set(fds.values())
+
+    wire = grp.getgrnam("guestagent-wire").gr_gid
+    workers = agent.workers()
+    for name in WORKERS:
+        pid = workers[name]["pid"]
+        st = proc_status(pid)
+        uid = pwd.getpwnam(USERS[name]).pw_uid
+        assert st["PPid"] == str(sup), name          # reparented: the supervisor reaps it
+        assert st["Uid"].split() == [str(uid)] * 4 and st["Gid"].split() == [str(wire)] * 4
+        assert st["Groups"].strip() == ""
+        for cap in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"):
+            assert int(st[cap], 16) == 0, (name, cap)
+        assert st["NoNewPrivs"] == "1" and st["Umask"] == "0077"
+        assert st["Seccomp"] == proc_status(agent.proc.pid)["Seccomp"]
+        fds = open_fds(pid)
+        assert sorted(fds) == [0, 1, 2, 3], (name, fds)
+        assert fds[0] == "/dev/null" and fds[1] == fds[2] and fds[1].startswith("pipe:")
+        assert fds[3].startswith("socket:")
+        assert not (set(fds.values()) - {"/dev/null"}) & spawner_fds, name
+        assert cmdline(pid) == ("guestagent: %s [unpriv]" % name).encode()
+        assert os.readlink("/proc/%d/cwd" % pid) == "/"
+        # Its own session, not the spawner's.
+        with open("/proc/%d/stat" % pid) as f:
+            assert int(f.read().rsplit(")", 1)[1].split()[3]) == pid   # session id
+
+    reports = env_reports(agent, ["monitoring", "extensions", "logcollector"])
+    for name, rep in reports.items():
+        assert rep["env"] == {
+            "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            "LANG": "C.UTF-8", "HOME": "/", "GUESTAGENT_CHANNEL_FD": "3",
+            "GUESTAGENT_WORKER": name, "GUESTAGENT_CONFIG": agent.conf,
+            "GUESTAGENT_LOG_LEVEL": "INFO", "GUESTAGENT_TEST_DIR": agent.test_dir}, name
+        assert rep["isolated"] == 1 and rep["main"] == "workers.%s.__main__" % name
+    # Each worker's random state is its own.
+    assert len({rep["random"] for rep in reports.values()}) == len(reports)
+
+
+def test_the_exec_method_has_no_spawner_and_the_same_environment(make_agent):
+    agent = make_agent({"Agent.Spawner": "exec"}).start()
+    sup = agent.status()["supervisor"]["pid"]
+    assert spawners(sup) == []
+    assert "spawner=exec" in agent.log() and "method=zygote" not in agent.log()
+    exec_env = env_reports(agent, ["monitoring"])["monitoring"]
+    zygote = make_agent().start()
+    zygote_env = env_reports(zygote, ["monitoring"])["monitoring"]
+    for key in ("GUESTAGENT_CONFIG", "GUESTAGENT_TEST_DIR"):   # the instances' own paths
+        exec_env["env"].pop(key)
+        zygote_env["env"].pop(key)
+    assert exec_env["env"] == zygote_env["env"]
+    assert (exec_env["isolated"], exec_env["main"]) == (zygote_env["isolated"],
+                                                        zygote_env["main"])
+
+
+def test_a_killed_spawner_is_restarted_and_the_workers_keep_running(make_agent):
+    agent = make_agent().start()
+    sup = agent.status()["supervisor"]["pid"]
+    [old] = spawners(sup)
+    before = {n: w["pid"] for n, w in agent.workers().items()}
+    os.kill(old, signal.SIGKILL)
+    wait_for(lambda: re.search(r"event=spawner_exit pid=%d status='killed by SIGKILL'" % old,
+                               agent.log()), 5, 0.05, "the spawner's exit")
+    wait_for(lambda: agent.log().count("event=spawner_start") == 2, 10, 0.05, "a new spawner")
+    [new] = spawners(sup)
+    assert new != old and not pid_alive(old)
+    time.sleep(1.0)   # > the hang window: nobody was blocked or killed meanwhile
+    workers = agent.workers()
+    assert {n: w["pid"] for n, w in workers.items()} == before
+    assert all(w["state"] == "RUNNING" and w["restarts"] == 0 for w in workers.values())
+    # The new spawner serves the next restart.
+    os.kill(before["monitoring"], signal.SIGKILL)
+    after = agent.wait_state("monitoring", "RUNNING", pid_not=before["monitoring"])
+    assert proc_status(after["pid"])["PPid"] == str(sup)
+    assert re.search(r"event=spawn worker=monitoring pid=%d .*method=zygote" % after["pid"],
+                     agent.log())
+
+
+def test_kill9_of_the_supervisor_leaves_neither_spawner_nor_workers(make_agent):
+    agent = make_agent().start()
+    sup = agent.status()["supervisor"]["pid"]
+    pids = [w["pid"] for w in agent.workers().values()] + spawners(sup)
+    assert len(pids) == len(WORKERS) + 1
+    agent.proc.kill()
+    agent.proc.wait()
+    wait_for(lambda: not any(pid_alive(p) for p in pids), 5, 0.05, "spawner and workers to die")
+
+
+def test_a_spawner_that_cannot_start_means_fork_exec_with_a_log_line(make_agent):
+    agent = make_agent()
+    agent.behave("spawner", "crash")
+    agent.start()
+    log = agent.log()
+    assert "event=spawner_fallback method=exec reason='the spawner did not start" in log
+    assert "test hook: crashing at start" in agent.log("spawner")
+    for name in WORKERS:
+        assert re.search(r"event=spawn worker=%s .*method=exec" % name, log), name
+    assert spawners(agent.status()["supervisor"]["pid"]) == []
+    # Supervision as usual.
+    pid = agent.worker("extensions")["pid"]
+    os.kill(pid, signal.SIGKILL)
+    agent.wait_state("extensions", "RUNNING", pid_not=pid)
+
+
+def test_sigterm_stops_the_spawner_too(make_agent):
+    agent = make_agent().start()
+    [spawner] = spawners(agent.status()["supervisor"]["pid"])
+    agent.proc.send_signal(signal.SIGTERM)
+    assert agent.proc.wait(10) == 0
+    assert not pid_alive(spawner)
+    assert "event=spawner_exit" not in agent.log()   # asked to leave, not died
