@@ -96,8 +96,6 @@ def vm_factory(agent_image, platform, run_dir):
     for v in made:
         v.stop()
         v.discard_disks()
-        for i, b in enumerate(v.boots[1:], 1):
-            TIMINGS[f"{v.name}: reboot {i} to ssh"] = b
 
 
 @pytest.fixture(scope="session")

@@ -67,6 +67,9 @@ HOST_TOOLS = {
     "make": "make",
 }
 
+#: Where the README tells an image maintainer to put the agent.
+GUEST_VENV = "/opt/guestagent"
+
 #: Guest-side addresses of the platform endpoints (QEMU user networking has no vmbus and no
 #: 168.63.129.16; the harness forwards these guest ports on 10.0.2.100 to the host).
 WIRE_ADDRESS = "10.0.2.100"
@@ -284,8 +287,12 @@ def build_agent_image(base, wheel, project=PROJECT, enable=("guestagent.service"
         try:
             _run(["cp", "-a", "--reflink=auto", str(base.rootfs), str(rootfs)], log=log)
             # The way the README tells an image maintainer to install the agent.
+            # A clean make: not the variables of a `make test VENV=...` that runs these tests.
+            env = {k: v for k, v in os.environ.items()
+                   if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES", "VENV",
+                                "DESTDIR", "WHEEL")}
             _run(["make", "-C", str(project), "--no-print-directory", "install",
-                  f"DESTDIR={rootfs}", f"WHEEL={wheel}"], log=log)
+                  f"DESTDIR={rootfs}", f"WHEEL={wheel}", f"VENV={GUEST_VENV}"], log=log, env=env)
             with open(rootfs / "etc/waagent.conf", "a") as f:
                 f.write(QEMU_CONFIG)
             for unit in enable:

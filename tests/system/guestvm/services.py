@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -95,7 +94,6 @@ class StubPlatform:
             srv = ThreadingHTTPServer(("127.0.0.1", 0), _Stub)
             threading.Thread(target=srv.serve_forever, daemon=True).start()
             self.servers[role] = srv
-        time.sleep(0)
         return self
 
     @property

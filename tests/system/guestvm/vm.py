@@ -26,6 +26,10 @@ from pathlib import Path
 from .image import WIRE_ADDRESS
 
 
+_SSH_FAILURE = re.compile(r"^(ssh: |kex_exchange_identification|Connection (closed|reset|refused)"
+                          r"|mux_client_|Control socket connect)", re.M)
+
+
 class VMError(RuntimeError):
     pass
 
@@ -73,6 +77,7 @@ class VM:
         # A unix socket path must stay short: the multiplexing socket lives in /tmp.
         self._ctl_dir = tempfile.mkdtemp(prefix="gvm-")
         self.serial_log = self.dir / "serial.log"
+        self._console_mark = 0
 
     # ---- lifecycle -------------------------------------------------------------------
     def _qemu_cmd(self):
@@ -123,9 +128,10 @@ class VM:
     def alive(self):
         return self.proc is not None and self.proc.poll() is None
 
-    def _ssh_base(self, master=True):
+    def _ssh_base(self, master=True, connect_timeout=20):
         opts = ["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
-                "-o", "LogLevel=ERROR", "-o", "BatchMode=yes", "-o", "ConnectTimeout=20",
+                "-o", "LogLevel=ERROR", "-o", "BatchMode=yes",
+                "-o", f"ConnectTimeout={connect_timeout}",
                 "-o", "ServerAliveInterval=5", "-o", "ServerAliveCountMax=12",
                 "-i", str(self.image.key), "-p", str(self.ssh_port)]
         if master:
@@ -135,23 +141,38 @@ class VM:
             opts += ["-o", "ControlPath=none"]
         return ["ssh"] + opts + ["root@127.0.0.1"]
 
+    def _probe_ssh(self, connect_timeout):
+        p = subprocess.run(self._ssh_base(master=False, connect_timeout=connect_timeout)
+                           + ["true"], capture_output=True, text=True, timeout=90,
+                           stdin=subprocess.DEVNULL)
+        return p.returncode == 0, p.stderr.strip()
+
     def wait_ssh(self, timeout=300, since=None):
+        """Wait until the guest's sshd answers (after a READY newer than the console mark).
+
+        The image's guestvm-ready.service prints "guestvm: READY boot_id=..." on the serial
+        console once multi-user.target and sshd are up; watching for it is cheap, whereas an
+        ssh probe to a guest that is still booting can hang for its whole ConnectTimeout
+        (slirp accepts the host-side connection at once). Probes still run now and then, for
+        images without the marker."""
         since = since or time.monotonic()
         deadline = since + timeout
-        last = ""
+        last, last_probe = "", time.monotonic()
+        marker = "guestvm: READY boot_id="
         while time.monotonic() < deadline:
             if not self.alive():
                 raise VMError(f"QEMU exited (rc={self.proc.returncode}); see {self.dir}/qemu.log "
                               f"and {self.serial_log}\n{self.tail_serial()}")
-            p = subprocess.run(self._ssh_base(master=False) + ["true"], capture_output=True,
-                               text=True, timeout=60, stdin=subprocess.DEVNULL)
-            if p.returncode == 0:
-                self.boots.append(time.monotonic() - since)
-                # Open the multiplexing master now, so every later command skips the handshake.
-                self.run("true", timeout=60)
-                return self.boots[-1]
-            last = p.stderr.strip()
-            time.sleep(1)
+            ready = marker in self.console()[self._console_mark:]
+            if ready or time.monotonic() - last_probe > 20:
+                ok, last = self._probe_ssh(20 if ready else 5)
+                last_probe = time.monotonic()
+                if ok:
+                    self.boots.append(time.monotonic() - since)
+                    # Open the multiplexing master now: later commands skip the handshake.
+                    self.run("true", timeout=60)
+                    return self.boots[-1]
+            time.sleep(0.5)
         raise VMError(f"no ssh after {timeout}s ({last}); serial console:\n{self.tail_serial()}")
 
     def console(self):
@@ -184,10 +205,9 @@ class VM:
                    p.stderr.decode(errors="replace"), time.monotonic() - t0)
         with open(self.dir / "commands.log", "a") as f:
             f.write(str(r) + "\n\n")
-        if p.returncode == 255 and not r.err.strip() == "":
-            # ssh's own failure (not the command's): say so clearly.
-            if "Connection" in r.err or "kex_exchange" in r.err:
-                raise VMError(f"ssh failed: {r.err.strip()}")
+        if p.returncode == 255 and _SSH_FAILURE.search(r.err):
+            # ssh's own failure, not the command's exit status 255.
+            raise VMError(f"ssh failed: {r.err.strip()}\n{self.tail_serial(15)}")
         if check and r.rc != 0:
             raise VMError(f"command failed in the guest:\n{r}")
         return r
@@ -207,19 +227,14 @@ class VM:
     def reboot(self, timeout=300):
         """Reboot the guest (same overlay, same UUID); return seconds until ssh answered."""
         before = self.boot_id()
+        self._console_mark = len(self.console())  # only a READY printed after this counts
+        t0 = time.monotonic()
         self.run("systemctl reboot --no-block", check=True)
         self._close_master()
-        t0 = time.monotonic()
-        deadline = t0 + timeout
-        while time.monotonic() < deadline:
-            # Until the guest's sshd has gone down, ssh still reaches the old boot.
-            self.wait_ssh(timeout=max(deadline - time.monotonic(), 1), since=t0)
-            if self.boot_id() != before:
-                return self.boots[-1]
-            self.boots.pop()
-            self._close_master()
-            time.sleep(2)
-        raise VMError(f"no reboot within {timeout}s")
+        self.wait_ssh(timeout, since=t0)
+        if self.boot_id() == before:
+            raise VMError("ssh answered but the guest has not rebooted")
+        return self.boots[-1]
 
     def stop(self, timeout=60):
         """Power off (ACPI), then kill QEMU if it does not exit in time."""
