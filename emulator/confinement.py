@@ -238,7 +238,9 @@ class ConfinedHost:
     # ---- the agent ------------------------------------------------------------------------
     def start(self, extra_env: Optional[Dict[str, str]] = None) -> "ConfinedHost":
         env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-               "LANG": "C.UTF-8"}
+               "LANG": "C.UTF-8",
+               # inner() execs <venv>/bin/guestagentd: the venv this process was given.
+               "GUESTAGENT_VENV": VENV}
         env.update(extra_env or {})
         self._stderr = open(self.path("stderr"), "ab")
         self.started_at = time.time()
