@@ -52,7 +52,7 @@ def tree_pids(tree):
     pids = [("supervisor", sup)]
     pids += [("spawner", c.pid) for c in psutil.Process(sup).children()
              if c.cmdline()[:1] == [SPAWNER_TITLE]]
-    pids += [(w["name"], w["pid"]) for w in st["workers"]]
+    pids += [(w["name"], w["pid"]) for w in st["workers"] if w["pid"]]   # resident ones
     return pids
 
 

@@ -12,6 +12,16 @@ GUESTAGENTD = os.path.join(VENV, "bin", "guestagentd")
 PYTHON = os.path.join(VENV, "bin", "python")
 
 
+def settled(w) -> bool:
+    """Up: a resident worker RUNNING, a once-per-boot one done, a periodic one between runs."""
+    lifetime = w.get("lifetime", "service")
+    if lifetime == "service":
+        return w["state"] == "RUNNING"
+    if lifetime == "once":
+        return w["state"] in ("EXITED", "FATAL")
+    return w["state"] in ("STOPPED", "EXITED")
+
+
 class Tree:
     def __init__(self, **overrides):
         self.dir = tempfile.mkdtemp(prefix="guestagent-bench-", dir="/tmp")
@@ -33,7 +43,7 @@ class Tree:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             try:
-                if all(w["state"] == "RUNNING" for w in self.status()["workers"]):
+                if all(settled(w) for w in self.status()["workers"]):
                     return self
             except OSError:
                 pass

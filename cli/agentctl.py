@@ -22,22 +22,26 @@ EXIT_USAGE = 2
 EXIT_NOT_RUNNING = 3   # no supervisor answers on the control socket (LSB "not running")
 EXIT_REFUSED = 4       # not root / not guestagent-admin, or a verb needing root (LSB 4)
 EXIT_UNKNOWN = 5       # no such worker
-EXIT_NOT_ALL_RUNNING = 6  # status: a worker shown is not RUNNING
+EXIT_NOT_ALL_RUNNING = 6  # status: a worker shown is not where it should be (see healthy)
 
 EPILOG = """\
 commands:
-  status [WORKER] [--json]   state, pid, uptime, restarts, last exit, RSS, CPU%% of each worker
-  start WORKER               start a stopped, exited or FATAL worker; waits for RUNNING
-  stop WORKER                stop a worker (it stays stopped until started)
+  status [WORKER] [--json]   state, pid, uptime, restarts, next run, RSS, CPU%%, last exit of
+                             each worker, and the spawner
+  start WORKER               start a stopped, exited or FATAL worker; waits for RUNNING (a
+                             periodic worker: runs it now)
+  stop WORKER                stop a worker (it stays stopped until started; no timer runs it)
   restart WORKER             stop then start; returns when RUNNING again or says why not
+  collect-logs               run the log collector now; returns when it has exited (root)
   logs WORKER [-n N] [-f]    the last N lines of the worker's log; -f follows it
   version                    the supervisor's version
 
 exit codes:
   0  done                          4  refused: needs root (guestagent-admin may only read)
   1  the command failed            5  no such worker
-  2  usage error                   6  status: a worker shown is not RUNNING
-  3  the supervisor is not running
+  2  usage error                   6  status: a worker shown is not healthy: a service
+  3  the supervisor is not running    not RUNNING, provisioning not done with exit 0, a
+                                      periodic worker's last run failed or it is FATAL
 """
 
 
@@ -69,6 +73,7 @@ def parse_args(argv):
     lg.add_argument("-n", type=int, default=20, metavar="N", help="lines (default 20)")
     lg.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
     sub.add_parser("version", help="the supervisor's version")
+    sub.add_parser("collect-logs", help="run the log collector now and wait for it")
     return p.parse_args(argv)
 
 
@@ -135,21 +140,47 @@ def human_time(seconds):
     return "%dd%02dh" % (seconds // 86400, seconds % 86400 // 3600)
 
 
+def healthy(w) -> bool:
+    """Is this worker where it should be? A service RUNNING; a once-per-boot worker running or
+    done with exit 0; a periodic one running, waiting, or after a clean run."""
+    lifetime = w.get("lifetime", "service")
+    if lifetime == "service":
+        return w["state"] == "RUNNING"
+    if w["state"] in ("STARTING", "RUNNING"):
+        return True
+    if lifetime == "once":
+        return w["state"] == "EXITED" and w["last_exit"] == "exit 0"
+    return w["state"] in ("STOPPED", "EXITED") and w["last_exit"] in (None, "exit 0")
+
+
 def print_status(result, out=sys.stdout):
     sup = result["supervisor"]
     out.write("supervisor  pid %d  up %s  rss %s  version %s  config %s\n" % (
         sup["pid"], human_time(sup["uptime"]), human_bytes(sup["rss"]), sup["version"],
         sup["config"]))
-    rows = [("WORKER", "STATE", "PID", "UPTIME", "RESTARTS", "RSS", "CPU%", "LAST EXIT")]
+    sp = result.get("spawner")
+    if sp is not None:
+        out.write("spawner     %s  pid %s  up %s  rss %s  method %s  starts %d%s\n" % (
+            sp["state"], sp["pid"] or "-", human_time(sp["uptime"]), human_bytes(sp["rss"]),
+            sp["method"], sp["starts"], ("  (%s)" % sp["message"]) if sp["message"] else ""))
+    rows = [("WORKER", "STATE", "PID", "UPTIME", "RESTARTS", "NEXT RUN", "RSS", "CPU%",
+             "LAST EXIT")]
     for w in result["workers"]:
+        nxt = w.get("next_run")
         rows.append((w["name"], w["state"], str(w["pid"] or "-"), human_time(w["uptime"]),
-                     str(w["restarts"]), human_bytes(w["rss"]),
+                     str(w["restarts"]), "-" if nxt is None else "in " + human_time(nxt),
+                     human_bytes(w["rss"]),
                      "-" if w["cpu_percent"] is None else "%.1f" % w["cpu_percent"],
                      w["last_exit"] or "-"))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
     for r in rows:
         out.write("  ".join(c.ljust(widths[i]) for i, c in enumerate(r[:-1])) + "  " + r[-1]
                   + "\n")
+    for w in result["workers"]:   # why a worker that is not running is where it is
+        if w["message"] and w["state"] not in ("STARTING", "RUNNING"):
+            msg = w["message"]
+            out.write("  %s\n" % (msg if msg.startswith(w["name"] + ":") else
+                                  "%s: %s" % (w["name"], msg)))
 
 
 def tail_lines(fd: int, n: int) -> bytes:
@@ -222,13 +253,20 @@ def main(argv=None) -> int:
                 sys.stdout.write("\n")
             else:
                 print_status(result)
-            return EXIT_OK if all(w["state"] == "RUNNING" for w in result["workers"]) \
+            return EXIT_OK if all(healthy(w) for w in result["workers"]) \
                 else EXIT_NOT_ALL_RUNNING
         if args.command in ("start", "stop", "restart"):
             result, _ = call(path, "control." + args.command, {"worker": args.worker})
             w = result["worker"]
             print("%s: %s%s" % (w["name"], w["state"],
                                 " (pid %d)" % w["pid"] if w["pid"] else ""))
+            return EXIT_OK
+        if args.command == "collect-logs":
+            # Waits for the run (the collection itself comes in a later issue).
+            result, _ = call(path, "control.collect_logs", {}, timeout=900)
+            w = result["worker"]
+            print("%s: %s (%s)%s" % (w["name"], w["state"], w["last_exit"] or "-",
+                                     (": " + w["message"]) if w["message"] else ""))
             return EXIT_OK
         if args.command == "logs":
             return cmd_logs(path, args.worker, args.n, args.follow)

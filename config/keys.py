@@ -189,6 +189,9 @@ KEYS = (
     _k("Agent.MemorySoftLimit", INT, 0,
        "Resident bytes above which a worker is restarted (0: each worker's own limit).",
        minimum=0, ours=True),
+    _k("Agent.StartAfterProvisioning", FLOAT, 5.0,
+       "The resident workers start when provisioning has ended, or this many seconds after "
+       "it started at the latest (0: all at once).", minimum=0, ours=True),
     _k("Agent.Spawner", STRING, "zygote",
        "How workers start: zygote (forked from a preloaded spawner started before any data "
        "is handled; shares pages) or exec (fork+exec of a fresh interpreter each time). "

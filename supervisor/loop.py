@@ -26,8 +26,6 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Dict, List, Optional
 
-import psutil
-
 import config
 from ipc import envelope, framing
 from ipc.channel import recv_some, send_frame
@@ -38,6 +36,7 @@ from supervisor import VERSION, WAAGENT_VERSION, broker, control, spawn, states,
 from supervisor.backoff import FailureHistory, next_step
 from supervisor.logcapture import Capture, LogFile
 from supervisor.policy import Policy
+from supervisor.procstat import ProcStat
 from supervisor.states import (ALIVE, BACKOFF, EXITED, FATAL, RUNNING, STARTABLE, STARTING,
                                STOPPED, STOPPING)
 
@@ -87,7 +86,9 @@ class Worker:
         self.kill_reason: Optional[str] = None  # why we ended it, for last_exit
         self.killed = False
         self.in_flight = 0
-        self.proc: Optional[psutil.Process] = None
+        self.proc: Optional[ProcStat] = None
+        self.next_run: Optional[float] = None   # PERIODIC: monotonic time of the next run
+        self.start_at: Optional[float] = None   # waiting for spec.after: start by this time
 
     @property
     def name(self) -> str:
@@ -144,7 +145,7 @@ class Supervisor:
         self.next_watchdog = time.monotonic()
         self.last_status_line = ""
         self.admin_gid = control.admin_gid()
-        self.proc = psutil.Process()
+        self.proc = ProcStat(os.getpid())
         self.spawn_method = conf["Agent.Spawner"]   # read at start only
         self.zygote = None   # supervisor/spawner.py Zygote when Agent.Spawner=zygote
 
@@ -185,9 +186,21 @@ class Supervisor:
             self.zygote = Zygote(self.python, env, self.sel, lambda: Capture(
                 "spawner", self.logfile("spawner"), self.console), log)
             self.zygote.start(wait=True)
+        now = time.monotonic()
         for w in self.workers.values():
-            if w.spec.autostart:
+            self._schedule(w, now)
+            if w.spec.autostart and w.start_at is None:
                 self.spawn(w)
+
+    def _schedule(self, w: Worker, now: float) -> None:
+        """At start: when a worker that waits for another starts, and a periodic worker's
+        first run (the timers _tick fires; the loop sleeps until the nearest one)."""
+        spec = w.spec
+        if spec.autostart and spec.after and spec.after in self.workers \
+                and self.workers[spec.after].spec.autostart and spec.after_timeout > 0:
+            w.start_at = now + spec.after_timeout
+        if spec.lifetime == table.PERIODIC and spec.period:
+            w.next_run = now + spec.initial_delay
 
     def logfile(self, name: str) -> LogFile:
         lf = self.logfiles.get(name)
@@ -201,7 +214,9 @@ class Supervisor:
     def run(self) -> int:
         while True:
             now = time.monotonic()
-            timeout = max(0.0, min(self._next_deadline(now) - now, 1.0))
+            # Sleep until the nearest timer: an idle tree wakes only for heartbeats and
+            # the memory check (no polling).
+            timeout = max(0.0, self._next_deadline(now) - now)
             for key, mask in self.sel.select(timeout):
                 try:
                     key.data(key, mask)
@@ -216,12 +231,22 @@ class Supervisor:
         return self.exit_code
 
     def _next_deadline(self, now: float) -> float:
-        deadlines = [now + 1.0, self.next_memory_check]
+        deadlines = [self.next_memory_check]
         if self.notifier and self.notifier.watchdog_interval:
             deadlines.append(self.next_watchdog)
+        if not self.ready_sent:
+            deadlines.append(self.started + READY_WAIT_MAX)
+        if self.zygote is not None and self.zygote.deadline is not None:
+            deadlines.append(self.zygote.deadline)
+        for conn in self.conns.values():
+            deadlines.append(conn.last_active + CONTROL_IDLE)
         for w in self.workers.values():
             if w.deadline is not None:
                 deadlines.append(w.deadline)
+            if w.next_run is not None and not self.shutting_down:
+                deadlines.append(w.next_run)
+            if w.start_at is not None and not self.shutting_down:
+                deadlines.append(w.start_at)
             if w.state == RUNNING:
                 deadlines.append(w.last_heartbeat + self._hang_after(w))
             if w.channel_closed_at is not None:
@@ -302,8 +327,12 @@ class Supervisor:
             log.warning("event=config_problem %s", p)
         self.conf = conf
         self.table = table.build(conf)
+        now = time.monotonic()
         for name, spec in self.table.items():
-            self.workers[name].spec = spec
+            w = self.workers[name]
+            old, w.spec = w.spec, spec
+            if spec.period != old.period and w.state not in ALIVE:
+                w.next_run = now + spec.period if spec.period else None
         self.console.enabled = conf["Logs.Console"]
         self.console.verbose = conf["Logs.Verbose"]
         logging.getLogger().setLevel(logging.DEBUG if conf["Logs.Verbose"] else logging.INFO)
@@ -401,14 +430,12 @@ class Supervisor:
         w.killed = False
         w.in_flight = 0
         w.message = ""
-        if w.spawns:
-            w.restarts += 1
+        if w.spawns and (w.spec.resident or w.state not in (STOPPED, EXITED)):
+            w.restarts += 1   # a non-resident worker's next run is not a restart
         w.spawns += 1
-        try:
-            w.proc = psutil.Process(child.pid)
-            w.proc.cpu_percent(None)
-        except psutil.Error:
-            w.proc = None
+        w.start_at = None
+        w.proc = ProcStat(child.pid)
+        w.proc.cpu_percent()
         self.sel.register(w.channel, selectors.EVENT_READ, self._on_channel)
         self.sel.register(w.log_fd, selectors.EVENT_READ, self._on_log)
         self._set_state(w, STARTING)
@@ -473,6 +500,12 @@ class Supervisor:
 
     def _exited(self, w: Worker, status: int) -> None:
         now = time.monotonic()
+        # What it said last (a run-once worker's outcome in worker.status) is read first. The
+        # pid is reaped: forget it first, so nothing in there can signal a reused pid.
+        pid, w.pid, w.proc = w.pid, None, None
+        for _ in range(64):
+            if w.channel is None or not self._read_channel(w):
+                break
         self._drop_channel(w)
         if w.log_fd is not None:
             self._drain_log(w)
@@ -487,7 +520,6 @@ class Supervisor:
         if w.kill_reason:
             what += " (%s)" % w.kill_reason
         w.last_exit = what[:200]
-        pid, w.pid, w.proc = w.pid, None, None
         w.deadline = None
         w.channel_closed_at = None
         was = w.state
@@ -508,13 +540,30 @@ class Supervisor:
             return
         if w.spec.restart == table.NEVER or (w.spec.restart == table.ON_FAILURE and clean):
             self._set_state(w, EXITED)
+            if clean:
+                self._answer_waiters(w, want=EXITED)
+            else:
+                self._answer_waiters(w, error="%s failed: %s" % (w.name, what))
+            if w.spec.lifetime == table.PERIODIC:
+                # The next run: one period after this one ended (a run never overlaps).
+                w.next_run = now + w.spec.period if w.spec.period else None
+                log.log(logging.INFO if clean else logging.WARNING,
+                        "event=run_%s worker=%s status=%r next_run_in=%s", "done" if clean
+                        else "failed", w.name, what,
+                        "%.0fs" % w.spec.period if w.spec.period else "never")
             return
         if was == STARTING:
             self._answer_waiters(w, error="%s exited while starting: %s" % (w.name, what))
+        else:
+            self._answer_waiters(w, error="%s failed: %s" % (w.name, what), want=EXITED)
         self._failed(w, now)
 
     def _failed(self, w: Worker, now: float) -> None:
         delay = next_step(w.failures, now, w.spec.backoff)
+        if delay is not None and w.spec.lifetime == table.ONCE:
+            # A run-once job that failed has done real work (and reported NotReady to the
+            # platform): never again at once, whatever the flapping window says.
+            delay = max(delay, w.spec.backoff.delay)
         if delay is None:
             self._set_state(w, FATAL)
             retry = w.spec.fatal_retry
@@ -569,6 +618,10 @@ class Supervisor:
                     w.failures.clear()
                 w.deadline = None
                 self.spawn(w)
+            elif w.state in (STOPPED, EXITED) and not self.shutting_down \
+                    and self._due(w, now):
+                w.next_run = w.start_at = None
+                self.spawn(w)
             if w.channel_closed_at is not None and w.pid is not None and not w.killed \
                     and now - w.channel_closed_at > CHANNEL_CLOSED_GRACE \
                     and w.state != STOPPING:
@@ -580,7 +633,7 @@ class Supervisor:
             self.notifier.watchdog()
             self.next_watchdog = now + self.notifier.watchdog_interval
         if not self.ready_sent and (
-                all(w.state != STARTING for w in self.workers.values())
+                all(w.state != STARTING and w.start_at is None for w in self.workers.values())
                 or now - self.started > READY_WAIT_MAX):
             self.ready_sent = True
             if self.notifier:
@@ -595,16 +648,21 @@ class Supervisor:
                     wt.conn is conn for wt in self.waiters):
                 self._close_conn(conn)
 
+    def _due(self, w: Worker, now: float) -> bool:
+        if w.next_run is not None and now >= w.next_run:
+            return True
+        if w.start_at is None:
+            return False
+        first = self.workers.get(w.spec.after)
+        return now >= w.start_at or first is None or first.state in (EXITED, FATAL, STOPPED)
+
     def _check_memory(self) -> None:
         for w in self.workers.values():
             limit = w.spec.memory_soft_limit
             if w.state != RUNNING or not limit or w.proc is None or w.killed:
                 continue
-            try:
-                rss = w.proc.memory_info().rss
-            except psutil.Error:
-                continue
-            if rss > limit:
+            rss = w.proc.rss()
+            if rss is not None and rss > limit:
                 log.warning("event=memory_limit worker=%s pid=%s rss=%d limit=%d action=restart",
                             w.name, w.pid, rss, limit)
                 w.kill_reason = "memory soft limit: rss %d > %d" % (rss, limit)
@@ -642,12 +700,15 @@ class Supervisor:
 
     def _on_channel(self, key, mask):
         w = self._find(key.fileobj)
-        if w is None or w.channel is None:
-            return
+        if w is not None and w.channel is not None:
+            self._read_channel(w)
+
+    def _read_channel(self, w: Worker) -> bool:
+        """Read and dispatch what the worker sent; False when there was nothing to read."""
         try:
             data, fds = recv_some(w.channel)
         except BlockingIOError:
-            return
+            return False
         except FrameError as e:
             self.violation(w, e)
             return
@@ -686,8 +747,9 @@ class Supervisor:
                     self.violation(w, e, "verb=%s " % (str(name)[:64],) if name else "")
                 else:
                     self.violation(w, IpcError("BAD_ENVELOPE", e.message))
-                return
+                return False
             self._dispatch(w, msg, verb, frame_fds)
+        return True
 
     def _dispatch(self, w: Worker, msg, verb, fds) -> None:
         name = verb.name
@@ -948,9 +1010,10 @@ class Supervisor:
             names = [name] if name else list(self.workers)
             self._conn_send(conn, envelope.reply(msg.id, {
                 "supervisor": self._supervisor_record(),
+                "spawner": self._spawner_record(),
                 "workers": [self.record(self.workers[n]) for n in names]}))
             return
-        name = args["worker"]
+        name = "logcollector" if verb == "control.collect_logs" else args["worker"]
         w = self.workers.get(name)
         if w is None:
             raise IpcError(NOT_FOUND, "no worker named %s" % name)
@@ -964,7 +1027,17 @@ class Supervisor:
         log.info("event=control peer=%r verb=%s worker=%s state=%s",
                  conn.peer.describe(), verb, name, w.state)
         timeout = lookup(verb).timeout - 5
+        if verb == "control.collect_logs":
+            # A run now (or the one under way), answered when it has exited.
+            if w.state == STOPPING:
+                raise IpcError(BUSY, "%s is stopping; try again" % name)
+            if w.state in STARTABLE:
+                w.next_run = None
+                self._operator_start(w)
+            self._wait(conn, msg.id, w, EXITED, timeout)
+            return
         if verb == "control.stop":
+            w.next_run = w.start_at = None   # a stopped worker stays stopped: no timer
             if w.state in ALIVE:
                 w.intent = "stop"
                 if w.state != STOPPING:
@@ -1013,9 +1086,10 @@ class Supervisor:
         for waiter in list(self.waiters):
             if waiter.worker != w.name:
                 continue
-            if error is not None and waiter.want == RUNNING:
+            if error is not None and waiter.want in (RUNNING, EXITED):
                 self._answer_error(waiter, FAILED, error)
-            elif error is None and waiter.want == want:
+            elif error is None and (waiter.want == want or (
+                    want == EXITED and waiter.want == RUNNING)):   # done before it said ready
                 self.waiters.remove(waiter)
                 self._conn_send(waiter.conn, envelope.reply(waiter.ident,
                                                             {"worker": self.record(w)}))
@@ -1029,29 +1103,44 @@ class Supervisor:
     def record(self, w: Worker) -> dict:
         rss = cpu = None
         if w.proc is not None:
-            try:
-                with w.proc.oneshot():
-                    rss = w.proc.memory_info().rss
-                    cpu = round(w.proc.cpu_percent(None), 1)
-            except psutil.Error:
-                pass
+            rss = w.proc.rss()
+            cpu = w.proc.cpu_percent()
+            cpu = None if cpu is None else round(cpu, 1)
+        now = time.monotonic()
         uptime = None
         if w.pid is not None:
-            uptime = round(time.monotonic() - w.spawned_at, 3)
+            uptime = round(now - w.spawned_at, 3)
+        due = w.next_run if w.next_run is not None else w.start_at
         return {
             "name": w.name, "state": w.state, "pid": w.pid, "user": w.spec.user,
             "uptime": uptime, "restarts": w.restarts, "last_exit": w.last_exit,
             "rss": rss, "cpu_percent": cpu, "message": w.message[:200],
+            "lifetime": w.spec.lifetime,
+            "next_run": None if due is None else round(max(0.0, due - now), 3),
         }
 
     def _supervisor_record(self) -> dict:
-        try:
-            rss = self.proc.memory_info().rss
-        except psutil.Error:
-            rss = None
         return {"pid": os.getpid(), "version": VERSION,
-                "uptime": round(time.monotonic() - self.started, 3), "rss": rss,
+                "uptime": round(time.monotonic() - self.started, 3), "rss": self.proc.rss(),
                 "config": self.config_path[:4096]}
+
+    def _spawner_record(self) -> dict:
+        """The preloaded spawner (Agent.Spawner=zygote), or why workers are fork+exec'd."""
+        z = self.zygote
+        pid = z.pid if z is not None else None
+        if z is None:
+            state = "off"
+        elif z.disabled:
+            state = "fallback"
+        elif pid is None:
+            state = "restarting"
+        else:
+            state = "ready" if z.proc.ready else "starting"
+        rss = ProcStat(pid).rss() if pid is not None else None
+        return {"method": self.spawn_method if z is None or not z.disabled else "exec",
+                "state": state, "pid": pid, "starts": z.starts if z is not None else 0,
+                "uptime": round(time.monotonic() - z.proc.started, 3) if pid else None,
+                "rss": rss, "message": ((z.disabled or "") if z is not None else "")[:300]}
 
     def _summary(self) -> str:
         counts = collections.Counter(w.state for w in self.workers.values())

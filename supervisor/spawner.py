@@ -398,6 +398,14 @@ class Zygote:
     def pid(self) -> Optional[int]:
         return self.proc.pid if self.proc is not None else None
 
+    @property
+    def deadline(self) -> Optional[float]:
+        """When reap() must look again: a restarted spawner's READY_TIMEOUT (the loop sleeps
+        until its nearest deadline)."""
+        if self.proc is None or self.proc.ready:
+            return None
+        return self.proc.started + READY_TIMEOUT
+
     def start(self, wait: bool = True) -> None:
         """(Re)start the spawner. wait=True (start-up, before any worker): block until it
         is ready, trying ATTEMPTS times. wait=False (a restart while workers run): the loop

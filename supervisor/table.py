@@ -1,6 +1,15 @@
 """The worker table: one frozen record per worker (DESIGN.md, Worker table).
 
-The order of WORKERS is the start order; the supervisor stops them in reverse. Timings come
+The order of WORKERS is the start order; the supervisor stops them in reverse.
+
+Lifetimes (DESIGN.md, Processes): a SERVICE stays resident and is restarted per its policy; a
+ONCE worker (provisioning) runs its job once per boot and exits 0 when done — shown EXITED
+with its last status message, not restarted; a failure is retried with backoff (never sooner
+than Agent.BackoffDelay, as it has reported to the platform), then FATAL until `agentctl
+start`; a PERIODIC worker (logcollector) is started by the supervisor's timer — first
+`initial_delay` after start, then every `period` (0: on demand only) — and on demand
+(`agentctl collect-logs`), does its run and exits; a failed run is logged and waits for the
+next one. Non-resident workers cost nothing between runs. Timings come
 from the `Agent.*` keys of waagent.conf so one file tunes a fleet (and lets the tests run the
 real paths in milliseconds); what differs per worker (user, restart policy, memory limit,
 slice) is written here and reviewed with the code.
@@ -14,6 +23,10 @@ from dataclasses import dataclass, replace
 from typing import Dict, Optional, Tuple
 
 from supervisor.backoff import BackoffPolicy
+
+SERVICE = "service"
+ONCE = "once"
+PERIODIC = "periodic"
 
 ALWAYS = "always"
 ON_FAILURE = "on-failure"
@@ -41,6 +54,15 @@ class WorkerSpec:
     stop_timeout: float = 10.0
     slice: Optional[str] = None     # systemd slice (applied where systemd runs; see README)
     memory_soft_limit: int = 0      # resident bytes; above it the worker is restarted
+    lifetime: str = SERVICE         # SERVICE, ONCE or PERIODIC (see above)
+    initial_delay: float = 0.0      # PERIODIC: first run this long after the supervisor starts
+    period: float = 0.0             # PERIODIC: then every period seconds (0: on demand only)
+    after: Optional[str] = None     # start once this worker has ended (or after_timeout)
+    after_timeout: float = 0.0
+
+    @property
+    def resident(self) -> bool:
+        return self.lifetime == SERVICE
 
     @property
     def title(self) -> str:
@@ -51,13 +73,19 @@ class WorkerSpec:
 # leaving room for the real jobs; revisit when each job lands.
 BASE: Tuple[WorkerSpec, ...] = (
     WorkerSpec("provisioning", "workers.provisioning", "guestagent-prov",
-               restart=ON_FAILURE, memory_soft_limit=150 * MiB),
+               restart=ON_FAILURE, memory_soft_limit=150 * MiB, lifetime=ONCE),
+    # The services start when provisioning has ended (as waagent provisions before it
+    # starts its extension handler), or Agent.StartAfterProvisioning seconds at the latest:
+    # provisioning gets the CPU (its start -> Ready is a target) and no extension runs
+    # before the VM's user exists.
     WorkerSpec("monitoring", "workers.monitoring", "guestagent-mon",
-               memory_soft_limit=100 * MiB),
+               memory_soft_limit=100 * MiB, after="provisioning"),
     WorkerSpec("extensions", "workers.extensions", "guestagent-ext",
-               memory_soft_limit=200 * MiB, slice="guestagent-extensions.slice"),
+               memory_soft_limit=200 * MiB, slice="guestagent-extensions.slice",
+               after="provisioning"),
     WorkerSpec("logcollector", "workers.logcollector", "guestagent-logs",
-               memory_soft_limit=150 * MiB, slice="guestagent-logcollector.slice"),
+               restart=NEVER, memory_soft_limit=150 * MiB, slice="guestagent-logcollector.slice",
+               lifetime=PERIODIC, autostart=False),
 )
 
 NAMES = tuple(spec.name for spec in BASE)
@@ -72,14 +100,24 @@ def build(conf) -> Dict[str, WorkerSpec]:
     table = {}
     for spec in BASE:
         limit = conf["Agent.MemorySoftLimit"] or spec.memory_soft_limit
+        extra = {}
+        if spec.lifetime == PERIODIC and spec.name == "logcollector":
+            extra = dict(initial_delay=float(conf["Debug.LogCollectorInitialDelay"]),
+                         period=float(conf["Logs.CollectPeriod"]) if conf["Logs.Collect"]
+                         else 0.0)
+        if spec.after:
+            extra["after_timeout"] = conf["Agent.StartAfterProvisioning"]
         table[spec.name] = replace(
             spec,
             ready_timeout=conf["Agent.ReadyTimeout"],
             heartbeat_interval=conf["Agent.HeartbeatInterval"],
             heartbeat_misses=conf["Agent.HeartbeatMisses"],
             backoff=backoff,
-            fatal_retry=conf["Agent.FatalRetryPeriod"],
+            # A ONCE worker that went FATAL has reported its failure to the platform each
+            # time: it waits for an operator (`agentctl start`) rather than retrying hourly.
+            fatal_retry=0.0 if spec.lifetime == ONCE else conf["Agent.FatalRetryPeriod"],
             stop_timeout=conf["Agent.StopTimeout"],
             memory_soft_limit=limit,
+            **extra,
         )
     return table

@@ -13,7 +13,8 @@
 
 A worker module is `Worker("name").run(job)` where `job(worker)` sets up, calls
 `worker.ready()`, then loops calling `worker.tick()` and `worker.wait(seconds)` until it
-returns or WorkerStop is raised. Privileged effects: `worker.call("domain.verb", {...})`.
+returns or WorkerStop is raised. A job that ends (a once-per-boot or periodic worker, see
+supervisor/table.py) returns; what it returns (an int, None for 0) is the exit status. Privileged effects: `worker.call("domain.verb", {...})`.
 """
 
 import logging
@@ -148,8 +149,7 @@ class Worker:
             if self._test:
                 self._test.at_start()
             threading.Thread(target=self._heartbeats, name="heartbeat", daemon=True).start()
-            (job or idle)(self)
-            return 0
+            return int((job or idle)(self) or 0)
         except WorkerStop:
             self.log.info("stopping on SIGTERM")
             return 0
@@ -238,6 +238,9 @@ class _TestHooks:
             if words[0] == "crash":
                 self.worker.log.error("test hook: crashing before ready")
                 os._exit(3)
+            if words == ["env"]:   # at once: a run-once worker may end before it ticks
+                self.done.add("env")
+                self.env_report()
 
     def on_tick(self) -> None:
         w = self.worker
@@ -270,11 +273,21 @@ class _TestHooks:
                            '"TOPSECRET2"} url=https://a.blob.core.windows.net/c?sv=1&sig=TOPSECRET3')
             elif action == "exit0":
                 sys.exit(0)
-            elif action == "env":   # what a clean image has: tests compare spawn methods
-                import json
-                import random
-                w.log.info("test hook: env %s", json.dumps({
-                    "env": dict(os.environ), "random": random.getrandbits(64),
-                    "isolated": sys.flags.isolated, "argv0": sys.argv[0],
-                    "main": getattr(sys.modules.get("__main__"), "__spec__", None) and
-                    sys.modules["__main__"].__spec__.name}, sort_keys=True))
+            elif action == "env":
+                self.env_report()
+
+    def env_report(self) -> None:
+        """What a clean image has: tests compare spawn methods and check every worker."""
+        import json
+        import random
+        w = self.worker
+        with open("/proc/self/status") as f:
+            status = dict(line.rstrip("\n").split(":\t", 1) for line in f if ":\t" in line)
+        w.log.info("test hook: env %s", json.dumps({
+            "env": dict(os.environ), "random": random.getrandbits(64),
+            "status": {k: status.get(k) for k in (
+                "Uid", "Gid", "Groups", "CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb",
+                "NoNewPrivs", "Umask", "PPid")},
+            "isolated": sys.flags.isolated, "argv0": sys.argv[0],
+            "main": getattr(sys.modules.get("__main__"), "__spec__", None) and
+            sys.modules["__main__"].__spec__.name}, sort_keys=True))

@@ -19,6 +19,22 @@ WORKER_RECORD = Obj({
     "rss": Nullable(Int(0, 2 ** 50)),
     "cpu_percent": Nullable(Num(0, 100000)),
     "message": Str(200),
+}, optional={
+    # Added with the worker lifetimes: service (resident), once (per boot), periodic.
+    "lifetime": Enum("service", "once", "periodic"),
+    # Seconds until the supervisor starts it (a periodic worker's next run, or a resident
+    # one waiting for provisioning to end); null when no timer is set.
+    "next_run": Nullable(Num(0, 1e10)),
+})
+
+SPAWNER_RECORD = Obj({
+    "method": Enum("zygote", "exec"),       # how workers start now
+    "state": Enum("off", "starting", "ready", "restarting", "fallback"),
+    "pid": Nullable(Int(1, 2 ** 31)),
+    "starts": Int(0, 2 ** 31),
+    "uptime": Nullable(Num(0, 1e10)),
+    "rss": Nullable(Int(0, 2 ** 50)),
+    "message": Str(300),                    # why it fell back to fork+exec, if it did
 })
 
 SUPERVISOR_RECORD = Obj({
@@ -33,8 +49,19 @@ STATUS = declare(
     "control.status",
     """The state of the supervisor and of every worker, or of one.""",
     args=Obj(optional={"worker": WORKER_NAME}),
-    result=Obj({"supervisor": SUPERVISOR_RECORD, "workers": List(WORKER_RECORD, 64)}),
+    result=Obj({"supervisor": SUPERVISOR_RECORD, "workers": List(WORKER_RECORD, 64)},
+               optional={"spawner": SPAWNER_RECORD}),
     readonly=True,
+)
+
+COLLECT_LOGS = declare(
+    "control.collect_logs",
+    """Run the logcollector now (or join the run under way); returns when it has exited,
+    with its record, or fails with its exit status. Root only: a collection reads every log.
+    The collection itself (manifest, zip, upload) comes in a later issue: until then a run
+    is the worker's lifecycle and a "nothing to collect yet" log line.""",
+    result=Obj({"worker": WORKER_RECORD}),
+    timeout=900.0,
 )
 
 START = declare(

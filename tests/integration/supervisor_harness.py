@@ -25,6 +25,9 @@ AGENTCTL = os.path.join(VENV, "bin", "agentctl")
 PYTHON = os.path.join(VENV, "bin", "python")
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 WORKERS = ("provisioning", "monitoring", "extensions", "logcollector")
+# Resident services; provisioning runs once per boot and exits, logcollector is periodic and
+# on demand (supervisor/table.py lifetimes).
+RESIDENT = ("monitoring", "extensions")
 
 FAST = {
     "Agent.HeartbeatInterval": "0.2",
@@ -40,6 +43,8 @@ FAST = {
     "Agent.LogMaxBytes": "4096",
     "Agent.LogBackups": "2",
     "Agent.TestHooks": "y",
+    # The log collector runs when a test asks (agentctl collect-logs), not on its own timer.
+    "Debug.LogCollectorInitialDelay": "3600",
     # Keep the provisioning worker's job local and quick: no platform here, nothing to
     # provision (its own tests drive it against the emulator).
     "Provisioning.Agent": "disabled",
@@ -61,6 +66,14 @@ def wait_for(predicate, timeout=10.0, interval=0.05, what="condition"):
             return last
         time.sleep(interval)
     raise AssertionError("timed out after %.1fs waiting for %s (last: %r)" % (timeout, what, last))
+
+
+def settled(w):
+    if w["name"] in RESIDENT:
+        return w["state"] == "RUNNING"
+    if w["name"] == "provisioning":
+        return w["state"] == "EXITED"
+    return w["state"] in ("STOPPED", "EXITED")
 
 
 def pid_alive(pid):
@@ -149,6 +162,8 @@ class Agent:
         return self.workers()[name]
 
     def wait_all_running(self, timeout=30):
+        """Wait for the tree to settle: the resident workers RUNNING, provisioning done
+        (EXITED), the periodic logcollector between runs."""
         def check():
             r = self.ctl("status", "--json")
             if r.returncode == 3:   # not up yet
@@ -156,8 +171,12 @@ class Agent:
             workers = json.loads(r.stdout)["workers"]
             for w in workers:
                 self.pids_seen.add(w["pid"]) if w["pid"] else None
-            return workers if all(w["state"] == "RUNNING" for w in workers) else None
-        return wait_for(check, timeout, 0.1, "all workers RUNNING")
+            return workers if all(settled(w) for w in workers) else None
+        return wait_for(check, timeout, 0.1, "resident workers RUNNING, provisioning done")
+
+    def pids(self):
+        """{name: pid} of the workers that have a process now."""
+        return {n: w["pid"] for n, w in self.workers().items() if w["pid"]}
 
     def wait_state(self, name, state, timeout=15, pid_not=None):
         def check():

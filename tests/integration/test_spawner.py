@@ -11,7 +11,7 @@ import time
 
 import psutil
 
-from tests.integration.supervisor_harness import WORKERS, pid_alive, wait_for
+from tests.integration.supervisor_harness import RESIDENT, pid_alive, wait_for
 from tests.integration.test_supervisor import USERS, open_fds, proc_status
 
 SPAWNER_TITLE = b"guestagent: spawner [priv]"
@@ -32,6 +32,8 @@ def env_reports(agent, names):
     """Ask each worker for the `env` test hook and return {name: report}."""
     for name in names:
         agent.behave(name, "env")
+        if name == "logcollector":   # not resident: a run now
+            assert agent.ctl("collect-logs").returncode == 0
 
     def collect():
         reports = {}
@@ -48,7 +50,7 @@ def test_a_zygote_worker_has_the_clean_image_of_an_exec_worker(make_agent):
     sup = agent.status()["supervisor"]["pid"]
     log = agent.log()
     assert "spawner=zygote" in log and "event=spawner_start pid=" in log
-    for name in WORKERS:
+    for name in ("provisioning",) + RESIDENT:   # logcollector: at its first run (below)
         assert re.search(r"event=spawn worker=%s .*method=zygote" % name, log), name
     [spawner] = spawners(sup)
     st = proc_status(spawner)
@@ -62,7 +64,7 @@ def test_a_zygote_worker_has_the_clean_image_of_an_exec_worker(make_agent):
 
     wire = grp.getgrnam("guestagent-wire").gr_gid
     workers = agent.workers()
-    for name in WORKERS:
+    for name in RESIDENT:
         pid = workers[name]["pid"]
         st = proc_status(pid)
         uid = pwd.getpwnam(USERS[name]).pw_uid
@@ -92,6 +94,8 @@ def test_a_zygote_worker_has_the_clean_image_of_an_exec_worker(make_agent):
             "GUESTAGENT_WORKER": name, "GUESTAGENT_CONFIG": agent.conf,
             "GUESTAGENT_LOG_LEVEL": "INFO", "GUESTAGENT_TEST_DIR": agent.test_dir}, name
         assert rep["isolated"] == 1 and rep["main"] == "workers.%s.__main__" % name
+        assert rep["status"]["PPid"] == str(sup) and int(rep["status"]["CapEff"], 16) == 0
+    assert re.search(r"event=spawn worker=logcollector .*method=zygote", agent.log())
     # Each worker's random state is its own.
     assert len({rep["random"] for rep in reports.values()}) == len(reports)
 
@@ -116,7 +120,7 @@ def test_a_killed_spawner_is_restarted_and_the_workers_keep_running(make_agent):
     agent = make_agent().start()
     sup = agent.status()["supervisor"]["pid"]
     [old] = spawners(sup)
-    before = {n: w["pid"] for n, w in agent.workers().items()}
+    before = agent.pids()
     os.kill(old, signal.SIGKILL)
     wait_for(lambda: re.search(r"event=spawner_exit pid=%d status='killed by SIGKILL'" % old,
                                agent.log()), 5, 0.05, "the spawner's exit")
@@ -125,8 +129,9 @@ def test_a_killed_spawner_is_restarted_and_the_workers_keep_running(make_agent):
     assert new != old and not pid_alive(old)
     time.sleep(1.0)   # > the hang window: nobody was blocked or killed meanwhile
     workers = agent.workers()
-    assert {n: w["pid"] for n, w in workers.items()} == before
-    assert all(w["state"] == "RUNNING" and w["restarts"] == 0 for w in workers.values())
+    assert agent.pids() == before
+    assert all(workers[n]["state"] == "RUNNING" and workers[n]["restarts"] == 0
+               for n in RESIDENT)
     # The new spawner serves the next restart.
     os.kill(before["monitoring"], signal.SIGKILL)
     after = agent.wait_state("monitoring", "RUNNING", pid_not=before["monitoring"])
@@ -138,8 +143,8 @@ def test_a_killed_spawner_is_restarted_and_the_workers_keep_running(make_agent):
 def test_kill9_of_the_supervisor_leaves_neither_spawner_nor_workers(make_agent):
     agent = make_agent().start()
     sup = agent.status()["supervisor"]["pid"]
-    pids = [w["pid"] for w in agent.workers().values()] + spawners(sup)
-    assert len(pids) == len(WORKERS) + 1
+    pids = list(agent.pids().values()) + spawners(sup)
+    assert len(pids) == len(RESIDENT) + 1
     agent.proc.kill()
     agent.proc.wait()
     wait_for(lambda: not any(pid_alive(p) for p in pids), 5, 0.05, "spawner and workers to die")
@@ -152,7 +157,7 @@ def test_a_spawner_that_cannot_start_means_fork_exec_with_a_log_line(make_agent)
     log = agent.log()
     assert "event=spawner_fallback method=exec reason='the spawner did not start" in log
     assert "test hook: crashing at start" in agent.log("spawner")
-    for name in WORKERS:
+    for name in ("provisioning",) + RESIDENT:
         assert re.search(r"event=spawn worker=%s .*method=exec" % name, log), name
     assert spawners(agent.status()["supervisor"]["pid"]) == []
     # Supervision as usual.

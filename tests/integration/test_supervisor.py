@@ -13,7 +13,7 @@ import time
 import pytest
 
 from tests.integration.supervisor_harness import (AGENTCTL, BOTH_SPAWNERS, GUESTAGENTD,
-                                                  WORKERS, pid_alive, wait_for)
+                                                  RESIDENT, WORKERS, pid_alive, wait_for)
 
 USERS = {"provisioning": "guestagent-prov", "monitoring": "guestagent-mon",
          "extensions": "guestagent-ext", "logcollector": "guestagent-logs"}
@@ -29,6 +29,21 @@ def open_fds(pid):
     return {int(n): os.readlink(os.path.join(d, n)) for n in os.listdir(d)}
 
 
+def env_report(agent, name):
+    """The `env` test hook's report of a worker's next run (or of the running one)."""
+    agent.behave(name, "env")
+    if name == "logcollector":
+        assert agent.ctl("collect-logs").returncode == 0
+    elif name == "provisioning":
+        assert agent.ctl("start", "provisioning").returncode == 0
+
+    def report():
+        for line in agent.log(name).splitlines():
+            if "test hook: env " in line:
+                return json.loads(line.split("test hook: env ", 1)[1])
+    return wait_for(report, 10, 0.05, "the env report of %s" % name)
+
+
 # ---- 1. the worker table and spawning ---------------------------------------------------
 @BOTH_SPAWNERS
 def test_each_worker_runs_alone_under_its_own_uid_without_privileges(agent):
@@ -38,7 +53,18 @@ def test_each_worker_runs_alone_under_its_own_uid_without_privileges(agent):
     sup_pid = agent.status()["supervisor"]["pid"]
     with open("/proc/%d/cmdline" % sup_pid, "rb") as f:
         assert f.read().split(b"\0")[0] == b"guestagent: supervisor [priv]"
-    for name in WORKERS:
+    # The workers that are not resident: what they were while they ran (the env hook).
+    for name in ("provisioning", "logcollector"):
+        st = env_report(agent, name)["status"]
+        uid = pwd.getpwnam(USERS[name]).pw_uid
+        assert st["Uid"].split() == [str(uid)] * 4, name
+        assert st["Gid"].split() == [str(wire)] * 4 and st["Groups"].strip() == "", name
+        for cap in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"):
+            assert int(st[cap], 16) == 0, (name, cap)
+        assert st["NoNewPrivs"] == "1" and st["Umask"] == "0077", name
+        assert st["PPid"] == str(sup_pid), name
+        uids.add(uid)
+    for name in RESIDENT:
         pid = workers[name]["pid"]
         st = proc_status(pid)
         uid = pwd.getpwnam(USERS[name]).pw_uid
@@ -58,6 +84,8 @@ def test_each_worker_runs_alone_under_its_own_uid_without_privileges(agent):
         with open("/proc/%d/cmdline" % pid, "rb") as f:
             assert f.read().split(b"\0")[0] == ("guestagent: %s [unpriv]" % name).encode()
         assert st["PPid"] == str(sup_pid)
+    for name in WORKERS:
+        uid = pwd.getpwnam(USERS[name]).pw_uid
         state_dir = os.stat(os.path.join(agent.state_dir, name))
         assert (state_dir.st_uid, state_dir.st_mode & 0o777) == (uid, 0o700)
     assert len(uids) == 4
@@ -86,7 +114,7 @@ def test_crash_loop_goes_fatal_and_agentctl_start_revives_it(agent):
     time.sleep(1.0)  # FATAL stays FATAL (Agent.FatalRetryPeriod=0): no more restarts
     assert agent.worker("extensions")["restarts"] == fatal["restarts"]
     assert re.search(r"event=fatal worker=extensions failures=4 ", agent.log())
-    assert all(agent.worker(n)["state"] == "RUNNING" for n in WORKERS if n != "extensions")
+    assert all(agent.worker(n)["state"] == "RUNNING" for n in RESIDENT if n != "extensions")
     # Still crashing: start fails with the reason and a non-zero exit.
     r = agent.ctl("start", "extensions")
     assert r.returncode == 1 and "exited while starting: exit 3" in r.stderr, r
@@ -100,11 +128,11 @@ def test_crash_loop_goes_fatal_and_agentctl_start_revives_it(agent):
 
 @BOTH_SPAWNERS
 def test_a_hung_worker_is_killed_and_restarted(agent):
-    before = agent.worker("logcollector")
-    agent.behave("logcollector", "@%d hang" % before["pid"])
-    after = agent.wait_state("logcollector", "RUNNING", pid_not=before["pid"], timeout=15)
+    before = agent.worker("extensions")
+    agent.behave("extensions", "@%d hang" % before["pid"])
+    after = agent.wait_state("extensions", "RUNNING", pid_not=before["pid"], timeout=15)
     assert after["last_exit"].startswith("killed by SIGKILL (hung: no heartbeat for")
-    assert "event=hung worker=logcollector pid=%d" % before["pid"] in agent.log()
+    assert "event=hung worker=extensions pid=%d" % before["pid"] in agent.log()
     assert not pid_alive(before["pid"])
 
 
@@ -149,7 +177,7 @@ def test_a_protocol_violation_ends_that_worker_only(agent, misdeed, code):
     assert re.search(r"event=security worker=monitoring pid=%d code=%s .*action=killed"
                      % (victim["pid"], code), agent.log())
     assert {n: w["pid"] for n, w in agent.workers().items() if n != "monitoring"} == others
-    assert all(w["state"] == "RUNNING" for w in agent.workers().values())
+    assert all(agent.worker(n)["state"] == "RUNNING" for n in RESIDENT)
 
 
 def test_debug_verbs_are_denied_without_the_test_key(make_agent):
@@ -235,27 +263,40 @@ def test_agentctl_exit_codes_for_a_stopped_daemon_and_an_unknown_worker(make_age
     assert r.returncode == 0 and r.stdout.startswith("guestagent ")
     r = agent.ctl("status")
     assert r.returncode == 0
-    assert re.search(r"^extensions\s+RUNNING\s+\d+\s+\d+s\s+0\s+[\d.]+ MiB\s+[\d.]+\s+-$",
+    assert re.search(r"^extensions\s+RUNNING\s+\d+\s+\d+s\s+0\s+-\s+[\d.]+ MiB\s+[\d.]+\s+-$",
                      r.stdout, re.M), r.stdout
+    assert re.search(r"^spawner\s+ready\s+pid \d+ .* method zygote\s+starts 1$", r.stdout,
+                     re.M), r.stdout
+    assert re.search(r"^logcollector\s+STOPPED\s+-\s+-\s+0\s+in \d+m\d+s\s+-", r.stdout, re.M)
     assert "exit codes" in agent.ctl("--help").stdout
-    agent.ctl("stop", "logcollector")
+    agent.ctl("stop", "monitoring")
     assert agent.ctl("status").returncode == 6
 
 
 def test_status_json_has_every_field(agent):
     data = agent.status()
     assert set(data["supervisor"]) == {"pid", "version", "uptime", "rss", "config"}
+    assert data["supervisor"]["rss"] > 1024 * 1024
+    lifetimes = {}
     for w in data["workers"]:
         assert set(w) == {"name", "state", "pid", "user", "uptime", "restarts", "last_exit",
-                          "rss", "cpu_percent", "message"}
-        assert w["rss"] > 1024 * 1024 and w["cpu_percent"] is not None
+                          "rss", "cpu_percent", "message", "lifetime", "next_run"}
+        if w["name"] in RESIDENT:
+            assert w["rss"] > 1024 * 1024 and w["cpu_percent"] is not None
         assert w["user"] == USERS[w["name"]]
+        lifetimes[w["name"]] = w["lifetime"]
+    assert lifetimes == {"provisioning": "once", "monitoring": "service",
+                         "extensions": "service", "logcollector": "periodic"}
+    sp = data["spawner"]
+    assert set(sp) == {"method", "state", "pid", "starts", "uptime", "rss", "message"}
+    assert (sp["method"], sp["state"], sp["starts"]) == ("zygote", "ready", 1)
+    assert sp["rss"] > 1024 * 1024 and sp["message"] == ""
 
 
 # ---- process tree end -------------------------------------------------------------------
 @BOTH_SPAWNERS
 def test_sigterm_stops_the_tree_in_reverse_order_in_time(agent):
-    pids = {n: w["pid"] for n, w in agent.workers().items()}
+    pids = agent.pids()
     t = time.monotonic()
     agent.proc.send_signal(signal.SIGTERM)
     assert agent.proc.wait(10) == 0
@@ -263,13 +304,13 @@ def test_sigterm_stops_the_tree_in_reverse_order_in_time(agent):
     assert elapsed < 4 * 3, elapsed   # within the sum of the stop timeouts (and much less)
     assert not any(pid_alive(p) for p in pids.values())
     order = re.findall(r"event=exit worker=(\w+) .*state=STOPPING", agent.log())
-    assert order == list(reversed(WORKERS))
+    assert order == list(reversed(RESIDENT))
     assert not os.path.exists(os.path.join(agent.run_dir, "control.sock"))
 
 
 @BOTH_SPAWNERS
 def test_kill9_of_the_supervisor_leaves_no_worker_behind(agent):
-    pids = [w["pid"] for w in agent.workers().values()]
+    pids = list(agent.pids().values())
     agent.proc.kill()
     agent.proc.wait()
     wait_for(lambda: not any(pid_alive(p) for p in pids), 5, 0.05, "workers to die")
@@ -282,7 +323,7 @@ def test_sighup_rereads_the_config(agent):
     agent.proc.send_signal(signal.SIGHUP)
     wait_for(lambda: "event=reload result=ok problems=1" in agent.log(), 5, 0.05, "reload")
     assert "unknown key" in agent.log()
-    assert all(w["state"] == "RUNNING" for w in agent.workers().values())
+    assert all(agent.worker(n)["state"] == "RUNNING" for n in RESIDENT)
 
 
 def test_sd_notify_ready_status_watchdog_stopping(make_agent):
@@ -296,7 +337,7 @@ def test_sd_notify_ready_status_watchdog_stopping(make_agent):
     while not any("READY=1" in m for m in seen):
         seen.append(sock.recv(4096).decode())
     ready = next(m for m in seen if "READY=1" in m)
-    assert "STATUS=4 running" in ready
+    assert "STATUS=1 exited, 2 running, 1 stopped" in ready   # provisioning done
     while not any("WATCHDOG=1" in m for m in seen):
         seen.append(sock.recv(4096).decode())
     agent.proc.send_signal(signal.SIGTERM)
@@ -313,7 +354,7 @@ def test_daemonize_detaches_and_serves(make_agent):
     agent.wait_all_running()
     sup = agent.status()["supervisor"]["pid"]
     assert proc_status(sup)["PPid"] == "1" or proc_status(sup)["PPid"] != str(os.getpid())
-    pids = [w["pid"] for w in agent.workers().values()]
+    pids = list(agent.pids().values())
     os.kill(sup, signal.SIGTERM)
     wait_for(lambda: not pid_alive(sup) and not any(pid_alive(p) for p in pids), 10, 0.05,
              "the detached tree to stop")
@@ -391,3 +432,104 @@ def test_verbose_and_console_switches(make_agent):
     verbose = make_agent({"Logs.Verbose": "y"}).start()
     assert re.search(r"DEBUG monitoring\[\d+\]: heartbeat every 0.20s", verbose.log("monitoring"))
     assert "DEBUG monitoring[" not in agent.log("monitoring")
+
+
+# ---- 7. lifetimes: once per boot, periodic ----------------------------------------------
+def test_provisioning_exits_0_is_not_restarted_and_status_says_why(agent):
+    w = agent.worker("provisioning")
+    assert (w["state"], w["pid"], w["last_exit"], w["restarts"]) == ("EXITED", None, "exit 0", 0)
+    assert w["lifetime"] == "once" and w["next_run"] is None
+    # The harness runs Provisioning.Agent=disabled against a platform that is not there.
+    assert w["message"] == "provisioning: disabled; Ready not reported"
+    time.sleep(1.0)   # many backoff delays: a clean exit is not restarted
+    assert agent.log().count("event=spawn worker=provisioning") == 1
+    assert agent.worker("provisioning")["state"] == "EXITED"
+    r = agent.ctl("status")
+    assert r.returncode == 0, r.stdout   # EXITED with exit 0 is where provisioning should be
+    assert re.search(r"^provisioning\s+EXITED\s+-\s+-\s+0\s+-\s+-\s+-\s+exit 0$", r.stdout, re.M)
+    assert "\n  provisioning: disabled; Ready not reported\n" in r.stdout
+    # agentctl start runs it again: provisioning is over this boot, it says so and exits 0.
+    r = agent.ctl("start", "provisioning")
+    assert r.returncode == 0, r.stderr
+    w = agent.wait_state("provisioning", "EXITED")
+    assert w["message"] == "provisioning: already finished this boot"
+    assert w["last_exit"] == "exit 0" and w["restarts"] == 0
+    assert "event=security" not in agent.log()
+
+
+def test_a_failing_once_worker_backs_off_then_goes_fatal_with_the_reason(make_agent):
+    # Crashes before ready every time: retried after at least Agent.BackoffDelay each time
+    # (never at once, as a service is), then FATAL; no hourly retry for a once-per-boot job.
+    agent = make_agent({"Agent.BackoffDelay": "0.3", "Agent.FlapMaxFailures": "3"})
+    agent.behave("provisioning", "crash")
+    agent.start(wait=False)
+    wait_for(agent.socket_up, 20, 0.05, "the control socket")
+    fatal = agent.wait_state("provisioning", "FATAL", timeout=20)
+    assert fatal["last_exit"] == "exit 3" and fatal["restarts"] == 2
+    log = agent.log()
+    spawns = re.findall(r"^(\S+) INFO supervisor\[\d+\]: event=spawn worker=provisioning", log,
+                        re.M)
+    assert len(spawns) == 3
+    assert re.findall(r"event=backoff worker=provisioning delay=([\d.]+)s", log) == ["0.30",
+                                                                                     "0.30"]
+    assert "event=fatal worker=provisioning failures=3" in log and "retry_in=never" in log
+    r = agent.ctl("status")
+    assert r.returncode == 6 and re.search(r"^provisioning\s+FATAL\s.*exit 3$", r.stdout, re.M)
+    # The resident workers started anyway (Agent.StartAfterProvisioning: when it ended).
+    assert all(agent.worker(n)["state"] == "RUNNING" for n in RESIDENT)
+    time.sleep(1.0)
+    assert agent.log().count("event=spawn worker=provisioning") == 3
+    agent.calm("provisioning")
+    r = agent.ctl("start", "provisioning")
+    assert r.returncode == 0, r.stderr
+    assert agent.wait_state("provisioning", "EXITED")["last_exit"] == "exit 0"
+
+
+def test_logcollector_runs_on_its_period_and_is_not_resident_in_between(make_agent):
+    agent = make_agent({"Debug.LogCollectorInitialDelay": "1", "Logs.CollectPeriod": "2"})
+    agent.start()
+    started = time.monotonic()
+    w = agent.worker("logcollector")
+    assert w["state"] == "STOPPED" and w["pid"] is None and 0 < w["next_run"] <= 1
+    wait_for(lambda: agent.log().count("event=run_done worker=logcollector") >= 2, 10, 0.05,
+             "two runs")
+    elapsed = time.monotonic() - started
+    assert elapsed >= 1 + 2 - 0.2, elapsed   # initial delay, then one period after the run
+    log = agent.log()
+    assert "event=run_done worker=logcollector status='exit 0' next_run_in=2s" in log
+    assert agent.log("logcollector").count("nothing to collect yet") >= 2
+    w = agent.worker("logcollector")
+    # Between runs: no process, and the next run is announced.
+    assert w["state"] == "EXITED" and w["pid"] is None and w["last_exit"] == "exit 0"
+    assert w["restarts"] == 0 and 0 < w["next_run"] <= 2
+    r = agent.ctl("status")
+    assert r.returncode == 0 and re.search(r"^logcollector\s+EXITED\s+-\s+-\s+0\s+in [012]s", r.stdout,
+                                           re.M), r.stdout
+
+
+def test_collect_logs_runs_it_now_and_waits_root_only(make_agent, test_users):
+    agent = make_agent({"Logs.Collect": "n", "Debug.LogCollectorInitialDelay": "0"}).start()
+    time.sleep(0.5)
+    w = agent.worker("logcollector")
+    assert w["state"] == "STOPPED" and w["next_run"] is None   # Logs.Collect=n: no timer
+    assert "event=spawn worker=logcollector" not in agent.log()
+    r = agent.ctl("collect-logs")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "logcollector: EXITED (exit 0): logcollector: nothing to collect yet\n"
+    assert agent.log().count("event=spawn worker=logcollector") == 1
+    assert agent.worker("logcollector")["pid"] is None   # returned when the run had exited
+    r = agent.ctl("collect-logs", user="ga-it-admin")
+    assert r.returncode == 4 and "refused" in r.stderr
+    # A failed run is reported as such, and waits for the next run (no restart).
+    agent.behave("logcollector", "crash")
+    r = agent.ctl("collect-logs")
+    assert r.returncode == 1 and "logcollector failed: exit 3" in r.stderr, r
+    w = agent.worker("logcollector")
+    assert (w["state"], w["last_exit"]) == ("EXITED", "exit 3")
+    assert "event=run_failed worker=logcollector status='exit 3' next_run_in=never" in agent.log()
+    assert agent.ctl("status").returncode == 6
+    # start and stop work for it too.
+    agent.calm("logcollector")
+    assert agent.ctl("start", "logcollector").returncode == 0
+    assert agent.wait_state("logcollector", "EXITED")["last_exit"] == "exit 0"
+    assert agent.ctl("stop", "logcollector").stdout == "logcollector: STOPPED\n"

@@ -8,9 +8,12 @@ worker that asks the broker for every effect.
       hostname -> user -> password -> sudoers -> sshd_config -> keys -> custom data ->
       root password -> host keys -> restart sshd -> marker (+ disable_agent) -> Ready
 
-Any failure is reported once as NotReady / ProvisioningFailed with "<step>: <reason>" and
-logged with the step; the marker is not written. Every path ends with provisioning.finish,
-which closes the provisioning verbs for the rest of the boot. A changed VM id (a captured
+Any failure is reported as NotReady / ProvisioningFailed with "<step>: <reason>" and logged
+with the step; the marker is not written, the provisioning verbs stay open and the worker exits
+EXIT_FAILED, so the supervisor retries it with backoff and then leaves it FATAL with that
+reason in `agentctl status` (supervisor/table.py, ONCE). Every other path ends with
+provisioning.finish, which closes the provisioning verbs for the rest of the boot, and exits 0
+(once per boot: the worker is not resident). A changed VM id (a captured
 image) forgets the previous VM's protocol state and provisions afresh; if such an image has no
 provisioning media, it is taken as a specialized disk and, as waagent does, only reported Ready.
 
@@ -29,13 +32,13 @@ from typing import Dict, List, Optional
 import config
 from ipc.errors import IpcError
 from ipc.schema import HOSTNAME, USERNAME, SchemaError
-from workers.base import idle
 from workers.provisioning import identity, ovf
 from workers.provisioning.password import PasswordError, hash_password
 
 log = logging.getLogger("provisioning")
 
 ENV_CONFIG = "GUESTAGENT_CONFIG"
+EXIT_FAILED = 5    # provisioning failed and NotReady/ProvisioningFailed was reported (or tried)
 STARTING = "Starting"
 POLL = 1.0
 
@@ -144,6 +147,7 @@ class Provisioning:
         self.host_key_seconds = 0.0
         self.thumbprint = None
         self._prefetch = None
+        self.failure: Optional[StepFailed] = None
 
     # ---- helpers ----------------------------------------------------------------------------
     def call(self, verb: str, args: Optional[dict] = None) -> dict:
@@ -243,9 +247,10 @@ class Provisioning:
                                  "disable cloud-init or set Provisioning.Agent=auto")
             return self.with_waagent(vm_id, changed)
         except StepFailed as failure:
+            # No provisioning.finish: the gate stays open for the supervisor's retries.
             self.report_failure(failure)
-            self.finish(None)
-            return "failed at %s" % failure.step
+            self.failure = failure
+            return "failed at %s" % failure
 
     def disabled(self, vm_id) -> str:
         log.info("event=provisioning_disabled agent=%s: marker and Ready only",
@@ -432,10 +437,11 @@ def boot_id(sysroot: str) -> str:
         return ""
 
 
-def job(worker) -> None:
+def job(worker) -> Optional[int]:
+    """Provision (once per boot), then return: the worker exits 0 (EXIT_FAILED on failure)."""
     conf = config.load(os.environ.get(ENV_CONFIG, config.DEFAULT_PATH))
     worker.ready()
-    # A worker restarted after provisioning ended this boot (a crash while idle, a memory
+    # A worker started again after provisioning ended this boot (agentctl start, a supervisor
     # restart) must not knock on the closed gate (a DENIED verb is a violation): it knows from
     # its own state folder, keyed by the boot id.
     done_file = os.path.join(conf["Agent.StateDir"], "provisioning", "finished")
@@ -447,9 +453,17 @@ def job(worker) -> None:
         finished_boot = None
     if boot and finished_boot == boot:
         log.info("event=provisioning_done outcome='already finished this boot'")
-        idle(worker)
+        worker.status("provisioning: already finished this boot")
         return
-    outcome = Provisioning(worker, conf).run()
+    prov = Provisioning(worker, conf)
+    outcome = prov.run()
+    if prov.failure is not None:
+        log.info("event=provisioning_done outcome=%r exit=%d", outcome, EXIT_FAILED)
+        try:
+            worker.status("provisioning: %s" % outcome)
+        except IpcError:
+            pass
+        return EXIT_FAILED
     try:
         with open(done_file + ".tmp", "w") as f:
             f.write(boot + "\n")
@@ -461,6 +475,5 @@ def job(worker) -> None:
         worker.status("provisioning: %s" % outcome)
     except IpcError:
         pass
-    # The per-boot work of later issues (resource disk, swap) will run here; until then the
-    # worker stays supervised and idle, its verbs closed.
-    idle(worker)
+    # The per-boot work of later issues (resource disk, swap) will run here; then the worker
+    # exits 0 and the supervisor shows it EXITED with the status line above.

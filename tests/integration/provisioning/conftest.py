@@ -31,6 +31,9 @@ def make_host(emu):
 
     def make(conf=None, media=True):
         values = dict(emu.conf())
+        # One attempt: a failure goes FATAL at once, so each test sees exactly one health
+        # report per failure (the retries have their own test).
+        values["Agent.FlapMaxFailures"] = "1"
         values.update(conf or {})
         host = ConfinedHost(values)
         hosts.append(host)

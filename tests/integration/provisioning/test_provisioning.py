@@ -8,6 +8,7 @@ import pwd
 import re
 import socket
 import stat
+import time
 
 import pytest
 
@@ -303,3 +304,46 @@ def test_a_restarted_worker_does_not_knock_on_the_closed_gate(emu, make_host):
     assert "already finished this boot" in log
     assert "event=security" not in host.log("supervisor")
     assert host.log("supervisor").count("verb=provisioning.state") == 1
+
+
+def _status(host):
+    """agentctl status --json inside the confined host (its /run)."""
+    from emulator.confinement import VENV
+    r = host.run_inside([os.path.join(VENV, "bin", "agentctl"), "--config", host.conf_path,
+                         "status", "--json"])
+    assert r.returncode in (0, 6), r.stderr
+    return {w["name"]: w for w in json.loads(r.stdout)["workers"]}, r.returncode
+
+
+def test_a_failure_is_retried_with_backoff_then_fatal_with_the_reason(emu, make_host):
+    host = make_host({"Agent.FlapMaxFailures": "3", "Agent.BackoffDelay": "0.5"}, media=False)
+    host.remove_media()
+    host.start()
+    log = host.wait_log(DONE, 30, count=3)
+    assert log.count("event=provisioning_failed step=ovf") == 3
+    assert log.count("exit=5") == 3
+    deadline = time.monotonic() + 10
+    while _status(host)[0]["provisioning"]["state"] != "FATAL":
+        assert time.monotonic() < deadline, _status(host)
+        time.sleep(0.05)
+    workers, code = _status(host)
+    prov = workers["provisioning"]
+    assert code == 6 and prov["last_exit"] == "exit 5" and prov["restarts"] == 2
+    assert prov["message"].startswith("provisioning: failed at ovf: no provisioning media")
+    # Each attempt reported NotReady/ProvisioningFailed, none at once after the previous one.
+    assert states(emu) == [("NotReady", "ProvisioningFailed")] * 3
+    sup = host.log("supervisor")
+    assert re.findall(r"event=backoff worker=provisioning delay=([\d.]+)s", sup) == ["0.50"] * 2
+    assert "event=fatal worker=provisioning failures=3" in sup and "retry_in=never" in sup
+    assert not os.path.exists(host.lib("provisioned"))
+    # The resident workers started when provisioning had ended for good.
+    assert workers["monitoring"]["state"] == workers["extensions"]["state"] == "RUNNING"
+    # The operator fixes the media and starts it: it provisions (the gate stayed open).
+    os.mkdir(host.media, 0o700)
+    host.write_media()
+    from emulator.confinement import VENV
+    r = host.run_inside([os.path.join(VENV, "bin", "agentctl"), "--config", host.conf_path,
+                         "start", "provisioning"])
+    assert r.returncode == 0, r.stderr
+    host.wait_log("outcome='provisioned'", 30)
+    assert states(emu)[-1] == ("Ready", None)
