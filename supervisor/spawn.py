@@ -75,6 +75,28 @@ def _cap_last_cap() -> int:
 CAP_LAST_CAP = _cap_last_cap()
 
 
+_LINUX_CAPABILITY_VERSION_3 = 0x20080522
+
+
+def keep_capabilities(caps) -> None:
+    """Drop every capability but `caps` from the bounding set, then set permitted and
+    effective to `caps` and inheritable and ambient to nothing (capset(2) through libc)."""
+    for cap in range(CAP_LAST_CAP + 1):
+        if cap not in caps:
+            prctl(PR_CAPBSET_DROP, cap)
+    prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL)
+    mask = 0
+    for cap in caps:
+        mask |= 1 << cap
+    header = (ctypes.c_uint32 * 2)(_LINUX_CAPABILITY_VERSION_3, 0)
+    # Two __user_cap_data_struct {effective, permitted, inheritable}: caps 0-31, 32-63.
+    data = (ctypes.c_uint32 * 6)(mask & 0xFFFFFFFF, mask & 0xFFFFFFFF, 0,
+                                 mask >> 32, mask >> 32, 0)
+    if _libc.capset(header, data) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, "capset: %s" % os.strerror(err))
+
+
 @dataclass(frozen=True)
 class Identity:
     uid: int

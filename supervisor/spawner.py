@@ -71,14 +71,23 @@ TEST_FILE = "spawner"    # <GUESTAGENT_TEST_DIR>/spawner: "crash" = exit at star
 
 
 # ==== the spawner process ==================================================================
+# What the workers import, at the top and inside functions (a lazy import in a worker would
+# otherwise load a private copy in each worker that reaches it): the heavy libraries are
+# named here too, so a worker module that fails to import still leaves them loaded.
+PRELOAD = (
+    "requests", "cryptography.x509", "cryptography.hazmat.primitives.ciphers",
+    "cryptography.hazmat.primitives.asymmetric.rsa", "cryptography.hazmat.primitives.serialization",
+    "cryptography.hazmat.decrepit.ciphers.algorithms", "defusedxml.ElementTree",
+    "setproctitle", "logging", "threading", "runpy", "random", "json", "subprocess", "atexit",
+    "traceback", "workers.base", "workers.platform", "workers.platform.reports",
+    "workers.platform.certificates",
+)
+
+
 def preload(modules) -> None:
     """Import what the workers import, once, before any order (and before gc.freeze)."""
     import importlib
-    # What the workers' jobs import (see workers/*/__main__.py), named here too so a
-    # worker module that fails to import still leaves the heavy, shared part loaded.
-    for name in ("requests", "cryptography.x509", "cryptography.hazmat.primitives.ciphers",
-                 "cryptography.hazmat.primitives.asymmetric.rsa", "defusedxml.ElementTree",
-                 "setproctitle", "logging", "threading", "runpy", "random", "workers.base"):
+    for name in PRELOAD:
         _import(importlib, name)
     for module in modules:
         _import(importlib, module)
@@ -86,6 +95,62 @@ def preload(modules) -> None:
         # afresh in the worker under the name __main__ (its imports are cached by then).
         if _import(importlib, module + ".__main__"):
             sys.modules.pop(module + ".__main__", None)
+
+
+def warm_up() -> None:
+    """Run the code every worker runs — logging a line, the channel's hello / notice / reply
+    round trip with its envelope and schema checks — in the spawner, before gc.freeze().
+
+    CPython 3.11 specialises bytecode in place after a few runs and builds caches on first
+    use (the logging formatter's, the json encoder's, the schemas'): done here, those writes
+    land in the shared image once instead of un-sharing the same pages in every worker.
+    Nothing here keeps a descriptor, a thread or data: a socketpair closed at the end."""
+    import io
+    import logging
+    from ipc.channel import Channel
+    from workers.base import UtcFormatter
+    handler = logging.StreamHandler(io.StringIO())
+    handler.setFormatter(UtcFormatter("warm-up"))
+    record = logging.LogRecord("warm-up", logging.INFO, __file__, 0, "event=%s n=%d",
+                               ("warm", 1), None)
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    worker, supervisor = Channel(a), Channel(b)
+    try:
+        for i in range(64):
+            handler.format(record)
+            ident = worker.request("worker.hello", {"worker": "monitoring", "pid": 1,
+                                                    "version": "0"})
+            msg, _ = supervisor.receive(time.monotonic() + 5)
+            supervisor.reply(msg.id, {"heartbeat_interval": 5.0})
+            reply, _ = worker.receive(time.monotonic() + 5)
+            assert reply.id == ident
+            worker.notify("worker.heartbeat")
+            worker.notify("worker.status", {"message": "warm-up %d" % i})
+            for _ in range(2):
+                supervisor.receive(time.monotonic() + 5)
+            try:
+                worker.receive(time.monotonic() + 0.0001)   # the idle wait's timeout path
+            except IpcError:
+                pass
+    finally:
+        worker.close()
+        supervisor.close()
+
+
+# The capabilities the spawner keeps (measured: tests/integration/test_spawner.py). In each
+# forked worker spawn._become_worker needs CAP_SETPCAP to empty the bounding set, CAP_SETGID
+# for setgroups/setresgid, CAP_SETUID for setresuid. Nothing else: the spawner opens no
+# file it does not own (no CAP_DAC_*), signals no one (no CAP_KILL: it only waits for its
+# intermediate child), binds nothing, mounts nothing.
+KEEP_CAPS = (6, 7, 8)   # CAP_SETGID, CAP_SETUID, CAP_SETPCAP
+
+
+def drop_capabilities() -> None:
+    """Keep KEEP_CAPS only: bounding set, then permitted and effective (capset); no
+    inheritable or ambient ones. A root-uid process without the rest cannot regain them:
+    NO_NEW_PRIVS is set and the bounding set is gone."""
+    from supervisor import spawn
+    spawn.keep_capabilities(KEEP_CAPS)
 
 
 def _import(importlib, name: str) -> bool:
@@ -114,6 +179,13 @@ def main() -> int:
     supervisor_pid = os.getppid()
     channel = Channel.from_fd(spawn.CHANNEL_FD)
     preload(modules)
+    try:
+        warm_up()
+    except Exception as e:  # noqa: B902 - a worse image, not a broken spawner
+        print("spawner: warm-up failed: %s: %s" % (type(e).__name__, e), file=sys.stderr,
+              flush=True)
+    if os.geteuid() == 0:
+        drop_capabilities()
     gc.collect()
     gc.freeze()
     channel.notify("spawner.ready", {"pid": os.getpid()})

@@ -7,10 +7,8 @@ atomically, and opening a path inside a user's home without following a symlink.
 
 import errno
 import os
-import shutil
 import stat
 import subprocess
-import tempfile
 import threading
 from typing import Optional, Sequence, Tuple
 
@@ -25,6 +23,7 @@ def fail(message: str) -> IpcError:
 
 
 def which(name: str) -> Optional[str]:
+    import shutil   # lazily: the resident supervisor needs it only while provisioning
     return shutil.which(name, path=SAFE_PATH)
 
 
@@ -78,6 +77,7 @@ def ensure_root_dir(path: str, mode: int = 0o700) -> None:
 def atomic_write(path: str, data: bytes, mode: int = 0o600, uid: int = 0, gid: int = 0) -> None:
     """temp + fsync + rename in the same folder (DESIGN.md principle 9); never follows a link."""
     folder = os.path.dirname(path) or "."
+    import tempfile   # lazily (tempfile + random + shutil: ~1 MiB the idle supervisor saves)
     fd, tmp = tempfile.mkstemp(prefix=".%s." % os.path.basename(path), dir=folder)
     try:
         os.fchmod(fd, mode)

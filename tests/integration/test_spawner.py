@@ -173,3 +173,24 @@ def test_sigterm_stops_the_spawner_too(make_agent):
     assert agent.proc.wait(10) == 0
     assert not pid_alive(spawner)
     assert "event=spawner_exit" not in agent.log()   # asked to leave, not died
+
+
+def test_the_spawner_keeps_only_setuid_setgid_setpcap(make_agent):
+    agent = make_agent().start()
+    status = agent.status()
+    [spawner] = spawners(status["supervisor"]["pid"])
+    assert status["spawner"]["pid"] == spawner and status["spawner"]["state"] == "ready"
+    st = proc_status(spawner)
+    keep = (1 << 6) | (1 << 7) | (1 << 8)   # CAP_SETGID, CAP_SETUID, CAP_SETPCAP
+    assert int(st["CapEff"], 16) == keep and int(st["CapPrm"], 16) == keep
+    assert int(st["CapBnd"], 16) == keep
+    assert int(st["CapInh"], 16) == 0 and int(st["CapAmb"], 16) == 0
+    assert st["Uid"].split() == ["0"] * 4 and st["NoNewPrivs"] == "1"
+    # Enough to make workers (each drops even those three).
+    pid = agent.worker("monitoring")["pid"]
+    os.kill(pid, signal.SIGKILL)
+    new = agent.wait_state("monitoring", "RUNNING", pid_not=pid)
+    for cap in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"):
+        assert int(proc_status(new["pid"])[cap], 16) == 0, cap
+    r = agent.ctl("status")
+    assert re.search(r"^spawner\s+ready\s+pid %d " % spawner, r.stdout, re.M), r.stdout
