@@ -99,10 +99,11 @@ def vm_factory(agent_image, platform, run_dir):
 
 
 @pytest.fixture(scope="session")
-def agent_vm(vm_factory):
+def agent_vm(vm_factory, platform, run_dir):
     """The one VM of the boot scenario and the smoke checks: agent installed, unit enabled,
-    booted with a DVD and a resource disk. Tests that use it leave the service running."""
-    return vm_factory("agent-vm", dvd=Path(__file__).parent / "data" / "ovf-env.xml")
+    booted with the emulator's provisioning DVD and a resource disk. Tests that use it leave
+    the service running."""
+    return vm_factory("agent-vm", dvd=platform.media(run_dir / "agent-vm-dvd"))
 
 
 @pytest.fixture(scope="session")

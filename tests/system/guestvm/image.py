@@ -30,6 +30,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 GUEST_FILES = HERE / "guest"
+INSTRUMENT = HERE / "instrument"
 PROJECT = HERE.parents[2]
 
 #: Everything the agent needs at run time comes from Debian (DESIGN.md "Dependencies"), plus what
@@ -261,6 +262,8 @@ def agent_key(wheel, project=PROJECT):
     h.update(base_key().encode())
     h.update(QEMU_CONFIG.encode())
     h.update(Path(__file__).read_bytes())
+    for f in sorted(INSTRUMENT.iterdir()):
+        h.update(f.read_bytes())
     with zipfile.ZipFile(wheel) as z:  # members, not the zip: zip entries carry mtimes
         for name in sorted(z.namelist()):
             h.update(name.encode())
@@ -295,6 +298,11 @@ def build_agent_image(base, wheel, project=PROJECT, enable=("guestagent.service"
                   f"DESTDIR={rootfs}", f"WHEEL={wheel}", f"VENV={GUEST_VENV}"], log=log, env=env)
             with open(rootfs / "etc/waagent.conf", "a") as f:
                 f.write(QEMU_CONFIG)
+            # Test instrumentation, not part of the install: see instrument/.
+            shutil.copy(INSTRUMENT / "guestagent-sampler", rootfs / "usr/local/sbin/")
+            os.chmod(rootfs / "usr/local/sbin/guestagent-sampler", 0o755)
+            shutil.copy(INSTRUMENT / "guestagent-sampler.service", rootfs / "etc/systemd/system/")
+            enable = tuple(enable) + ("guestagent-sampler.service",)
             for unit in enable:
                 _run(["chroot", str(rootfs), "systemctl", "enable", unit], log=log)
             _run(["mkfs.ext4", "-q", "-F", "-L", "vmroot", "-E", "root_owner=0:0",

@@ -49,6 +49,15 @@ class Emulator:
         """guest port on 10.0.2.100 -> host port on 127.0.0.1"""
         return {GUEST_PORTS[role]: self.info[f"{role}_port"] for role in GUEST_PORTS}
 
+    def media(self, out):
+        """The provisioning DVD's files for this scenario (``python -m emulator media``): an
+        ovf-env.xml whose user, keys and certificates match what this emulator serves."""
+        env = dict(os.environ, PYTHONPATH=str(PROJECT))
+        subprocess.run([self.python, "-m", "emulator", "media", "--scenario", str(self.scenario),
+                        "--out", str(out), "--no-iso"], cwd=PROJECT, env=env, check=True,
+                       stdout=subprocess.DEVNULL)
+        return Path(out)
+
     @property
     def state_url(self):
         return self.info["state_url"]
@@ -99,6 +108,9 @@ class StubPlatform:
     @property
     def forwards(self):
         return {GUEST_PORTS[r]: s.server_address[1] for r, s in self.servers.items()}
+
+    def media(self, out):
+        return Path(__file__).resolve().parent.parent / "data" / "ovf-env.xml"
 
     def stop(self):
         for s in self.servers.values():

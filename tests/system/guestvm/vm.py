@@ -217,6 +217,10 @@ class VM:
         self.run(f"cat > {shlex.quote(remote)} && chmod {mode} {shlex.quote(remote)}",
                  input=data, check=True)
 
+    def put_text(self, remote, text, mode="0644"):
+        self.run(f"cat > {shlex.quote(remote)} && chmod {mode} {shlex.quote(remote)}",
+                 input=text, check=True)
+
     def boot_id(self):
         return self.run("cat /proc/sys/kernel/random/boot_id", check=True).out.strip()
 
