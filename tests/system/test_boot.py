@@ -43,13 +43,19 @@ def status(vm):
     return {w["name"]: w for w in json.loads(r.out)["workers"]}
 
 
-def wait_workers(vm, pred, timeout=180, what="workers"):
+_stuck = []  # once a wait has timed out, the later steps fail fast instead of waiting again
+
+
+def wait_workers(vm, pred, timeout=150, what="workers"):
+    if _stuck:
+        timeout = 10
     deadline = time.monotonic() + timeout
     while True:
         st = status(vm)
         if pred(st):
             return st
         if time.monotonic() > deadline:
+            _stuck.append(what)
             pytest.fail(f"{what} not reached in {timeout}s: {st}\n{journal(vm)}")
         time.sleep(2)
 
