@@ -8,8 +8,10 @@ Each round is a first boot of a fresh confined host. Reported per round and as m
 - total: guestagentd exec -> the emulator has recorded Ready (polled every 2 ms);
 - host keys: the broker's ssh-keygen time (Provisioning.RegenerateSshHostKeyPair=y with the
   type given; `--host-keys none` skips it), reported apart, and total minus it;
-- the breakdown the worker logs (event=provisioned): interpreter start and imports, OVF,
-  goal state, each step; "supervisor to worker" is the rest before the worker's first step;
+- the breakdown the worker logs (event=provisioned): interpreter start and imports (with the
+  zygote: from the worker's fork), OVF, goal state, each step; the spawner's start-up (its
+  interpreter and preload, before the first spawn: the supervisor's event=spawner_start
+  ready_after) apart; "supervisor to worker" is the rest before the worker's first step;
 - the provisioning worker's peak memory (VmHWM).
 Run as root (namespaces, useradd in a copied /etc).
 """
@@ -27,6 +29,7 @@ from emulator.confinement import ConfinedHost, Emulator  # noqa: E402
 
 LINE = re.compile(r"event=provisioned user=\S+ total=([\d.]+) host_keys=([\d.]+) "
                   r"peak_kib=(\d+) steps: (.*)$", re.M)
+SPAWNER = re.compile(r"event=spawner_start pid=\d+ starts=1 ready_after=([\d.]+)s")
 
 
 def one_round(host_keys: str) -> dict:
@@ -53,6 +56,7 @@ def one_round(host_keys: str) -> dict:
         if ready_at is None:
             raise RuntimeError("no Ready in 60 s:\n" + host.all_logs()[-3000:])
         log = host.wait_log("event=provisioned ", 30)
+        sup_log = host.log("supervisor")
     finally:
         host.close()
         emu.stop()
@@ -60,9 +64,12 @@ def one_round(host_keys: str) -> dict:
     steps = dict((k, float(v)) for k, v in (s.split("=") for s in m.group(4).split()))
     total = ready_at - t0
     worker_work = sum(steps.values())
+    sp = SPAWNER.search(sup_log)
+    spawner = float(sp.group(1)) if sp else 0.0
     return {"total": total, "host_keys": float(m.group(2)),
             "without_host_keys": total - float(m.group(2)),
-            "supervisor_to_worker": max(0.0, total - worker_work),
+            "spawner": spawner,
+            "supervisor_to_worker": max(0.0, total - worker_work - spawner),
             "peak_mib": int(m.group(3)) / 1024.0, "steps": steps}
 
 
@@ -86,8 +93,10 @@ def main(argv=None) -> int:
         return statistics.median(r[key] for r in rounds)
     print("\nmedian of %d rounds (host keys: %s)" % (len(rounds), args.host_keys))
     print("| | seconds |\n|---|---|")
-    print("| supervisor start to the worker's first line (spawn, other workers) | %.3f |"
+    print("| guestagentd exec, imports, config, spawn to the worker's first line | %.3f |"
           % med("supervisor_to_worker"))
+    print("| spawner start-up before the first spawn (interpreter, preload, warm-up) | %.3f |"
+          % med("spawner"))
     for name in rounds[0]["steps"]:
         print("| %s | %.3f |" % (name.replace("_", " "),
                                  statistics.median(r["steps"].get(name, 0.0) for r in rounds)))
