@@ -49,14 +49,15 @@ class Emulator:
         """guest port on 10.0.2.100 -> host port on 127.0.0.1"""
         return {GUEST_PORTS[role]: self.info[f"{role}_port"] for role in GUEST_PORTS}
 
-    def media(self, out):
+    def media(self, out, iso=False):
         """The provisioning DVD's files for this scenario (``python -m emulator media``): an
-        ovf-env.xml whose user, keys and certificates match what this emulator serves."""
+        ovf-env.xml whose user, keys and certificates match what this emulator serves. With
+        ``iso``, the emulator's own ISO 9660 + UDF image of them (its path is returned)."""
         env = dict(os.environ, PYTHONPATH=str(PROJECT))
         subprocess.run([self.python, "-m", "emulator", "media", "--scenario", str(self.scenario),
-                        "--out", str(out), "--no-iso"], cwd=PROJECT, env=env, check=True,
-                       stdout=subprocess.DEVNULL)
-        return Path(out)
+                        "--out", str(out)] + ([] if iso else ["--no-iso"]), cwd=PROJECT,
+                       env=env, check=True, stdout=subprocess.DEVNULL)
+        return Path(out) / "ovf-env.iso" if iso else Path(out)
 
     @property
     def state_url(self):

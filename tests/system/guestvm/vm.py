@@ -57,7 +57,7 @@ class VM:
     """A guest booted from ``image`` (an :class:`~guestvm.image.AgentImage`).
 
     ``forwards`` maps a guest port on 10.0.2.100 to a host port on 127.0.0.1. ``dvd`` is a
-    folder whose files go on the provisioning ISO (None: no DVD). ``resource_disk`` is the size
+    folder whose files go on the provisioning ISO, or a ready ``.iso`` (None: no DVD). ``resource_disk`` is the size
     of the blank second disk ("0": none).
     """
 
@@ -273,8 +273,12 @@ class VM:
 
 def make_dvd(source, iso):
     """An ISO9660 (Joliet + Rock Ridge) provisioning DVD labelled as Azure's, from a folder or
-    a single ovf-env.xml, built without mounting anything."""
+    a single ovf-env.xml, built without mounting anything. An ``.iso`` file (such as the
+    ISO 9660 + UDF image of ``python -m emulator media``) is attached as it is."""
     source = Path(source)
+    if source.is_file() and source.suffix == ".iso":
+        shutil.copy(source, iso)
+        return
     with tempfile.TemporaryDirectory() as stage:
         if source.is_dir():
             shutil.copytree(source, stage, dirs_exist_ok=True)
