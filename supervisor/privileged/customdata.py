@@ -21,7 +21,7 @@ import time
 
 from supervisor.broker import Context, handler
 from supervisor.privileged import SAFE_PATH, atomic_write, fail, lib_dir
-from supervisor.privileged.dvd import held_ovf
+from supervisor.privileged import dvd  # the module: dvd imports the broker, which imports us
 
 log = logging.getLogger("guestagent.broker.provisioning")
 
@@ -42,7 +42,7 @@ def _in_held(text: bytes, held: bytes) -> bool:
 @handler("provisioning.custom_data", slow=True)
 def custom_data(ctx: Context, args: dict) -> dict:
     text = args["custom_data"].encode("utf-8")
-    held = held_ovf()
+    held = dvd.held_ovf()
     if held is None:
         raise fail("no ovf-env.xml was read from the DVD by this supervisor")
     if not _in_held(text, held):
