@@ -1,5 +1,6 @@
 """The provisioning DVD (protocol.md §3.3): mount read-only in a private place, read
-ovf-env.xml with a size cap, unmount, eject; save a copy with the password replaced by `*`.
+ovf-env.xml with a size cap, unmount, eject (eject(1), else the CDROMEJECT ioctl); save a copy
+with the password replaced by `*`.
 
 The device is DVD.Device, else the first /dev entry named like a CD (sr0, cdrom0, hdc...,
 vdb...). Mounted with `mount -o ro,nosuid,nodev,noexec -t udf,iso9660` in DVD.MountPoint
@@ -12,6 +13,7 @@ runs only from bytes the broker read itself (DESIGN.md principle 2; customdata.p
 does not parse the document (principle 1): the saved copy's redaction is a byte substitution.
 """
 
+import fcntl
 import logging
 import os
 import re
@@ -30,6 +32,7 @@ MAX_OVF_BYTES = 256 * 1024
 BOM = b"\xef\xbb\xbf"
 DEVICE_RE = re.compile(r"(sr[0-9]|hd[c-z]|cdrom[0-9]|cd[0-9]|vd[b-z])")
 MOUNT_ATTEMPTS = 5
+CDROMEJECT = 0x5309   # linux/cdrom.h
 _PASSWORD_RE = re.compile(
     rb"(<(?:[A-Za-z_][\w.-]*:)?UserPassword\b[^>]*>)(?:<!\[CDATA\[.*?\]\]>|[^<])*"
     rb"(</(?:[A-Za-z_][\w.-]*:)?UserPassword\s*>)", re.DOTALL)
@@ -120,12 +123,30 @@ def _mount_and_read(ctx: Context, device: str) -> bytes:
         if code != 0:
             log.warning("event=dvd_umount_failed at=%s output=%r", mount_point, out[-200:])
         if not is_folder and not os.path.basename(device).startswith("vd"):
-            if which("eject"):
-                code, out = run(["eject", device], timeout=60, check=False)
-                if code != 0:
-                    log.warning("event=dvd_eject_failed device=%s output=%r", device, out[-200:])
-            else:
-                log.info("event=dvd_not_ejected reason=no_eject_command")
+            eject(device)
+
+
+def eject(device: str) -> bool:
+    """eject(1) as waagent does; a minimal image without it (Debian ships it apart from
+    util-linux) gets the kernel's CDROMEJECT ioctl on the device instead."""
+    if which("eject"):
+        code, out = run(["eject", device], timeout=60, check=False)
+        if code != 0:
+            log.warning("event=dvd_eject_failed device=%s output=%r", device, out[-200:])
+        else:
+            log.info("event=dvd_ejected device=%s how=eject", device)
+        return code == 0
+    try:
+        fd = os.open(device, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        try:
+            fcntl.ioctl(fd, CDROMEJECT)
+        finally:
+            os.close(fd)
+    except OSError as e:
+        log.warning("event=dvd_eject_failed device=%s how=ioctl error=%r", device, e.strerror)
+        return False
+    log.info("event=dvd_ejected device=%s how=ioctl", device)
+    return True
 
 
 @handler("provisioning.read_ovf", slow=True)

@@ -103,3 +103,27 @@ def test_the_saved_copy_has_the_password_replaced(fixtures_dir):
     saved = dvd.redact((fixtures_dir / "ovf-env.xml").read_bytes())
     assert b"<UserPassword>*</UserPassword>" in saved
     assert ovf.parse(saved).password == "*"
+
+
+def test_eject_without_eject_command_uses_the_ioctl(tmp_path, monkeypatch, caplog):
+    # Debian ships eject(1) apart from util-linux: a minimal image has none (as the VM's).
+    from supervisor.privileged import dvd
+    calls = []
+    monkeypatch.setattr(dvd, "which", lambda name: None)
+    monkeypatch.setattr(dvd.fcntl, "ioctl", lambda fd, request: calls.append(request))
+    device = tmp_path / "sr0"
+    device.write_bytes(b"")
+    caplog.set_level("INFO")
+    assert dvd.eject(str(device)) is True
+    assert calls == [0x5309]
+    assert "event=dvd_ejected" in caplog.text and "how=ioctl" in caplog.text
+
+
+def test_eject_ioctl_failure_is_logged_not_raised(tmp_path, monkeypatch, caplog):
+    from supervisor.privileged import dvd
+    monkeypatch.setattr(dvd, "which", lambda name: None)
+    device = tmp_path / "not-a-cdrom"
+    device.write_bytes(b"")   # a regular file: the real ioctl fails with ENOTTY
+    assert dvd.eject(str(device)) is False
+    assert "event=dvd_eject_failed" in caplog.text
+    assert dvd.eject(str(tmp_path / "missing")) is False
