@@ -4,8 +4,9 @@ One VM for the module, with a fixed SMBIOS UUID, booted with the emulator's own 
 default scenario (``python -m emulator media``: ISO 9660 + UDF, on the CD-ROM) and served by an
 emulator of its own, so what it records is this VM's alone. Checked from outside (the
 emulator's record, an ssh login as the provisioned user through a 127.0.0.1 forward) and from
-inside (what a VM owner checks). Then the same VM is rebooted: nothing is provisioned again.
-The tests run in file order and share the VM.
+inside (what a VM owner checks). Then the same VM is rebooted: nothing is provisioned again;
+last, its disk is booted under a new UUID (a captured image deployed afresh) and provisioned
+anew. The tests run in file order and share the VM.
 """
 
 import json
@@ -30,6 +31,9 @@ HOME = f"/home/{USER}"
 # Fixed, and not symmetric, so the byte swap of the first three groups shows in the marker.
 VM_UUID = "12345678-9abc-def0-1234-56789abcdef0"
 VM_ID = "78563412-bc9a-f0de-1234-56789abcdef0"   # what waagent writes in the marker
+# The same disk booted under another UUID: a captured image deployed afresh.
+NEW_UUID = "0a0b0c0d-0e0f-1011-1213-141516171819"
+NEW_VM_ID = "0d0c0b0a-0f0e-1110-1213-141516171819"
 PROVISION_TIMEOUT = 300  # from power-on; Python under TCG is ~10x slower than on the host
 
 
@@ -129,6 +133,7 @@ def test_provisioned_from_the_dvd(prov_vm, emulator):
     # The OVF came from the real CD-ROM, mounted by the broker, and it was ejected.
     assert "event=ovf_read device=/dev/sr0 " in log, log
     assert "event=dvd_mount_failed" not in log and "event=dvd_eject_failed" not in log, log
+    assert "event=dvd_ejected device=/dev/sr0 " in log, log
     assert "event=provisioned user=%s " % USER in log, log
     assert "event=provisioning_failed" not in log, log
     # Provisioning.Agent=auto with no cloud-init in the image: the agent provisioned itself.
@@ -236,6 +241,39 @@ def test_reboot_does_not_provision_again(prov_vm, emulator, user_key, timings):
     states = health(emulator)
     assert len(states) == reports, states
     assert [s[:2] for s in states].count(("Ready", None)) == 1, states
+    p = ssh_as_user(prov_vm, user_key, "id -un")
+    assert (p.returncode, p.stdout.strip()) == (0, USER), p
+    assert_no_password_anywhere(prov_vm)
+
+
+def test_new_vm_id_provisions_afresh(prov_vm, emulator, user_key, timings):
+    """The same disk under a new SMBIOS UUID (a captured image deployed afresh, its DVD
+    attached again): the previous VM's state is forgotten and the VM provisioned again."""
+    reports = len(emulator.state()["received"]["health"])
+    t0 = time.monotonic()
+    timings["prov-vm: power-cycle with a new uuid to ssh"] = prov_vm.power_cycle(NEW_UUID)
+    deadline = t0 + PROVISION_TIMEOUT
+    while time.monotonic() < deadline:
+        new = health(emulator)[reports:]
+        if [h for h in new if h[0] == "Ready" or h[1] == "ProvisioningFailed"]:
+            break
+        time.sleep(1)
+    new = health(emulator)[reports:]
+    assert [h[:3] for h in new] == [("NotReady", "Provisioning", "Starting"),
+                                    ("Ready", None, None)], (new, journal(prov_vm))
+    w = wait_provisioning_exited(prov_vm)
+    assert (w["state"], w["last_exit"], w["message"]) == (
+        "EXITED", "exit 0", "provisioning: provisioned"), (w, journal(prov_vm))
+    log = journal(prov_vm)
+    assert f"event=vm_id_changed previous={VM_ID} current={NEW_VM_ID}" in log, log
+    assert "event=previous_vm_forgotten" in log and "event=user_exists user=%s" % USER in log
+    r = prov_vm.run("cat /sys/class/dmi/id/product_uuid /var/lib/waagent/provisioned",
+                    check=True)
+    assert r.out.split() == [NEW_UUID, NEW_VM_ID], r
+    # Provisioning again left one key line and one sudoers line, not two.
+    r = prov_vm.run(f"wc -l < {HOME}/.ssh/authorized_keys; wc -l < /etc/sudoers.d/waagent",
+                    check=True)
+    assert r.out.split() == ["1", "1"], r
     p = ssh_as_user(prov_vm, user_key, "id -un")
     assert (p.returncode, p.stdout.strip()) == (0, USER), p
     assert_no_password_anywhere(prov_vm)

@@ -115,6 +115,10 @@ class VM:
                             str(d / "resource.qcow2"), str(self.resource_disk)], check=True)
         if self.dvd is not None:
             make_dvd(self.dvd, d / "dvd.iso")
+        return self._launch(timeout)
+
+    def _launch(self, timeout):
+        d = self.dir
         self.ssh_port = free_port()
         cmd = self._qemu_cmd()
         (d / "qemu-cmdline.txt").write_text(shlex.join(cmd) + "\n")
@@ -238,6 +242,21 @@ class VM:
         self.wait_ssh(timeout, since=t0)
         if self.boot_id() == before:
             raise VMError("ssh answered but the guest has not rebooted")
+        return self.boots[-1]
+
+    def power_cycle(self, vm_uuid=None, timeout=300):
+        """Power off and boot the same disks again, with a new SMBIOS UUID by default: the
+        same overlay under a new VM id stands for a captured image deployed afresh. The DVD
+        is attached again as it was at the first power-on. Returns seconds until ssh."""
+        self.stop()
+        self.uuid = vm_uuid or str(uuidlib.uuid4())
+        self._ctl_dir = tempfile.mkdtemp(prefix="gvm-")
+        # QEMU truncates its serial file: keep this power-on's console beside it.
+        n = len(list(self.dir.glob("serial.*.log"))) + 1
+        if self.serial_log.exists():
+            self.serial_log.rename(self.dir / f"serial.{n}.log")
+        self._console_mark = 0
+        self._launch(timeout)
         return self.boots[-1]
 
     def stop(self, timeout=60):
