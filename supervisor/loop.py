@@ -358,39 +358,38 @@ class Supervisor:
                                "install`)" % e.args[0]) from None
         return spawn.Identity(pw.pw_uid, gr.gr_gid)
 
-    def _state_dir(self, spec, identity) -> None:
-        """<StateDir>/<worker>/, owned by the worker, 0700 (created without following links)."""
-        base = self.conf["Agent.StateDir"]
-        os.makedirs(base, mode=0o755, exist_ok=True)
-        path = os.path.join(base, spec.name)
+    @staticmethod
+    def _own_dir(path: str, uid: Optional[int], gid: Optional[int], mode: int) -> None:
+        """Create path if missing and give it exactly this owner and mode, never through a
+        link (a worker could have replaced its own folder with one)."""
         try:
             os.mkdir(path, 0o700)
         except FileExistsError:
             pass
         fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
         try:
-            if identity is not None:
-                os.fchown(fd, identity.uid, identity.gid)
-            os.fchmod(fd, 0o700)
+            if uid is not None:
+                os.fchown(fd, uid, gid)
+            os.fchmod(fd, mode)
         finally:
             os.close(fd)
+
+    def _state_dir(self, spec, identity) -> None:
+        """<StateDir>/<worker>/, owned by the worker, 0700."""
+        base = self.conf["Agent.StateDir"]
+        os.makedirs(base, mode=0o755, exist_ok=True)
+        self._own_dir(os.path.join(base, spec.name),
+                      identity.uid if identity else None, identity.gid if identity else None,
+                      0o700)
 
     def _platform_dir(self) -> None:
         """<StateDir>/platform/: the transport key and certificate every platform-talking
         worker shares. root:guestagent-wire 2770, so the first such worker creates them (key
         0640) and the others read them; the setgid bit gives new files the group."""
-        path = os.path.join(self.conf["Agent.StateDir"], "platform")
-        try:
-            os.mkdir(path, 0o700)
-        except FileExistsError:
-            pass
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        try:
-            if os.geteuid() == 0:
-                os.fchown(fd, 0, grp.getgrnam(table.WIRE_GROUP).gr_gid)
-            os.fchmod(fd, 0o2770)
-        finally:
-            os.close(fd)
+        root = os.geteuid() == 0
+        self._own_dir(os.path.join(self.conf["Agent.StateDir"], "platform"),
+                      0 if root else None,
+                      grp.getgrnam(table.WIRE_GROUP).gr_gid if root else None, 0o2770)
 
     def spawn(self, w: Worker) -> None:
         spec = w.spec

@@ -75,24 +75,9 @@ def ensure_root_dir(path: str, mode: int = 0o700) -> None:
 
 
 def atomic_write(path: str, data: bytes, mode: int = 0o600, uid: int = 0, gid: int = 0) -> None:
-    """temp + fsync + rename in the same folder (DESIGN.md principle 9); never follows a link."""
-    folder = os.path.dirname(path) or "."
-    import tempfile   # lazily (tempfile + random + shutil: ~1 MiB the idle supervisor saves)
-    fd, tmp = tempfile.mkstemp(prefix=".%s." % os.path.basename(path), dir=folder)
-    try:
-        os.fchmod(fd, mode)
-        os.fchown(fd, uid, gid)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.rename(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    """A root-owned state file, written as every state file is (statefiles)."""
+    from statefiles import write_atomic   # lazily: tempfile costs the idle supervisor ~1 MiB
+    write_atomic(path, data, mode, uid, gid)
 
 
 def read_capped(path: str, cap: int, follow: bool = False) -> Optional[bytes]:

@@ -21,7 +21,7 @@ import hashlib
 import hmac
 import logging
 import os
-import tempfile
+from statefiles import write_atomic
 from dataclasses import dataclass
 from typing import List, Optional, Tuple
 
@@ -117,26 +117,7 @@ def generate_transport_credentials() -> TransportCredentials:
 
 
 def _atomic_write(path: str, data: bytes, mode: int) -> None:
-    folder = os.path.dirname(path)
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", dir=folder)
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.rename(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    dir_fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    write_atomic(path, data, mode)
 
 
 def _wire_gid() -> Optional[int]:

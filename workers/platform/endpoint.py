@@ -215,21 +215,12 @@ def saved_endpoint(state_dir: str) -> Optional[str]:
 
 def save_endpoint(state_dir: str, endpoint: Endpoint) -> None:
     """Remember the endpoint for the next start (best effort: other workers cannot write)."""
-    folder = os.path.join(state_dir, "platform")
-    path = os.path.join(folder, SAVED_ENDPOINT_FILE)
-    tmp = path + ".tmp.%d" % os.getpid()
+    from statefiles import write_atomic
     try:
-        with open(tmp, "w") as f:
-            f.write(str(endpoint))
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.rename(tmp, path)
+        write_atomic(os.path.join(state_dir, "platform", SAVED_ENDPOINT_FILE),
+                     str(endpoint).encode(), 0o644)
     except OSError:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
+        pass
 
 
 def candidates(config, skip_dhcp: bool = False) -> List[Endpoint]:

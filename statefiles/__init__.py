@@ -1,0 +1,39 @@
+"""How every state file is written (DESIGN.md principle 9): a temporary file in the same folder,
+fsync, rename over the old one, fsync of the folder. A reader sees the old file or the new one,
+never half of either, and a crash loses at most the write under way.
+
+Shared by the supervisor (root: it also sets the owner) and the workers (their own files).
+"""
+
+import os
+import tempfile
+from typing import Optional
+
+
+def write_atomic(path: str, data: bytes, mode: int = 0o600,
+                 uid: Optional[int] = None, gid: Optional[int] = None) -> None:
+    """Replace path with data. The mode (and owner, when given) is set on the temporary file
+    before any byte is written, so the content is never readable by anyone it is not for; a
+    link at path is replaced, never followed."""
+    folder = os.path.dirname(path) or "."
+    fd, tmp = tempfile.mkstemp(prefix=".%s." % os.path.basename(path), dir=folder)
+    try:
+        os.fchmod(fd, mode)
+        if uid is not None or gid is not None:
+            os.fchown(fd, -1 if uid is None else uid, -1 if gid is None else gid)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.rename(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    dir_fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
