@@ -81,8 +81,9 @@ def sampled(vm, log):
     for line in vm.run(f"cat {log} 2>/dev/null").out.splitlines():
         pid, title, fields = line.split("|", 2)
         m = re.match(r"guestagent: ([a-z]+) \[unpriv\]", title)
-        f = dict(re.findall(r"(\w+):\s+((?:[0-9a-f]+ ?)*)", fields))
-        out[int(pid)] = (m.group(1), {k: v.strip() for k, v in f.items()})
+        f = {k: v.strip() for k, v in re.findall(r"(\w+):\s+((?:[0-9a-f]+ ?)*)", fields)}
+        if "Uid" in f and "NoNewPrivs" in f:  # else the process ended while being read
+            out[int(pid)] = (m.group(1), f)
     return out
 
 
