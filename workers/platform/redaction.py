@@ -1,7 +1,12 @@
-"""Redaction of the secrets the platform client handles, before anything is logged or raised.
+"""Redaction of what the platform client puts into documents and errors (protocol.md §1.7, §2).
 
 SAS tokens travel in URLs (status blob, artifacts profile, packages): their `sig=` value is a
-credential. Protected settings and private keys are never formatted into messages at all.
+credential, and error texts can end up in a health report or the status blob, which leave
+the VM. Protected settings and private keys are never formatted into messages at all.
+
+Log lines get the one log filter, supervisor/redaction.py: the supervisor applies it to every
+line a worker writes, and LogRedaction below applies it inside the worker to the HTTP
+libraries, whose debug lines carry whole URLs.
 """
 
 import re
@@ -24,31 +29,28 @@ def redact_url_query(url: str) -> str:
     return url.split("?", 1)[0] + "?" + REDACTED
 
 
-class SasRedactingFilter:
-    """A logging filter that rewrites a record's message with SAS signatures redacted.
-
-    urllib3 logs every request line at DEBUG (Logs.Verbose=y), query string included; this
-    filter sits on its loggers so a status blob or package SAS never reaches a log file.
-    """
+class LogRedaction:
+    """The one log filter (supervisor/redaction.py) applied inside the worker too, on the HTTP
+    libraries' loggers: urllib3 logs every request line, query string included, at DEBUG."""
 
     def filter(self, record) -> bool:
+        from supervisor.redaction import redact
         try:
             message = record.getMessage()
         except Exception:  # a broken record is logging's problem, not a leak
             return True
-        redacted = redact_sas(message)
+        redacted = redact(message)
         if redacted != message:
             record.msg, record.args = redacted, ()
         return True
 
 
-_FILTER = SasRedactingFilter()
-THIRD_PARTY_LOGGERS = ("urllib3", "urllib3.connectionpool", "urllib3.connection",
-                       "urllib3.util.retry", "requests")
+_FILTER = LogRedaction()
+THIRD_PARTY_LOGGERS = ("urllib3", "urllib3.connectionpool", "urllib3.connection", "requests")
 
 
 def install_log_redaction() -> None:
-    """Put the SAS filter on the HTTP libraries' loggers (idempotent)."""
+    """Put the filter on the HTTP libraries' loggers (idempotent)."""
     import logging
     for name in THIRD_PARTY_LOGGERS:
         logger = logging.getLogger(name)
