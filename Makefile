@@ -81,7 +81,10 @@ install:
 	install -m 0644 systemd/guestagent.sysusers.conf $(DESTDIR)$(SYSUSERSDIR)/guestagent.conf
 	install -m 0644 systemd/guestagent.tmpfiles.conf $(DESTDIR)$(TMPFILESDIR)/guestagent.conf
 	ln -sfn $(VENV)/bin/agentctl $(DESTDIR)$(SBINDIR)/agentctl
-	ln -sfn $(VENV)/bin/waagent $(DESTDIR)$(SBINDIR)/waagent
+	@# Not a link to the venv's entry script: extensions import /usr/sbin/waagent under the
+	@# system python, where guestagent's packages are not importable.
+	sed 's|@VENV@|$(VENV)|' cli/usr-sbin-waagent.in > $(DESTDIR)$(SBINDIR)/waagent
+	chmod 0755 $(DESTDIR)$(SBINDIR)/waagent
 	$(IN_ROOT)systemd-sysusers $(SYSUSERSDIR)/guestagent.conf
 	$(if $(DESTDIR),,systemd-tmpfiles --create $(TMPFILESDIR)/guestagent.conf)
 	$(if $(DESTDIR),,[ ! -d /run/systemd/system ] || systemctl daemon-reload)

@@ -67,3 +67,18 @@ def test_importing_the_module_has_no_side_effects():
                          capture_output=True, text=True, cwd=ROOT)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]" and out.stderr == ""
+
+
+def test_installed_usr_sbin_waagent_imports_under_the_system_python(tmp_path):
+    # What `make install` writes to /usr/sbin/waagent, loaded the way extensions load it: by a
+    # python that has none of guestagent's packages, from a folder that holds none of them.
+    script = tmp_path / "waagent"
+    script.write_text((ROOT / "cli" / "usr-sbin-waagent.in").read_text()
+                      .replace("@VENV@", "/opt/guestagent"))
+    out = subprocess.run(["/usr/bin/python3", "-I", "-c",
+                          "import importlib.machinery as m, sys;"
+                          "w=m.SourceFileLoader('waagent', %r).load_module();"
+                          "print(callable(w.main), 'cli' in sys.modules)" % str(script)],
+                         capture_output=True, text=True, cwd=str(tmp_path))
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "True False" and out.stderr == ""
