@@ -118,7 +118,10 @@ def agent_processes(vm):
     """Every process that belongs to the agent: its titles, its users, its cgroup."""
     uids = ",".join(WORKERS.values())
     r = vm.run("{ ps -o pid=,user=,args= -u " + uids + "; "
-               "ps -eo pid=,user=,args= | grep -E '[g]uestagent(d|:)'; "
+               # By title or program, not by any mention: the test image's sampler runs
+               # `pgrep -f '^guestagent: ...'`, whose own arguments name the titles.
+               "ps -eo pid=,user=,args= | awk '$3 ~ /^guestagent:/ || $3 ~ /guestagentd$/"
+               " || $4 ~ /guestagentd$/'; "
                "cat /sys/fs/cgroup/guestagent.slice/guestagent.service/cgroup.procs "
                "2>/dev/null | sed 's/^/cgroup /'; } | sort -u")
     return [line for line in r.out.splitlines() if line.strip()]
