@@ -1,7 +1,9 @@
 """The provisioning job: waagent's sequence (reference/protocol.md §3.4, §3.5) in an unprivileged
 worker that asks the broker for every effect.
 
-    state (marker, product_uuid) -> same VM: nothing, no health report
+    state (marker, product_uuid) -> same VM: nothing, no health report (unless a Ready is
+      owed: a run that wrote the marker but could not report Ready leaves a note in our own
+      state folder, and the next run - the supervisor's retry, or the next boot - reports it)
     Provisioning.Agent disabled  -> marker, Ready on every start (§3.1)
     cloud-init (or auto + cloud-init enabled) -> wait for its ovf-env.xml and host key, Ready
     otherwise: ovf (DVD) -> protocol + goal state -> NotReady/Provisioning/Starting ->
@@ -41,6 +43,10 @@ ENV_CONFIG = "GUESTAGENT_CONFIG"
 EXIT_FAILED = 5    # provisioning failed and NotReady/ProvisioningFailed was reported (or tried)
 STARTING = "Starting"
 POLL = 1.0
+# In the worker's own state folder: the VM id whose Ready the platform has not had yet.
+READY_PENDING = "ready_pending"
+# In the worker's own state folder: the boot id of the boot whose provisioning gate is closed.
+FINISHED = "finished"
 
 
 class StepFailed(Exception):
@@ -206,6 +212,59 @@ class Provisioning:
 
     def finish(self, vm_id: Optional[str], disable_agent: bool = False) -> None:
         self.call("provisioning.finish", {"vm_id": vm_id, "disable_agent": disable_agent})
+        # The gate is closed for the rest of this boot: a later run (a retry, agentctl start)
+        # must not knock on it (a DENIED verb is a violation), so it needs to know.
+        from statefiles import write_atomic
+        try:
+            write_atomic(self.state_path(FINISHED), (boot_id(self.conf["OS.SysRoot"]) or "")
+                         .encode() + b"\n", 0o600)
+        except OSError as e:
+            log.warning("event=state_unwritable path=%s error=%r", self.state_path(FINISHED),
+                        e.strerror)
+
+    # Ready owed to the platform. waagent writes the marker, then reports Ready; when that
+    # report fails, every later start sees the marker and reports nothing, and the VM never
+    # leaves "provisioning" in Azure. We note the debt in our own state folder (it survives
+    # reboots) and pay it first on the next run: the supervisor's retry, or the next boot.
+    def state_path(self, name: str) -> str:
+        return os.path.join(self.conf["Agent.StateDir"], "provisioning", name)
+
+    def owed_ready(self) -> Optional[str]:
+        """The VM id whose Ready is owed ("" for none known), or None when nothing is owed."""
+        try:
+            with open(self.state_path(READY_PENDING)) as f:
+                return f.read(128).strip()
+        except OSError:
+            return None
+
+    def pay_owed_ready(self) -> str:
+        """Report the owed Ready, with no broker verb (the gate may be closed already)."""
+        vm_id = self.owed_ready()
+        log.warning("event=ready_owed vm_id=%s: the VM was provisioned but its Ready was not "
+                    "reported; reporting it now", vm_id)
+        try:
+            self.fetch_goal_state()
+        except StepFailed as failure:
+            self.failure = failure
+            return "already provisioned; Ready NOT reported (%s)" % failure
+        if self.ready_after_marker(vm_id or None):
+            return "already provisioned; the owed Ready reported"
+        return "already provisioned; Ready NOT reported (%s)" % self.failure
+
+    def ready_after_marker(self, vm_id: Optional[str]) -> bool:
+        """Report Ready once the marker is written; on failure the run fails (the supervisor
+        retries it with backoff) and the debt stays noted for the next run."""
+        from statefiles import write_atomic
+        write_atomic(self.state_path(READY_PENDING), (vm_id or "").encode(), 0o600)
+        try:
+            self.report_ready()
+        except StepFailed as failure:
+            log.error("event=ready_failed step=%s reason=%r: Ready stays owed to the platform",
+                      failure.step, failure.reason)
+            self.failure = failure
+            return False
+        os.unlink(self.state_path(READY_PENDING))
+        return True
 
     # ---- the job ----------------------------------------------------------------------------
     def run(self) -> str:
@@ -229,8 +288,10 @@ class Provisioning:
         if agent not in ("auto", "waagent", "cloud-init"):
             return self.disabled(vm_id)
         if identity.marker_matches(state["marker"], vm_id):
-            log.info("event=already_provisioned vm_id=%s (no health report)", vm_id)
             self.finish(None)
+            if self.owed_ready() == (vm_id or ""):
+                return self.pay_owed_ready()
+            log.info("event=already_provisioned vm_id=%s (no health report)", vm_id)
             return "already provisioned"
         changed = bool(state["marker"]) and vm_id is not None
         if changed:
@@ -278,7 +339,8 @@ class Provisioning:
                     log.warning("event=no_media_on_new_vm: reporting Ready as waagent does")
                     self.fetch_goal_state()
                     self.finish(vm_id)
-                    self.report_ready()
+                    if not self.ready_after_marker(vm_id):
+                        return "new VM id without media; Ready NOT reported"
                     return "new VM id without media; Ready reported"
                 raise
             env = ovf.parse(text or "", self.conf["OS.HomeDir"])
@@ -291,11 +353,8 @@ class Provisioning:
             self.finish(vm_id, disable_agent=not env.provision_guest_agent)
         if not env.provision_guest_agent:
             log.info("event=disable_agent ProvisionGuestAgent=false: extensions stay idle")
-        try:
-            self.report_ready()
-        except StepFailed as failure:
-            log.error("event=ready_failed step=%s reason=%r", failure.step, failure.reason)
-            return "provisioned; Ready NOT reported"
+        if not self.ready_after_marker(vm_id):
+            return "provisioned; Ready NOT reported (%s)" % self.failure
         self.summary(env.username)
         return "provisioned"
 
@@ -407,11 +466,8 @@ class Provisioning:
             log.info("event=ssh_host_key thumbprint=%s", self.thumbprint)
         with self.step("finish"):
             self.finish(vm_id, disable_agent=not env.provision_guest_agent)
-        try:
-            self.report_ready()
-        except StepFailed as failure:
-            log.error("event=ready_failed step=%s reason=%r", failure.step, failure.reason)
-            return "cloud-init provisioned; Ready NOT reported"
+        if not self.ready_after_marker(vm_id):
+            return "cloud-init provisioned; Ready NOT reported (%s)" % self.failure
         self.summary(None)
         return "cloud-init provisioned; Ready reported"
 
@@ -442,21 +498,23 @@ def job(worker) -> Optional[int]:
     conf = config.load(os.environ.get(ENV_CONFIG, config.DEFAULT_PATH))
     worker.ready()
     # A worker started again after provisioning ended this boot (agentctl start, a supervisor
-    # restart) must not knock on the closed gate (a DENIED verb is a violation): it knows from
-    # its own state folder, keyed by the boot id.
-    done_file = os.path.join(conf["Agent.StateDir"], "provisioning", "finished")
+    # restart, a retry after the Ready report failed) must not knock on the closed gate (a
+    # DENIED verb is a violation): it knows from its own state folder, keyed by the boot id.
+    prov = Provisioning(worker, conf)
     boot = boot_id(conf["OS.SysRoot"])
     try:
-        with open(done_file) as f:
+        with open(prov.state_path(FINISHED)) as f:
             finished_boot = f.read(64).strip()
     except OSError:
         finished_boot = None
     if boot and finished_boot == boot:
-        log.info("event=provisioning_done outcome='already finished this boot'")
-        worker.status("provisioning: already finished this boot")
-        return
-    prov = Provisioning(worker, conf)
-    outcome = prov.run()
+        if prov.owed_ready() is None:
+            log.info("event=provisioning_done outcome='already finished this boot'")
+            worker.status("provisioning: already finished this boot")
+            return
+        outcome = prov.pay_owed_ready()
+    else:
+        outcome = prov.run()
     if prov.failure is not None:
         log.info("event=provisioning_done outcome=%r exit=%d", outcome, EXIT_FAILED)
         try:
@@ -464,12 +522,6 @@ def job(worker) -> Optional[int]:
         except IpcError:
             pass
         return EXIT_FAILED
-    try:
-        with open(done_file + ".tmp", "w") as f:
-            f.write(boot + "\n")
-        os.replace(done_file + ".tmp", done_file)
-    except OSError as e:
-        log.warning("event=state_unwritable path=%s error=%r", done_file, e.strerror)
     log.info("event=provisioning_done outcome=%r", outcome)
     try:
         worker.status("provisioning: %s" % outcome)

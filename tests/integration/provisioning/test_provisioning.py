@@ -347,3 +347,25 @@ def test_a_failure_is_retried_with_backoff_then_fatal_with_the_reason(emu, make_
     assert r.returncode == 0, r.stderr
     host.wait_log("outcome='provisioned'", 30)
     assert states(emu)[-1] == ("Ready", None)
+
+
+def test_a_ready_that_fails_is_owed_and_reported_by_the_retry(emu, make_host):
+    # Starting goes through; all three attempts of the first Ready fail. waagent would have
+    # written its marker and never reported Ready again; the retry pays the debt.
+    emu.faults({"health": ["ok", {"kind": "status", "code": 500, "repeat": 3}]})
+    host = make_host({"Agent.FlapMaxFailures": "3", "Agent.BackoffDelay": "0.2"})
+    host.start()
+    log = host.wait_log(DONE, 60, count=2)
+    assert "Ready stays owed to the platform" in log and "event=ready_owed" in log
+    assert log.count("event=useradd") <= 1          # the retry provisioned nothing again
+    assert states(emu) == [("NotReady", "Provisioning"), ("Ready", None)]
+    assert os.path.exists(host.lib("provisioned"))
+    assert not os.path.exists(host.path("var", "lib", "guestagent", "provisioning",
+                                        "ready_pending"))
+    workers, _ = _status(host)
+    prov = workers["provisioning"]
+    assert prov["state"] == "EXITED" and prov["last_exit"] == "exit 0", prov
+    assert prov["message"] == "provisioning: already provisioned; the owed Ready reported"
+    # The next boot owes nothing and reports nothing.
+    provision(host)
+    assert states(emu) == [("NotReady", "Provisioning"), ("Ready", None)]
