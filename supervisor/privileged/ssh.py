@@ -26,13 +26,19 @@ HOST_KEY_TYPES = ("rsa", "ecdsa", "ed25519")   # what `ssh-keygen -A` makes toda
 # ---- sshd_config ----------------------------------------------------------------------------
 def set_options(text: str, options) -> str:
     """waagent's edit: replace the first line of each option outside Match blocks, else insert
-    it before the first Match block (other than `Match all`), else append."""
+    it before the first Match block (other than `Match all`), else append.
+
+    One difference: sshd keeps the first value it reads, and a top-level `Include` (Debian 12
+    and Ubuntu open their sshd_config with `Include /etc/ssh/sshd_config.d/*.conf`) reads its
+    files where it stands. A line after it loses to any drop-in that sets the same option
+    (cloud images ship one that sets PasswordAuthentication), so the VM owner's choice would
+    silently not apply. Our line goes before the first such Include instead."""
     lines = text.splitlines()
     for key, value in options:
         wanted = "%s %s" % (key, value)
         in_match = False
-        first_match = None
-        done = False
+        first_match = first_include = None
+        target = None
         for i, line in enumerate(lines):
             words = line.split()
             if not words or words[0].startswith("#"):
@@ -43,15 +49,22 @@ def set_options(text: str, options) -> str:
                 if in_match and first_match is None:
                     first_match = i
                 continue
+            if not in_match and head == "include" and first_include is None:
+                first_include = i
             if not in_match and head == key.lower():
-                lines[i] = wanted
-                done = True
+                target = i
                 break
-        if not done:
-            if first_match is not None:
-                lines.insert(first_match, wanted)
-            else:
-                lines.append(wanted)
+        if target is not None and (first_include is None or target < first_include):
+            lines[target] = wanted
+            continue
+        if target is not None:
+            del lines[target]
+        if first_include is not None:
+            lines.insert(first_include, wanted)
+        elif first_match is not None:
+            lines.insert(first_match, wanted)
+        else:
+            lines.append(wanted)
     return "\n".join(lines) + "\n"
 
 

@@ -31,3 +31,32 @@ def test_match_all_ends_a_block():
 def test_idempotent():
     once = set_options("Port 22\n", OPTS)
     assert set_options(once, OPTS) == once
+
+
+DEBIAN_12 = """\
+Include /etc/ssh/sshd_config.d/*.conf
+KbdInteractiveAuthentication no
+UsePAM yes
+PasswordAuthentication yes
+Subsystem sftp /usr/lib/openssh/sftp-server
+Match User anoncvs
+  PasswordAuthentication no
+"""
+
+
+def test_goes_before_a_top_level_include_so_no_drop_in_overrides_it():
+    # sshd keeps the first value it reads: after the Include, a drop-in's value would win.
+    out = set_options(DEBIAN_12, OPTS).splitlines()
+    assert out[:3] == ["PasswordAuthentication no", "ClientAliveInterval 180",
+                       "Include /etc/ssh/sshd_config.d/*.conf"]
+    # The old top-level line is gone, the Match block's own line is left alone.
+    assert out.count("PasswordAuthentication yes") == 0
+    assert out[-2:] == ["Match User anoncvs", "  PasswordAuthentication no"]
+    assert set_options("\n".join(out) + "\n", OPTS).splitlines() == out
+
+
+def test_a_line_already_before_the_include_is_replaced_in_place():
+    text = "PasswordAuthentication yes\nInclude /etc/ssh/sshd_config.d/*.conf\n"
+    assert set_options(text, OPTS).splitlines() == [
+        "PasswordAuthentication no", "ClientAliveInterval 180",
+        "Include /etc/ssh/sshd_config.d/*.conf"]
