@@ -32,6 +32,10 @@ LAYOUTS = {
 }
 
 
+class ReadOnlyReplay(Exception):
+    """A run-time change asked of a replayed goal state, which is served as recorded."""
+
+
 class Replay:
     mode = "replay"
 
@@ -142,4 +146,4 @@ class Replay:
         return []
 
     def change(self, what, *args):
-        raise NotImplementedError("a replayed goal state cannot be changed")
+        raise ReadOnlyReplay("a replayed goal state cannot be changed")

@@ -20,6 +20,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from emulator import cms, documents, faults, receipts
+from emulator.replay import ReadOnlyReplay
 
 log = logging.getLogger("emulator")
 
@@ -733,7 +734,7 @@ class Emulator:
                 return _json({"error": "unknown control resource"}, 404)
         except KeyError as e:
             return _json({"error": "not found: %s" % e}, 404)
-        except NotImplementedError as e:
+        except ReadOnlyReplay as e:
             return _json({"error": str(e)}, 409)
         except (ValueError, TypeError) as e:
             return _json({"error": str(e)}, 400)
