@@ -31,7 +31,7 @@ import tempfile
 import time
 import urllib.request
 import uuid
-from typing import Dict, Optional
+from typing import Dict, List, Optional
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_SCENARIO = os.path.join(HERE, "scenarios", "default.json")
@@ -72,10 +72,13 @@ FAST = {
 
 
 class Emulator:
-    """`python -m emulator serve` as a process on 127.0.0.1."""
+    """`python -m emulator serve` as a process on 127.0.0.1 (a scenario, or any serve
+    arguments such as --replay DIR), with its control API. Tests use it too."""
 
-    def __init__(self, scenario: str = DEFAULT_SCENARIO, python: str = sys.executable):
-        self.proc = subprocess.Popen([python, "-m", "emulator", "serve", "--scenario", scenario],
+    def __init__(self, scenario: str = DEFAULT_SCENARIO, python: str = sys.executable,
+                 args: Optional[List[str]] = None):
+        args = ["--scenario", scenario] if args is None else list(args)
+        self.proc = subprocess.Popen([python, "-m", "emulator", "serve", *args],
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                      cwd=os.path.dirname(HERE))
         line = self.proc.stdout.readline()
@@ -85,6 +88,8 @@ class Emulator:
             raise RuntimeError("the emulator did not start: %s" % err[-2000:])
         self.info = json.loads(line)
         self.ws = self.info["wireserver_port"]
+        self.hgap = self.info["hostgaplugin_port"]
+        self.imds = self.info["imds_port"]
         self.url = "http://127.0.0.1:%d" % self.ws
 
     def control(self, method: str, path: str, body=None):
@@ -107,8 +112,8 @@ class Emulator:
 
     def conf(self) -> Dict[str, str]:
         return {"Protocol.Endpoint": "127.0.0.1:%d" % self.ws,
-                "Protocol.HostPluginPort": str(self.info["hostgaplugin_port"]),
-                "Protocol.ImdsEndpoint": "127.0.0.1:%d" % self.info["imds_port"]}
+                "Protocol.HostPluginPort": str(self.hgap),
+                "Protocol.ImdsEndpoint": "127.0.0.1:%d" % self.imds}
 
     def stop(self):
         if self.proc.poll() is None:

@@ -1,51 +1,21 @@
 """The emulator as a real process on 127.0.0.1, and a guard that fails any connection elsewhere."""
 
-import json
-import os
 import pathlib
-import signal
 import socket
-import subprocess
-import sys
 import time
-import urllib.request
 
 import pytest
 
 from config import defaults
+from emulator import confinement
 
 ROOT = pathlib.Path(__file__).resolve().parents[3]
 SCENARIO = ROOT / "emulator" / "scenarios" / "default.json"
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
 
-class Emulator:
-    def __init__(self, args, cwd):
-        self.proc = subprocess.Popen([sys.executable, "-m", "emulator", "serve", *args], cwd=str(cwd),
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        line = self.proc.stdout.readline()
-        if not line:
-            err = self.proc.stderr.read()
-            self.proc.wait(timeout=5)
-            raise RuntimeError("the emulator did not start: %s" % err[-2000:])
-        self.info = json.loads(line)
-        self.ws = self.info["wireserver_port"]
-        self.hgap = self.info["hostgaplugin_port"]
-        self.imds = self.info["imds_port"]
-        self.base = "http://127.0.0.1:%d" % self.ws
-
-    def control(self, method, path, body=None):
-        data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(self.base + "/_emulator/" + path, data=data, method=method,
-                                     headers={"Content-Type": "application/json"} if data else {})
-        with urllib.request.urlopen(req, timeout=10) as resp:
-            return json.loads(resp.read(64 << 20))
-
-    def state(self):
-        return self.control("GET", "state")
-
-    def faults(self, spec):
-        return self.control("POST", "faults", spec)
+class Emulator(confinement.Emulator):
+    """The emulator process (emulator/confinement.py) with a client Config for these tests."""
 
     def reset(self):
         self.faults({})
@@ -63,20 +33,9 @@ class Emulator:
         values.update(more)
         return defaults().with_overrides(**values)
 
-    def stop(self):
-        if self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.kill(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=5)
-        self.proc.stdout.close()
-        self.proc.stderr.close()
-
 
 def start_emulator(args):
-    return Emulator(args, ROOT)
+    return Emulator(args=args)
 
 
 @pytest.fixture(scope="module")
