@@ -125,6 +125,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         # Returns once the detached supervisor answers on its control socket.
         from supervisor import daemon
         return daemon.start_detached(path)
+    if verb == "collect-logs":
+        # The supervisor runs the log collector and this returns when it has exited. -full
+        # (waagent's larger manifest) is accepted; the manifests come with the collector.
+        from cli import agentctl
+        return agentctl.main(["--config", path, "collect-logs"])
     print("waagent: -%s is not supported by guestagent yet" % verb, file=sys.stderr)
     return EXIT_UNSUPPORTED
 

@@ -534,3 +534,14 @@ def test_collect_logs_runs_it_now_and_waits_root_only(make_agent, test_users):
     assert agent.ctl("start", "logcollector").returncode == 0
     assert agent.wait_state("logcollector", "EXITED")["last_exit"] == "exit 0"
     assert agent.ctl("stop", "logcollector").stdout == "logcollector: STOPPED\n"
+
+
+def test_waagent_collect_logs_asks_the_supervisor(make_agent):
+    # waagent's verb, as scripts and support tooling call it, runs the same collector run.
+    agent = make_agent({"Logs.Collect": "n"}).start()
+    waagent = os.path.join(os.path.dirname(AGENTCTL), "waagent")
+    r = subprocess.run([waagent, "-collect-logs", "-full", "-configuration-path:" + agent.conf],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("logcollector: EXITED (exit 0)")
+    assert agent.log().count("event=spawn worker=logcollector") == 1
