@@ -9,7 +9,8 @@ To fail, raise IpcError(FAILED, "why") — a failure is an answer, not a violati
 secret in the message. The lifecycle verbs (worker.*) are handled by the loop itself.
 
 Adding a privileged verb = declare it in ipc/verbs/<domain>.py, add its Permit row in
-policy.py, register its handler here (or in a module imported at the bottom). Reviewed as a
+policy.py, register its handler in a module of supervisor/privileged/ that the loop imports
+(supervisor/privileged/provisioning.py lists the provisioning ones). Reviewed as a
 security change.
 """
 
@@ -55,7 +56,3 @@ def debug_sleep(ctx: Context, args: dict) -> dict:
     start = time.monotonic()
     ctx.cancel.wait(args["seconds"])
     return {"slept": round(min(time.monotonic() - start, 600.0), 3)}
-
-
-# The privileged effects, one module per thing held (each registers its handlers on import).
-from supervisor.privileged import provisioning  # noqa: E402,F401  (issue 7)

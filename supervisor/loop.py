@@ -33,6 +33,8 @@ from ipc.errors import (BUSY, FAILED, INTERNAL, NOT_FOUND, TIMEOUT, UNAVAILABLE,
                         VIOLATIONS, FrameError, IpcError)
 from ipc.verbs import check_result, lookup
 from supervisor import VERSION, WAAGENT_VERSION, broker, control, spawn, states, table
+# The privileged effects register their broker handlers on import, one module per thing held.
+from supervisor.privileged import provisioning as provisioning_handlers  # noqa: F401
 from supervisor.backoff import FailureHistory, next_step
 from supervisor.logcapture import Capture, LogFile
 from supervisor.policy import Policy
@@ -46,17 +48,6 @@ MAX_IN_FLIGHT = 8          # slow requests one worker may have outstanding (more
 CHANNEL_CLOSED_GRACE = 1.0  # a worker that closed its channel but lives on is killed after this
 CONTROL_IDLE = 300.0       # an idle control connection is closed after this
 READY_WAIT_MAX = 30.0      # READY=1 is sent at the latest this long after start
-
-
-def describe_status(status: int) -> str:
-    if os.WIFSIGNALED(status):
-        sig = os.WTERMSIG(status)
-        try:
-            name = signal.Signals(sig).name
-        except ValueError:
-            name = str(sig)
-        return "killed by %s" % name
-    return "exit %d" % os.WEXITSTATUS(status)
 
 
 class Worker:
@@ -515,7 +506,7 @@ class Supervisor:
             os.close(w.log_fd)
             w.log_fd = None
             w.capture.close()
-        what = describe_status(status)
+        what = spawn.describe_status(status)
         if w.kill_reason:
             what += " (%s)" % w.kill_reason
         w.last_exit = what[:200]

@@ -199,3 +199,14 @@ def _max_fd() -> int:
         return os.sysconf("SC_OPEN_MAX")
     except (OSError, ValueError):
         return 65536
+
+
+def describe_status(status: int) -> str:
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        try:
+            name = signal.Signals(sig).name
+        except ValueError:
+            name = str(sig)
+        return "killed by %s" % name
+    return "exit %d" % os.WEXITSTATUS(status)

@@ -561,8 +561,8 @@ class Zygote:
                                % (self.proc.pid, READY_TIMEOUT))
                 os.kill(self.proc.pid, signal.SIGKILL)
             return
-        from supervisor.loop import describe_status
-        self.log.warning("event=spawner_exit pid=%d status=%r", pid, describe_status(status))
+        from supervisor import spawn
+        self.log.warning("event=spawner_exit pid=%d status=%r", pid, spawn.describe_status(status))
         self._forget()
         if not restart:
             return
@@ -595,7 +595,7 @@ class Zygote:
             except (OSError, IndexError):
                 continue
             if got:
-                from supervisor.loop import describe_status
+                from supervisor.spawn import describe_status
                 self.log.info("event=reaped_orphan pid=%d status=%r", pid,
                               describe_status(status))
 
