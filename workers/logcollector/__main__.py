@@ -12,12 +12,9 @@ already imports what that job will import (requests, cryptography, defusedxml), 
 figures of benchmarks/idle_tree.py are honest.
 """
 
-# What the real job imports; loaded now so a run weighs what a working one does.
-import cryptography.hazmat.primitives.asymmetric.rsa  # noqa: F401
-import cryptography.hazmat.primitives.ciphers  # noqa: F401
-import cryptography.x509  # noqa: F401
-import defusedxml.ElementTree  # noqa: F401
-import requests  # noqa: F401
+# The platform client the real job will use (requests, cryptography, defusedxml), loaded now
+# so a run weighs what a working one does.
+import workers.platform  # noqa: F401
 
 from workers.base import main
 

@@ -6,12 +6,9 @@ job comes in a later issue. It already imports what that job will import (reques
 cryptography, defusedxml), so the memory figures of benchmarks/idle_tree.py are honest.
 """
 
-# What the real job imports; loaded now so an idle worker weighs what a working one does.
-import cryptography.hazmat.primitives.asymmetric.rsa  # noqa: F401
-import cryptography.hazmat.primitives.ciphers  # noqa: F401
-import cryptography.x509  # noqa: F401
-import defusedxml.ElementTree  # noqa: F401
-import requests  # noqa: F401
+# The platform client the real job will use (requests, cryptography, defusedxml), loaded now
+# so an idle worker weighs what a working one does.
+import workers.platform  # noqa: F401
 
 from workers.base import main
 

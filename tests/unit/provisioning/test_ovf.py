@@ -107,6 +107,8 @@ def test_the_saved_copy_has_the_password_replaced(fixtures_dir):
 
 def test_eject_without_eject_command_uses_the_ioctl(tmp_path, monkeypatch, caplog):
     # Debian ships eject(1) apart from util-linux: a minimal image has none (as the VM's).
+    # Mocked: this host has no CD-ROM to eject. The real ioctl on /dev/sr0 is asserted in
+    # tests/system/test_provisioning.py (event=dvd_ejected device=/dev/sr0).
     from supervisor.privileged import dvd
     calls = []
     monkeypatch.setattr(dvd, "which", lambda name: None)
