@@ -14,6 +14,7 @@ it in history (SAS query strings and protectedSettings replaced).
 import json
 import re
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
 from typing import Any, Dict, List, Optional, Tuple
 
 from workers.platform.documents import (attribute, child, children, expect_root, parse_xml,
@@ -24,6 +25,7 @@ from workers.platform.redaction import REDACTED
 DOC = "ExtensionsConfig"
 STATES = ("enabled", "disabled", "uninstall")
 BLOB_TYPES = ("BlockBlob", "PageBlob")
+_TICKS_EPOCH = datetime(1, 1, 1, tzinfo=timezone.utc)
 
 
 def _flag(value: Optional[str]) -> bool:
@@ -89,6 +91,17 @@ class InVMGoalStateMetaData:
     activity_id: Optional[str]
     correlation_id: Optional[str]
 
+    @property
+    def created_on(self) -> Optional[datetime]:
+        """createdOnTicks (.NET ticks: 100 ns since 0001-01-01 UTC) as a datetime, None if 0 or
+        out of range. Orders WireServer and FastTrack goal states (protocol.md §1.14)."""
+        if self.created_on_ticks <= 0:
+            return None
+        try:
+            return _TICKS_EPOCH + timedelta(microseconds=self.created_on_ticks // 10)
+        except OverflowError:
+            return None
+
 
 @dataclass(frozen=True)
 class ExtensionsConfig:
@@ -112,6 +125,11 @@ class ExtensionsConfig:
     @property
     def redacted_xml(self) -> bytes:
         return redact_extensions_config(self.xml)
+
+    @property
+    def redacted(self) -> bytes:
+        """The document as saved in history, whichever its source (vmSettings overrides it)."""
+        return self.redacted_xml
 
 
 def _int(value: Optional[str], what: str) -> int:
