@@ -25,7 +25,10 @@ Using it
     client.upload_status(json_bytes, full.extensions_config)   # HGAP /status, then direct PUT
     client.send_telemetry([reports.TelemetryEvent(provider, 1, (("Name", "x"), ...))])
     client.report_health_service([reports.Observation("GuestAgentPluginHeartbeat", True)])
-    client.vm_settings(etag)              # VmSettings(supported, changed, etag, document)
+    vms = client.vm_settings(etag)        # VmSettings(supported, changed, etag, document,
+                                          #   extensions_goal_state): the typed record, an
+                                          #   ExtensionsConfig + source, on_hold, etag...;
+                                          #   ignore it when .is_fabric
     client.download(uris, is_manifest=True, max_bytes=...)     # direct, then HGAP fallback
     client.imds.compute()                 # IMDS compute metadata (dict)
 
@@ -51,7 +54,8 @@ the status blob's versions) is in workers.platform.identity: AGENT_NAME, AGENT_V
 
 Modules: endpoint (discovery, leases), http (retries, throttling, caps, proxies), documents
 (safe XML, Versions, HostingEnvironmentConfig, SharedConfig, Certificates envelope), goalstate,
-extensionsconfig (ExtensionsConfig, manifests), certificates (transport key, CMS, PKCS#12),
+extensionsconfig (ExtensionsConfig, manifests), vmsettings (the vmSettings JSON as the same
+records), certificates (transport key, CMS, PKCS#12),
 reports (health, role properties, telemetry, HealthService, status blob bodies), wireserver,
 hostplugin, imds, client (PlatformClient), identity, redaction, errors.
 """

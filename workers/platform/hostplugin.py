@@ -18,6 +18,8 @@ from workers.platform.errors import DocumentError, HttpError, PlatformError
 from workers.platform.goalstate import GoalState
 from workers.platform.http import HttpClient
 from workers.platform.identity import AGENT_NAME, AGENT_VERSION, HOST_PLUGIN_API_VERSION
+from workers.platform.vmsettings import (VmSettingsGoalState, decode_vm_settings,
+                                         parse_vm_settings)
 
 log = logging.getLogger(__name__)
 
@@ -27,12 +29,18 @@ VM_AGENT_LOG_TIMEOUT = 30.0
 
 @dataclass(frozen=True)
 class VmSettings:
-    """The answer of GET /vmSettings: `changed` with a document and ETag, or not."""
+    """The answer of GET /vmSettings: `changed` with a document and ETag, or not.
+
+    `extensions_goal_state` is the document as typed records (workers.platform.vmsettings: an
+    ExtensionsConfig with the vmSettings extras); ignore it when its `is_fabric` is true.
+    `document` (the decoded JSON) and `raw` (the body) are kept for history and debugging.
+    """
     supported: bool
     changed: bool
     etag: Optional[str]
     document: Optional[dict] = field(default=None, repr=False)
     raw: bytes = field(default=b"", repr=False)
+    extensions_goal_state: Optional[VmSettingsGoalState] = field(default=None, repr=False)
 
 
 def _version_tuple(value: str):
@@ -127,16 +135,15 @@ class HostPluginClient:
         new_etag = response.header("ETag")
         if not new_etag:
             raise DocumentError("vmSettings", "a 200 without ETag")
-        try:
-            document = json.loads(response.body.decode("utf-8-sig"))
-        except ValueError:
-            raise DocumentError("vmSettings", "not JSON") from None
+        document = decode_vm_settings(response.body)
         if not isinstance(document, dict):
             raise DocumentError("vmSettings", "not a JSON object")
-        version = _version_tuple(str(document.get("hostGAPluginVersion", "")))
+        version = next((v for k, v in document.items() if k.lower() == "hostgapluginversion"), "")
+        version = _version_tuple(version if isinstance(version, str) else "")
         if version is None or version < MIN_VM_SETTINGS_VERSION:
             return VmSettings(False, False, None)
-        return VmSettings(True, True, new_etag, document, response.body)
+        typed = parse_vm_settings(response.body, new_etag, document)
+        return VmSettings(True, True, new_etag, document, response.body, typed)
 
     def put_vm_agent_log(self, zip_bytes: bytes, deployment_id: Optional[str]) -> None:
         headers = self.headers({"x-ms-vmagentlog-deploymentid": deployment_id or "",
