@@ -28,6 +28,13 @@ from .image import WIRE_ADDRESS
 
 _SSH_FAILURE = re.compile(r"^(ssh: |kex_exchange_identification|Connection (closed|reset|refused)"
                           r"|mux_client_|Control socket connect)", re.M)
+# Failures before the session starts: the command never ran, so running it again is safe.
+# They happen when the connection lands while sshd restarts; provisioning restarts it on
+# purpose after it regenerates the host keys (protocol.md, as waagent does).
+_SSH_BEFORE_SESSION = re.compile(r"^(kex_exchange_identification|ssh: connect to host .*: "
+                                 r"Connection refused|Connection (reset|closed) by .* port \d+)",
+                                 re.M)
+SSH_RETRY_SECONDS = 60
 
 
 class VMError(RuntimeError):
@@ -199,16 +206,25 @@ class VM:
         if not self.alive():
             raise VMError(f"VM is not running; serial console:\n{self.tail_serial()}")
         t0 = time.monotonic()
-        try:
-            p = subprocess.run(self._ssh_base() + [cmd], capture_output=True, timeout=timeout,
-                               input=input.encode() if isinstance(input, str) else input,
-                               stdin=None if input is not None else subprocess.DEVNULL)
-        except subprocess.TimeoutExpired:
-            raise VMError(f"timeout after {timeout}s: {cmd}")
-        r = Result(cmd, p.returncode, p.stdout.decode(errors="replace"),
-                   p.stderr.decode(errors="replace"), time.monotonic() - t0)
-        with open(self.dir / "commands.log", "a") as f:
-            f.write(str(r) + "\n\n")
+        retry_until = t0 + SSH_RETRY_SECONDS
+        while True:
+            try:
+                p = subprocess.run(self._ssh_base() + [cmd], capture_output=True,
+                                   timeout=timeout,
+                                   input=input.encode() if isinstance(input, str) else input,
+                                   stdin=None if input is not None else subprocess.DEVNULL)
+            except subprocess.TimeoutExpired:
+                raise VMError(f"timeout after {timeout}s: {cmd}")
+            r = Result(cmd, p.returncode, p.stdout.decode(errors="replace"),
+                       p.stderr.decode(errors="replace"), time.monotonic() - t0)
+            with open(self.dir / "commands.log", "a") as f:
+                f.write(str(r) + "\n\n")
+            if (p.returncode == 255 and not p.stdout and _SSH_BEFORE_SESSION.search(r.err)
+                    and time.monotonic() < retry_until and self.alive()):
+                self._close_master()  # a master left half-open would fail the same way
+                time.sleep(1)
+                continue
+            break
         if p.returncode == 255 and _SSH_FAILURE.search(r.err):
             # ssh's own failure, not the command's exit status 255.
             raise VMError(f"ssh failed: {r.err.strip()}\n{self.tail_serial(15)}")
