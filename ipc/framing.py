@@ -7,11 +7,13 @@ but FrameError, whatever the bytes, so a reader can close the channel cleanly.
 
 import json
 import struct
+from json.encoder import c_make_encoder, encode_basestring_ascii
 from typing import List, Tuple
 
 from ipc.errors import FrameError
 
 HEADER = struct.Struct(">I")
+_unpack_from = HEADER.unpack_from
 WORKER_CAP = 1024 * 1024
 CONTROL_CAP = 64 * 1024
 # Integers beyond this many digits are not a size, an id or a pid: refuse them before int()
@@ -20,7 +22,8 @@ MAX_INT_DIGITS = 20
 
 
 def _parse_int(text):
-    if len(text.lstrip("-")) > MAX_INT_DIGITS:
+    # Called for every integer of every frame: the lstrip only when the length is in doubt.
+    if len(text) > MAX_INT_DIGITS and len(text.lstrip("-")) > MAX_INT_DIGITS:
         raise ValueError("integer too large")
     return int(text)
 
@@ -30,18 +33,30 @@ def _parse_constant(name):
 
 
 _decoder = json.JSONDecoder(parse_int=_parse_int, parse_constant=_parse_constant)
+# The C scanner behind _decoder: decode() wraps it in two whitespace regex matches that a
+# frame we wrote never needs (see decode_body).
+_scan_once = _decoder.scan_once
 # ASCII escapes keep every frame valid UTF-8 whatever the strings hold, and are the fast path.
 _encoder = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True, allow_nan=False,
                             check_circular=False)
+# JSONEncoder.encode builds this same C encoder afresh on every call; build it once (None on
+# a Python without the _json accelerator).
+_c_encode = c_make_encoder and c_make_encoder(
+    None, _encoder.default, encode_basestring_ascii, None, _encoder.key_separator,
+    _encoder.item_separator, False, False, False)
 
 
 def encode(obj: dict, cap: int = WORKER_CAP) -> bytes:
     """One frame. Raises ValueError for what the peer would refuse (too large, not an object)."""
     if not isinstance(obj, dict):
         raise ValueError("a frame holds a JSON object")
-    body = _encoder.encode(obj).encode("utf-8")
+    if _c_encode is not None:
+        body = "".join(_c_encode(obj, 0)).encode("utf-8")
+    else:
+        body = _encoder.encode(obj).encode("utf-8")
     if len(body) > cap:
         raise ValueError("frame of %d bytes exceeds the cap of %d" % (len(body), cap))
+    # Header and body in one bytes object: one sendall, one segment.
     return HEADER.pack(len(body)) + body
 
 
@@ -50,6 +65,17 @@ def decode_body(body: bytes) -> dict:
         text = body.decode("utf-8")
     except UnicodeDecodeError as e:
         raise FrameError("invalid UTF-8 at byte %d" % e.start) from None
+    # A frame as our encoder writes it is one object and nothing around it: scan it directly.
+    # Anything else (whitespace around it, trailing data, any error) takes json's own decode
+    # so that what is accepted and every error message stay exactly json's.
+    try:
+        obj, end = _scan_once(text, 0)
+        if end == len(text) and type(obj) is dict:
+            return obj
+    except RecursionError:
+        raise FrameError("JSON nested too deeply") from None
+    except (StopIteration, ValueError):
+        pass
     try:
         obj = _decoder.decode(text)
     except RecursionError:
@@ -80,26 +106,39 @@ class FrameDecoder:
     def feed(self, data: bytes, fds=()) -> List[Tuple[dict, List[int]]]:
         if self.broken:
             raise FrameError("channel already failed")
+        if fds:
+            self._fds.extend(fds)
+        size = len(data)
+        if not self._buffer and size >= 4 and _unpack_from(data)[0] == size - 4 <= self.cap:
+            # What nearly every read brings: exactly one whole frame.
+            try:
+                obj = decode_body(data[4:])
+            except FrameError:
+                self.broken = True
+                raise
+            fds_now, self._fds = self._fds, []
+            return [(obj, fds_now)]
         if self._buffer:
             self._buffer += data
             data = bytes(self._buffer)
             self._buffer.clear()
-        if fds:
-            self._fds.extend(fds)
         frames = []
-        offset, size = 0, len(data)
+        offset, size, cap = 0, len(data), self.cap
         try:
             # Frames are cut straight out of what arrived; only an incomplete tail is kept.
             while size - offset >= 4:
-                (length,) = HEADER.unpack_from(data, offset)
-                if length > self.cap:
-                    raise FrameError("frame of %d bytes exceeds the cap of %d" % (length, self.cap))
+                (length,) = _unpack_from(data, offset)
+                if length > cap:
+                    raise FrameError("frame of %d bytes exceeds the cap of %d" % (length, cap))
                 end = offset + 4 + length
                 if end > size:
                     break
                 obj = decode_body(data[offset + 4:end])
                 offset = end
-                fds_now, self._fds = self._fds, []
+                if self._fds:
+                    fds_now, self._fds = self._fds, []
+                else:
+                    fds_now = []
                 frames.append((obj, fds_now))
         except FrameError as e:
             # The frames that were whole before the bad one still happened; the caller may
