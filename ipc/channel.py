@@ -7,6 +7,7 @@ meanwhile wait in `inbox`. Sending is thread-safe (a heartbeat thread may send n
 the main thread calls); only one thread may receive.
 """
 
+import array
 import collections
 import os
 import select
@@ -21,6 +22,11 @@ from ipc.verbs import check_args, check_result, lookup
 
 RECV_CHUNK = 64 * 1024
 MAX_FDS_PER_MESSAGE = 4
+# What socket.recv_fds asks for, computed once.
+_ANCBUF = socket.CMSG_LEN(MAX_FDS_PER_MESSAGE * array.array("i").itemsize)
+# A plain int: socket.MSG_CTRUNC is an IntFlag, and `int & IntFlag` runs enum code in Python.
+_MSG_CTRUNC = int(getattr(socket, "MSG_CTRUNC", 0))
+_MSG_DONTWAIT = int(socket.MSG_DONTWAIT)
 
 
 def send_frame(sock: socket.socket, data: bytes, fds: Sequence[int] = ()) -> None:
@@ -33,9 +39,17 @@ def send_frame(sock: socket.socket, data: bytes, fds: Sequence[int] = ()) -> Non
         sock.sendall(data)
 
 
-def recv_some(sock: socket.socket) -> Tuple[bytes, List[int]]:
-    data, fds, flags, _ = socket.recv_fds(sock, RECV_CHUNK, MAX_FDS_PER_MESSAGE)
-    if flags & getattr(socket, "MSG_CTRUNC", 0):
+def recv_some(sock: socket.socket, msg_flags: int = 0) -> Tuple[bytes, List[int]]:
+    # socket.recv_fds, less its per-call array and enum arithmetic: most messages carry no
+    # descriptors, and then there is nothing to unpack.
+    data, ancdata, flags, _ = sock.recvmsg(RECV_CHUNK, _ANCBUF, msg_flags)
+    if not ancdata and not flags & _MSG_CTRUNC:
+        return data, []
+    fds = array.array("i")
+    for level, kind, cdata in ancdata:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            fds.frombytes(cdata[:len(cdata) - (len(cdata) % fds.itemsize)])
+    if flags & _MSG_CTRUNC:
         for fd in fds:
             os.close(fd)
         raise FrameError("too many file descriptors in one message")
@@ -52,6 +66,10 @@ class Channel:
         self._send_lock = threading.Lock()
         self._next_id = 1
         self.closed = False
+        # A poll object made once (select.select builds fd sets on every call); re-made if
+        # the socket's descriptor ever changes.
+        self._poll = None
+        self._poll_fd = -1
 
     @classmethod
     def connect(cls, path: str, cap: int = framing.CONTROL_CAP, timeout: float = 5.0):
@@ -73,12 +91,18 @@ class Channel:
     def send(self, msg: dict, fds: Sequence[int] = ()) -> None:
         data = framing.encode(msg, self.cap)
         with self._send_lock:
-            if self.closed:
-                raise ChannelClosed()
-            try:
+            self._send_locked(data, fds)
+
+    def _send_locked(self, data: bytes, fds: Sequence[int]) -> None:
+        if self.closed:
+            raise ChannelClosed()
+        try:
+            if fds:
                 send_frame(self.sock, data, fds)
-            except OSError as e:
-                raise ChannelClosed("send failed: %s" % e) from None
+            else:
+                self.sock.sendall(data)
+        except OSError as e:
+            raise ChannelClosed("send failed: %s" % e) from None
 
     def notify(self, name: str, args: Optional[dict] = None) -> None:
         verb = lookup(name)
@@ -92,11 +116,13 @@ class Channel:
         verb = verb or lookup(name)
         args = args or {}
         # Our own bad arguments are our bug: fail here, before the peer ends us for them.
-        check_args(verb, args)
+        if not verb.args.fits(args):
+            check_args(verb, args)
+        # One lock for the id and the send: ids reach the wire in order, at one lock's cost.
         with self._send_lock:
             ident = self._next_id
             self._next_id += 1
-        self.send(envelope.request(ident, name, args), fds)
+            self._send_locked(envelope.request_frame(ident, name, args, self.cap), fds)
         return ident
 
     def call(self, name: str, args: Optional[dict] = None, timeout: Optional[float] = None,
@@ -111,7 +137,8 @@ class Channel:
                 if not msg.ok:
                     _close_all(got_fds)
                     raise msg.error
-                check_result(verb, msg.result)
+                if not verb.result.fits(msg.result):
+                    check_result(verb, msg.result)
                 return msg.result, got_fds
             self.inbox.append((msg, got_fds))
 
@@ -121,21 +148,32 @@ class Channel:
 
         Without want_fds a plain recv is used: descriptors a peer sends anyway are dropped
         (closed) by the kernel, never installed in this process."""
-        while not self._ready:
+        sock, ready = self.sock, self._ready
+        while not ready:
             if self.closed:
                 raise ChannelClosed()
-            if deadline is not None:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise IpcError(TIMEOUT, "no reply in time")
-                readable, _, _ = select.select([self.sock], [], [], remaining)
-                if not readable:
-                    continue
             try:
-                if want_fds:
-                    data, fds = recv_some(self.sock)
+                if deadline is None:
+                    if want_fds:
+                        data, fds = recv_some(sock)
+                    else:
+                        data, fds = sock.recv(RECV_CHUNK), []
                 else:
-                    data, fds = self.sock.recv(RECV_CHUNK), []
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        raise IpcError(TIMEOUT, "no reply in time")
+                    # Read first, wait only if nothing is there: a quick peer's reply has
+                    # often arrived already, and then one syscall does instead of two.
+                    try:
+                        if want_fds:
+                            data, fds = recv_some(sock, _MSG_DONTWAIT)
+                        else:
+                            data, fds = sock.recv(RECV_CHUNK, _MSG_DONTWAIT), []
+                    except BlockingIOError:
+                        poll = self._poll if self._poll_fd == sock.fileno() else self._poller()
+                        # In milliseconds, which poll() takes as a C int: at most a day.
+                        poll.poll(min(remaining, 86400.0) * 1000.0)
+                        continue
             except OSError as e:
                 self.close()
                 raise ChannelClosed("receive failed: %s" % e) from None
@@ -154,12 +192,20 @@ class Channel:
                 raise
             for obj, frame_fds in frames:
                 try:
-                    self._ready.append((envelope.parse(obj), frame_fds))
+                    ready.append((envelope.parse(obj), frame_fds))
                 except IpcError:
                     _close_all(frame_fds)
                     self.close()
                     raise
-        return self._ready.popleft()
+        return ready.popleft()
+
+    def _poller(self):
+        fd = self.sock.fileno()
+        if fd != self._poll_fd:
+            self._poll = select.poll()
+            self._poll.register(fd, select.POLLIN)
+            self._poll_fd = fd
+        return self._poll
 
     def reply(self, ident: int, result: dict, fds: Sequence[int] = ()) -> None:
         self.send(envelope.reply(ident, result), fds)
