@@ -14,7 +14,8 @@ from ipc import envelope, framing
 from ipc.channel import Channel
 from ipc.errors import BAD_ENVELOPE, INVALID_ARGS, TIMEOUT, UNKNOWN_VERB, ChannelClosed, \
     FrameError, IpcError
-from ipc.schema import Int, List, Obj, SchemaError, Str, USERNAME
+from ipc.schema import Bool, Enum, Int, List, Map, Nullable, Num, Obj, SchemaError, Str, \
+    USERNAME, WORKER_NAME
 from ipc.verbs import REGISTRY, check_args, lookup
 
 
@@ -125,6 +126,17 @@ def test_fuzz_truncated_frames_stay_pending(body, cut):
     assert decoder.pending == len(data)
 
 
+def test_whole_frame_fast_path_keeps_fds_and_breaks_on_error():
+    decoder = framing.FrameDecoder()
+    assert decoder.feed(frame(b'{"a":1}'), [7]) == [({"a": 1}, [7])]
+    assert decoder.feed(frame(b' {"b": 2} \n')) == [({"b": 2}, [])]   # json's own whitespace
+    with pytest.raises(FrameError):
+        decoder.feed(frame(b'{"a":1} x'), [8])
+    assert decoder.take_fds() == [8]              # still the owner's to close
+    with pytest.raises(FrameError):
+        decoder.feed(frame(b"{}"))
+
+
 # --- envelope -------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("msg", [
@@ -153,6 +165,22 @@ def test_envelope_kinds():
     assert err.ok is False and err.error.code == "DENIED"
 
 
+def test_envelope_records_are_immutable():
+    msg = envelope.parse(envelope.request(3, "control.status", {}))
+    with pytest.raises(AttributeError):
+        msg.id = 4
+
+
+json_objects = st.dictionaries(st.text(max_size=8), json_values, max_size=5)
+
+
+@settings(max_examples=200)
+@given(st.integers(0, envelope.MAX_ID), st.sampled_from(sorted(REGISTRY)), json_objects)
+def test_request_frame_is_byte_for_byte_encode_of_the_request(ident, verb, args):
+    assert envelope.request_frame(ident, verb, args) == \
+        framing.encode(envelope.request(ident, verb, args))
+
+
 # --- schemas and verbs ----------------------------------------------------------------------
 
 def test_schemas_are_closed_and_bounded():
@@ -163,6 +191,56 @@ def test_schemas_are_closed_and_bounded():
                 {"name": "a", "n": 1, "tags": ["a", "b", "c"]}, {"name": "a", "n": 1, "tags": ["abcdef"]}):
         with pytest.raises(SchemaError):
             schema.check(bad)
+
+
+SAMPLE_SCHEMAS = [
+    Obj({"name": USERNAME, "n": Int(0, 10)}, {"tags": List(Str(5), 2), "on": Bool()}),
+    Obj({"w": Nullable(WORKER_NAME), "e": Enum("a", "b")}, {"x": Num(0, 1.5)}),
+    Map(Str(8, 1, r"[a-z]+"), Obj({"k": Int(-3, 3)}), 2),
+    Obj(),
+] + [verb.args for verb in REGISTRY.values()] + [verb.result for verb in REGISTRY.values()]
+
+schema_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-5, 20) | st.floats(allow_nan=True)
+    | st.sampled_from(["", "a", "b", "abc", "azureuser", "extensions", "Root;rm", "x" * 40]),
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(
+        st.sampled_from(["name", "n", "tags", "on", "w", "e", "x", "k", "worker", "path",
+                         "message", "abc", "unknown"]), children, max_size=4),
+    max_leaves=12)
+
+
+@settings(max_examples=500)
+@given(st.sampled_from(SAMPLE_SCHEMAS), schema_values)
+def test_compiled_predicate_agrees_with_the_explanation(schema, value):
+    """fits (the compiled fast path) and _explain (the walk that says why) must agree."""
+    try:
+        schema._explain(value, "")
+        explained_ok = True
+    except SchemaError:
+        explained_ok = False
+    except TypeError:   # a non-string key in an unknown-key message: not from the wire
+        return
+    assert schema.fits(value) == explained_ok
+    if explained_ok:
+        schema.check(value)
+    else:
+        with pytest.raises(SchemaError):
+            schema.check(value)
+
+
+def test_remembered_matches_do_not_widen_a_pattern():
+    class Sly(str):
+        def __eq__(self, other):
+            return True
+
+        def __hash__(self):
+            return hash("azureuser")
+
+    USERNAME.check("azureuser")                  # now remembered
+    with pytest.raises(SchemaError):
+        USERNAME.check(Sly("Root;rm"))            # a look-alike is matched, not looked up
+    with pytest.raises(SchemaError):
+        Obj({"name": USERNAME}).check({"name": Sly("Root;rm")})
 
 
 def test_every_declared_verb_has_doc_and_valid_name():
@@ -244,3 +322,20 @@ def test_peer_death_mid_frame_is_reported():
     right.close()
     with pytest.raises(ChannelClosed, match="mid-frame"):
         client.receive()
+
+
+def test_call_reads_a_waiting_reply_and_waits_for_a_late_one():
+    left, right = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    client = Channel(left)
+    # Already there when call() first reads (no wait at all).
+    right.sendall(framing.encode(envelope.reply(1, {"version": "1", "python": "3",
+                                                    "waagent_version": "2"})))
+    assert client.call("control.version", timeout=5)[0]["version"] == "1"
+    # Arrives while call() waits, and the deadline is far beyond what poll() takes.
+    timer = threading.Timer(0.1, right.sendall, [framing.encode(envelope.reply(2, {
+        "version": "2", "python": "3", "waagent_version": "2"}))])
+    timer.start()
+    assert client.call("control.version", timeout=10 ** 9)[0]["version"] == "2"
+    timer.join()
+    client.close()
+    right.close()
