@@ -58,13 +58,16 @@ def request_frame(id: int, verb: str, args: dict, cap: int = framing.WORKER_CAP)
     """framing.encode(request(id, verb, args), cap), byte for byte, for the channel's hot path:
     the envelope's own keys are formatted and only args goes through the JSON encoder, which
     spends as long on the four envelope keys as on a small args object."""
-    if framing._c_encode is None or type(id) is not int:
+    if _c_encode is None or type(id) is not int:
         return framing.encode(request(id, verb, args), cap)
     body = ('{"v":%d,"id":%d,"verb":%s,"args":%s}' % (
-        VERSION, id, _json_str(verb), "".join(framing._c_encode(args, 0)))).encode("utf-8")
+        VERSION, id, _json_str(verb), "".join(_c_encode(args, 0)))).encode("utf-8")
     if len(body) > cap:
         raise ValueError("frame of %d bytes exceeds the cap of %d" % (len(body), cap))
-    return framing.HEADER.pack(len(body)) + body
+    return _pack_header(len(body)) + body
+
+
+_c_encode, _pack_header = framing._c_encode, framing.HEADER.pack
 
 
 def reply(id: int, result: dict) -> dict:
