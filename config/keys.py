@@ -154,6 +154,9 @@ KEYS = (
 
     # === guestagent's own keys: relocate an instance, point it at an emulator, and set the
     # periods, retries and timeouts waagent hard-codes (so tests run the real paths quickly).
+    _k("Logs.ConsoleDevice", STRING, "/dev/console",
+       "With Logs.Console=y, the log is also echoed here until provisioning has ended.",
+       ours=True),
     _k("Agent.RuntimeDir", STRING, "/run/guestagent", "Control socket folder.", ours=True),
     _k("Agent.StateDir", STRING, "/var/lib/guestagent", "Each worker's own state.", ours=True),
     _k("Agent.LogDir", STRING, "/var/log/guestagent", "One log file per worker.", ours=True),

@@ -154,6 +154,7 @@ class ConfinedHost:
         self.media = self.path("media")
         self.sysroot = self.path("sysroot")
         self.conf_path = self.path("waagent.conf")
+        self.console = self.path("console")
         self.proc = None
         self.started_at = None
         shutil.copytree("/etc", self.etc, symlinks=True, copy_function=_copy_if_there,
@@ -169,6 +170,7 @@ class ConfinedHost:
                 f.write(SSHD_CONFIG)
         for d in (self.home, self.varlib, self.log_dir, self.media):
             os.mkdir(d, 0o755)
+        open(self.console, "w").close()
         os.chmod(self.media, 0o700)
         dmi = os.path.join(self.sysroot, "sys", "class", "dmi", "id")
         os.makedirs(dmi, 0o755)
@@ -202,7 +204,9 @@ class ConfinedHost:
 
     def write_conf(self, conf: Dict[str, str]) -> None:
         values = dict(FAST)
-        values.update({"DVD.Device": self.media, "OS.SysRoot": self.sysroot})
+        # The system console stand-in (a file the test reads): never the host's /dev/console.
+        values.update({"DVD.Device": self.media, "OS.SysRoot": self.sysroot,
+                       "Logs.ConsoleDevice": self.console})
         values.update(conf)
         with open(self.conf_path, "w") as f:
             for k, v in values.items():

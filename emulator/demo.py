@@ -91,6 +91,9 @@ def show(host: ConfinedHost, emu: Emulator, username: str, took: float) -> bool:
     for line in host.log().splitlines():
         if "event=provisioned " in line or "event=provisioning_done" in line:
             p(line.split(": ", 1)[-1])
+    console = _read(host.console).splitlines()
+    p("serial console      %d lines echoed until provisioning ended (Logs.ConsoleDevice)"
+      % len(console))
     p("guestagentd start -> Ready recorded: %.2f s" % took)
     ok = bool(user) and len(ready) == 1 and bool(keys) and host.hostname() != ""
     p("\nResult: %s (Ready recorded %d time(s))" % ("OK" if ok else "FAILED", len(ready)))

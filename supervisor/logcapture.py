@@ -137,12 +137,36 @@ class Capture:
 
 
 class Console:
-    """The supervisor's stderr, with journald level prefixes; honours Logs.Console/Verbose."""
+    """The supervisor's stderr, with journald level prefixes; honours Logs.Console/Verbose.
+
+    While echoing (protocol.md §3.6: until provisioning has ended, with Logs.Console=y) the
+    same lines also go to the system console, `Logs.ConsoleDevice`, which is the serial
+    console a VM owner reads in boot diagnostics when the VM never becomes reachable."""
 
     def __init__(self, enabled: bool = True, verbose: bool = False, stream=None):
         self.enabled = enabled
         self.verbose = verbose
         self.stream = stream or sys.stderr
+        self.echo_fd = -1
+        self.echo_path: Optional[str] = None
+
+    def echo_to(self, path: str) -> Optional[str]:
+        """Start echoing to `path`; returns why it cannot, or None."""
+        self.echo_off()
+        try:
+            # No O_CREAT: a missing console is not made a file in /dev. Non-blocking: a
+            # console that cannot keep up loses lines, it never stalls the supervisor.
+            self.echo_fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_NOCTTY
+                                   | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError as e:
+            return e.strerror or str(e)
+        self.echo_path = path
+        return None
+
+    def echo_off(self) -> None:
+        if self.echo_fd >= 0:
+            os.close(self.echo_fd)
+        self.echo_fd, self.echo_path = -1, None
 
     def __call__(self, priority: int, text: str) -> None:
         # Errors always reach the journal; the rest only with Logs.Console=y.
@@ -155,6 +179,12 @@ class Console:
             self.stream.flush()
         except (OSError, ValueError):
             pass
+        if self.echo_fd >= 0 and self.enabled:
+            try:
+                os.write(self.echo_fd, ("%s guestagent: %s\n" % (utc_stamp(), text)).encode(
+                    "utf-8", "replace"))
+            except OSError:
+                pass  # full (EAGAIN) or gone: the line is in the log file all the same
 
 
 class SupervisorHandler(logging.Handler):

@@ -37,7 +37,7 @@ from supervisor import VERSION, WAAGENT_VERSION, broker, control, spawn, states,
 from supervisor.privileged import provisioning as provisioning_handlers  # noqa: F401
 from supervisor.backoff import FailureHistory, next_step
 from supervisor.logcapture import Capture, LogFile
-from supervisor.policy import Policy
+from supervisor.policy import PROVISIONING, Policy
 from supervisor.procstat import ProcStat
 from supervisor.states import (ALIVE, BACKOFF, EXITED, FATAL, RUNNING, STARTABLE, STARTING,
                                STOPPED, STOPPING)
@@ -141,8 +141,27 @@ class Supervisor:
         self.zygote = None   # supervisor/spawner.py Zygote when Agent.Spawner=zygote
 
     # ---- set-up -------------------------------------------------------------------------
+    def _console_echo(self) -> None:
+        """Echo the log to the system console while provisioning has not ended this boot
+        (protocol.md §3.6): the one place a VM owner can read why a VM never came up."""
+        want = (self.conf["Logs.Console"] and PROVISIONING not in self.policy.closed_gates
+                and self.conf["Logs.ConsoleDevice"])
+        if not want:
+            if self.console.echo_path is not None:
+                log.info("event=console_echo state=off device=%s", self.console.echo_path)
+                self.console.echo_off()
+            return
+        if self.console.echo_path == want:
+            return
+        why = self.console.echo_to(want)
+        if why is None:
+            log.info("event=console_echo state=on device=%s until=provisioning_ended", want)
+        else:
+            log.warning("event=console_echo state=unavailable device=%s error=%r", want, why)
+
     def open(self, notifier) -> None:
         self.notifier = notifier
+        self._console_echo()
         # Signals: the C handler writes the signal number to this socket; select wakes up.
         self.sig_r, self.sig_w = socket.socketpair()
         for s in (self.sig_r, self.sig_w):
@@ -326,6 +345,7 @@ class Supervisor:
                 w.next_run = now + spec.period if spec.period else None
         self.console.enabled = conf["Logs.Console"]
         self.console.verbose = conf["Logs.Verbose"]
+        self._console_echo()
         logging.getLogger().setLevel(logging.DEBUG if conf["Logs.Verbose"] else logging.INFO)
         for lf in self.logfiles.values():
             lf.max_bytes, lf.backups = conf["Agent.LogMaxBytes"], conf["Agent.LogBackups"]
@@ -833,6 +853,8 @@ class Supervisor:
         if err is None:
             self.policy.succeeded(verb.name)
             self._send(w, envelope.reply(ident, result))
+            if self.console.echo_fd >= 0:
+                self._console_echo()
         else:
             self._send(w, envelope.error(ident, err.code, err.message))
 

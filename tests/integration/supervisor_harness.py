@@ -106,6 +106,8 @@ class Agent:
         os.mkdir(self.test_dir, 0o755)
         os.chmod(self.test_dir, 0o755)
         self.conf = os.path.join(base, "waagent.conf")
+        self.console = os.path.join(base, "console")
+        open(self.console, "w").close()
         self.stderr_path = os.path.join(base, "stderr")
         self.write_conf(overrides or {})
         self.proc = None
@@ -113,8 +115,9 @@ class Agent:
 
     def write_conf(self, overrides, extra_lines=()):
         values = dict(FAST)
+        # The system console stand-in: never the host's /dev/console.
         values.update({"Agent.RuntimeDir": self.run_dir, "Agent.LogDir": self.log_dir,
-                       "Agent.StateDir": self.state_dir})
+                       "Agent.StateDir": self.state_dir, "Logs.ConsoleDevice": self.console})
         values.update(overrides)
         with open(self.conf, "w") as f:
             for k, v in values.items():

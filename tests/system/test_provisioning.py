@@ -10,6 +10,7 @@ anew. The tests run in file order and share the VM.
 """
 
 import json
+import re
 import subprocess
 import time
 
@@ -145,6 +146,22 @@ def test_provisioned_from_the_dvd(prov_vm, emulator):
                     "2>/dev/null")
     assert r.out.strip() == "", r
     assert "cloud_init_provisions" not in log
+
+
+def test_provisioning_log_on_the_serial_console(prov_vm):
+    """protocol.md §3.6: until provisioning has ended, the log is echoed to /dev/console,
+    which is the serial console a VM owner reads in boot diagnostics."""
+    console = prov_vm.console()
+    assert "guestagent: supervisor: event=console_echo state=on device=/dev/console" in console
+    assert re.search(r"guestagent: provisioning\[\d+\]: event=user user=%s created=True"
+                     % USER, console), prov_vm.tail_serial(80)
+    # The echo ends with provisioning: the last agent line says so, and the provisioning
+    # worker's exit, logged after it, is in the journal only.
+    ours = [line for line in console.splitlines() if " guestagent: " in line]
+    assert "guestagent: supervisor: event=console_echo state=off" in ours[-1], ours[-5:]
+    assert "event=exit worker=provisioning " not in console
+    assert "event=exit worker=provisioning " in journal(prov_vm)
+    assert PASSWORD not in console
 
 
 def test_platform_recorded_starting_then_one_ready(emulator):

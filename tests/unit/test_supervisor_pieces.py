@@ -3,6 +3,7 @@ state transitions, sysusers parsing, log capture and rotation."""
 
 import os
 import threading
+import time
 
 import pytest
 
@@ -238,3 +239,31 @@ def test_console_honours_console_and_verbose():
     c.verbose = True
     c(7, "debug2")
     assert out.getvalue() == "<3>error\n<7>debug2\n"
+
+
+def test_console_echo_never_blocks_and_never_creates_the_device(tmp_path):
+    """The echo to the system console (protocol.md §3.6) must not stall the supervisor when
+    the console does not drain (a serial line nobody reads), nor make a file where the
+    device is missing."""
+    import io
+    c = Console(enabled=True, stream=io.StringIO())
+    assert c.echo_to(str(tmp_path / "no-console")) is not None
+    assert not (tmp_path / "no-console").exists() and c.echo_fd == -1
+    fifo = str(tmp_path / "console")
+    os.mkfifo(fifo)
+    # A FIFO without a reader cannot be opened non-blocking for writing: a clear reason.
+    assert c.echo_to(fifo) is not None
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        assert c.echo_to(fifo) is None
+        t0 = time.monotonic()
+        for i in range(20000):      # ~1.5 MB into a 64 KiB pipe nobody reads
+            c(6, "line %05d %s" % (i, "x" * 60))
+        assert time.monotonic() - t0 < 10
+        first = os.read(reader, 200).decode()
+        assert " guestagent: line 00000 " in first
+        assert c.stream.getvalue().count("\n") == 20000   # the journal lost nothing
+        c.echo_off()
+        assert c.echo_fd == -1
+    finally:
+        os.close(reader)

@@ -133,6 +133,30 @@ def test_first_boot_provisions_what_a_vm_owner_checks(emu, make_host):
     assert not os.path.exists("/home/azureuser")
 
 
+def test_the_log_is_echoed_to_the_console_until_provisioning_ends(emu, make_host):
+    """protocol.md §3.6: while not provisioned, Logs.Console=y echoes the log to the system
+    console (Logs.ConsoleDevice; here a file standing for /dev/console)."""
+    host = make_host()
+    provision(host)
+    host.stop()
+    console = open(host.console).read()
+    assert "guestagent: supervisor: event=console_echo state=on" in console, console
+    assert re.search(r"guestagent: provisioning\[\d+\]: event=user user=%s created=True"
+                     % VM["username"], console), console
+    # The last echoed line says so; what was logged after it (the worker's last lines, the
+    # supervisor stopping) is in the log files alone.
+    assert console.splitlines()[-1].endswith(
+        "supervisor: event=console_echo state=off device=%s" % host.console), console
+    assert DONE not in console and DONE in host.log()
+    assert "event=stopping" not in console and "event=stopping" in host.log("supervisor")
+    assert PASSWORD not in console
+    # The next boot with Logs.Console=n echoes nothing.
+    size = os.path.getsize(host.console)
+    host.write_conf(dict(emu.conf(), **{"Agent.FlapMaxFailures": "1", "Logs.Console": "n"}))
+    provision(host)
+    assert os.path.getsize(host.console) == size
+
+
 def test_provisioning_verbs_close_after_provisioning(emu, make_host):
     host = make_host()
     provision(host)
