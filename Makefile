@@ -85,6 +85,12 @@ install:
 	@# system python, where guestagent's packages are not importable.
 	sed 's|@VENV@|$(VENV)|' cli/usr-sbin-waagent.in > $(DESTDIR)$(SBINDIR)/waagent
 	chmod 0755 $(DESTDIR)$(SBINDIR)/waagent
-	$(IN_ROOT)systemd-sysusers $(SYSUSERSDIR)/guestagent.conf
-	$(if $(DESTDIR),,systemd-tmpfiles --create $(TMPFILESDIR)/guestagent.conf)
+	@# The system users: systemd-sysusers where it exists, else the same file read by
+	@# supervisor/accounts.py (groupadd/useradd).
+	$(IN_ROOT)sh -c 'if command -v systemd-sysusers >/dev/null; then \
+	    systemd-sysusers $(SYSUSERSDIR)/guestagent.conf; \
+	else $(VENV)/bin/python -m supervisor.accounts install $(SYSUSERSDIR)/guestagent.conf; fi'
+	@# Without systemd-tmpfiles the supervisor makes its folders itself at start.
+	$(if $(DESTDIR),,! command -v systemd-tmpfiles >/dev/null || \
+	    systemd-tmpfiles --create $(TMPFILESDIR)/guestagent.conf)
 	$(if $(DESTDIR),,[ ! -d /run/systemd/system ] || systemctl daemon-reload)

@@ -33,18 +33,22 @@ GUEST_FILES = HERE / "guest"
 INSTRUMENT = HERE / "instrument"
 PROJECT = HERE.parents[2]
 
+
+def _package_list(path):
+    return [line.strip() for line in path.read_text().splitlines()
+            if line.strip() and not line.lstrip().startswith("#")]
+
+
 #: Everything the agent needs at run time comes from Debian (DESIGN.md "Dependencies"), plus what
 #: the tests use in the guest. Changing this list rebuilds the base image.
 BASE_PACKAGES = [
     # boot and systemd
     "systemd", "systemd-sysv", "dbus", "udev", "kmod", "linux-image-amd64", "initramfs-tools",
-    # the agent's runtime: Debian's python3 and the libraries DESIGN.md names
-    "python3", "python3-venv", "python3-psutil", "python3-requests", "python3-cryptography",
-    "python3-asn1crypto", "python3-daemon", "python3-setproctitle", "python3-defusedxml",
-    "python3-passlib",
+    # the agent's runtime: what the README tells an image maintainer to install
+    *_package_list(PROJECT / "packaging" / "debian-runtime.txt"),
     # what the agent drives: users, disks, DVD, firewall, network
-    "openssh-server", "sudo", "passwd", "udftools", "e2fsprogs", "parted", "fdisk", "util-linux",
-    "mount", "nftables", "iptables", "iproute2", "openssl", "ca-certificates",
+    "openssh-server", "sudo", "udftools", "e2fsprogs", "parted", "fdisk",
+    "nftables", "iptables", "iproute2", "openssl", "ca-certificates",
     # for the tests in the guest
     "python3-pytest", "procps", "curl", "less",
 ]
