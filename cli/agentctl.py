@@ -282,6 +282,9 @@ def main(argv=None) -> int:
         print("agentctl: %s" % e, file=sys.stderr)
         return e.code
     except BrokenPipeError:
+        # `agentctl logs -f | head`: the reader left. stdout goes to /dev/null so the
+        # interpreter's last flush does not print a traceback.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_OK
     return EXIT_USAGE
 

@@ -100,6 +100,16 @@ def show_configuration(path: str) -> int:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    try:
+        return _main(argv)
+    except BrokenPipeError:
+        # `waagent -version | head -1`: the reader left. Quiet, as cat is; stdout goes to
+        # /dev/null so the interpreter's last flush does not print a second traceback.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
+
+
+def _main(argv: Optional[List[str]] = None) -> int:
     from config import DEFAULT_PATH
     inv = parse_args(sys.argv[1:] if argv is None else argv)
     if inv.error:

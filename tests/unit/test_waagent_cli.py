@@ -82,3 +82,16 @@ def test_installed_usr_sbin_waagent_imports_under_the_system_python(tmp_path):
                          capture_output=True, text=True, cwd=str(tmp_path))
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "True False" and out.stderr == ""
+
+
+def test_a_reader_that_leaves_early_gets_no_traceback():
+    """`waagent -version | head -c1`: the pipe closes before waagent writes; it exits 0 and
+    says nothing on stderr, as cat does."""
+    import os
+    r, w = os.pipe()
+    p = subprocess.Popen([sys.executable, "-m", "cli.waagent", "-version"], cwd=ROOT,
+                         stdout=w, stderr=subprocess.PIPE)
+    os.close(w)
+    os.close(r)   # before the interpreter has even started: every write gets EPIPE
+    _, err = p.communicate(timeout=60)
+    assert (p.returncode, err.decode()) == (0, "")
