@@ -6,6 +6,7 @@ import glob
 import logging
 import os
 import re
+import shutil
 
 from supervisor.broker import Context, handler
 from supervisor.privileged import atomic_write, lib_dir, read_capped
@@ -23,6 +24,17 @@ PREVIOUS_VM_FILES = ("HostingEnvironmentConfig.xml", "Incarnation", "partition",
                      "waagent_initial_update")
 PREVIOUS_VM_GLOBS = ("Extensions.*.xml", "ExtensionsConfig.*.xml", "GoalState.*.xml")
 EXTENSION_GLOBS = ("status/*.status", "config/*.settings", "config/HandlerStatus", "mrseq")
+# §6.3 with §6.1 step 3: the captured VM's DHCP leases would give the new one its old address
+# and WireServer. Under OS.SysRoot, where endpoint discovery reads them (workers/platform/
+# endpoint.py), so tests point both at a fixture tree.
+LEASE_DIRS = ("var/lib/dhclient", "var/lib/dhcpcd", "var/lib/dhcp")
+LEASE_GLOBS = ("var/db/dhclient.leases.*", "var/lib/NetworkManager/dhclient-*.lease",
+               "run/systemd/netif/leases/*")
+# §6.1 step 10: waagent's network-setup unit and script (waagent's firewall at boot), which an
+# image captured from a waagent VM may carry. (Step 11, waagent's cgroup drop-ins: guestagent
+# writes none, and waagent's unit is not ours to edit.)
+NETWORK_SETUP_UNIT = "etc/systemd/system/waagent-network-setup.service"
+NETWORK_SETUP_SCRIPT = "waagent-network-setup.py"
 
 
 def _text(data):
@@ -74,6 +86,11 @@ def forget_previous_vm(ctx: Context, args: dict) -> dict:
         if os.path.isdir(ext_dir) and not os.path.islink(ext_dir):
             for pattern in EXTENSION_GLOBS:
                 doomed += glob.glob(os.path.join(glob.escape(ext_dir), pattern))
+    doomed.append(os.path.join(folder, NETWORK_SETUP_SCRIPT))
+    sysroot = ctx.conf["OS.SysRoot"] or "/"
+    doomed.append(os.path.join(sysroot, NETWORK_SETUP_UNIT))
+    for pattern in LEASE_GLOBS:
+        doomed += glob.glob(os.path.join(glob.escape(sysroot), pattern))
     removed = 0
     for path in doomed:
         try:
@@ -82,5 +99,14 @@ def forget_previous_vm(ctx: Context, args: dict) -> dict:
                 removed += 1
         except OSError as e:
             log.warning("event=forget_failed path=%s error=%r", path, e.strerror)
+    for name in LEASE_DIRS:
+        path = os.path.join(sysroot, name)
+        if os.path.islink(path):
+            os.unlink(path)   # the link, never what it points at
+            removed += 1
+        elif os.path.isdir(path):
+            shutil.rmtree(path, onerror=lambda f, p, e: log.warning(
+                "event=forget_failed path=%s error=%r", p, str(e[1])))
+            removed += 1
     log.info("event=previous_vm_forgotten removed=%d", removed)
     return {"removed": removed}

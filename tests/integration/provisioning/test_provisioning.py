@@ -170,9 +170,24 @@ def test_provisioning_verbs_close_after_provisioning(emu, make_host):
     assert sup.count("verb=provisioning.user") == 1
 
 
-def test_a_changed_vm_id_provisions_afresh(emu, make_host):
+def test_a_changed_vm_id_provisions_afresh(emu, make_host, tmp_path):
     host = make_host()
+    # The captured VM's DHCP leases (under OS.SysRoot, where discovery reads them), one lease
+    # folder a link to somewhere else, and waagent's network-setup unit.
+    leases = {"var/lib/dhcp/dhclient.eth0.leases": "lease {}\n",
+              "run/systemd/netif/leases/2": "ADDRESS=10.0.0.4\n",
+              "var/lib/NetworkManager/dhclient-abc-eth0.lease": "lease {}\n",
+              "etc/systemd/system/waagent-network-setup.service": "[Unit]\n"}
+    for rel, text in leases.items():
+        os.makedirs(os.path.dirname(host.path("sysroot", rel)), exist_ok=True)
+        open(host.path("sysroot", rel), "w").write(text)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "keep").write_text("not a lease folder of this VM")
+    os.symlink(str(elsewhere), host.path("sysroot", "var/lib/dhcpcd"))
     provision(host)
+    # A first provisioning has no previous VM to forget.
+    assert all(os.path.exists(host.path("sysroot", rel)) for rel in leases)
     host.stop()
     open(host.lib("SharedConfig.xml"), "w").write("<old/>")
     host.set_product_uuid("12345678-9ABC-DEF0-1122-334455667788")
@@ -181,6 +196,10 @@ def test_a_changed_vm_id_provisions_afresh(emu, make_host):
     assert open(host.lib("provisioned")).read().strip() == "78563412-bc9a-f0de-1122-334455667788"
     assert not os.path.exists(host.lib("SharedConfig.xml"))
     assert [s for s in states(emu) if s[0] == "Ready"] == [("Ready", None)] * 2
+    assert [rel for rel in leases if os.path.lexists(host.path("sysroot", rel))] == []
+    assert not os.path.exists(host.path("sysroot", "var/lib/dhcp"))
+    assert not os.path.lexists(host.path("sysroot", "var/lib/dhcpcd"))
+    assert (elsewhere / "keep").exists()      # the link went, not what it pointed at
 
 
 def test_no_dvd_reports_not_ready_with_the_reason(emu, make_host):
