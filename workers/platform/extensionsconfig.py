@@ -7,7 +7,7 @@ settings mixed, a settings entry without seqNo) is kept with `invalid_reason` se
 extensions worker fails that handler alone and runs the others, as waagent does.
 
 Protected settings stay the base64 CMS the platform sent: the agent never decrypts them; the
-extension does, with <THUMBPRINT>.crt/.prv. `redacted_xml` gives the document as waagent saves
+extension does, with <THUMBPRINT>.crt/.prv. `redacted` gives the document as waagent saves
 it in history (SAS query strings and protectedSettings replaced).
 """
 
@@ -123,13 +123,9 @@ class ExtensionsConfig:
         return next((f for f in self.ga_families if f.name == name), None)
 
     @property
-    def redacted_xml(self) -> bytes:
-        return redact_extensions_config(self.xml)
-
-    @property
     def redacted(self) -> bytes:
         """The document as saved in history, whichever its source (vmSettings overrides it)."""
-        return self.redacted_xml
+        return redact_extensions_config(self.xml)
 
 
 def _int(value: Optional[str], what: str) -> int:

@@ -86,10 +86,6 @@ class VmSettingsGoalState(ExtensionsConfig):
     def redacted(self) -> bytes:
         return redact_vm_settings(self.raw)
 
-    @property
-    def redacted_xml(self) -> bytes:  # the name callers written for ExtensionsConfig use
-        return self.redacted
-
 
 # --- reading JSON values without trusting them ------------------------------------------------
 

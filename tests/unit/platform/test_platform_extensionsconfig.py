@@ -134,7 +134,7 @@ def test_redaction(fixtures_dir):
     for handler in conf.handlers:
         for s in handler.settings:
             assert s.protected_settings in (None, "***REDACTED***")
-    assert parse_extensions_config(raw).redacted_xml == redacted
+    assert parse_extensions_config(raw).redacted == redacted
 
 
 @pytest.mark.parametrize("name", ["manifest.xml", "manifest_deletion.xml", "manifest_vm_access.xml",

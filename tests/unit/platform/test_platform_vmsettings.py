@@ -163,7 +163,6 @@ def test_upstream_edge_fixtures():
 def test_redacted_for_history(name):
     gs = load(name)
     redacted = gs.redacted
-    assert redacted == gs.redacted_xml
     assert b"sig=" not in redacted and b"MIIBsAYJ" not in redacted and b"MIIC4AYJ" not in redacted
     doc = json.loads(redacted)      # still JSON, same layout
     for egs in doc["extensionGoalStates"]:
