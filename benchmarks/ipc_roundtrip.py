@@ -43,7 +43,8 @@ def full_server(sock):
             msg = envelope.parse(obj)
             verb = lookup(msg.verb)
             check_args(verb, msg.args)
-            send_frame(sock, framing.encode(envelope.reply(msg.id, RESULT)))
+            # The supervisor's reply path (Supervisor._reply_result).
+            send_frame(sock, envelope.reply_frame(msg.id, RESULT))
 
 
 def bare_server(sock):

@@ -852,16 +852,19 @@ class Supervisor:
                 err = IpcError(INTERNAL, e.message)
         if err is None:
             self.policy.succeeded(verb.name)
-            self._send(w, envelope.reply(ident, result))
+            self._send_frame(w, envelope.reply_frame(ident, result, framing.WORKER_CAP))
             if self.console.echo_fd >= 0:
                 self._console_echo()
         else:
             self._send(w, envelope.error(ident, err.code, err.message))
 
     def _send(self, w: Worker, msg: dict) -> None:
+        if w.channel is not None:
+            self._send_frame(w, framing.encode(msg, framing.WORKER_CAP))
+
+    def _send_frame(self, w: Worker, data: bytes) -> None:
         if w.channel is None:
             return
-        data = framing.encode(msg, framing.WORKER_CAP)
         try:
             # Replies are small and the worker reads them; a worker that lets its socket
             # buffer fill is treated as hung rather than letting it block the loop.
