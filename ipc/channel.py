@@ -10,8 +10,8 @@ the main thread calls); only one thread may receive.
 import array
 import collections
 import os
-import select
 import socket
+import struct
 import threading
 import time
 from typing import List, Optional, Sequence, Tuple
@@ -26,7 +26,10 @@ MAX_FDS_PER_MESSAGE = 4
 _ANCBUF = socket.CMSG_LEN(MAX_FDS_PER_MESSAGE * array.array("i").itemsize)
 # A plain int: socket.MSG_CTRUNC is an IntFlag, and `int & IntFlag` runs enum code in Python.
 _MSG_CTRUNC = int(getattr(socket, "MSG_CTRUNC", 0))
-_MSG_DONTWAIT = int(socket.MSG_DONTWAIT)
+# receive() leaves the socket's receive timeout alone while it ends a read at most this much
+# before the deadline.
+_RCVTIMEO_SLACK = 0.05
+_TIMEVAL = struct.Struct("@ll")         # struct timeval: time_t and suseconds_t, both longs
 
 
 def send_frame(sock: socket.socket, data: bytes, fds: Sequence[int] = ()) -> None:
@@ -66,10 +69,8 @@ class Channel:
         self._send_lock = threading.Lock()
         self._next_id = 1
         self.closed = False
-        # A poll object made once (select.select builds fd sets on every call); re-made if
-        # the socket's descriptor ever changes.
-        self._poll = None
-        self._poll_fd = -1
+        # The socket's SO_RCVTIMEO as last set by receive(); 0 is the kernel's default (none).
+        self._rcvtimeo = 0.0
 
     @classmethod
     def connect(cls, path: str, cap: int = framing.CONTROL_CAP, timeout: float = 5.0):
@@ -152,28 +153,27 @@ class Channel:
         while not ready:
             if self.closed:
                 raise ChannelClosed()
+            if deadline is None:
+                if self._rcvtimeo:
+                    self._set_rcvtimeo(0.0)
+            else:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise IpcError(TIMEOUT, "no reply in time")
+                # One blocking read that the kernel ends at the deadline (SO_RCVTIMEO): one
+                # syscall whether or not the reply is already there, where a read that fails
+                # with EAGAIN, a poll and a read again cost three and an exception. The
+                # timeout is set again only when it would run past the deadline, or end
+                # the read much too early (an early end just comes round this loop).
+                if not remaining - _RCVTIMEO_SLACK <= self._rcvtimeo <= remaining:
+                    self._set_rcvtimeo(remaining)
             try:
-                if deadline is None:
-                    if want_fds:
-                        data, fds = recv_some(sock)
-                    else:
-                        data, fds = sock.recv(RECV_CHUNK), []
+                if want_fds:
+                    data, fds = recv_some(sock)
                 else:
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        raise IpcError(TIMEOUT, "no reply in time")
-                    # Read first, wait only if nothing is there: a quick peer's reply has
-                    # often arrived already, and then one syscall does instead of two.
-                    try:
-                        if want_fds:
-                            data, fds = recv_some(sock, _MSG_DONTWAIT)
-                        else:
-                            data, fds = sock.recv(RECV_CHUNK, _MSG_DONTWAIT), []
-                    except BlockingIOError:
-                        poll = self._poll if self._poll_fd == sock.fileno() else self._poller()
-                        # In milliseconds, which poll() takes as a C int: at most a day.
-                        poll.poll(min(remaining, 86400.0) * 1000.0)
-                        continue
+                    data, fds = sock.recv(RECV_CHUNK), []
+            except BlockingIOError:
+                continue        # the receive timeout ran out: the deadline is checked above
             except OSError as e:
                 self.close()
                 raise ChannelClosed("receive failed: %s" % e) from None
@@ -199,13 +199,22 @@ class Channel:
                     raise
         return ready.popleft()
 
-    def _poller(self):
-        fd = self.sock.fileno()
-        if fd != self._poll_fd:
-            self._poll = select.poll()
-            self._poll.register(fd, select.POLLIN)
-            self._poll_fd = fd
-        return self._poll
+    def _set_rcvtimeo(self, seconds: float) -> None:
+        """The socket's receive timeout: 0 waits for ever; else whole hundredths of a second
+        at most `seconds` (so that nearby deadlines share one setting), or `seconds` itself
+        below that, and at most a day (the loop waits again)."""
+        if seconds:
+            seconds = min(seconds, 86400.0)
+            rounded = int(seconds * 100) / 100
+            seconds = rounded or max(seconds, 1e-6)
+        whole = int(seconds)
+        try:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO,
+                                 _TIMEVAL.pack(whole, int((seconds - whole) * 1e6)))
+        except OSError as e:
+            self.close()
+            raise ChannelClosed("receive failed: %s" % e) from None
+        self._rcvtimeo = seconds
 
     def reply(self, ident: int, result: dict, fds: Sequence[int] = ()) -> None:
         self.send(envelope.reply(ident, result), fds)
