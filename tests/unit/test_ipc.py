@@ -5,6 +5,7 @@ import os
 import socket
 import struct
 import threading
+import time
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -181,6 +182,19 @@ def test_request_frame_is_byte_for_byte_encode_of_the_request(ident, verb, args)
         framing.encode(envelope.request(ident, verb, args))
 
 
+@settings(max_examples=200)
+@given(st.integers(0, envelope.MAX_ID), json_objects)
+def test_reply_frame_is_byte_for_byte_encode_of_the_reply(ident, result):
+    assert envelope.reply_frame(ident, result) == framing.encode(envelope.reply(ident, result))
+
+
+def test_reply_frame_refuses_what_encode_refuses():
+    with pytest.raises(ValueError):
+        envelope.reply_frame(1, {"x": "a" * 100}, cap=50)
+    with pytest.raises(ValueError):
+        envelope.reply_frame(1, {"x": float("nan")})
+
+
 # --- schemas and verbs ----------------------------------------------------------------------
 
 def test_schemas_are_closed_and_bounded():
@@ -313,6 +327,43 @@ def test_call_times_out_and_garbage_closes_the_channel():
     assert client.closed
     with pytest.raises(ChannelClosed):
         client.notify("worker.ready")
+
+
+def test_deadline_holds_while_other_messages_keep_arriving():
+    """The receive timeout is reset as the deadline nears: notices every 50 ms neither
+    extend a call past its deadline nor end it early."""
+    left, right = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    client = Channel(left)
+    stop = threading.Event()
+
+    def chatter():
+        while not stop.wait(0.05):
+            right.sendall(framing.encode(envelope.notice("worker.heartbeat", {})))
+    thread = threading.Thread(target=chatter, daemon=True)
+    thread.start()
+    started = time.monotonic()
+    with pytest.raises(IpcError) as info:
+        client.call("control.version", timeout=0.3)
+    elapsed = time.monotonic() - started
+    stop.set()
+    thread.join()
+    assert info.value.code == TIMEOUT
+    assert 0.3 <= elapsed < 0.45
+    assert len(client.inbox) >= 3
+    # Without a deadline a receive waits as long as it takes, past the last timeout set.
+    timer = threading.Timer(0.4, right.sendall, [framing.encode(envelope.notice(
+        "worker.ready", {}))])
+    client.inbox.clear()
+    while True:                                   # what the chatter left unread
+        right.sendall(framing.encode(envelope.notice("worker.status", {"message": "end"})))
+        msg, _ = client.receive()
+        if msg == envelope.Notice("worker.status", {"message": "end"}):
+            break
+    timer.start()
+    assert client.receive() == (envelope.Notice("worker.ready", {}), [])
+    timer.join()
+    client.close()
+    right.close()
 
 
 def test_peer_death_mid_frame_is_reported():
