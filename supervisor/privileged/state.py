@@ -101,12 +101,15 @@ def forget_previous_vm(ctx: Context, args: dict) -> dict:
             log.warning("event=forget_failed path=%s error=%r", path, e.strerror)
     for name in LEASE_DIRS:
         path = os.path.join(sysroot, name)
-        if os.path.islink(path):
-            os.unlink(path)   # the link, never what it points at
+        try:
+            if os.path.islink(path):
+                os.unlink(path)   # the link, never what it points at
+            elif os.path.isdir(path):
+                shutil.rmtree(path)
+            else:
+                continue
             removed += 1
-        elif os.path.isdir(path):
-            shutil.rmtree(path, onerror=lambda f, p, e: log.warning(
-                "event=forget_failed path=%s error=%r", p, str(e[1])))
-            removed += 1
+        except OSError as e:
+            log.warning("event=forget_failed path=%s error=%r", path, e.strerror)
     log.info("event=previous_vm_forgotten removed=%d", removed)
     return {"removed": removed}
