@@ -208,7 +208,10 @@ class _TestHooks:
     crash (exit 3 before ready), hang (the loop stops turning), garbage (a non-JSON frame),
     unknown-verb, denied-verb, invalid-args, slow-verb N (debug.sleep N seconds),
     chatty N (N log lines), secret (log secrets for the redaction test), exit0, env (log the
-    environment, a random draw and the interpreter flags as JSON).
+    environment, a random draw and the interpreter flags as JSON), attack (right after
+    worker.hello, replace this worker's code with `<dir>/<worker>.attack.py`: the worst a
+    compromised worker can do, from its own uid on its own channel; see
+    tests/integration/security/).
     """
 
     def __init__(self, worker: Worker):
@@ -241,6 +244,60 @@ class _TestHooks:
             if words == ["env"]:   # at once: a run-once worker may end before it ticks
                 self.done.add("env")
                 self.env_report()
+            if words == ["attack"]:
+                self.attack()
+
+    def attack(self) -> None:
+        """Run the attack script in place of the job, then exit: the worker's code replaced.
+
+        The script sees `worker`, `channel`, `envelope`, `report(key, value)` (one JSON line in
+        `<dir>/results/<worker>.jsonl`, a folder the test makes world-writable) and
+        `attempt(verb, args)`, which calls a verb and reports and returns its outcome:
+        ["ok", result] | ["error", code, message] | ["closed", message]."""
+        import json
+        w = self.worker
+        base = os.path.dirname(self.path)
+        results = os.path.join(base, "results", w.name + ".jsonl")
+
+        def report(key, value=None):
+            with open(results, "a") as f:
+                f.write(json.dumps({"pid": os.getpid(), "key": key, "value": value}) + "\n")
+
+        counter = [100000]
+
+        def attempt(verb, args=None, timeout=30.0, fds=()):
+            """Send a raw request (no client-side check: an attacker skips them) and wait."""
+            counter[0] += 1
+            ident = counter[0]
+            deadline = time.monotonic() + timeout
+            try:
+                w.channel.send(envelope.request(ident, verb, args or {}), fds)
+                while True:
+                    msg, got = w.channel.receive(deadline)
+                    for fd in got:
+                        os.close(fd)
+                    if isinstance(msg, envelope.Reply) and msg.id == ident:
+                        break
+                outcome = ["ok", msg.result] if msg.ok else \
+                    ["error", msg.error.code, msg.error.message]
+            except ChannelClosed as e:
+                outcome = ["closed", e.message]
+            except IpcError as e:
+                outcome = ["error", e.code, e.message]
+            report(verb, outcome)
+            return outcome
+
+        with open(self.path + ".attack.py") as f:
+            code = f.read()
+        namespace = {"worker": w, "channel": w.channel, "envelope": envelope, "os": os,
+                     "report": report, "attempt": attempt, "__name__": "__attack__"}
+        try:
+            exec(compile(code, self.path + ".attack.py", "exec"), namespace)
+            report("done")
+        except BaseException as e:   # noqa: B902 - the verdict must reach the test
+            report("crashed", "%s: %s" % (type(e).__name__, e))
+        finally:
+            os._exit(0)
 
     def on_tick(self) -> None:
         w = self.worker

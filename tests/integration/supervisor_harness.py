@@ -198,6 +198,48 @@ class Agent:
             f.write(text + "\n")
         os.chmod(path, 0o644)
 
+    def attack(self, worker, code, timeout=30, start=True):
+        """Replace `worker`'s code with `code` (workers/base.py _TestHooks.attack) and run it
+        as that worker, under its own uid on its own channel; returns the records it reported
+        ({"key", "value", "pid"}), the last being `done`, `crashed`, or `killed` (the process
+        ended before the script did: the supervisor ended it). The script must report
+        something first (e.g. its uid), so its pid is known."""
+        results = os.path.join(self.test_dir, "results")
+        os.makedirs(results, exist_ok=True)
+        os.chmod(results, 0o1777)
+        out = os.path.join(results, worker + ".jsonl")
+        if os.path.exists(out):
+            os.unlink(out)
+        path = os.path.join(self.test_dir, worker + ".attack.py")
+        with open(path, "w") as f:
+            f.write(code)
+        os.chmod(path, 0o644)
+        self.behave(worker, "attack")
+        if start:
+            r = self.ctl("restart" if self.worker(worker)["pid"] else "start", worker)
+            # A worker killed for a violation before it was RUNNING fails the restart: fine.
+            assert r.returncode in (0, 1, 6), r.stderr
+
+        def finished():
+            records = self.attack_records(worker)
+            if records and records[-1]["key"] in ("done", "crashed"):
+                return records
+            pid = records[0]["pid"] if records else None
+            if pid and not pid_alive(pid):   # ended mid-script: the supervisor killed it
+                return records + [{"key": "killed", "value": None, "pid": pid}]
+            return None
+        try:
+            return wait_for(finished, timeout, 0.1, "the attack on %s to end" % worker)
+        finally:
+            self.calm(worker)
+
+    def attack_records(self, worker):
+        try:
+            with open(os.path.join(self.test_dir, "results", worker + ".jsonl")) as f:
+                return [json.loads(line) for line in f if line.strip()]
+        except FileNotFoundError:
+            return []
+
     def calm(self, worker):
         try:
             os.unlink(os.path.join(self.test_dir, worker))
