@@ -3,7 +3,10 @@ brokers their privileged verbs, captures their logs and serves the control socke
 
 Modules, named for what they hold:
 - daemon.py     `guestagentd` entry point: options, --check-config, --daemonize, start_detached
-- loop.py       the single-threaded event loop (selectors) that owns all the state below
+- loop.py       the single-threaded event loop (selectors): the OS side of supervision (spawn,
+                kill, reap), worker channels (read, check, run, reply), the control verbs
+- process.py    one worker's state machine, the only place a state changes, behind a seam
+- flood.py      how many messages a worker may send (a flood is a violation)
 - table.py      the worker table: one frozen record per worker
 - states.py     supervision states and their allowed transitions
 - backoff.py    restart delay and flapping window (pure)
@@ -12,6 +15,7 @@ Modules, named for what they hold:
 - policy.py     which worker may call which verb (ONCE and phase gates)
 - broker.py     the handlers of privileged verbs, fast inline or slow in a pool
 - control.py    the control socket (SO_PEERCRED: root all verbs, guestagent-admin read-only)
+                and its limits (connections per uid, root's own, bounded reply queues)
 - logcapture.py each worker's stdout/stderr to its own rotated file and to the journal
 - redaction.py  the one filter that removes secrets from every log line
 - notify.py     sd_notify without libsystemd

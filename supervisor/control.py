@@ -7,20 +7,35 @@ ipc/verbs/control.py), anyone else nothing. The folder is root:guestagent-admin 
 socket 0660, so others cannot even connect; the credential check is the second wall.
 """
 
+import collections
+import errno
 import grp
+import logging
 import os
 import pwd
+import selectors
 import socket
 import struct
+import time
 from dataclasses import dataclass
-from typing import FrozenSet, Optional
+from typing import Callable, Dict, FrozenSet, Optional
 
-from ipc.errors import DENIED, UNKNOWN_VERB, IpcError
+from ipc import envelope, framing
+from ipc.channel import recv_some
+from ipc.errors import DENIED, UNKNOWN_VERB, FrameError, IpcError
 from ipc.verbs import Verb, lookup
+
+log = logging.getLogger("guestagent.supervisor")
 
 SO_PEERGROUPS = getattr(socket, "SO_PEERGROUPS", 59)
 SOCKET_NAME = "control.sock"
-MAX_CONNECTIONS = 32
+MAX_CONNECTIONS = 32       # everyone but root, together
+MAX_PER_UID = 8            # one uid other than root
+MAX_ROOT = 32              # root's own: nobody else can take them
+MAX_QUEUED_BYTES = 2 * framing.CONTROL_CAP   # reply bytes a peer has not read: then closed
+MAX_QUEUED_FDS = 4         # descriptors (control.logs) a peer has not taken: then closed
+ACCEPT_PAUSE = 1.0         # out of descriptors: stop accepting this long, then try again
+IDLE = 300.0               # an idle connection is closed after this
 
 
 @dataclass(frozen=True)
@@ -119,3 +134,231 @@ def bind(runtime_dir: str, admin: Optional[int]) -> socket.socket:
     sock.listen(16)
     sock.setblocking(False)
     return sock
+
+
+class Conn:
+    def __init__(self, sock: socket.socket, peer: Peer):
+        self.sock = sock
+        self.peer = peer
+        self.decoder = framing.FrameDecoder(framing.CONTROL_CAP)
+        self.out = collections.deque()   # [bytes, fds] not yet taken by the kernel
+        self.queued_bytes = 0
+        self.queued_fds = 0
+        self.last_active = time.monotonic()
+        self.closed = False
+        self.close_after_send = False
+        self.waiting = 0                 # requests answered later (not idle meanwhile)
+
+
+class Server:
+    """The control socket's connections: accept, read requests, queue and send replies.
+
+    `on_request(conn, request)` gets each well-formed request whose peer may call its verb
+    (checked here); it answers through send()/error(), now or later.
+    """
+
+    def __init__(self, listener: socket.socket, sel: selectors.BaseSelector,
+                 admin: Optional[int], on_request: Callable[[Conn, envelope.Request], None]):
+        self.listener = listener
+        self.sel = sel
+        self.admin = admin
+        self.on_request = on_request
+        self.conns: Dict[int, Conn] = {}
+        self.paused_until: Optional[float] = None   # accept paused (out of descriptors)
+        self.starved = False                        # since the last accept that worked
+        self.listening = True
+        self.sel.register(listener, selectors.EVENT_READ, self._on_accept)
+
+    # ---- accepting --------------------------------------------------------------------
+    def _on_accept(self, key, mask) -> None:
+        try:
+            sock, _ = self.listener.accept()
+        except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+            return
+        except OSError as e:
+            if e.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                self._pause(e)
+            return
+        if self.starved:
+            self.starved = False
+            log.info("event=control_accept state=resumed")
+        try:
+            sock.setblocking(False)
+            peer = peer_of(sock)
+        except OSError:
+            sock.close()
+            return
+        if not self._admit(peer):
+            log.warning("event=control_refused peer=%r reason=too_many_connections",
+                        peer.describe())
+            sock.close()
+            return
+        conn = Conn(sock, peer)
+        self.conns[sock.fileno()] = conn
+        self.sel.register(sock, selectors.EVENT_READ, self._on_conn)
+
+    def _admit(self, peer: Peer) -> bool:
+        mine = sum(1 for c in self.conns.values() if c.peer.uid == peer.uid)
+        if peer.uid == 0:
+            return mine < MAX_ROOT
+        others = sum(1 for c in self.conns.values() if c.peer.uid != 0)
+        return mine < MAX_PER_UID and others < MAX_CONNECTIONS
+
+    def _pause(self, e: OSError) -> None:
+        """No descriptor for the connection: the listener stays readable, so stop watching
+        it for a moment rather than spin (logged once for the whole episode)."""
+        if not self.starved:
+            self.starved = True
+            log.error("event=control_accept error=%r action=pause_%.0fs", str(e), ACCEPT_PAUSE)
+        self.paused_until = time.monotonic() + ACCEPT_PAUSE
+        try:
+            self.sel.unregister(self.listener)
+        except (KeyError, ValueError):
+            pass
+
+    # ---- reading ----------------------------------------------------------------------
+    def _on_conn(self, key, mask) -> None:
+        conn = self.conns.get(key.fileobj.fileno())
+        if conn is None:
+            return
+        if mask & selectors.EVENT_WRITE:
+            self.flush(conn)
+        if conn.closed or not mask & selectors.EVENT_READ:
+            return
+        conn.last_active = time.monotonic()
+        try:
+            data, fds = recv_some(conn.sock)
+        except BlockingIOError:
+            return
+        except (OSError, FrameError):
+            self.close(conn)
+            return
+        for fd in fds:
+            os.close(fd)   # no control verb takes descriptors in
+        if not data:
+            self.close(conn)
+            return
+        try:
+            frames = conn.decoder.feed(data)
+        except FrameError as e:
+            self.error(conn, 0, e.code, e.message, close=True)
+            return
+        for obj, _ in frames:
+            if conn.closed:   # closed by an earlier request of this batch (queue full)
+                return
+            try:
+                msg = envelope.parse(obj)
+                if not isinstance(msg, envelope.Request):
+                    raise IpcError("BAD_ENVELOPE", "control peers send requests")
+                verb = authorize(conn.peer, msg.verb, self.admin)
+                lookup(verb.name).args.check(msg.args)
+            except IpcError as e:
+                ident = obj.get("id") if isinstance(obj.get("id"), int) else 0
+                if e.code == DENIED:
+                    log.warning("event=control_denied peer=%r verb=%s",
+                                conn.peer.describe(), str(obj.get("verb"))[:64])
+                self.error(conn, ident, e.code, e.message,
+                           close=e.code in ("BAD_FRAME", "BAD_ENVELOPE"))
+                continue
+            try:
+                self.on_request(conn, msg)
+            except IpcError as e:
+                self.error(conn, msg.id, e.code, e.message)
+
+    # ---- writing ----------------------------------------------------------------------
+    def send(self, conn: Conn, msg: dict, fds=()) -> None:
+        data = framing.encode(msg, framing.CONTROL_CAP)
+        if conn.closed:
+            for fd in fds:
+                os.close(fd)
+            return
+        conn.out.append([data, list(fds)])
+        conn.queued_bytes += len(data)
+        conn.queued_fds += len(fds)
+        self.flush(conn)
+        if not conn.closed and (conn.queued_bytes > MAX_QUEUED_BYTES
+                                or conn.queued_fds > MAX_QUEUED_FDS):
+            log.warning("event=control_closed peer=%r reason=replies_not_read queued=%d "
+                        "fds=%d", conn.peer.describe(), conn.queued_bytes, conn.queued_fds)
+            self.close(conn)
+
+    def error(self, conn: Conn, ident: int, code: str, message: str, close=False) -> None:
+        self.send(conn, envelope.error(ident if 0 <= ident <= envelope.MAX_ID else 0,
+                                       code, message))
+        if close and not conn.closed:
+            conn.close_after_send = True
+            self.flush(conn)
+
+    def flush(self, conn: Conn) -> None:
+        while conn.out:
+            item = conn.out[0]
+            data, fds = item
+            try:
+                if fds:
+                    sent = socket.send_fds(conn.sock, [data], fds)
+                    for fd in fds:
+                        os.close(fd)
+                    conn.queued_fds -= len(fds)
+                    item[1] = []
+                else:
+                    sent = conn.sock.send(data)
+            except BlockingIOError:
+                break
+            except OSError:
+                self.close(conn)
+                return
+            conn.queued_bytes -= sent
+            item[0] = data[sent:]
+            if not item[0]:
+                conn.out.popleft()
+        if not conn.out and conn.close_after_send:
+            self.close(conn)
+            return
+        events = selectors.EVENT_READ | (selectors.EVENT_WRITE if conn.out else 0)
+        try:
+            self.sel.modify(conn.sock, events, self._on_conn)
+        except (KeyError, ValueError):
+            pass
+
+    def close(self, conn: Conn) -> None:
+        if conn.closed:
+            return
+        conn.closed = True
+        self.conns.pop(conn.sock.fileno(), None)
+        try:
+            self.sel.unregister(conn.sock)
+        except (KeyError, ValueError):
+            pass
+        for _, fds in conn.out:
+            for fd in fds:
+                os.close(fd)
+        conn.out.clear()
+        conn.sock.close()
+
+    # ---- timers -----------------------------------------------------------------------
+    def next_deadline(self) -> Optional[float]:
+        times = [c.last_active + IDLE for c in self.conns.values() if not c.waiting]
+        if self.paused_until is not None:
+            times.append(self.paused_until)
+        return min(times) if times else None
+
+    def tick(self, now: float) -> None:
+        if self.paused_until is not None and now >= self.paused_until:
+            self.paused_until = None
+            if self.listening:
+                self.sel.register(self.listener, selectors.EVENT_READ, self._on_accept)
+        for conn in list(self.conns.values()):
+            if now - conn.last_active > IDLE and not conn.waiting:
+                self.close(conn)
+
+    def stop_listening(self) -> None:
+        self.listening = False
+        try:
+            self.sel.unregister(self.listener)
+        except (KeyError, ValueError):
+            pass
+        self.listener.close()
+
+    def close_all(self) -> None:
+        for conn in list(self.conns.values()):
+            self.close(conn)

@@ -1,22 +1,28 @@
-"""The supervisor's event loop: one thread owns every worker record, channel, log pipe and
-control connection; it never blocks (DESIGN.md principle 6).
+"""The supervisor's event loop: one thread owns every worker, channel, log pipe and control
+connection; it never blocks (DESIGN.md principle 6).
 
-Each turn: wait in select() until a descriptor is ready or the nearest deadline (a restart
-delay, a ready or stop timeout, a heartbeat deadline, the memory check, the watchdog); read
-what arrived; read the signal bytes (signal.set_wakeup_fd); reap exited workers by their pids
+Each turn: wait in select() until a descriptor is ready or the nearest deadline; read what
+arrived; read the signal bytes (signal.set_wakeup_fd); reap exited workers by their pids
 (waitpid per pid, never -1, so a broker handler may run subprocesses in its threads); then
-move every worker along its state machine.
+let every worker's clock run (WorkerProcess.tick).
+
+Who does what:
+- supervisor/process.py  each worker's state machine, the only place its state changes;
+- this module            the OS side of it (the `Host` seam: spawn, kill, channels, reaping),
+                         the worker channels (read, check, run, reply) and the control verbs;
+- supervisor/control.py  the control socket's connections and their limits.
 
 Supervisor events are single-line `key=value` records in supervisor.log and the journal.
 """
 
 import collections
-import errno
+import functools
 import grp
 import logging
 import os
 import pwd
 import queue
+import resource
 import selectors
 import signal
 import socket
@@ -28,104 +34,77 @@ from typing import Dict, List, Optional
 
 import config
 from ipc import envelope, framing
-from ipc.channel import recv_some, send_frame
+from ipc.channel import recv_some
 from ipc.errors import (BUSY, FAILED, INTERNAL, NOT_FOUND, TIMEOUT, UNAVAILABLE,
                         VIOLATIONS, FrameError, IpcError)
-from ipc.verbs import check_result, lookup
-from supervisor import VERSION, WAAGENT_VERSION, broker, control, spawn, states, table
+from ipc.verbs import REGISTRY, check_result, lookup
+from supervisor import VERSION, WAAGENT_VERSION, broker, control, spawn, table
 # The privileged effects register their broker handlers on import, one module per thing held.
 from supervisor.privileged import provisioning as provisioning_handlers  # noqa: F401
-from supervisor.backoff import FailureHistory, next_step
+from supervisor.flood import FLOOD, Budget
 from supervisor.logcapture import Capture, LogFile
 from supervisor.policy import PROVISIONING, Policy
+from supervisor.process import Host, WorkerProcess
 from supervisor.procstat import ProcStat
-from supervisor.states import (ALIVE, BACKOFF, EXITED, FATAL, RUNNING, STARTABLE, STARTING,
-                               STOPPED, STOPPING)
+from supervisor.states import EXITED, RUNNING, STARTING, STOPPED
 
 log = logging.getLogger("guestagent.supervisor")
 
 MAX_IN_FLIGHT = 8          # slow requests one worker may have outstanding (more: BUSY)
-CHANNEL_CLOSED_GRACE = 1.0  # a worker that closed its channel but lives on is killed after this
-CONTROL_IDLE = 300.0       # an idle control connection is closed after this
 READY_WAIT_MAX = 30.0      # READY=1 is sent at the latest this long after start
+FD_LIMIT = 8192            # the soft RLIMIT_NOFILE the supervisor raises itself to (see unit)
 
 
-class Worker:
-    """The mutable run-time side of one worker-table record."""
+class WorkerIO:
+    """The loop's side of one worker process: its channel, log pipe and conversation."""
 
-    def __init__(self, spec: table.WorkerSpec):
-        self.spec = spec
-        self.state = STOPPED
-        self.pid: Optional[int] = None
-        self.channel: Optional[socket.socket] = None
-        self.decoder: Optional[framing.FrameDecoder] = None
-        self.log_fd: Optional[int] = None
-        self.capture: Optional[Capture] = None
-        self.session = None
-        self.generation = 0
-        self.spawned_at = 0.0            # monotonic
-        self.running_since: Optional[float] = None
-        self.last_heartbeat = 0.0
-        self.deadline: Optional[float] = None   # meaning depends on state
-        self.channel_closed_at: Optional[float] = None
-        self.restarts = 0
-        self.spawns = 0
-        self.last_exit: Optional[str] = None
-        self.message = ""
-        self.failures = FailureHistory()
-        self.intent: Optional[str] = None       # "stop" or "restart" when an operator asked
-        self.kill_reason: Optional[str] = None  # why we ended it, for last_exit
-        self.killed = False
+    def __init__(self, proc: WorkerProcess, child, capture: Capture, session, now: float):
+        self.proc = proc
+        self.channel: Optional[socket.socket] = child.channel
+        self.decoder: Optional[framing.FrameDecoder] = framing.FrameDecoder(framing.WORKER_CAP)
+        self.log_fd: Optional[int] = child.log_fd
+        self.capture = capture
+        self.session = session
+        self.stat = ProcStat(child.pid)
+        self.budget = Budget(now, proc.spec.heartbeat_interval)
         self.in_flight = 0
-        self.proc: Optional[ProcStat] = None
-        self.next_run: Optional[float] = None   # PERIODIC: monotonic time of the next run
-        self.start_at: Optional[float] = None   # waiting for spec.after: start by this time
-
-    @property
-    def name(self) -> str:
-        return self.spec.name
-
-
-class ControlConn:
-    def __init__(self, sock: socket.socket, peer: control.Peer):
-        self.sock = sock
-        self.peer = peer
-        self.decoder = framing.FrameDecoder(framing.CONTROL_CAP)
-        self.out = collections.deque()   # (bytes, fds)
-        self.last_active = time.monotonic()
-        self.closed = False
-        self.close_after_send = False
 
 
 class Waiter:
-    """A control request answered later: start/restart wait for RUNNING, stop for STOPPED."""
+    """A control request answered later: start/restart wait for RUNNING, stop for STOPPED,
+    collect-logs for EXITED."""
 
-    def __init__(self, conn: ControlConn, ident: int, worker: str, want: str, deadline: float):
+    def __init__(self, conn: control.Conn, ident: int, worker: str, want: str,
+                 deadline: float):
         self.conn, self.ident, self.worker, self.want, self.deadline = \
             conn, ident, worker, want, deadline
 
 
-class Supervisor:
+class Supervisor(Host):
     def __init__(self, conf, config_path: str, console, python: str = sys.executable):
         self.conf = conf
         self.config_path = config_path
         self.console = console
         self.python = python
         self.started = time.monotonic()
-        self.started_wall = time.time()
         self.table = table.build(conf)
-        self.workers: Dict[str, Worker] = {n: Worker(s) for n, s in self.table.items()}
+        self.workers: Dict[str, WorkerProcess] = {
+            n: WorkerProcess(s, self) for n, s in self.table.items()}
         self.test_hooks = bool(conf["Agent.TestHooks"])
         self.policy = Policy(test_hooks=self.test_hooks)
         for verb in self.policy.permits:
-            if not verb.startswith("worker.") and verb not in broker.HANDLERS:
+            if verb not in self.LIFECYCLE and verb not in broker.HANDLERS:
                 raise RuntimeError("policy grants %s but the broker has no handler" % verb)
+        declared = {v for v in REGISTRY if v.startswith("control.")}
+        if declared != set(self.CONTROL):
+            raise RuntimeError("control verbs without a handler or declaration: %s"
+                               % sorted(declared ^ set(self.CONTROL)))
         self.sel = selectors.DefaultSelector()
         self.cancel = threading.Event()
         self.pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="broker")
         self.done_queue: "queue.Queue" = queue.Queue()
         self.waiters: List[Waiter] = []
-        self.conns: Dict[int, ControlConn] = {}
+        self.control: Optional[control.Server] = None
         self.logfiles: Dict[str, LogFile] = {}
         self.shutting_down = False
         self.stop_order: List[str] = []
@@ -136,7 +115,7 @@ class Supervisor:
         self.next_watchdog = time.monotonic()
         self.last_status_line = ""
         self.admin_gid = control.admin_gid()
-        self.proc = ProcStat(os.getpid())
+        self.stat = ProcStat(os.getpid())
         self.spawn_method = conf["Agent.Spawner"]   # read at start only
         self.zygote = None   # supervisor/spawner.py Zygote when Agent.Spawner=zygote
 
@@ -159,8 +138,22 @@ class Supervisor:
         else:
             log.warning("event=console_echo state=unavailable device=%s error=%r", want, why)
 
+    @staticmethod
+    def _raise_fd_limit() -> None:
+        """Without systemd's LimitNOFILE=, raise the soft limit ourselves (up to the hard
+        one): 1024 is the default, and a descriptor shortage must not fail a respawn."""
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        want = FD_LIMIT if hard == resource.RLIM_INFINITY else min(hard, FD_LIMIT)
+        if soft != resource.RLIM_INFINITY and soft < want:
+            try:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+                log.info("event=fd_limit soft=%d hard=%s was=%d", want, hard, soft)
+            except (OSError, ValueError) as e:
+                log.warning("event=fd_limit soft=%d error=%r", soft, str(e))
+
     def open(self, notifier) -> None:
         self.notifier = notifier
+        self._raise_fd_limit()
         self._console_echo()
         # Signals: the C handler writes the signal number to this socket; select wakes up.
         self.sig_r, self.sig_w = socket.socketpair()
@@ -176,8 +169,9 @@ class Supervisor:
         for s in (self.done_r, self.done_w):
             s.setblocking(False)
         self.sel.register(self.done_r, selectors.EVENT_READ, self._on_done)
-        self.listener = control.bind(self.conf["Agent.RuntimeDir"], self.admin_gid)
-        self.sel.register(self.listener, selectors.EVENT_READ, self._on_accept)
+        listener = control.bind(self.conf["Agent.RuntimeDir"], self.admin_gid)
+        self.control = control.Server(listener, self.sel, self.admin_gid,
+                                      self._on_control_request)
         log.info("event=start pid=%d version=%s config=%s control=%s test_hooks=%s "
                  "spawner=%s", os.getpid(), VERSION, self.config_path,
                  os.path.join(self.conf["Agent.RuntimeDir"], control.SOCKET_NAME),
@@ -197,20 +191,9 @@ class Supervisor:
                 "spawner", self.logfile("spawner"), self.console), log)
             self.zygote.start(wait=True)
         now = time.monotonic()
-        for w in self.workers.values():
-            self._schedule(w, now)
-            if w.spec.autostart and w.start_at is None:
-                self.spawn(w)
-
-    def _schedule(self, w: Worker, now: float) -> None:
-        """At start: when a worker that waits for another starts, and a periodic worker's
-        first run (the timers _tick fires; the loop sleeps until the nearest one)."""
-        spec = w.spec
-        if spec.autostart and spec.after and spec.after in self.workers \
-                and self.workers[spec.after].spec.autostart and spec.after_timeout > 0:
-            w.start_at = now + spec.after_timeout
-        if spec.lifetime == table.PERIODIC and spec.period:
-            w.next_run = now + spec.initial_delay
+        for p in self.workers.values():
+            first = self.workers.get(p.spec.after) if p.spec.after else None
+            p.schedule(now, first is not None and first.spec.autostart)
 
     def logfile(self, name: str) -> LogFile:
         lf = self.logfiles.get(name)
@@ -226,7 +209,7 @@ class Supervisor:
             now = time.monotonic()
             # Sleep until the nearest timer: an idle tree wakes only for heartbeats and
             # the memory check (no polling).
-            timeout = max(0.0, self._next_deadline(now) - now)
+            timeout = max(0.0, self._next_deadline() - now)
             for key, mask in self.sel.select(timeout):
                 try:
                     key.data(key, mask)
@@ -235,43 +218,50 @@ class Supervisor:
                                   getattr(key.data, "__name__", "?"))
             self._reap()
             self._tick(time.monotonic())
-            if self.shutting_down and not self._alive():
+            if self.shutting_down and not any(p.pid for p in self.workers.values()):
                 break
         self._close()
         return self.exit_code
 
-    def _next_deadline(self, now: float) -> float:
-        deadlines = [self.next_memory_check]
+    def _next_deadline(self) -> float:
+        deadlines = [self.next_memory_check, self.control.next_deadline()]
         if self.notifier and self.notifier.watchdog_interval:
             deadlines.append(self.next_watchdog)
         if not self.ready_sent:
             deadlines.append(self.started + READY_WAIT_MAX)
-        if self.zygote is not None and self.zygote.deadline is not None:
+        if self.zygote is not None:
             deadlines.append(self.zygote.deadline)
-        for conn in self.conns.values():
-            deadlines.append(conn.last_active + CONTROL_IDLE)
-        for w in self.workers.values():
-            if w.deadline is not None:
-                deadlines.append(w.deadline)
-            if w.next_run is not None and not self.shutting_down:
-                deadlines.append(w.next_run)
-            if w.start_at is not None and not self.shutting_down:
-                deadlines.append(w.start_at)
-            if w.state == RUNNING:
-                deadlines.append(w.last_heartbeat + self._hang_after(w))
-            if w.channel_closed_at is not None:
-                deadlines.append(w.channel_closed_at + CHANNEL_CLOSED_GRACE)
-        for waiter in self.waiters:
-            deadlines.append(waiter.deadline)
-        return min(deadlines)
+        deadlines += [p.next_deadline() for p in self.workers.values()]
+        deadlines += [waiter.deadline for waiter in self.waiters]
+        return min(d for d in deadlines if d is not None)
 
-    def _hang_after(self, w: Worker) -> float:
-        return w.spec.heartbeat_interval * w.spec.heartbeat_misses
+    def _tick(self, now: float) -> None:
+        for p in self.workers.values():
+            p.tick(now)
+        self.control.tick(now)
+        if now >= self.next_memory_check:
+            self.next_memory_check = now + self.conf["Agent.MemoryCheckPeriod"]
+            for p in self.workers.values():
+                rss = p.io.stat.rss() if p.pid is not None else None
+                if rss is not None:
+                    p.over_memory(rss)
+        if self.notifier and self.notifier.watchdog_interval and now >= self.next_watchdog:
+            self.notifier.watchdog()
+            self.next_watchdog = now + self.notifier.watchdog_interval
+        if not self.ready_sent and (
+                all(p.state != STARTING and p.start_at is None for p in self.workers.values())
+                or now - self.started > READY_WAIT_MAX):
+            self.ready_sent = True
+            if self.notifier:
+                self.notifier.ready(self._summary())
+            log.info("event=ready %s", self._summary())
+        self.waiters = [wt for wt in self.waiters if not wt.conn.closed]
+        for waiter in list(self.waiters):
+            if now >= waiter.deadline:
+                self._answer(waiter, error=(TIMEOUT, "%s did not reach %s in time"
+                                            % (waiter.worker, waiter.want)))
 
-    def _alive(self) -> bool:
-        return any(w.pid is not None for w in self.workers.values())
-
-    # ---- signals ------------------------------------------------------------------------
+    # ---- signals, stopping, reloading ---------------------------------------------------
     def _on_signal(self, key, mask):
         try:
             data = self.sig_r.recv(4096)
@@ -295,32 +285,20 @@ class Supervisor:
         if self.notifier:
             self.notifier.stopping()
         self.cancel.set()
-        try:
-            self.sel.unregister(self.listener)
-        except (KeyError, ValueError):
-            pass
-        self.listener.close()
+        self.control.stop_listening()
         for waiter in list(self.waiters):
-            self._answer_error(waiter, UNAVAILABLE, "the supervisor is stopping")
+            self._answer(waiter, error=(UNAVAILABLE, "the supervisor is stopping"))
+        for p in self.workers.values():
+            p.hold()
         # Reverse start order; one at a time, each within its stop timeout.
         self.stop_order = list(reversed(list(self.workers)))
-        for w in self.workers.values():
-            if w.state in (BACKOFF, FATAL):
-                self._set_state(w, STOPPED)
-            elif w.state == EXITED:
-                pass
         self._stop_next()
 
     def _stop_next(self) -> None:
         while self.stop_order:
-            w = self.workers[self.stop_order[0]]
-            if w.pid is None:
-                self.stop_order.pop(0)
-                continue
-            if w.state != STOPPING:
-                w.intent = "stop"
-                self._signal_stop(w)
-            return
+            if self.workers[self.stop_order[0]].stop_for_shutdown():
+                return
+            self.stop_order.pop(0)
 
     def reload(self) -> List[str]:
         """SIGHUP or control.reload: re-read waagent.conf; keep the old one if it is unusable."""
@@ -339,10 +317,7 @@ class Supervisor:
         self.table = table.build(conf)
         now = time.monotonic()
         for name, spec in self.table.items():
-            w = self.workers[name]
-            old, w.spec = w.spec, spec
-            if spec.period != old.period and w.state not in ALIVE:
-                w.next_run = now + spec.period if spec.period else None
+            self.workers[name].reconfigure(spec, now)
         self.console.enabled = conf["Logs.Console"]
         self.console.verbose = conf["Logs.Verbose"]
         self._console_echo()
@@ -357,7 +332,10 @@ class Supervisor:
         self._notify_status()
         return problems
 
-    # ---- spawning and ending ------------------------------------------------------------
+    # ---- the Host seam (supervisor/process.py): the OS calls of the state machine -------
+    def now(self) -> float:
+        return time.monotonic()
+
     def _identity(self, spec) -> Optional[spawn.Identity]:
         if os.geteuid() != 0:
             return None  # a developer's non-root run: no uid switch possible
@@ -402,415 +380,237 @@ class Supervisor:
                       0 if root else None,
                       grp.getgrnam(table.WIRE_GROUP).gr_gid if root else None, 0o2770)
 
-    def spawn(self, w: Worker) -> None:
-        spec = w.spec
-        now = time.monotonic()
-        try:
-            identity = self._identity(spec)
-            self._state_dir(spec, identity)
-            self._platform_dir()
-            env = spawn.worker_env(
-                spec.name, self.config_path,
-                "DEBUG" if self.conf["Logs.Verbose"] else "INFO",
-                os.environ.get(spawn.ENV_TEST_DIR) if self.test_hooks else None)
-            child = None
-            if self.zygote is not None:
-                child = self.zygote.spawn(spec.name, spec.module, identity, env)
-            method = "zygote" if child is not None else "exec"
-            if child is None:
-                child = spawn.spawn(spec.module, identity, env, self.python)
-        except Exception as e:
-            log.error("event=spawn_failed worker=%s error=%r", spec.name, str(e))
-            w.last_exit = ("spawn failed: %s" % e)[:200]
-            self._set_state(w, STARTING)
-            self._failed(w, now)
-            return
-        w.pid = child.pid
-        w.generation += 1
-        w.channel = child.channel
-        w.decoder = framing.FrameDecoder(framing.WORKER_CAP)
-        w.log_fd = child.log_fd
-        w.capture = Capture(spec.name, self.logfile(spec.name), self.console)
-        w.session = self.policy.session(spec.name)
-        w.spawned_at = now
-        w.running_since = None
-        w.deadline = now + spec.ready_timeout
-        w.channel_closed_at = None
-        w.kill_reason = None
-        w.killed = False
-        w.in_flight = 0
-        w.message = ""
-        if w.spawns and (w.spec.resident or w.state not in (STOPPED, EXITED)):
-            w.restarts += 1   # a non-resident worker's next run is not a restart
-        w.spawns += 1
-        w.start_at = None
-        w.proc = ProcStat(child.pid)
-        w.proc.cpu_percent()
-        self.sel.register(w.channel, selectors.EVENT_READ, self._on_channel)
-        self.sel.register(w.log_fd, selectors.EVENT_READ, self._on_log)
-        self._set_state(w, STARTING)
+    def spawn(self, proc: WorkerProcess) -> int:
+        """The one place a worker process is started."""
+        spec = proc.spec
+        identity = self._identity(spec)
+        self._state_dir(spec, identity)
+        self._platform_dir()
+        env = spawn.worker_env(
+            spec.name, self.config_path, "DEBUG" if self.conf["Logs.Verbose"] else "INFO",
+            os.environ.get(spawn.ENV_TEST_DIR) if self.test_hooks else None)
+        child = None
+        if self.zygote is not None:
+            child = self.zygote.spawn(spec.name, spec.module, identity, env)
+        method = "zygote" if child is not None else "exec"
+        if child is None:
+            child = spawn.spawn(spec.module, identity, env, self.python)
+        io = proc.io = WorkerIO(proc, child, Capture(spec.name, self.logfile(spec.name),
+                                                     self.console),
+                                self.policy.session(spec.name), time.monotonic())
+        io.stat.cpu_percent()
+        self.sel.register(io.channel, selectors.EVENT_READ,
+                          functools.partial(self._on_channel, io))
+        self.sel.register(io.log_fd, selectors.EVENT_READ, functools.partial(self._on_log, io))
         log.info("event=spawn worker=%s pid=%d user=%s restarts=%d method=%s",
-                 spec.name, child.pid, spec.user, w.restarts, method)
+                 spec.name, child.pid, spec.user, proc.restarts, method)
+        return child.pid
 
-    def _signal_stop(self, w: Worker) -> None:
-        self._set_state(w, STOPPING)
-        w.deadline = time.monotonic() + w.spec.stop_timeout
-        self._kill(w, w.spec.stop_signal)
-
-    def _kill(self, w: Worker, signum: int) -> None:
-        if w.pid is None:
-            return
+    def kill(self, proc: WorkerProcess, signum: int) -> None:
+        """The one place a signal is sent to a worker."""
         try:
-            os.kill(w.pid, signum)
+            os.kill(proc.pid, signum)
         except ProcessLookupError:
             pass
 
-    def end(self, w: Worker, reason: str) -> None:
-        """End a worker at once (SIGKILL) for a reason; its restart policy decides what next."""
-        if w.pid is None or w.killed:
+    def drop_channel(self, proc: WorkerProcess) -> None:
+        io = proc.io
+        if io is None:
             return
-        w.killed = True
-        w.kill_reason = reason
-        self._kill(w, signal.SIGKILL)
-        self._drop_channel(w)
-
-    def violation(self, w: Worker, err: IpcError, what: str = "") -> None:
-        log.warning("event=security worker=%s pid=%s code=%s detail=%r action=killed",
-                    w.name, w.pid, err.code, (what + err.message)[:300])
-        self.end(w, "protocol violation: %s" % err.code)
-
-    def _drop_channel(self, w: Worker) -> None:
-        if w.channel is not None:
+        if io.channel is not None:
             try:
-                self.sel.unregister(w.channel)
+                self.sel.unregister(io.channel)
             except (KeyError, ValueError):
                 pass
-            w.channel.close()
-            w.channel = None
-        if w.decoder is not None:
-            for fd in w.decoder.take_fds():
+            io.channel.close()
+            io.channel = None
+        if io.decoder is not None:
+            for fd in io.decoder.take_fds():
                 os.close(fd)
-            w.decoder = None
+            io.decoder = None
 
-    def _reap(self) -> None:
-        for w in self.workers.values():
-            if w.pid is None:
-                continue
-            try:
-                pid, status = os.waitpid(w.pid, os.WNOHANG)
-            except ChildProcessError:
-                pid, status = w.pid, 0
-            if pid == 0:
-                continue
-            self._exited(w, status)
-        if self.zygote is not None:
-            self.zygote.reap(restart=not self.shutting_down)
-            known = {w.pid for w in self.workers.values() if w.pid is not None}
-            self.zygote.reap_adopted(known | {self.zygote.pid})
-
-    def _exited(self, w: Worker, status: int) -> None:
-        now = time.monotonic()
-        # What it said last (a run-once worker's outcome in worker.status) is read first. The
-        # pid is reaped: forget it first, so nothing in there can signal a reused pid.
-        pid, w.pid, w.proc = w.pid, None, None
+    def drain(self, proc: WorkerProcess) -> None:
+        io = proc.io
         for _ in range(64):
-            if w.channel is None or not self._read_channel(w):
+            if io.channel is None or not self._read_channel(io):
                 break
-        self._drop_channel(w)
-        if w.log_fd is not None:
-            self._drain_log(w)
+        self.drop_channel(proc)
+        if io.log_fd is not None:
+            self._drain_log(io)
             try:
-                self.sel.unregister(w.log_fd)
+                self.sel.unregister(io.log_fd)
             except (KeyError, ValueError):
                 pass
-            os.close(w.log_fd)
-            w.log_fd = None
-            w.capture.close()
-        what = spawn.describe_status(status)
-        if w.kill_reason:
-            what += " (%s)" % w.kill_reason
-        w.last_exit = what[:200]
-        w.deadline = None
-        w.channel_closed_at = None
-        was = w.state
-        clean = os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0 and not w.kill_reason
-        log.info("event=exit worker=%s pid=%d status=%r state=%s", w.name, pid, what, was)
-        intent, w.intent = w.intent, None
-        if self.shutting_down or intent == "stop":
-            self._answer_waiters(w, error="%s was stopped" % w.name)
-            self._set_state(w, STOPPED)
-            if self.stop_order and self.stop_order[0] == w.name:
-                self.stop_order.pop(0)
-            if self.shutting_down:
-                self._stop_next()
-            return
-        if intent == "restart":
-            self._set_state(w, STOPPED)
-            self.spawn(w)
-            return
-        if w.spec.restart == table.NEVER or (w.spec.restart == table.ON_FAILURE and clean):
-            self._set_state(w, EXITED)
-            if clean:
-                self._answer_waiters(w, want=EXITED)
-            else:
-                self._answer_waiters(w, error="%s failed: %s" % (w.name, what))
-            if w.spec.lifetime == table.PERIODIC:
-                # The next run: one period after this one ended (a run never overlaps).
-                w.next_run = now + w.spec.period if w.spec.period else None
-                log.log(logging.INFO if clean else logging.WARNING,
-                        "event=run_%s worker=%s status=%r next_run_in=%s", "done" if clean
-                        else "failed", w.name, what,
-                        "%.0fs" % w.spec.period if w.spec.period else "never")
-            return
-        if was == STARTING:
-            self._answer_waiters(w, error="%s exited while starting: %s" % (w.name, what))
-        else:
-            self._answer_waiters(w, error="%s failed: %s" % (w.name, what), want=EXITED)
-        self._failed(w, now)
+            os.close(io.log_fd)
+            io.log_fd = None
+            io.capture.close()
 
-    def _failed(self, w: Worker, now: float) -> None:
-        delay = next_step(w.failures, now, w.spec.backoff)
-        if delay is not None and w.spec.lifetime == table.ONCE:
-            # A run-once job that failed has done real work (and reported NotReady to the
-            # platform): never again at once, whatever the flapping window says.
-            delay = max(delay, w.spec.backoff.delay)
-        if delay is None:
-            self._set_state(w, FATAL)
-            retry = w.spec.fatal_retry
-            w.deadline = now + retry if retry else None
-            log.error("event=fatal worker=%s failures=%d window=%.1fs last_exit=%r "
-                      "retry_in=%s (agentctl start %s revives it)",
-                      w.name, len(w.failures.times), w.spec.backoff.window, w.last_exit,
-                      "%.0fs" % retry if retry else "never", w.name)
-            self._answer_waiters(w, error="%s is FATAL: %s" % (w.name, w.last_exit))
-            return
-        self._set_state(w, BACKOFF)
-        w.deadline = now + delay
-        log.info("event=backoff worker=%s delay=%.2fs failures=%d", w.name, delay,
-                 len(w.failures.times))
+    def settled(self, proc: WorkerProcess, reached: Optional[str] = None,
+                error: Optional[str] = None) -> None:
+        for waiter in [wt for wt in self.waiters if wt.worker == proc.name]:
+            if error is not None:
+                if waiter.want in (RUNNING, EXITED):
+                    self._answer(waiter, error=(FAILED, error))
+            elif waiter.want == reached or (reached == EXITED and waiter.want == RUNNING):
+                # (a worker done before it said ready has got as far as it goes)
+                self._answer(waiter, {"worker": self.record(proc)})
 
-    def _set_state(self, w: Worker, new: str) -> None:
-        if new == w.state:
-            return
-        if w.state == EXITED and new == STOPPED:
-            pass  # operator stop of an exited worker
-        else:
-            states.check(w.state, new)
-        w.state = new
-        if new == RUNNING:
-            self._answer_waiters(w)
-        elif new == STOPPED:
-            self._answer_waiters(w, want=STOPPED)
+    def changed(self, proc: WorkerProcess) -> None:
         self._notify_status()
 
-    # ---- timers ---------------------------------------------------------------------------
-    def _tick(self, now: float) -> None:
-        for w in self.workers.values():
-            if w.state == STARTING and w.pid is not None and not w.killed \
-                    and w.deadline is not None and now >= w.deadline:
-                self.end(w, "no worker.ready within %.1fs" % w.spec.ready_timeout)
-            elif w.state == RUNNING and not w.killed \
-                    and now - w.last_heartbeat > self._hang_after(w):
-                log.warning("event=hung worker=%s pid=%s silent_for=%.2fs", w.name, w.pid,
-                            now - w.last_heartbeat)
-                self.end(w, "hung: no heartbeat for %.1fs" % (now - w.last_heartbeat))
-            elif w.state == STOPPING and w.deadline is not None and now >= w.deadline \
-                    and not w.killed:
-                log.warning("event=stop_timeout worker=%s pid=%s timeout=%.1fs action=SIGKILL",
-                            w.name, w.pid, w.spec.stop_timeout)
-                w.killed = True
-                w.kill_reason = w.kill_reason or "did not stop within %.1fs" % w.spec.stop_timeout
-                self._kill(w, signal.SIGKILL)
-            elif w.state in (BACKOFF, FATAL) and not self.shutting_down \
-                    and w.deadline is not None and now >= w.deadline:
-                if w.state == FATAL:
-                    log.info("event=fatal_retry worker=%s", w.name)
-                    w.failures.clear()
-                w.deadline = None
-                self.spawn(w)
-            elif w.state in (STOPPED, EXITED) and not self.shutting_down \
-                    and self._due(w, now):
-                w.next_run = w.start_at = None
-                self.spawn(w)
-            if w.channel_closed_at is not None and w.pid is not None and not w.killed \
-                    and now - w.channel_closed_at > CHANNEL_CLOSED_GRACE \
-                    and w.state != STOPPING:
-                self.end(w, "closed its channel")
-        if now >= self.next_memory_check:
-            self.next_memory_check = now + self.conf["Agent.MemoryCheckPeriod"]
-            self._check_memory()
-        if self.notifier and self.notifier.watchdog_interval and now >= self.next_watchdog:
-            self.notifier.watchdog()
-            self.next_watchdog = now + self.notifier.watchdog_interval
-        if not self.ready_sent and (
-                all(w.state != STARTING and w.start_at is None for w in self.workers.values())
-                or now - self.started > READY_WAIT_MAX):
-            self.ready_sent = True
-            if self.notifier:
-                self.notifier.ready(self._summary())
-            log.info("event=ready %s", self._summary())
-        for waiter in list(self.waiters):
-            if now >= waiter.deadline:
-                self._answer_error(waiter, TIMEOUT, "%s did not reach %s in time"
-                                   % (waiter.worker, waiter.want))
-        for conn in list(self.conns.values()):
-            if now - conn.last_active > CONTROL_IDLE and not any(
-                    wt.conn is conn for wt in self.waiters):
-                self._close_conn(conn)
+    def state_of(self, name: str) -> Optional[str]:
+        p = self.workers.get(name)
+        return None if p is None else p.state
 
-    def _due(self, w: Worker, now: float) -> bool:
-        if w.next_run is not None and now >= w.next_run:
-            return True
-        if w.start_at is None:
-            return False
-        first = self.workers.get(w.spec.after)
-        return now >= w.start_at or first is None or first.state in (EXITED, FATAL, STOPPED)
-
-    def _check_memory(self) -> None:
-        for w in self.workers.values():
-            limit = w.spec.memory_soft_limit
-            if w.state != RUNNING or not limit or w.proc is None or w.killed:
+    def _reap(self) -> None:
+        for p in self.workers.values():
+            if p.pid is None:
                 continue
-            rss = w.proc.rss()
-            if rss is not None and rss > limit:
-                log.warning("event=memory_limit worker=%s pid=%s rss=%d limit=%d action=restart",
-                            w.name, w.pid, rss, limit)
-                w.kill_reason = "memory soft limit: rss %d > %d" % (rss, limit)
-                self._signal_stop(w)   # intent stays None: counted as a failure, restarted
+            try:
+                pid, status = os.waitpid(p.pid, os.WNOHANG)
+            except ChildProcessError:
+                pid, status = p.pid, 0
+            if pid == 0:
+                continue
+            p.exited(spawn.describe_status(status),
+                     os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0)
+            if self.shutting_down:
+                self._stop_next()
+        if self.zygote is not None:
+            self.zygote.reap(restart=not self.shutting_down)
+            known = {p.pid for p in self.workers.values() if p.pid is not None}
+            self.zygote.reap_adopted(known | {self.zygote.pid})
 
-    # ---- worker channels ----------------------------------------------------------------
-    def _find(self, fileobj) -> Optional[Worker]:
-        for w in self.workers.values():
-            if w.channel is fileobj or w.log_fd == fileobj:
-                return w
-        return None
-
-    def _on_log(self, key, mask):
-        w = self._find(key.fileobj)
-        if w is None:
+    # ---- worker channels: read, check, run, reply -------------------------------------------
+    def _on_log(self, io: WorkerIO, key, mask):
+        if io.log_fd is None:
             return
         try:
-            data = os.read(w.log_fd, 65536)
+            data = os.read(io.log_fd, 65536)
         except BlockingIOError:
             return
         if not data:
-            self.sel.unregister(w.log_fd)
+            self.sel.unregister(io.log_fd)
             return
-        w.capture.feed(data)
+        io.capture.feed(data)
 
-    def _drain_log(self, w: Worker) -> None:
+    def _drain_log(self, io: WorkerIO) -> None:
         for _ in range(64):
             try:
-                data = os.read(w.log_fd, 65536)
+                data = os.read(io.log_fd, 65536)
             except (BlockingIOError, OSError):
                 return
             if not data:
                 return
-            w.capture.feed(data)
+            io.capture.feed(data)
 
-    def _on_channel(self, key, mask):
-        w = self._find(key.fileobj)
-        if w is not None and w.channel is not None:
-            self._read_channel(w)
+    def _on_channel(self, io: WorkerIO, key, mask):
+        if io.channel is not None:
+            self._read_channel(io)
 
-    def _read_channel(self, w: Worker) -> bool:
-        """Read and dispatch what the worker sent; False when there was nothing to read."""
+    def violation(self, proc: WorkerProcess, err: IpcError, what: str = "") -> None:
+        log.warning("event=security worker=%s pid=%s code=%s detail=%r action=killed",
+                    proc.name, proc.pid, err.code, (what + err.message)[:300])
+        proc.end("protocol violation: %s" % err.code)
+
+    def _read_channel(self, io: WorkerIO) -> bool:
+        """Read and check what the worker sent, run each message; False when there was
+        nothing to read (or the worker was ended for it)."""
+        proc = io.proc
         try:
-            data, fds = recv_some(w.channel)
+            data, fds = recv_some(io.channel)
         except BlockingIOError:
             return False
         except FrameError as e:
-            self.violation(w, e)
-            return
+            self.violation(proc, e)
+            return False
         except OSError as e:
             data, fds = b"", []
-            log.info("event=channel_error worker=%s error=%r", w.name, str(e))
+            log.info("event=channel_error worker=%s error=%r", proc.name, str(e))
         if not data:
-            pending = w.decoder.pending
-            self._drop_channel(w)
+            pending = io.decoder.pending
+            self.drop_channel(proc)
             if pending:
-                self.violation(w, FrameError("channel closed mid-frame"))
-            elif w.pid is not None and w.state != STOPPING:
-                w.channel_closed_at = time.monotonic()
-            return
+                self.violation(proc, FrameError("channel closed mid-frame"))
+            else:
+                proc.channel_closed()
+            return False
         try:
-            frames = w.decoder.feed(data, fds)
+            frames = io.decoder.feed(data, fds)
         except FrameError as e:
-            self.violation(w, e)
-            return
+            self.violation(proc, e)
+            return False
+        now = time.monotonic()
         for obj, frame_fds in frames:
-            if w.channel is None:   # ended by an earlier frame of this batch
+            if io.channel is None:   # ended by an earlier frame of this batch
                 for fd in frame_fds:
                     os.close(fd)
                 continue
             try:
+                if not io.budget.spend(now):
+                    raise IpcError(FLOOD, "more than %.0f messages a second" % io.budget.rate)
                 msg = envelope.parse(obj)
-                verb = w.session.check(msg)
+                verb = io.session.check(msg)
                 if len(frame_fds) > verb.max_fds:
                     raise IpcError("BAD_FRAME", "%d descriptors with %s" % (len(frame_fds),
                                                                             verb.name))
             except IpcError as e:
                 for fd in frame_fds:
                     os.close(fd)
-                if e.code in VIOLATIONS:
-                    name = obj.get("verb") or obj.get("notice")
-                    self.violation(w, e, "verb=%s " % (str(name)[:64],) if name else "")
-                else:
-                    self.violation(w, IpcError("BAD_ENVELOPE", e.message))
+                name = obj.get("verb") or obj.get("notice")
+                if e.code not in VIOLATIONS and e.code != FLOOD:
+                    e = IpcError("BAD_ENVELOPE", e.message)
+                self.violation(proc, e, "verb=%s " % (str(name)[:64],) if name else "")
                 return False
-            self._dispatch(w, msg, verb, frame_fds)
+            self._dispatch(io, msg, verb, frame_fds)
         return True
 
-    def _dispatch(self, w: Worker, msg, verb, fds) -> None:
-        name = verb.name
-        now = time.monotonic()
-        if name == "worker.hello":
-            args = msg.args
-            if args["worker"] != w.name or args["pid"] != w.pid:
-                self.violation(w, IpcError("DENIED", "hello as %s pid %s" % (
-                    args["worker"], args["pid"])))
-                return
-            w.last_heartbeat = now
-            self._send(w, envelope.reply(msg.id, {
-                "heartbeat_interval": w.spec.heartbeat_interval}))
+    # The lifecycle verbs every worker speaks (ipc/verbs/worker.py), handled here.
+    def _hello(self, io: WorkerIO, msg) -> None:
+        """The one place worker.hello is answered: it must say who the channel says it is."""
+        proc = io.proc
+        if msg.args["worker"] != proc.name or msg.args["pid"] != proc.pid:
+            self.violation(proc, IpcError("DENIED", "hello as %s pid %s" % (
+                msg.args["worker"], msg.args["pid"])))
             return
-        if name == "worker.ready":
-            if w.state == STARTING:
-                w.running_since = now
-                w.last_heartbeat = now
-                w.deadline = None
-                # A worker that reaches RUNNING has recovered: the failures that led here
-                # still count within the window (flapping), nothing more.
-                self._set_state(w, RUNNING)
-                log.info("event=running worker=%s pid=%s after=%.3fs", w.name, w.pid,
-                         now - w.spawned_at)
-            return
-        if name == "worker.heartbeat":
-            w.last_heartbeat = now
-            return
-        if name == "worker.status":
-            w.message = msg.args["message"]
-            return
-        handler = broker.HANDLERS[name]
-        ctx = broker.Context(w.name, self.conf, self.cancel, list(fds))
-        log.info("event=verb worker=%s verb=%s id=%d", w.name, name, msg.id)
-        if not handler.slow:
-            self._reply_result(w, w.generation, msg.id, verb, *self._run(handler, ctx, msg.args))
-            return
-        if w.in_flight >= MAX_IN_FLIGHT:
-            self._send(w, envelope.error(msg.id, BUSY, "too many requests in flight"))
-            return
-        w.in_flight += 1
-        generation = w.generation
-        future = self.pool.submit(self._run, handler, ctx, msg.args)
+        proc.hello()
+        self._send(io, envelope.reply(msg.id, {
+            "heartbeat_interval": proc.spec.heartbeat_interval}))
 
-        def done(fut, w=w, generation=generation, ident=msg.id, verb=verb):
-            self.done_queue.put((w, generation, ident, verb, fut.result()))
+    LIFECYCLE = {
+        "worker.hello": _hello,
+        "worker.ready": lambda self, io, msg: io.proc.ready(),
+        "worker.heartbeat": lambda self, io, msg: io.proc.heartbeat(),
+        "worker.status": lambda self, io, msg: io.proc.status(msg.args["message"]),
+    }
+
+    def _dispatch(self, io: WorkerIO, msg, verb, fds) -> None:
+        """Run one admitted message: a lifecycle verb here, a privileged one by the broker
+        (inline when fast, in the pool when slow)."""
+        lifecycle = self.LIFECYCLE.get(verb.name)
+        if lifecycle is not None:
+            lifecycle(self, io, msg)
+            return
+        handler = broker.HANDLERS[verb.name]
+        log.info("event=verb worker=%s verb=%s id=%d", io.proc.name, verb.name, msg.id)
+        if handler.slow and io.in_flight >= MAX_IN_FLIGHT:
+            for fd in fds:
+                os.close(fd)
+            self._send(io, envelope.error(msg.id, BUSY, "too many requests in flight"))
+            return
+        ctx = broker.Context(io.proc.name, self.conf, self.cancel, list(fds))
+        if not handler.slow:
+            self._reply_result(io, msg.id, verb, *self._run(handler, ctx, msg.args))
+            return
+        io.in_flight += 1
+
+        def done(fut, io=io, ident=msg.id, verb=verb):
+            self.done_queue.put((io, ident, verb, fut.result()))
             try:
                 self.done_w.send(b"x")
             except OSError:
                 pass
-        future.add_done_callback(done)
+        self.pool.submit(self._run, handler, ctx, msg.args).add_done_callback(done)
 
     @staticmethod
     def _run(handler, ctx, args):
@@ -835,15 +635,14 @@ class Supervisor:
             pass
         while True:
             try:
-                w, generation, ident, verb, (result, err) = self.done_queue.get_nowait()
+                io, ident, verb, (result, err) = self.done_queue.get_nowait()
             except queue.Empty:
                 return
-            if w.generation == generation:
-                w.in_flight -= 1
-            self._reply_result(w, generation, ident, verb, result, err)
+            io.in_flight -= 1
+            self._reply_result(io, ident, verb, result, err)
 
-    def _reply_result(self, w, generation, ident, verb, result, err) -> None:
-        if w.generation != generation or w.channel is None:
+    def _reply_result(self, io: WorkerIO, ident, verb, result, err) -> None:
+        if io.channel is None:
             return  # the process that asked is gone
         if err is None:
             try:
@@ -852,291 +651,129 @@ class Supervisor:
                 err = IpcError(INTERNAL, e.message)
         if err is None:
             self.policy.succeeded(verb.name)
-            self._send_frame(w, envelope.reply_frame(ident, result, framing.WORKER_CAP))
+            self._send_frame(io, envelope.reply_frame(ident, result, framing.WORKER_CAP))
             if self.console.echo_fd >= 0:
                 self._console_echo()
         else:
-            self._send(w, envelope.error(ident, err.code, err.message))
+            self._send(io, envelope.error(ident, err.code, err.message))
 
-    def _send(self, w: Worker, msg: dict) -> None:
-        if w.channel is not None:
-            self._send_frame(w, framing.encode(msg, framing.WORKER_CAP))
+    def _send(self, io: WorkerIO, msg: dict) -> None:
+        if io.channel is not None:
+            self._send_frame(io, framing.encode(msg, framing.WORKER_CAP))
 
-    def _send_frame(self, w: Worker, data: bytes) -> None:
-        if w.channel is None:
+    def _send_frame(self, io: WorkerIO, data: bytes) -> None:
+        if io.channel is None:
             return
         try:
             # Replies are small and the worker reads them; a worker that lets its socket
             # buffer fill is treated as hung rather than letting it block the loop.
-            sent = w.channel.send(data)
-            if sent < len(data):
-                self.end(w, "does not read its channel")
+            if io.channel.send(data) < len(data):
+                io.proc.end("does not read its channel")
         except BlockingIOError:
-            self.end(w, "does not read its channel")
+            io.proc.end("does not read its channel")
         except OSError:
             pass
 
-    # ---- control socket -----------------------------------------------------------------
-    def _on_accept(self, key, mask):
-        try:
-            sock, _ = self.listener.accept()
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError as e:
-            if e.errno in (errno.EMFILE, errno.ENFILE):
-                log.error("event=control_accept error=%r", str(e))
-            return
-        if len(self.conns) >= control.MAX_CONNECTIONS:
-            sock.close()
-            return
-        sock.setblocking(False)
-        try:
-            peer = control.peer_of(sock)
-        except OSError:
-            sock.close()
-            return
-        conn = ControlConn(sock, peer)
-        self.conns[sock.fileno()] = conn
-        self.sel.register(sock, selectors.EVENT_READ, self._on_control)
+    # ---- control verbs (ipc/verbs/control.py): verb -> handler --------------------------
+    # A handler returns the result to reply with now, or None when it has answered itself
+    # or a Waiter will (the worker reaching a state). Who may call which verb (root all,
+    # guestagent-admin the `readonly` ones) was checked by control.Server from the
+    # declaration.
+    def _on_control_request(self, conn: control.Conn, msg) -> None:
+        handler = self.CONTROL.get(msg.verb)
+        if handler is None:
+            raise IpcError(INTERNAL, "no handler for %s" % msg.verb)
+        result = handler(self, conn, msg)
+        if result is not None:
+            self.control.send(conn, envelope.reply(msg.id, result))
 
-    def _on_control(self, key, mask):
-        conn = self.conns.get(key.fileobj.fileno())
-        if conn is None:
-            return
-        if mask & selectors.EVENT_WRITE:
-            self._flush(conn)
-            if conn.closed:
-                return
-        if not mask & selectors.EVENT_READ:
-            return
-        conn.last_active = time.monotonic()
-        try:
-            data, fds = recv_some(conn.sock)
-        except BlockingIOError:
-            return
-        except (OSError, FrameError):
-            self._close_conn(conn)
-            return
-        for fd in fds:
-            os.close(fd)   # no control verb takes descriptors in
-        if not data:
-            self._close_conn(conn)
-            return
-        try:
-            frames = conn.decoder.feed(data)
-        except FrameError as e:
-            self._conn_error(conn, 0, e.code, e.message, close=True)
-            return
-        for obj, _ in frames:
-            try:
-                msg = envelope.parse(obj)
-                if not isinstance(msg, envelope.Request):
-                    raise IpcError("BAD_ENVELOPE", "control peers send requests")
-                verb = control.authorize(conn.peer, msg.verb, self.admin_gid)
-                lookup(verb.name).args.check(msg.args)
-            except IpcError as e:
-                ident = obj.get("id") if isinstance(obj.get("id"), int) else 0
-                if e.code == "DENIED":
-                    log.warning("event=control_denied peer=%r verb=%s",
-                                conn.peer.describe(), str(obj.get("verb"))[:64])
-                self._conn_error(conn, ident, e.code, e.message,
-                                 close=e.code in ("BAD_FRAME", "BAD_ENVELOPE"))
-                continue
-            try:
-                self._control(conn, msg)
-            except IpcError as e:
-                self._conn_error(conn, msg.id, e.code, e.message)
+    def _c_version(self, conn, msg):
+        return {"version": VERSION, "python": sys.version.split()[0],
+                "waagent_version": WAAGENT_VERSION}
 
-    def _conn_error(self, conn, ident, code, message, close=False):
-        self._conn_send(conn, envelope.error(ident if 0 <= ident <= envelope.MAX_ID else 0,
-                                             code, message))
-        if close:
-            conn.close_after_send = True
-            self._flush(conn)
+    def _c_reload(self, conn, msg):
+        problems = self.reload()
+        return {"problems": [p[:512] for p in problems[:1000]], "reloaded": True}
 
-    def _conn_send(self, conn: ControlConn, msg: dict, fds=()) -> None:
-        if conn.closed:
-            for fd in fds:
-                os.close(fd)
-            return
-        conn.out.append((framing.encode(msg, framing.CONTROL_CAP), list(fds)))
-        self._flush(conn)
+    def _c_status(self, conn, msg):
+        name = msg.args.get("worker")
+        names = [self._worker(name).name] if name is not None else list(self.workers)
+        return {"supervisor": self._supervisor_record(), "spawner": self._spawner_record(),
+                "workers": [self.record(self.workers[n]) for n in names]}
 
-    def _flush(self, conn: ControlConn) -> None:
-        while conn.out:
-            data, fds = conn.out[0]
-            try:
-                if fds:
-                    sent = socket.send_fds(conn.sock, [data], fds)
-                    for fd in fds:
-                        os.close(fd)
-                    conn.out[0] = (data[sent:], [])
-                else:
-                    sent = conn.sock.send(data)
-                    conn.out[0] = (data[sent:], [])
-            except BlockingIOError:
-                break
-            except OSError:
-                self._close_conn(conn)
-                return
-            if not conn.out[0][0]:
-                conn.out.popleft()
-        events = selectors.EVENT_READ | (selectors.EVENT_WRITE if conn.out else 0)
-        if not conn.out and conn.close_after_send:
-            self._close_conn(conn)
-            return
-        try:
-            self.sel.modify(conn.sock, events, self._on_control)
-        except (KeyError, ValueError):
-            pass
+    def _c_logs(self, conn, msg):
+        path = self.logfile(self._worker(msg.args["worker"]).name).path
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        self.control.send(conn, envelope.reply(msg.id, {"path": path}), [fd])
 
-    def _close_conn(self, conn: ControlConn) -> None:
-        if conn.closed:
-            return
-        conn.closed = True
-        self.waiters = [wt for wt in self.waiters if wt.conn is not conn]
-        self.conns.pop(conn.sock.fileno(), None)
-        try:
-            self.sel.unregister(conn.sock)
-        except (KeyError, ValueError):
-            pass
-        for _, fds in conn.out:
-            for fd in fds:
-                os.close(fd)
-        conn.sock.close()
+    def _c_start(self, conn, msg):
+        p = self._operate(conn, msg, msg.args["worker"])
+        return self._wait(conn, msg, p, RUNNING) if p.start() else {"worker": self.record(p)}
 
-    def _control(self, conn: ControlConn, msg) -> None:
-        verb, args = msg.verb, msg.args
-        if verb == "control.version":
-            self._conn_send(conn, envelope.reply(msg.id, {
-                "version": VERSION, "python": sys.version.split()[0],
-                "waagent_version": WAAGENT_VERSION}))
-            return
-        if verb == "control.reload":
-            problems = self.reload()
-            self._conn_send(conn, envelope.reply(msg.id, {"problems": [p[:512] for p in
-                                                                       problems[:1000]],
-                                                          "reloaded": True}))
-            return
-        if verb == "control.status":
-            name = args.get("worker")
-            if name is not None and name not in self.workers:
-                raise IpcError(NOT_FOUND, "no worker named %s" % name)
-            names = [name] if name else list(self.workers)
-            self._conn_send(conn, envelope.reply(msg.id, {
-                "supervisor": self._supervisor_record(),
-                "spawner": self._spawner_record(),
-                "workers": [self.record(self.workers[n]) for n in names]}))
-            return
-        name = "logcollector" if verb == "control.collect_logs" else args["worker"]
-        w = self.workers.get(name)
-        if w is None:
+    def _c_stop(self, conn, msg):
+        p = self._operate(conn, msg, msg.args["worker"])
+        return self._wait(conn, msg, p, STOPPED) if p.stop() else {"worker": self.record(p)}
+
+    def _c_restart(self, conn, msg):
+        p = self._operate(conn, msg, msg.args["worker"])
+        p.restart()
+        return self._wait(conn, msg, p, RUNNING)
+
+    def _c_collect_logs(self, conn, msg):
+        p = self._operate(conn, msg, "logcollector")
+        p.run_now()
+        return self._wait(conn, msg, p, EXITED)
+
+    CONTROL = {
+        "control.version": _c_version,
+        "control.reload": _c_reload,
+        "control.status": _c_status,
+        "control.logs": _c_logs,
+        "control.start": _c_start,
+        "control.stop": _c_stop,
+        "control.restart": _c_restart,
+        "control.collect_logs": _c_collect_logs,
+    }
+
+    def _worker(self, name: str) -> WorkerProcess:
+        p = self.workers.get(name)
+        if p is None:
             raise IpcError(NOT_FOUND, "no worker named %s" % name)
-        if verb == "control.logs":
-            path = self.logfile(name).path
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-            self._conn_send(conn, envelope.reply(msg.id, {"path": path}), [fd])
-            return
+        return p
+
+    def _operate(self, conn, msg, name: str) -> WorkerProcess:
+        """The worker an operator's verb acts on (logged), unless the supervisor is stopping."""
+        p = self._worker(name)
         if self.shutting_down:
             raise IpcError(UNAVAILABLE, "the supervisor is stopping")
         log.info("event=control peer=%r verb=%s worker=%s state=%s",
-                 conn.peer.describe(), verb, name, w.state)
-        timeout = lookup(verb).timeout - 5
-        if verb == "control.collect_logs":
-            # A run now (or the one under way), answered when it has exited.
-            if w.state == STOPPING:
-                raise IpcError(BUSY, "%s is stopping; try again" % name)
-            if w.state in STARTABLE:
-                w.next_run = None
-                self._operator_start(w)
-            self._wait(conn, msg.id, w, EXITED, timeout)
-            return
-        if verb == "control.stop":
-            w.next_run = w.start_at = None   # a stopped worker stays stopped: no timer
-            if w.state in ALIVE:
-                w.intent = "stop"
-                if w.state != STOPPING:
-                    self._signal_stop(w)
-                self._wait(conn, msg.id, w, STOPPED, timeout)
-                return
-            if w.state in (BACKOFF, FATAL, EXITED):
-                w.deadline = None
-                self._set_state(w, STOPPED)
-            self._conn_send(conn, envelope.reply(msg.id, {"worker": self.record(w)}))
-            return
-        if verb == "control.start":
-            if w.state == RUNNING:
-                self._conn_send(conn, envelope.reply(msg.id, {"worker": self.record(w)}))
-                return
-            if w.state in (STARTING,):
-                self._wait(conn, msg.id, w, RUNNING, timeout)
-                return
-            if w.state == STOPPING:
-                raise IpcError(BUSY, "%s is stopping; try again" % name)
-            self._operator_start(w)
-            self._wait(conn, msg.id, w, RUNNING, timeout)
-            return
-        if verb == "control.restart":
-            if w.state in (RUNNING, STARTING, STOPPING):
-                w.intent = "restart"
-                w.failures.clear()
-                if w.state != STOPPING:
-                    self._signal_stop(w)
-            else:
-                self._operator_start(w)
-            self._wait(conn, msg.id, w, RUNNING, timeout)
-            return
-        raise IpcError(INTERNAL, "no handler for %s" % verb)
+                 conn.peer.describe(), msg.verb, name, p.state)
+        return p
 
-    def _operator_start(self, w: Worker) -> None:
-        assert w.state in STARTABLE
-        w.failures.clear()
-        w.deadline = None
-        self.spawn(w)
+    def _wait(self, conn, msg, p: WorkerProcess, want: str) -> None:
+        timeout = lookup(msg.verb).timeout - 5
+        self.waiters.append(Waiter(conn, msg.id, p.name, want, time.monotonic() + timeout))
+        conn.waiting += 1
 
-    def _wait(self, conn, ident, w, want, timeout) -> None:
-        self.waiters.append(Waiter(conn, ident, w.name, want, time.monotonic() + timeout))
-
-    def _answer_waiters(self, w: Worker, error: Optional[str] = None, want: str = RUNNING):
-        for waiter in list(self.waiters):
-            if waiter.worker != w.name:
-                continue
-            if error is not None and waiter.want in (RUNNING, EXITED):
-                self._answer_error(waiter, FAILED, error)
-            elif error is None and (waiter.want == want or (
-                    want == EXITED and waiter.want == RUNNING)):   # done before it said ready
-                self.waiters.remove(waiter)
-                self._conn_send(waiter.conn, envelope.reply(waiter.ident,
-                                                            {"worker": self.record(w)}))
-
-    def _answer_error(self, waiter: Waiter, code: str, message: str) -> None:
+    def _answer(self, waiter: Waiter, result: Optional[dict] = None, error=None) -> None:
         if waiter in self.waiters:
             self.waiters.remove(waiter)
-        self._conn_send(waiter.conn, envelope.error(waiter.ident, code, message))
+            waiter.conn.waiting -= 1
+        if error is not None:
+            self.control.send(waiter.conn, envelope.error(waiter.ident, *error))
+        else:
+            self.control.send(waiter.conn, envelope.reply(waiter.ident, result))
 
     # ---- records --------------------------------------------------------------------------
-    def record(self, w: Worker) -> dict:
+    def record(self, p: WorkerProcess) -> dict:
         rss = cpu = None
-        if w.proc is not None:
-            rss = w.proc.rss()
-            cpu = w.proc.cpu_percent()
-            cpu = None if cpu is None else round(cpu, 1)
-        now = time.monotonic()
-        uptime = None
-        if w.pid is not None:
-            uptime = round(now - w.spawned_at, 3)
-        due = w.next_run if w.next_run is not None else w.start_at
-        return {
-            "name": w.name, "state": w.state, "pid": w.pid, "user": w.spec.user,
-            "uptime": uptime, "restarts": w.restarts, "last_exit": w.last_exit,
-            "rss": rss, "cpu_percent": cpu, "message": w.message[:200],
-            "lifetime": w.spec.lifetime,
-            "next_run": None if due is None else round(max(0.0, due - now), 3),
-        }
+        if p.pid is not None:
+            rss, cpu = p.io.stat.rss(), p.io.stat.cpu_percent()
+        return p.record(time.monotonic(), rss, cpu)
 
     def _supervisor_record(self) -> dict:
         return {"pid": os.getpid(), "version": VERSION,
-                "uptime": round(time.monotonic() - self.started, 3), "rss": self.proc.rss(),
+                "uptime": round(time.monotonic() - self.started, 3), "rss": self.stat.rss(),
                 "config": self.config_path[:4096]}
 
     def _spawner_record(self) -> dict:
@@ -1158,7 +795,7 @@ class Supervisor:
                 "rss": rss, "message": ((z.disabled or "") if z is not None else "")[:300]}
 
     def _summary(self) -> str:
-        counts = collections.Counter(w.state for w in self.workers.values())
+        counts = collections.Counter(p.state for p in self.workers.values())
         return ", ".join("%d %s" % (n, s.lower()) for s, n in sorted(counts.items()))
 
     def _notify_status(self) -> None:
@@ -1173,11 +810,9 @@ class Supervisor:
     def _close(self) -> None:
         self.cancel.set()
         self.pool.shutdown(wait=False, cancel_futures=True)
-        for conn in list(self.conns.values()):
-            self._close_conn(conn)
-        path = os.path.join(self.conf["Agent.RuntimeDir"], control.SOCKET_NAME)
+        self.control.close_all()
         try:
-            os.unlink(path)
+            os.unlink(os.path.join(self.conf["Agent.RuntimeDir"], control.SOCKET_NAME))
         except OSError:
             pass
         if self.zygote is not None:
