@@ -36,6 +36,7 @@ MAX_QUEUED_BYTES = 2 * framing.CONTROL_CAP   # reply bytes a peer has not read: 
 MAX_QUEUED_FDS = 4         # descriptors (control.logs) a peer has not taken: then closed
 ACCEPT_PAUSE = 1.0         # out of descriptors: stop accepting this long, then try again
 IDLE = 300.0               # an idle connection is closed after this
+LOG_EVERY = 10.0           # a peer's refusals are logged at most this often (no log flood)
 
 
 @dataclass(frozen=True)
@@ -166,6 +167,7 @@ class Server:
         self.conns: Dict[int, Conn] = {}
         self.paused_until: Optional[float] = None   # accept paused (out of descriptors)
         self.starved = False                        # since the last accept that worked
+        self.noted: Dict[int, list] = {}            # uid -> [last logged, left unlogged]
         self.listening = True
         self.sel.register(listener, selectors.EVENT_READ, self._on_accept)
 
@@ -189,8 +191,7 @@ class Server:
             sock.close()
             return
         if not self._admit(peer):
-            log.warning("event=control_refused peer=%r reason=too_many_connections",
-                        peer.describe())
+            self._note(peer, "event=control_refused peer=%r reason=too_many_connections")
             sock.close()
             return
         conn = Conn(sock, peer)
@@ -215,6 +216,18 @@ class Server:
             self.sel.unregister(self.listener)
         except (KeyError, ValueError):
             pass
+
+    def _note(self, peer: Peer, fmt: str) -> None:
+        """Log a refusal (fmt takes the peer), at most once per LOG_EVERY per uid: a peer
+        must not be able to fill the supervisor's log by being refused."""
+        now = time.monotonic()
+        last = self.noted.setdefault(peer.uid, [-LOG_EVERY, 0])
+        if now - last[0] < LOG_EVERY:
+            last[1] += 1
+            return
+        suppressed = " suppressed=%d" % last[1] if last[1] else ""
+        self.noted[peer.uid] = [now, 0]
+        log.warning(fmt + suppressed, peer.describe())
 
     # ---- reading ----------------------------------------------------------------------
     def _on_conn(self, key, mask) -> None:
@@ -255,8 +268,8 @@ class Server:
             except IpcError as e:
                 ident = obj.get("id") if isinstance(obj.get("id"), int) else 0
                 if e.code == DENIED:
-                    log.warning("event=control_denied peer=%r verb=%s",
-                                conn.peer.describe(), str(obj.get("verb"))[:64])
+                    self._note(conn.peer, "event=control_denied peer=%%r verb=%s"
+                               % str(obj.get("verb"))[:64].replace("%", "%%"))
                 self.error(conn, ident, e.code, e.message,
                            close=e.code in ("BAD_FRAME", "BAD_ENVELOPE"))
                 continue
@@ -278,8 +291,8 @@ class Server:
         self.flush(conn)
         if not conn.closed and (conn.queued_bytes > MAX_QUEUED_BYTES
                                 or conn.queued_fds > MAX_QUEUED_FDS):
-            log.warning("event=control_closed peer=%r reason=replies_not_read queued=%d "
-                        "fds=%d", conn.peer.describe(), conn.queued_bytes, conn.queued_fds)
+            self._note(conn.peer, "event=control_closed peer=%%r reason=replies_not_read "
+                       "queued=%d fds=%d" % (conn.queued_bytes, conn.queued_fds))
             self.close(conn)
 
     def error(self, conn: Conn, ident: int, code: str, message: str, close=False) -> None:
