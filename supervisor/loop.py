@@ -35,6 +35,7 @@ from ipc.verbs import check_result, lookup
 from supervisor import VERSION, WAAGENT_VERSION, broker, control, spawn, states, table
 # The privileged effects register their broker handlers on import, one module per thing held.
 from supervisor.privileged import provisioning as provisioning_handlers  # noqa: F401
+from supervisor.privileged import platform as platform_handlers
 from supervisor.backoff import FailureHistory, next_step
 from supervisor.logcapture import Capture, LogFile
 from supervisor.policy import PROVISIONING, Policy
@@ -394,13 +395,8 @@ class Supervisor:
                       0o700)
 
     def _platform_dir(self) -> None:
-        """<StateDir>/platform/: the transport key and certificate every platform-talking
-        worker shares. root:guestagent-wire 2770, so the first such worker creates them (key
-        0640) and the others read them; the setgid bit gives new files the group."""
-        root = os.geteuid() == 0
-        self._own_dir(os.path.join(self.conf["Agent.StateDir"], "platform"),
-                      0 if root else None,
-                      grp.getgrnam(table.WIRE_GROUP).gr_gid if root else None, 0o2770)
+        """<StateDir>/platform/: the broker's transport key, root-only; made ahead of need."""
+        platform_handlers.prepare(self.conf)
 
     def spawn(self, w: Worker) -> None:
         spec = w.spec
@@ -795,7 +791,8 @@ class Supervisor:
         ctx = broker.Context(w.name, self.conf, self.cancel, list(fds))
         log.info("event=verb worker=%s verb=%s id=%d", w.name, name, msg.id)
         if not handler.slow:
-            self._reply_result(w, w.generation, msg.id, verb, *self._run(handler, ctx, msg.args))
+            self._reply_result(w, w.generation, msg.id, verb, *self._run(handler, ctx, msg.args),
+                               fds=ctx.reply_fds)
             return
         if w.in_flight >= MAX_IN_FLIGHT:
             self._send(w, envelope.error(msg.id, BUSY, "too many requests in flight"))
@@ -804,8 +801,8 @@ class Supervisor:
         generation = w.generation
         future = self.pool.submit(self._run, handler, ctx, msg.args)
 
-        def done(fut, w=w, generation=generation, ident=msg.id, verb=verb):
-            self.done_queue.put((w, generation, ident, verb, fut.result()))
+        def done(fut, w=w, generation=generation, ident=msg.id, verb=verb, ctx=ctx):
+            self.done_queue.put((w, generation, ident, verb, fut.result(), ctx.reply_fds))
             try:
                 self.done_w.send(b"x")
             except OSError:
@@ -835,14 +832,21 @@ class Supervisor:
             pass
         while True:
             try:
-                w, generation, ident, verb, (result, err) = self.done_queue.get_nowait()
+                w, generation, ident, verb, (result, err), fds = self.done_queue.get_nowait()
             except queue.Empty:
                 return
             if w.generation == generation:
                 w.in_flight -= 1
-            self._reply_result(w, generation, ident, verb, result, err)
+            self._reply_result(w, generation, ident, verb, result, err, fds)
 
-    def _reply_result(self, w, generation, ident, verb, result, err) -> None:
+    def _reply_result(self, w, generation, ident, verb, result, err, fds=()) -> None:
+        try:
+            self._reply(w, generation, ident, verb, result, err, fds)
+        finally:
+            for fd in fds:   # sent (the worker has its own copy) or not: ours are closed
+                os.close(fd)
+
+    def _reply(self, w, generation, ident, verb, result, err, fds) -> None:
         if w.generation != generation or w.channel is None:
             return  # the process that asked is gone
         if err is None:
@@ -852,7 +856,7 @@ class Supervisor:
                 err = IpcError(INTERNAL, e.message)
         if err is None:
             self.policy.succeeded(verb.name)
-            self._send_frame(w, envelope.reply_frame(ident, result, framing.WORKER_CAP))
+            self._send_frame(w, envelope.reply_frame(ident, result, framing.WORKER_CAP), fds)
             if self.console.echo_fd >= 0:
                 self._console_echo()
         else:
@@ -862,13 +866,14 @@ class Supervisor:
         if w.channel is not None:
             self._send_frame(w, framing.encode(msg, framing.WORKER_CAP))
 
-    def _send_frame(self, w: Worker, data: bytes) -> None:
+    def _send_frame(self, w: Worker, data: bytes, fds=()) -> None:
         if w.channel is None:
             return
         try:
             # Replies are small and the worker reads them; a worker that lets its socket
             # buffer fill is treated as hung rather than letting it block the loop.
-            sent = w.channel.send(data)
+            sent = socket.send_fds(w.channel, [data], list(fds)) if fds else \
+                w.channel.send(data)
             if sent < len(data):
                 self.end(w, "does not read its channel")
         except BlockingIOError:

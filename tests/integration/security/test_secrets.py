@@ -157,6 +157,11 @@ def tops(agent):
     return "TOPS = %r\n" % ([agent.state_dir, agent.log_dir, agent.run_dir],)
 
 
+def supervisor_log(agent):
+    """The supervisor's log with its rotated files (the harness rotates at 4 KiB)."""
+    return "".join(agent.log(name) for name in ("supervisor.2", "supervisor.1", "supervisor"))
+
+
 def records_of(records):
     return {r["key"]: r["value"] for r in records}
 
@@ -190,10 +195,10 @@ def test_monitoring_and_logcollector_get_neither_the_key_nor_a_secret(platform_a
     # Asking the broker for the key is a violation: DENIED, the thief killed.
     assert by_key.get("platform.transport_key", ["closed"])[0] == "closed"
     assert records[-1]["key"] == "killed"
-    log = agent.log("supervisor")
+    log = supervisor_log(agent)
     assert "event=security worker=%s" % thief in log
     assert "code=DENIED detail='verb=platform.transport_key" in log
-    assert agent.worker("extensions")["state"] == "RUNNING"
+    agent.wait_state("extensions", "RUNNING")      # the others unharmed
 
 
 @pytest.mark.parametrize("attacker", ["monitoring", "logcollector", "extensions", "provisioning"])
@@ -203,8 +208,10 @@ def test_no_worker_can_replace_what_another_relies_on(platform_agent, attacker):
     records = agent.attack(attacker, tops(agent) + CLIENT + REPLACE, timeout=60)
     by_key = records_of(records)
     assert records[-1]["key"] == "done", records
-    # Every process that ran the script (a restart may run it twice) replaced nothing.
-    assert [r["value"] for r in records if r["key"] == "replaced"] in ([[]], [[], []])
+    # Every process that ran the script (a resident worker that ends is restarted and may
+    # run it again before the test calms it) replaced nothing.
+    replaced = [r["value"] for r in records if r["key"] == "replaced"]
+    assert replaced and all(v == [] for v in replaced), replaced
     # The decrypting workers still use the key they used before the attack.
     victim = "provisioning" if attacker == "extensions" else "extensions"
     assert decrypt_as(agent, victim)["ski"] == before
