@@ -9,7 +9,6 @@ made: the tag first removed (a crash midway leaves no valid pair), the certifica
 prints the SKI (public) and nothing else.
 """
 
-import datetime
 import os
 import sys
 import time
@@ -24,6 +23,7 @@ TAG_FILE = "Transport.tag"
 
 def generate():
     """(private key, certificate) as cryptography objects."""
+    import datetime
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes
     from cryptography.hazmat.primitives.asymmetric import rsa
