@@ -126,16 +126,14 @@ def ensure(conf, cancel=None) -> str:
 
 
 def prepare(conf) -> None:
-    """At each spawn: the folder root-only; the first time for this folder, the pair made (or
-    checked) in a thread, so that the worker that needs it does not wait for an RSA key."""
+    """At each spawn; the first time for this folder, the folder made root-only and the pair
+    made (or checked) in a thread, so that the worker that needs it does not wait for it."""
     folder = folder_of(conf)
     if folder in _prepared or os.geteuid() != 0:
         return      # (a developer's non-root run has no broker-held key: the verb fails)
     _prepared.add(folder)
-    with _lock:
-        _clean_folder(folder)
 
-    def make():
+    def make():   # in a thread: the loop never waits for the lock or an RSA key
         try:
             with _lock:
                 ensure(conf)

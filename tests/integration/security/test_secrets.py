@@ -222,8 +222,17 @@ def test_no_worker_can_replace_what_another_relies_on(platform_agent, attacker):
     assert decrypt_as(agent, victim)["ski"] == before
 
 
+def open_fds(pid):
+    return len(os.listdir("/proc/%d/fd" % pid))
+
+
 def test_the_key_descriptor_is_read_only(platform_agent):
+    supervisor = platform_agent.proc.pid
+    before = open_fds(supervisor)
     records = platform_agent.attack("extensions", CLIENT + """
+for _ in range(30):    # the supervisor keeps no descriptor of a reply it sent
+    _, fds = worker.call("platform.transport_key", {})
+    os.close(fds[0])
 result, fds = worker.call("platform.transport_key", {})
 report("fds", len(fds))
 fd = fds[0]
@@ -248,6 +257,7 @@ report("certificate", result["certificate"].startswith("-----BEGIN CERTIFICATE--
     assert by_key["chmod"] == "EPERM"
     assert by_key["reopen_rw"] == "EACCES"
     assert by_key["certificate"] is True
+    assert open_fds(supervisor) < before + 10      # 31 replies, no descriptor kept
 
 
 def test_a_new_vm_id_gets_a_fresh_key(platform_agent):
