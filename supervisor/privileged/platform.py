@@ -22,6 +22,7 @@ import threading
 import time
 
 from supervisor.broker import Context, handler
+from supervisor.table import NAMES
 from supervisor.privileged import ensure_root_dir, fail, read_capped, run
 from supervisor.privileged.transport_key import CERT_FILE, KEY_FILE, TAG_FILE
 
@@ -35,6 +36,9 @@ NO_VM_ID = "none"
 RENEW_BEFORE = 30 * 86400
 MAX_CERT_BYTES = 16 * 1024
 GENERATE_TIMEOUT = 120.0
+# What each worker remembers of the platform in its own folder (workers/platform/endpoint.py):
+# a new VM must not inherit it (protocol.md §6.3 lists waagent's copy).
+SAVED_ENDPOINT_FILE = "WireServerEndpoint"
 
 # One maker at a time; a verb that comes while the pair is being made waits for it.
 _lock = threading.Lock()
@@ -68,21 +72,50 @@ def _root_file(path: str, flags: int = os.O_RDONLY) -> int:
     return fd
 
 
+def _kept_tag(folder: str):
+    """The words of the kept pair's tag, [] if it has none we trust."""
+    try:
+        fd = _root_file(os.path.join(folder, TAG_FILE))
+    except OSError:
+        return []
+    try:
+        return os.read(fd, 256).decode("ascii", "replace").split()
+    finally:
+        os.close(fd)
+
+
 def _current(folder: str, tag: str) -> bool:
     """Whether the kept pair is this VM's, whole, root's and not near its end."""
     try:
         for name in (KEY_FILE, CERT_FILE):
             os.close(_root_file(os.path.join(folder, name)))
-        fd = _root_file(os.path.join(folder, TAG_FILE))
-        try:
-            words = os.read(fd, 256).decode("ascii", "replace").split()
-        finally:
-            os.close(fd)
     except OSError:
         return False
+    words = _kept_tag(folder)
     if len(words) != 2 or words[0] != tag or not words[1].isdigit():
         return False
     return time.time() < int(words[1]) - RENEW_BEFORE
+
+
+def _forget_saved_endpoints(conf) -> None:
+    """The previous VM's endpoint, remembered in each worker's folder, removed (unlink never
+    follows the last component; the folder is opened without following a link)."""
+    for name in NAMES:
+        try:
+            dir_fd = os.open(os.path.join(conf["Agent.StateDir"], name),
+                             os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError:
+            continue
+        try:
+            os.unlink(SAVED_ENDPOINT_FILE, dir_fd=dir_fd)
+            log.info("event=previous_vm_endpoint_forgotten worker=%s", name)
+        except FileNotFoundError:
+            pass
+        except OSError as e:
+            log.warning("event=forget_failed worker=%s file=%s error=%r", name,
+                        SAVED_ENDPOINT_FILE, e.strerror)
+        finally:
+            os.close(dir_fd)
 
 
 def _clean_folder(folder: str) -> None:
@@ -113,6 +146,11 @@ def ensure(conf, cancel=None) -> str:
     tag = vm_tag(conf)
     if _current(folder, tag):
         return folder
+    previous = _kept_tag(folder)
+    if previous and previous[0] != tag:
+        log.warning("event=vm_id_changed previous=%s current=%s: a new transport key",
+                    previous[0][:40], tag)
+        _forget_saved_endpoints(conf)
     started = time.monotonic()
     # A child that imports cryptography, not the resident supervisor; -I: no PYTHON*
     # variables, no user site, not the current folder.

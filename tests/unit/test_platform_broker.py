@@ -67,9 +67,24 @@ def test_the_descriptor_is_read_only_and_the_pair_is_kept(tmp_path):
     assert ski_of(conf) == ski_of(conf)     # asked again: the same pair, not a new one
 
 
-def test_a_new_vm_id_gets_a_new_pair(tmp_path):
-    first = ski_of(make_conf(tmp_path))
-    assert ski_of(make_conf(tmp_path, "A1B2C3D4-0001-0002-0003-000000000002")) != first
+def save_endpoint(conf, worker):
+    folder = os.path.join(conf["Agent.StateDir"], worker)
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, platform.SAVED_ENDPOINT_FILE)
+    with open(path, "w") as f:
+        f.write("10.0.0.1")
+    return path
+
+
+def test_a_new_vm_id_gets_a_new_pair_and_forgets_the_saved_endpoints(tmp_path):
+    conf = make_conf(tmp_path)
+    first = ski_of(conf)
+    kept = save_endpoint(conf, "monitoring")
+    assert ski_of(conf) == first and os.path.exists(kept)     # the same VM keeps both
+    new_vm = make_conf(tmp_path, "A1B2C3D4-0001-0002-0003-000000000002")
+    saved = [save_endpoint(new_vm, w) for w in ("extensions", "monitoring")]
+    assert ski_of(new_vm) != first
+    assert not any(os.path.exists(p) for p in saved)
 
 
 def test_a_pair_near_its_end_is_renewed(tmp_path):
