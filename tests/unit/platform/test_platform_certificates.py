@@ -8,7 +8,6 @@ import base64
 import os
 import re
 import shutil
-import stat
 import subprocess
 
 import pytest
