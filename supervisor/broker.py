@@ -27,6 +27,8 @@ class Context:
     conf: object                       # config.Config in effect
     cancel: threading.Event
     fds: List[int] = field(default_factory=list)   # descriptors the request carried
+    # Descriptors to send with the reply (SCM_RIGHTS); the loop closes them once sent.
+    reply_fds: List[int] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

@@ -41,6 +41,7 @@ from ipc.verbs import REGISTRY, check_result, lookup
 from supervisor import VERSION, WAAGENT_VERSION, broker, control, spawn, table
 # The privileged effects register their broker handlers on import, one module per thing held.
 from supervisor.privileged import provisioning as provisioning_handlers  # noqa: F401
+from supervisor.privileged import platform as platform_handlers
 from supervisor.flood import FLOOD, Budget
 from supervisor.logcapture import Capture, LogFile
 from supervisor.policy import PROVISIONING, Policy
@@ -372,13 +373,8 @@ class Supervisor(Host):
                       0o700)
 
     def _platform_dir(self) -> None:
-        """<StateDir>/platform/: the transport key and certificate every platform-talking
-        worker shares. root:guestagent-wire 2770, so the first such worker creates them (key
-        0640) and the others read them; the setgid bit gives new files the group."""
-        root = os.geteuid() == 0
-        self._own_dir(os.path.join(self.conf["Agent.StateDir"], "platform"),
-                      0 if root else None,
-                      grp.getgrnam(table.WIRE_GROUP).gr_gid if root else None, 0o2770)
+        """<StateDir>/platform/: the broker's transport key, root-only; made ahead of need."""
+        platform_handlers.prepare(self.conf)
 
     def spawn(self, proc: WorkerProcess) -> int:
         """The one place a worker process is started."""
@@ -600,12 +596,13 @@ class Supervisor(Host):
             return
         ctx = broker.Context(io.proc.name, self.conf, self.cancel, list(fds))
         if not handler.slow:
-            self._reply_result(io, msg.id, verb, *self._run(handler, ctx, msg.args))
+            self._reply_result(io, msg.id, verb, *self._run(handler, ctx, msg.args),
+                               fds=ctx.reply_fds)
             return
         io.in_flight += 1
 
-        def done(fut, io=io, ident=msg.id, verb=verb):
-            self.done_queue.put((io, ident, verb, fut.result()))
+        def done(fut, io=io, ident=msg.id, verb=verb, ctx=ctx):
+            self.done_queue.put((io, ident, verb, fut.result(), ctx.reply_fds))
             try:
                 self.done_w.send(b"x")
             except OSError:
@@ -635,13 +632,20 @@ class Supervisor(Host):
             pass
         while True:
             try:
-                io, ident, verb, (result, err) = self.done_queue.get_nowait()
+                io, ident, verb, (result, err), fds = self.done_queue.get_nowait()
             except queue.Empty:
                 return
             io.in_flight -= 1
-            self._reply_result(io, ident, verb, result, err)
+            self._reply_result(io, ident, verb, result, err, fds)
 
-    def _reply_result(self, io: WorkerIO, ident, verb, result, err) -> None:
+    def _reply_result(self, io: WorkerIO, ident, verb, result, err, fds=()) -> None:
+        try:
+            self._reply(io, ident, verb, result, err, fds)
+        finally:
+            for fd in fds:   # sent (the worker has its own copy) or not: ours are closed
+                os.close(fd)
+
+    def _reply(self, io: WorkerIO, ident, verb, result, err, fds) -> None:
         if io.channel is None:
             return  # the process that asked is gone
         if err is None:
@@ -651,7 +655,7 @@ class Supervisor(Host):
                 err = IpcError(INTERNAL, e.message)
         if err is None:
             self.policy.succeeded(verb.name)
-            self._send_frame(io, envelope.reply_frame(ident, result, framing.WORKER_CAP))
+            self._send_frame(io, envelope.reply_frame(ident, result, framing.WORKER_CAP), fds)
             if self.console.echo_fd >= 0:
                 self._console_echo()
         else:
@@ -661,13 +665,15 @@ class Supervisor(Host):
         if io.channel is not None:
             self._send_frame(io, framing.encode(msg, framing.WORKER_CAP))
 
-    def _send_frame(self, io: WorkerIO, data: bytes) -> None:
+    def _send_frame(self, io: WorkerIO, data: bytes, fds=()) -> None:
         if io.channel is None:
             return
         try:
             # Replies are small and the worker reads them; a worker that lets its socket
             # buffer fill is treated as hung rather than letting it block the loop.
-            if io.channel.send(data) < len(data):
+            sent = socket.send_fds(io.channel, [data], list(fds)) if fds else \
+                io.channel.send(data)
+            if sent < len(data):
                 io.proc.end("does not read its channel")
         except BlockingIOError:
             io.proc.end("does not read its channel")

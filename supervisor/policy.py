@@ -29,6 +29,7 @@ from supervisor.table import NAMES
 EVERY = frozenset(NAMES)
 HELLO = "worker.hello"
 PROV = frozenset(("provisioning",))
+DECRYPTERS = frozenset(("provisioning", "extensions"))   # the workers that hold the key
 PROVISIONING = "provisioning"   # the gate of the provisioning verbs
 
 
@@ -66,6 +67,9 @@ TABLE = (
     Permit("provisioning.host_keys", PROV, once=True, gate=PROVISIONING),
     Permit("provisioning.restart_sshd", PROV, once=True, gate=PROVISIONING),
     Permit("provisioning.finish", PROV, once=True, gate=PROVISIONING, closes=PROVISIONING),
+    # The transport key, as a read-only descriptor, to the workers that decrypt only
+    # (ipc/verbs/platform.py, supervisor/privileged/platform.py; issue 10 §2).
+    Permit("platform.transport_key", DECRYPTERS),
     # Test-only: a slow verb to prove the loop never blocks (ipc/verbs/debug.py).
     Permit("debug.sleep", EVERY, test_only=True),
 )

@@ -11,6 +11,7 @@ from ipc import envelope
 from ipc.errors import BAD_ENVELOPE, DENIED, INVALID_ARGS, UNKNOWN_VERB, IpcError
 from supervisor import accounts, broker, control, states, table
 from supervisor.privileged import provisioning as provisioning_handlers  # noqa: F401
+from supervisor.privileged import platform as platform_handlers  # noqa: F401
 from supervisor.backoff import BackoffPolicy, FailureHistory, next_step
 from supervisor.logcapture import Capture, Console, LogFile
 from supervisor.policy import Permit, Policy, TABLE

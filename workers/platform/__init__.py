@@ -9,7 +9,7 @@ Using it
     from config import load
     from workers.platform import PlatformClient, reports
 
-    client = PlatformClient.from_config(load("/etc/waagent.conf"))
+    client = PlatformClient.for_worker(worker, load("/etc/waagent.conf"))
     client.detect()                       # optional: the first call that needs it detects
     gs = client.goal_state()              # GoalState: incarnation, container_id,
                                           #   role_instance_id, role_config_name, URLs
@@ -46,8 +46,15 @@ Configuration keys: Protocol.Endpoint (skip discovery: tests, the VM harness),
 Protocol.HostPluginPort, Protocol.ImdsEndpoint, Protocol.EndpointDiscovery, Protocol.HttpTimeout,
 HttpAttempts, RetryDelay, ThrottleDelay, ThrottledAttempts, HealthReportAttempts,
 HealthReportRetryDelay, GoalStateRetries, GoalStateRetryDelay, DownloadTimeout,
-MaxResponseBytes, DetectionAttempts, DetectionInterval, Agent.StateDir (the transport key in
-<StateDir>/platform/), OS.SysRoot (/proc/net/route and lease files), HttpProxy.* (storage only).
+MaxResponseBytes, DetectionAttempts, DetectionInterval, Agent.StateDir (the worker's own
+<StateDir>/<worker>/ remembers the detected endpoint), OS.SysRoot (/proc/net/route and lease
+files), HttpProxy.* (storage only).
+
+In a worker: `PlatformClient.for_worker(worker, conf)`. Its transport key comes from the broker
+(`platform.transport_key`, a read-only descriptor) the first time Certificates need it; only
+provisioning and extensions may ask — for monitoring and the log collector it is a violation
+that ends them, so they never call certificates(). Tests and tools without a supervisor pass
+`transport=` (a TransportCredentials or a callable) to from_config.
 
 How the agent names itself (x-ms-agent-name WALinuxAgent, User-Agent WALinuxAgent/2.15.0.1,
 the status blob's versions) is in workers.platform.identity: AGENT_NAME, AGENT_VERSION.

@@ -1,11 +1,11 @@
 """The transport key and certificate, and the Certificates payload (protocol.md §1.6,
 DESIGN.md §Certificates).
 
-Transport: RSA 2048, self-signed `CN=LinuxTransport`, 730 days, with a SubjectKeyIdentifier
-(the WireServer names the CMS recipient by it). Kept in <Agent.StateDir>/platform/
-(TransportPrivate.pem 0640, TransportCert.pem 0644, folder 0750 group guestagent-wire), written
-atomically by the first platform-talking worker and reused by the others; a pair that does not
-match or does not load is replaced when the folder is writable.
+Transport: RSA 2048, self-signed `CN=LinuxTransport`, with a SubjectKeyIdentifier (the
+WireServer names the CMS recipient by it). The broker holds it (supervisor/privileged/
+platform.py: made once per VM id, root-only) and hands it to the workers that decrypt —
+provisioning and extensions — as a read-only descriptor (`platform.transport_key`); they load
+it into memory and never write it. No worker makes, keeps or shares a key.
 
 Certificates: the WireServer's CMS EnvelopedData is parsed with asn1crypto; the content key is
 decrypted with RSA PKCS#1 v1.5 and the content with 3DES-CBC or AES-CBC (cryptography
@@ -15,13 +15,10 @@ The result is a list of CertificateRecord that the broker installs as <TP>.crt /
 """
 
 import base64
-import datetime
-import grp
 import hashlib
 import hmac
 import logging
 import os
-from statefiles import write_atomic
 from dataclasses import dataclass
 from typing import List, Optional, Tuple
 
@@ -35,7 +32,6 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.kdf.pbkdf2 import PBKDF2HMAC
 from cryptography.hazmat.primitives.serialization import pkcs12
-from cryptography.x509.oid import NameOID
 
 from workers.platform.errors import CertificateError
 
@@ -46,13 +42,8 @@ except ImportError:  # pragma: no cover - Debian 12's cryptography 38
 
 log = logging.getLogger(__name__)
 
-PLATFORM_DIR = "platform"
-KEY_FILE = "TransportPrivate.pem"
-CERT_FILE = "TransportCert.pem"
-WIRE_GROUP = "guestagent-wire"
-TRANSPORT_SUBJECT = "LinuxTransport"
-TRANSPORT_DAYS = 730
-KEY_BITS = 2048
+# A PKCS#8 PEM of an RSA 2048 key is under 2 KiB.
+MAX_KEY_BYTES = 64 * 1024
 
 # Ciphers the WireServer is asked for, in order (FIPS hosts refuse 3DES).
 CIPHER_AES128 = "AES128_CBC"
@@ -99,102 +90,48 @@ def _public_der(key_or_cert) -> bytes:
                                serialization.PublicFormat.SubjectPublicKeyInfo)
 
 
-def generate_transport_credentials() -> TransportCredentials:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=KEY_BITS)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, TRANSPORT_SUBJECT)])
-    now = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
-    cert = (x509.CertificateBuilder()
-            .subject_name(name).issuer_name(name)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=TRANSPORT_DAYS))
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()),
-                           critical=False)
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .sign(key, hashes.SHA256()))
-    return TransportCredentials(key, cert)
-
-
-def _atomic_write(path: str, data: bytes, mode: int) -> None:
-    write_atomic(path, data, mode)
-
-
-def _wire_gid() -> Optional[int]:
+def load_transport(key_fd: int, certificate_pem: str) -> TransportCredentials:
+    """The pair from the broker (`platform.transport_key`): the key read from the read-only
+    descriptor it sent (which is closed here), the certificate from its reply. The key stays
+    in this process's memory only: it is never written anywhere."""
     try:
-        return grp.getgrnam(WIRE_GROUP).gr_gid
-    except KeyError:
-        return None
-
-
-def platform_dir(state_dir: str) -> str:
-    return os.path.join(state_dir, PLATFORM_DIR)
-
-
-def _ensure_dir(folder: str) -> None:
-    """The platform folder: 0750, group guestagent-wire when that group exists."""
-    os.makedirs(os.path.dirname(folder) or ".", exist_ok=True)
-    try:
-        os.mkdir(folder, 0o750)
-    except FileExistsError:
-        return
-    os.chmod(folder, 0o750)
-    gid = _wire_gid()
-    if gid is not None and os.stat(folder).st_gid != gid:
-        try:
-            os.chown(folder, -1, gid)
-        except PermissionError:
-            log.warning("cannot give %s to group %s", folder, WIRE_GROUP)
-
-
-def _read_capped(path: str, cap: int = 64 * 1024) -> bytes:
-    with open(path, "rb") as f:
-        data = f.read(cap + 1)
-    if len(data) > cap:
-        raise ValueError("%s is larger than %d bytes" % (path, cap))
-    return data
-
-
-def load_transport_credentials(state_dir: str) -> Optional[TransportCredentials]:
-    """The kept pair, or None when it is missing, unreadable or mismatched."""
-    folder = platform_dir(state_dir)
-    try:
-        key = serialization.load_pem_private_key(_read_capped(os.path.join(folder, KEY_FILE)),
-                                                 password=None)
-        cert = x509.load_pem_x509_certificate(_read_capped(os.path.join(folder, CERT_FILE)))
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError, TypeError) as e:
-        log.warning("transport key or certificate unusable (%s); making a new pair",
-                    type(e).__name__)
-        return None
-    if not isinstance(key, rsa.RSAPrivateKey) or _public_der(key) != _public_der(cert):
-        log.warning("transport key and certificate do not match; making a new pair")
-        return None
-    return TransportCredentials(key, cert)
-
-
-def ensure_transport_credentials(state_dir: str) -> TransportCredentials:
-    """Load the kept transport pair, or make and keep one."""
-    found = load_transport_credentials(state_dir)
-    if found is not None:
-        return found
-    folder = platform_dir(state_dir)
-    try:
-        _ensure_dir(folder)
-        creds = generate_transport_credentials()
-        key_pem = creds.key.private_bytes(serialization.Encoding.PEM,
-                                          serialization.PrivateFormat.PKCS8,
-                                          serialization.NoEncryption())
-        cert_pem = creds.certificate.public_bytes(serialization.Encoding.PEM)
-        # Certificate first: a reader that sees the new key with the old certificate finds a
-        # mismatch and waits for us, never a certificate without its key.
-        _atomic_write(os.path.join(folder, CERT_FILE), cert_pem, 0o644)
-        _atomic_write(os.path.join(folder, KEY_FILE), key_pem, 0o640)
+        chunks, total = [], 0
+        while True:   # pread: the offset of a shared description is nobody's business
+            chunk = os.pread(key_fd, MAX_KEY_BYTES + 1 - total, total)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            total += len(chunk)
+            if total > MAX_KEY_BYTES:
+                raise CertificateError("the transport key is larger than %d bytes"
+                                       % MAX_KEY_BYTES)
     except OSError as e:
-        raise CertificateError("cannot keep the transport key in %s: %s"
-                               % (folder, e.strerror or e)) from e
-    log.info("made a new transport certificate (SKI %s)", creds.subject_key_identifier.hex())
+        raise CertificateError("cannot read the transport key: %s" % e.strerror) from None
+    finally:
+        os.close(key_fd)
+    try:
+        key = serialization.load_pem_private_key(b"".join(chunks), password=None)
+        cert = x509.load_pem_x509_certificate(certificate_pem.encode("ascii"))
+    except (ValueError, TypeError, UnicodeError) as e:
+        raise CertificateError("the transport key or certificate does not load: %s"
+                               % type(e).__name__) from None
+    if not isinstance(key, rsa.RSAPrivateKey) or _public_der(key) != _public_der(cert):
+        raise CertificateError("the transport key and certificate do not match")
+    return TransportCredentials(key, cert)
+
+
+def from_broker(worker) -> TransportCredentials:
+    """Ask the broker for the pair (only provisioning and extensions may: for any other
+    worker the verb is a violation that ends it)."""
+    result, fds = worker.call("platform.transport_key", {})
+    if len(fds) != 1:
+        for fd in fds:
+            os.close(fd)
+        raise CertificateError("the broker sent %d descriptors for the transport key"
+                               % len(fds))
+    creds = load_transport(fds[0], result["certificate"])
+    log.info("transport certificate from the broker (SKI %s)",
+             creds.subject_key_identifier.hex())
     return creds
 
 

@@ -6,17 +6,19 @@ sends reports. See workers/platform/__init__.py for the API in one page.
 """
 
 import logging
+import os
 import random
 import time
 from dataclasses import dataclass
-from typing import Callable, List, Optional, Sequence
+from typing import Callable, List, Optional, Sequence, Union
 
 from workers.platform import certificates as certs
 from workers.platform import endpoint as discovery
 from workers.platform import reports
 from workers.platform.documents import HostingEnvironment, SharedConfig
 from workers.platform.endpoint import Endpoint
-from workers.platform.errors import (DocumentError, HttpError, InvalidContainerError,
+from workers.platform.errors import (CertificateError, DocumentError, HttpError,
+                                     InvalidContainerError,
                                      PlatformError, ProtocolNotFoundError, ResourceGoneError)
 from workers.platform.extensionsconfig import ExtensionsConfig
 from workers.platform.goalstate import GoalState
@@ -45,22 +47,46 @@ class FullGoalState:
         return self.goal_state.incarnation
 
 
+TransportSource = Union[certs.TransportCredentials,
+                        Callable[[], certs.TransportCredentials], None]
+
+
 class PlatformClient:
+    """`state_dir`: the calling worker's own folder (0700), where the detected endpoint is
+    remembered; None remembers nothing. `transport`: the transport pair, or what fetches it
+    when Certificates first need it; None for a client that never decrypts."""
+
     def __init__(self, config, http: Optional[HttpClient] = None,
-                 sleep: Callable[[float], None] = time.sleep):
+                 sleep: Callable[[float], None] = time.sleep,
+                 state_dir: Optional[str] = None, transport: TransportSource = None):
         self.config = config
         self.http = http or HttpClient(config, sleep=sleep)
         self._sleep = sleep
+        self.state_dir = state_dir
         self._endpoint: Optional[Endpoint] = None
         self._wire: Optional[WireServerClient] = None
         self._hostplugin: Optional[HostPluginClient] = None
         self._transport: Optional[certs.TransportCredentials] = None
+        self._transport_source = None
+        if isinstance(transport, certs.TransportCredentials):
+            self._transport = transport
+        else:
+            self._transport_source = transport
         self.last_goal_state: Optional[GoalState] = None
         self._hgap_default_channel = False
 
     @classmethod
-    def from_config(cls, config) -> "PlatformClient":
-        return cls(config)
+    def from_config(cls, config, state_dir: Optional[str] = None,
+                    transport: TransportSource = None) -> "PlatformClient":
+        return cls(config, state_dir=state_dir, transport=transport)
+
+    @classmethod
+    def for_worker(cls, worker, config) -> "PlatformClient":
+        """The client of a running worker: its own state folder, and the transport key from
+        the broker on first need (a verb only provisioning and extensions may call: any
+        other worker that decrypts is ended for it)."""
+        return cls(config, state_dir=os.path.join(config["Agent.StateDir"], worker.name),
+                   transport=lambda: certs.from_broker(worker))
 
     def close(self) -> None:
         self.http.close()
@@ -74,7 +100,8 @@ class PlatformClient:
         skip_dhcp = False
         last = "no candidate"
         for attempt in range(1, attempts + 1):
-            for candidate in discovery.candidates(self.config, skip_dhcp=skip_dhcp):
+            for candidate in discovery.candidates(self.config, skip_dhcp=skip_dhcp,
+                                                  state_dir=self.state_dir):
                 wire = WireServerClient(self.http, candidate, self.config, sleep=self._sleep)
                 try:
                     versions = wire.versions()
@@ -88,7 +115,8 @@ class PlatformClient:
                 self._use_endpoint(candidate)
                 if candidate.host != discovery.KNOWN_WIRESERVER_IP or candidate.port != 80:
                     log.info("WireServer endpoint %s (not the well-known address)", candidate)
-                discovery.save_endpoint(self.config["Agent.StateDir"], candidate)
+                if self.state_dir:
+                    discovery.save_endpoint(self.state_dir, candidate)
                 return candidate
             if attempt < attempts:
                 log.warning("no WireServer yet (%s); detection attempt %d of %d in %.1fs",
@@ -130,7 +158,10 @@ class PlatformClient:
 
     def transport(self) -> certs.TransportCredentials:
         if self._transport is None:
-            self._transport = certs.ensure_transport_credentials(self.config["Agent.StateDir"])
+            if self._transport_source is None:
+                raise CertificateError("this client has no transport key (only provisioning "
+                                       "and extensions get it, from the broker)")
+            self._transport = self._transport_source()
         return self._transport
 
     # -- goal state --------------------------------------------------------------------------

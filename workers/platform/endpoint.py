@@ -3,8 +3,9 @@
 Candidates, in order: `Protocol.Endpoint` (tests, the VM harness; nothing else is tried then);
 with `Protocol.EndpointDiscovery=dhcp`, a route to 168.63.129.16 in /proc/net/route, then
 DHCP option 245 from the dhclient and systemd-networkd lease files; the endpoint saved by the
-last successful detection; 168.63.129.16 last. /proc and the lease folders are read under
-`OS.SysRoot`, so fixture trees drive discovery in tests. The raw DHCPDISCOVER of waagent needs
+last successful detection (in the worker's own state folder: no other worker can plant one);
+168.63.129.16 last. /proc and the lease folders are read under `OS.SysRoot`, so fixture trees
+drive discovery in tests. The raw DHCPDISCOVER of waagent needs
 root and port 68, which no worker has: it is not done (the leases cover every supported distro).
 
 Detection probes each candidate with `GET /?comp=versions` up to `Protocol.DetectionAttempts`
@@ -204,7 +205,8 @@ def endpoint_from_leases(sysroot: str) -> Optional[str]:
 
 
 def saved_endpoint(state_dir: str) -> Optional[str]:
-    text = _read(os.path.join(state_dir, "platform", SAVED_ENDPOINT_FILE), 256)
+    """The endpoint remembered in this worker's own folder (no other worker can write it)."""
+    text = _read(os.path.join(state_dir, SAVED_ENDPOINT_FILE), 256)
     if not text:
         return None
     try:
@@ -214,17 +216,19 @@ def saved_endpoint(state_dir: str) -> Optional[str]:
 
 
 def save_endpoint(state_dir: str, endpoint: Endpoint) -> None:
-    """Remember the endpoint for the next start (best effort: other workers cannot write)."""
+    """Remember the endpoint for this worker's next start, in its own folder (best effort)."""
     from statefiles import write_atomic
     try:
-        write_atomic(os.path.join(state_dir, "platform", SAVED_ENDPOINT_FILE),
-                     str(endpoint).encode(), 0o644)
+        write_atomic(os.path.join(state_dir, SAVED_ENDPOINT_FILE), str(endpoint).encode(),
+                     0o600)
     except OSError:
         pass
 
 
-def candidates(config, skip_dhcp: bool = False) -> List[Endpoint]:
-    """The endpoints to probe, best first, without duplicates."""
+def candidates(config, skip_dhcp: bool = False,
+               state_dir: Optional[str] = None) -> List[Endpoint]:
+    """The endpoints to probe, best first, without duplicates; `state_dir` is the worker's
+    own folder, where the last detected one is remembered."""
     configured = config["Protocol.Endpoint"]
     if configured:
         try:
@@ -240,7 +244,7 @@ def candidates(config, skip_dhcp: bool = False) -> List[Endpoint]:
         lease = endpoint_from_leases(sysroot)
         if lease:
             found.append(lease)
-    saved = saved_endpoint(config["Agent.StateDir"])
+    saved = saved_endpoint(state_dir) if state_dir else None
     if saved:
         found.append(saved)
     found.append(KNOWN_WIRESERVER_IP)

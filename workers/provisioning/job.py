@@ -152,7 +152,6 @@ class Provisioning:
         self.goal_state = None
         self.host_key_seconds = 0.0
         self.thumbprint = None
-        self._prefetch = None
         self.failure: Optional[StepFailed] = None
 
     # ---- helpers ----------------------------------------------------------------------------
@@ -168,22 +167,10 @@ class Provisioning:
     def platform(self):
         if self.client is None:
             from workers.platform import PlatformClient
-            # The supervisor made <StateDir>/platform/ for every platform-talking worker.
-            self.client = PlatformClient.from_config(self.conf)
+            # The transport key comes from the broker (which makes it ahead of need) when
+            # the certificates of SSH keys need it.
+            self.client = PlatformClient.for_worker(self.worker, self.conf)
         return self.client
-
-    def prefetch_transport(self) -> None:
-        """Make (or load) the transport key pair in a thread while the first steps run: an
-        RSA key takes a large part of a second and certificates need it only at ssh_keys."""
-        client = self.platform()
-
-        def make():
-            try:
-                client.transport()
-            except Exception as e:  # noqa: B902 - certificates() will raise it again, named
-                log.warning("event=transport_prefetch_failed error=%r", str(e)[:200])
-        self._prefetch = threading.Thread(target=make, name="transport", daemon=True)
-        self._prefetch.start()
 
     def fetch_goal_state(self):
         with self.step("goal_state"), busy(self.worker):
@@ -327,9 +314,6 @@ class Provisioning:
         return "disabled; Ready reported"
 
     def with_waagent(self, vm_id, changed) -> str:
-        # The transport key (for the certificates of SSH keys, and kept for the other
-        # workers) is made in a thread meanwhile.
-        self.prefetch_transport()
         with self.step("ovf"):
             try:
                 text = self.call("provisioning.read_ovf", {"source": "dvd"})["ovf"]
@@ -404,8 +388,6 @@ class Provisioning:
         needs_certs = env.key_pairs or any(not k.value for k in env.public_keys)
         if needs_certs:
             with busy(self.worker):
-                if self._prefetch is not None:
-                    self._prefetch.join()
                 for record in self.platform().certificates(self.goal_state):
                     by_thumbprint[record.thumbprint.upper()] = record
         for key in env.public_keys:

@@ -1,5 +1,6 @@
 """The emulator as a real process on 127.0.0.1, and a guard that fails any connection elsewhere."""
 
+import functools
 import pathlib
 import socket
 import time
@@ -32,6 +33,16 @@ class Emulator(confinement.Emulator):
                       Protocol__DetectionInterval=0.01, Protocol__MaxResponseBytes=1024 * 1024)
         values.update(more)
         return defaults().with_overrides(**values)
+
+
+@functools.lru_cache(maxsize=None)
+def made_transport():
+    """A transport pair made by the broker's key maker (supervisor/privileged/transport_key.py),
+    handed to the client in memory as the broker's descriptor would be: these tests run the
+    client without a supervisor (tests/integration/security/test_secrets.py runs it with one)."""
+    from supervisor.privileged import transport_key
+    from workers.platform.certificates import TransportCredentials
+    return TransportCredentials(*transport_key.generate())
 
 
 def start_emulator(args):

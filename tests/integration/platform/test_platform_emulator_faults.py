@@ -7,6 +7,7 @@ import time
 
 import pytest
 
+from tests.integration.platform.conftest import made_transport
 from workers.platform import PlatformClient
 from workers.platform.errors import (CertificateError, DocumentError, HttpError,
                                      InvalidContainerError, ProtocolNotFoundError,
@@ -18,7 +19,8 @@ def fired(emu, endpoint):
 
 
 def client_for(emu, tmp_path, **more):
-    return PlatformClient.from_config(emu.config(tmp_path / "state", **more))
+    return PlatformClient.from_config(emu.config(tmp_path / "state", **more),
+                                      transport=made_transport())
 
 
 @pytest.mark.parametrize("fault", [

@@ -8,6 +8,7 @@ from urllib.parse import parse_qs, urlsplit
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from tests.integration.platform.conftest import made_transport
 from workers.platform import PlatformClient, reports
 from workers.platform.endpoint import Endpoint
 
@@ -23,7 +24,7 @@ STATUS = json.dumps({"version": "1.1", "timestampUTC": "2026-01-01T00:00:00Z",
 
 
 def test_full_flow(emu, tmp_path):
-    client = PlatformClient.from_config(emu.config(tmp_path / "state"))
+    client = PlatformClient.from_config(emu.config(tmp_path / "state"), transport=made_transport())
     assert client.detect() == Endpoint("127.0.0.1", emu.ws)
     gs = client.goal_state()
     assert gs.incarnation and gs.container_id and gs.role_instance_id
@@ -78,7 +79,7 @@ def test_full_flow(emu, tmp_path):
 
 def test_direct_status_upload_when_the_host_plugin_fails(emu, tmp_path, caplog):
     caplog.set_level(logging.DEBUG)
-    client = PlatformClient.from_config(emu.config(tmp_path / "state"))
+    client = PlatformClient.from_config(emu.config(tmp_path / "state"), transport=made_transport())
     ext = client.full_goal_state().extensions_config
     emu.faults({"hgap_status": [{"kind": "status", "code": 500, "repeat": 10}],
                 "storage_status": [{"kind": "status", "code": 500}]})
@@ -93,7 +94,7 @@ def test_direct_status_upload_when_the_host_plugin_fails(emu, tmp_path, caplog):
 
 
 def test_download_from_storage_and_host_plugin(emu, tmp_path):
-    client = PlatformClient.from_config(emu.config(tmp_path / "state"))
+    client = PlatformClient.from_config(emu.config(tmp_path / "state"), transport=made_transport())
     handler = client.full_goal_state().extensions_config.handler("Contoso.Demo.HelloWorld")
     manifest = client.download(handler.manifest_uris, is_manifest=True)
     assert b"PluginVersionManifest" in manifest

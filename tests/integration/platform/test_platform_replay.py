@@ -3,11 +3,11 @@ follows what it is served, decrypts certs.xml with the recorded transport key, a
 connection to 168.63.129.16 or a storage host (the autouse loopback guard fails the test if it does)."""
 
 import os
-import shutil
 
 import pytest
 
 from workers.platform import PlatformClient
+from workers.platform.certificates import load_transport
 from workers.platform.errors import DocumentError
 from workers.platform.goalstate import parse_goal_state
 
@@ -21,18 +21,17 @@ def replay(fixtures_dir, start_emulator_process):
         emu.stop()
 
 
-def recorded_transport(fixtures_dir, state_dir):
-    folder = state_dir / "platform"
-    folder.mkdir(parents=True)
-    os.chmod(folder, 0o750)
-    shutil.copy(fixtures_dir / "wire" / "trans_prv", folder / "TransportPrivate.pem")
-    shutil.copy(fixtures_dir / "wire" / "trans_cert", folder / "TransportCert.pem")
+def recorded_transport(fixtures_dir):
+    """The recorded pair, as the broker hands it over: the key as a read-only descriptor."""
+    wire = fixtures_dir / "wire"
+    fd = os.open(str(wire / "trans_prv"), os.O_RDONLY)
+    return load_transport(fd, (wire / "trans_cert").read_text())
 
 
 def test_replayed_fixtures(replay, fixtures_dir, tmp_path, loopback_only):
     state_dir = tmp_path / "state"
-    recorded_transport(fixtures_dir, state_dir)
-    client = PlatformClient.from_config(replay.config(state_dir))
+    client = PlatformClient.from_config(replay.config(state_dir),
+                                        transport=recorded_transport(fixtures_dir))
     client.detect()
     gs = client.goal_state()
     recorded = parse_goal_state((fixtures_dir / "wire" / "goal_state.xml").read_bytes())
@@ -57,7 +56,8 @@ def test_replayed_fixtures(replay, fixtures_dir, tmp_path, loopback_only):
 
 def test_unrewritten_urls_are_refused(replay, fixtures_dir, tmp_path):
     """A goal state whose URLs still name 168.63.129.16 is refused, not followed."""
-    client = PlatformClient.from_config(replay.config(tmp_path / "state"))
+    client = PlatformClient.from_config(replay.config(tmp_path / "state"),
+                                        transport=recorded_transport(fixtures_dir))
     client.detect()
     recorded = parse_goal_state((fixtures_dir / "wire" / "goal_state.xml").read_bytes())
     with pytest.raises(DocumentError, match="not on the WireServer"):

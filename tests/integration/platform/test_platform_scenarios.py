@@ -6,6 +6,7 @@ import pathlib
 
 import pytest
 
+from tests.integration.platform.conftest import made_transport
 from workers.platform import PlatformClient, reports
 from workers.platform.errors import DocumentError, HttpError, ResourceGoneError
 
@@ -42,7 +43,8 @@ def test_fasttrack(scenario, tmp_path):
 @pytest.mark.parametrize("scenario", ["flaky_platform.json"], indirect=True)
 def test_flaky_platform(scenario, tmp_path):
     client = PlatformClient.from_config(scenario.config(tmp_path / "state", Protocol__HttpTimeout=1.5,
-                                                        Protocol__ThrottledAttempts=8))
+                                                        Protocol__ThrottledAttempts=8),
+                                        transport=made_transport())
     client.detect()                                   # versions: reset, then fine
     gs = client.goal_state()                          # 500, 429 (Retry-After 1), then fine
     with pytest.raises(DocumentError):                # truncated ExtensionsConfig: keep the last good

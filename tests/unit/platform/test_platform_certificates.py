@@ -1,5 +1,6 @@
 """Certificates: certs.xml decrypts with trans_prv to what openssl finds; AES-128 and 3DES envelopes
-and PBES2 / PBE-SHA1-3DES bundles made by openssl decrypt the same; the transport pair is kept.
+and PBES2 / PBE-SHA1-3DES bundles made by openssl decrypt the same; the transport pair loads from
+the broker's descriptor.
 
 openssl is the test oracle only: the code under test never runs it."""
 
@@ -7,13 +8,13 @@ import base64
 import os
 import re
 import shutil
-import stat
 import subprocess
 
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from supervisor.privileged import transport_key
 from workers.platform import certificates as certs
 from workers.platform.documents import parse_certificate_file
 from workers.platform.errors import CertificateError
@@ -125,7 +126,7 @@ def make_tenant(tmp_path, name):
 @pytest.mark.parametrize("cipher", ["-aes128", "-des3"])
 @pytest.mark.parametrize("pbe", [[], ["-keypbe", "PBE-SHA1-3DES", "-certpbe", "PBE-SHA1-3DES"]])
 def test_openssl_made_envelopes(tmp_path, cipher, pbe):
-    creds = certs.ensure_transport_credentials(str(tmp_path / "state"))
+    creds = made_pair()
     transport_pem = tmp_path / "transport.pem"
     transport_pem.write_bytes(creds.certificate.public_bytes(serialization.Encoding.PEM))
     key1, cert1 = make_tenant(tmp_path, "one")
@@ -140,13 +141,25 @@ def test_openssl_made_envelopes(tmp_path, cipher, pbe):
     assert sorted(r.has_private_key for r in records) == [False, True]
 
 
-def test_transport_credentials_are_kept(tmp_path):
-    state = str(tmp_path / "state")
-    creds = certs.ensure_transport_credentials(state)
-    folder = tmp_path / "state" / "platform"
-    assert stat.S_IMODE(os.stat(folder).st_mode) == 0o750
-    assert stat.S_IMODE(os.stat(folder / "TransportPrivate.pem").st_mode) == 0o640
-    assert stat.S_IMODE(os.stat(folder / "TransportCert.pem").st_mode) == 0o644
+def made_pair():
+    """A pair as the broker's key maker makes it (supervisor/privileged/transport_key.py)."""
+    key, cert = transport_key.generate()
+    return certs.TransportCredentials(key, cert)
+
+
+def key_fd(tmp_path, creds, flags=os.O_RDONLY):
+    key_pem, _ = transport_key.pem_pair(creds.key, creds.certificate)
+    path = tmp_path / "key.pem"
+    path.write_bytes(key_pem)
+    return os.open(str(path), flags)
+
+
+def cert_pem(creds):
+    return creds.certificate.public_bytes(serialization.Encoding.PEM).decode()
+
+
+def test_the_made_pair_is_what_the_wireserver_needs():
+    creds = made_pair()
     cert = creds.certificate
     assert cert.subject.rfc4514_string() == "CN=LinuxTransport"
     assert creds.key.key_size == 2048
@@ -156,24 +169,56 @@ def test_transport_credentials_are_kept(tmp_path):
     before = getattr(cert, "not_valid_before_utc", None) or cert.not_valid_before
     assert (after - before).days >= 730
     assert base64.b64decode(creds.header_value) == cert.public_bytes(serialization.Encoding.DER)
-    again = certs.ensure_transport_credentials(state)
-    assert again.certificate == cert
-    assert not [p for p in os.listdir(folder) if p.startswith(".")]
 
 
-def test_mismatched_pair_is_replaced(tmp_path):
-    state = str(tmp_path / "state")
-    first = certs.ensure_transport_credentials(state)
-    other = certs.generate_transport_credentials()
-    (tmp_path / "state" / "platform" / "TransportCert.pem").write_bytes(
-        other.certificate.public_bytes(serialization.Encoding.PEM))
-    assert certs.load_transport_credentials(state) is None
-    fresh = certs.ensure_transport_credentials(state)
-    assert fresh.certificate not in (first.certificate, other.certificate)
+def test_the_pair_loads_from_the_brokers_descriptor_which_is_closed(tmp_path):
+    creds = made_pair()
+    fd = key_fd(tmp_path, creds)
+    os.read(fd, 10)    # an offset moved by someone else does not matter (pread)
+    loaded = certs.load_transport(fd, cert_pem(creds))
+    assert loaded.subject_key_identifier == creds.subject_key_identifier
+    assert loaded.key.private_numbers() == creds.key.private_numbers()
+    with pytest.raises(OSError):
+        os.fstat(fd)
 
 
-def test_unwritable_state_dir_is_a_clear_error(tmp_path):
-    blocker = tmp_path / "file"
-    blocker.write_text("x")
-    with pytest.raises(CertificateError, match="cannot keep the transport key"):
-        certs.ensure_transport_credentials(str(blocker / "state"))
+def test_a_key_that_is_not_the_certificates_is_refused(tmp_path):
+    with pytest.raises(CertificateError, match="do not match"):
+        certs.load_transport(key_fd(tmp_path, made_pair()), cert_pem(made_pair()))
+
+
+@pytest.mark.parametrize("content", [b"", b"not a key", b"-----BEGIN PRIVATE KEY-----\n" * 5000])
+def test_a_bad_key_is_a_clear_error(tmp_path, content):
+    (tmp_path / "bad").write_bytes(content)
+    with pytest.raises(CertificateError, match="transport key"):
+        certs.load_transport(os.open(str(tmp_path / "bad"), os.O_RDONLY), cert_pem(made_pair()))
+
+
+class FakeWorker:
+    """The worker's call(): the reply the broker gives, descriptors included."""
+
+    def __init__(self, result, fds):
+        self.reply = (result, fds)
+        self.calls = []
+
+    def call(self, verb, args):
+        self.calls.append(verb)
+        return self.reply
+
+
+def test_from_broker_asks_the_verb_and_loads_the_descriptor(tmp_path):
+    creds = made_pair()
+    worker = FakeWorker({"certificate": cert_pem(creds)}, [key_fd(tmp_path, creds)])
+    loaded = certs.from_broker(worker)
+    assert worker.calls == ["platform.transport_key"]
+    assert loaded.subject_key_identifier == creds.subject_key_identifier
+
+
+def test_from_broker_refuses_a_reply_without_one_descriptor(tmp_path):
+    creds = made_pair()
+    extra = [key_fd(tmp_path, creds), key_fd(tmp_path, creds)]
+    with pytest.raises(CertificateError, match="2 descriptors"):
+        certs.from_broker(FakeWorker({"certificate": cert_pem(creds)}, extra))
+    for fd in extra:   # closed, not leaked
+        with pytest.raises(OSError):
+            os.fstat(fd)

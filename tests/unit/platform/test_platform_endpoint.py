@@ -87,14 +87,23 @@ def test_configured_endpoint_is_the_only_candidate(tmp_path, fixtures_dir):
 def test_candidates_order(tmp_path, fixtures_dir):
     root = sysroot(tmp_path, fixtures_dir, dhclient="dhcp.leases.multi")
     c = conf(tmp_path, root)
-    assert endpoint.candidates(c) == [Endpoint("168.63.129.2"), Endpoint("168.63.129.16")]
-    (tmp_path / "state" / "platform").mkdir(parents=True)
-    endpoint.save_endpoint(str(tmp_path / "state"), Endpoint("10.1.2.3", 80))
-    assert endpoint.candidates(c) == [Endpoint("168.63.129.2"), Endpoint("10.1.2.3"),
-                                      Endpoint("168.63.129.16")]
-    assert endpoint.candidates(c, skip_dhcp=True) == [Endpoint("10.1.2.3"), Endpoint("168.63.129.16")]
+    own = tmp_path / "state" / "extensions"
+    assert endpoint.candidates(c, state_dir=str(own)) == [Endpoint("168.63.129.2"),
+                                                          Endpoint("168.63.129.16")]
+    own.mkdir(parents=True)
+    endpoint.save_endpoint(str(own), Endpoint("10.1.2.3", 80))
+    # Kept in the worker's own folder, readable by it only.
+    assert (own / endpoint.SAVED_ENDPOINT_FILE).stat().st_mode & 0o777 == 0o600
+    assert endpoint.candidates(c, state_dir=str(own)) == [
+        Endpoint("168.63.129.2"), Endpoint("10.1.2.3"), Endpoint("168.63.129.16")]
+    assert endpoint.candidates(c, skip_dhcp=True, state_dir=str(own)) == [
+        Endpoint("10.1.2.3"), Endpoint("168.63.129.16")]
     no_dhcp = c.with_overrides(Protocol__EndpointDiscovery="static")
-    assert endpoint.candidates(no_dhcp)[0] == Endpoint("10.1.2.3")
+    assert endpoint.candidates(no_dhcp, state_dir=str(own))[0] == Endpoint("10.1.2.3")
+    # Another worker's folder (or none) does not see it.
+    assert Endpoint("10.1.2.3") not in endpoint.candidates(
+        c, state_dir=str(tmp_path / "state" / "monitoring"))
+    assert Endpoint("10.1.2.3") not in endpoint.candidates(c)
 
 
 def test_route_and_networkd(tmp_path, fixtures_dir):

@@ -1,0 +1,87 @@
+"""Making the transport key pair (protocol.md §1.6, DESIGN.md "Certificates"), run by the broker
+as a short-lived child, `python -I -m supervisor.privileged.transport_key FOLDER TAG`, so the
+resident supervisor never imports cryptography (its memory is the figure that matters).
+
+RSA 2048, self-signed `CN=LinuxTransport`, 730 days, with a SubjectKeyIdentifier (the
+WireServer names the CMS recipient by it). The child writes, in the root-only FOLDER the broker
+made: the tag first removed (a crash midway leaves no valid pair), the certificate, the key
+(0600), then the tag `TAG NOT_AFTER` that says which VM the pair is for and until when. It
+prints the SKI (public) and nothing else.
+"""
+
+import os
+import sys
+import time
+
+TRANSPORT_SUBJECT = "LinuxTransport"
+TRANSPORT_DAYS = 730
+KEY_BITS = 2048
+KEY_FILE = "TransportPrivate.pem"
+CERT_FILE = "TransportCert.pem"
+TAG_FILE = "Transport.tag"
+
+
+def generate():
+    """(private key, certificate) as cryptography objects."""
+    import datetime
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.x509.oid import NameOID
+    key = rsa.generate_private_key(public_exponent=65537, key_size=KEY_BITS)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, TRANSPORT_SUBJECT)])
+    now = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
+    cert = (x509.CertificateBuilder()
+            .subject_name(name).issuer_name(name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=TRANSPORT_DAYS))
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()),
+                           critical=False)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    return key, cert
+
+
+def pem_pair(key, cert):
+    """(key PEM, certificate PEM) bytes: PKCS#8, unencrypted (the folder is root's, 0700)."""
+    from cryptography.hazmat.primitives import serialization
+    return (key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                              serialization.NoEncryption()),
+            cert.public_bytes(serialization.Encoding.PEM))
+
+
+def write_pair(folder: str, tag: str) -> str:
+    """Make a pair for `tag` in `folder`; returns the SKI in hex."""
+    from cryptography import x509
+    from statefiles import write_atomic
+    key, cert = generate()
+    key_pem, cert_pem = pem_pair(key, cert)
+    try:
+        os.unlink(os.path.join(folder, TAG_FILE))
+    except FileNotFoundError:
+        pass
+    write_atomic(os.path.join(folder, CERT_FILE), cert_pem, 0o600, 0, 0)
+    write_atomic(os.path.join(folder, KEY_FILE), key_pem, 0o600, 0, 0)
+    # Our own renewal date, from the validity we asked for (no deprecated accessor).
+    not_after = time.time() + TRANSPORT_DAYS * 86400
+    write_atomic(os.path.join(folder, TAG_FILE), ("%s %d\n" % (tag, not_after)).encode(),
+                 0o600, 0, 0)
+    ski = cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest
+    return ski.hex()
+
+
+def main(argv=None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 2 or os.geteuid() != 0:
+        print("usage (root): python -I -m supervisor.privileged.transport_key FOLDER TAG",
+              file=sys.stderr)
+        return 2
+    os.umask(0o077)
+    print(write_pair(args[0], args[1]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
