@@ -142,6 +142,8 @@ class Worker:
             return 2
         try:
             self.channel = Channel.from_fd(fd)
+            if self._test:
+                self._test.before_hello()
             result, _ = self.channel.call("worker.hello", {
                 "worker": self.name, "pid": os.getpid(), "version": VERSION}, timeout=30)
             self.heartbeat_interval = result["heartbeat_interval"]
@@ -211,7 +213,8 @@ class _TestHooks:
     environment, a random draw and the interpreter flags as JSON), attack (right after
     worker.hello, replace this worker's code with `<dir>/<worker>.attack.py`: the worst a
     compromised worker can do, from its own uid on its own channel; see
-    tests/integration/security/).
+    tests/integration/security/; a script whose first line is `# before hello` runs before
+    the worker's hello, in its place).
     """
 
     def __init__(self, worker: Worker):
@@ -235,6 +238,19 @@ class _TestHooks:
             if words:
                 actions.append(words)
         return actions
+
+    def before_hello(self) -> None:
+        """`attack` whose script's first line is `# before hello`: run it in place of the
+        hello too (a worker that lies in its very first message)."""
+        if ["attack"] not in self.actions():
+            return
+        try:
+            with open(self.path + ".attack.py") as f:
+                first = f.readline().strip()
+        except OSError:
+            return
+        if first == "# before hello":
+            self.attack()
 
     def at_start(self) -> None:
         for words in self.actions():
