@@ -27,12 +27,12 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Dict, List, Optional
 
 import config
-from ipc import envelope, framing
+from ipc import envelope, framing, handshake
 from ipc.channel import recv_some, send_frame
 from ipc.errors import (BUSY, FAILED, INTERNAL, NOT_FOUND, TIMEOUT, UNAVAILABLE,
                         VIOLATIONS, FrameError, IpcError)
 from ipc.verbs import check_result, lookup
-from supervisor import VERSION, WAAGENT_VERSION, broker, control, spawn, states, table
+from supervisor import VERSION, WAAGENT_VERSION, broker, control, spawn, states, table, trees
 # The privileged effects register their broker handlers on import, one module per thing held.
 from supervisor.privileged import provisioning as provisioning_handlers  # noqa: F401
 from supervisor.backoff import FailureHistory, next_step
@@ -139,6 +139,7 @@ class Supervisor:
         self.proc = ProcStat(os.getpid())
         self.spawn_method = conf["Agent.Spawner"]   # read at start only
         self.zygote = None   # supervisor/spawner.py Zygote when Agent.Spawner=zygote
+        self.trees = trees.Trees(log)   # each worker's whole process tree (supervisor/trees.py)
 
     # ---- set-up -------------------------------------------------------------------------
     def _console_echo(self) -> None:
@@ -185,6 +186,7 @@ class Supervisor:
         if self.test_hooks:
             log.warning("event=test_hooks Agent.TestHooks=y: debug verbs granted; "
                         "never use this setting in production")
+        self.trees.open()
         if self.spawn_method == "zygote":
             # Before the first worker, so before any worker has sent us anything: the
             # spawner is a fresh interpreter either way (see supervisor/spawner.py).
@@ -413,12 +415,13 @@ class Supervisor:
                 spec.name, self.config_path,
                 "DEBUG" if self.conf["Logs.Verbose"] else "INFO",
                 os.environ.get(spawn.ENV_TEST_DIR) if self.test_hooks else None)
+            cgroup = self.trees.prepare(spec.name, identity and identity.uid)
             child = None
             if self.zygote is not None:
-                child = self.zygote.spawn(spec.name, spec.module, identity, env)
+                child = self.zygote.spawn(spec.name, spec.module, identity, env, cgroup)
             method = "zygote" if child is not None else "exec"
             if child is None:
-                child = spawn.spawn(spec.module, identity, env, self.python)
+                child = spawn.spawn(spec.module, identity, env, self.python, cgroup)
         except Exception as e:
             log.error("event=spawn_failed worker=%s error=%r", spec.name, str(e))
             w.last_exit = ("spawn failed: %s" % e)[:200]
@@ -426,6 +429,7 @@ class Supervisor:
             self._failed(w, now)
             return
         w.pid = child.pid
+        self.trees.started(spec.name, child.pid)
         w.generation += 1
         w.channel = child.channel
         w.decoder = framing.FrameDecoder(framing.WORKER_CAP)
@@ -460,10 +464,7 @@ class Supervisor:
     def _kill(self, w: Worker, signum: int) -> None:
         if w.pid is None:
             return
-        try:
-            os.kill(w.pid, signum)
-        except ProcessLookupError:
-            pass
+        self.trees.signal(w.name, w.pid, signum)   # its process group, and cgroup on SIGKILL
 
     def end(self, w: Worker, reason: str) -> None:
         """End a worker at once (SIGKILL) for a reason; its restart policy decides what next."""
@@ -505,14 +506,15 @@ class Supervisor:
             self._exited(w, status)
         if self.zygote is not None:
             self.zygote.reap(restart=not self.shutting_down)
-            known = {w.pid for w in self.workers.values() if w.pid is not None}
-            self.zygote.reap_adopted(known | {self.zygote.pid})
+        self.trees.reap_adopted({w.pid for w in self.workers.values() if w.pid is not None}
+                                | {self.zygote and self.zygote.pid})
 
     def _exited(self, w: Worker, status: int) -> None:
         now = time.monotonic()
         # What it said last (a run-once worker's outcome in worker.status) is read first. The
         # pid is reaped: forget it first, so nothing in there can signal a reused pid.
         pid, w.pid, w.proc = w.pid, None, None
+        self.trees.ended(w.name, pid)   # nothing the worker started outlives it
         for _ in range(64):
             if w.channel is None or not self._read_channel(w):
                 break
@@ -765,10 +767,9 @@ class Supervisor:
         name = verb.name
         now = time.monotonic()
         if name == "worker.hello":
-            args = msg.args
-            if args["worker"] != w.name or args["pid"] != w.pid:
-                self.violation(w, IpcError("DENIED", "hello as %s pid %s" % (
-                    args["worker"], args["pid"])))
+            mismatch = handshake.hello_mismatch(msg.args, w.name, w.pid)
+            if mismatch:
+                self.violation(w, IpcError("DENIED", mismatch))
                 return
             w.last_heartbeat = now
             self._send(w, envelope.reply(msg.id, {
@@ -1182,6 +1183,7 @@ class Supervisor:
             pass
         if self.zygote is not None:
             self.zygote.close()
+        self.trees.close()
         log.info("event=stopped")
         for lf in self.logfiles.values():
             lf.close()

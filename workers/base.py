@@ -25,14 +25,10 @@ import threading
 import time
 from typing import Callable, Optional
 
-from ipc import envelope
+from ipc import envelope, handshake
 from ipc.channel import Channel
 from ipc.errors import TIMEOUT, ChannelClosed, IpcError
-
-ENV_CHANNEL_FD = "GUESTAGENT_CHANNEL_FD"
-ENV_LOG_LEVEL = "GUESTAGENT_LOG_LEVEL"
-ENV_TEST_DIR = "GUESTAGENT_TEST_DIR"
-VERSION = "0.1.0"
+from ipc.handshake import ENV_CHANNEL_FD, ENV_LOG_LEVEL, ENV_TEST_DIR
 
 EXIT_CHANNEL_LOST = 4   # the supervisor is gone
 
@@ -129,7 +125,7 @@ class Worker:
     def run(self, job: Optional[Callable[["Worker"], None]] = None) -> int:
         try:
             import setproctitle
-            setproctitle.setproctitle("guestagent: %s [unpriv]" % self.name)
+            setproctitle.setproctitle(handshake.title(self.name))
         except ImportError:
             pass
         signal.signal(signal.SIGTERM, self._on_term)
@@ -145,7 +141,8 @@ class Worker:
             if self._test:
                 self._test.before_hello()
             result, _ = self.channel.call("worker.hello", {
-                "worker": self.name, "pid": os.getpid(), "version": VERSION}, timeout=30)
+                "worker": self.name, "pid": os.getpid(),
+                "protocol": handshake.PROTOCOL_VERSION}, timeout=30)
             self.heartbeat_interval = result["heartbeat_interval"]
             self.log.debug("heartbeat every %.2fs", self.heartbeat_interval)
             if self._test:

@@ -127,11 +127,16 @@ def test_agentctl_stop_ends_the_whole_tree(agent):
 def test_kill9_of_the_supervisor_leaves_no_worker_descendant(agent):
     pid, tree = launch(agent, "monitoring", TREE + LIVE)
     agent.pids_seen.add(pid)
+    killed = agent.proc.pid
     agent.proc.kill()
     agent.proc.wait()
     assert all_dead([pid] + tree) == [], "a worker's tree survived kill -9 of the supervisor"
-    # A new supervisor starts over what the old one left.
+    # A new supervisor starts over what the old one left, its cgroup folder included.
     agent.start()
+    from supervisor import trees
+    hierarchy, own = trees.find_hierarchy(), trees.own_cgroup(str(agent.proc.pid))
+    if hierarchy and own is not None:
+        assert not os.path.exists("%s%s/guestagent.%d" % (hierarchy, own.rstrip("/"), killed))
 
 
 def test_a_hello_with_another_protocol_version_is_a_violation(agent):
