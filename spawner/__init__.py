@@ -23,7 +23,7 @@ How it keeps DESIGN.md principle 7 (a clean image):
   NO_NEW_PRIVS. It imports the worker modules and what they import, then `gc.freeze()`s the
   heap (so the collector does not write to, and un-share, the preloaded objects) and says
   `spawner.ready`. It handles no platform data, no secret and no file: a spawn order holds a
-  worker name, a module name, uid/gid and the worker's environment (no secret in it either:
+  worker name, a module name, uid/gid, the worker's cgroup and its environment (no secret in it either:
   secrets never go on argv or in the environment).
 - It obeys one verb, `spawner.spawn` (ipc/verbs/spawner.py, strict schema, exactly two
   descriptors: the worker's channel end and log pipe), from its own socketpair only.
@@ -39,8 +39,9 @@ statuses whenever it dies, and tie the workers' lives to it. The worker arms PDE
 after the reparent and checks getppid() afterwards (supervisor/spawn.py _become_worker), so a
 supervisor dying in between cannot leave it behind.
 
-In the worker, before its main: the same steps as the exec path (spawn._become_worker: own
-session, only its channel on 3, log pipe on 1+2, /dev/null on 0, every other descriptor closed
+In the worker, before its main: the same steps as the exec path (spawn._become_worker: into
+the worker's cgroup when the order names one (supervisor/trees.py), own session, only its
+channel on 3, log pipe on 1+2, /dev/null on 0, every other descriptor closed
 — the spawner's socket included —, bounding and ambient capabilities emptied, setgroups([]),
 gid guestagent-wire, uid, PDEATHSIG, NO_NEW_PRIVS, signals reset, umask 077, cwd /), then
 the interpreter's own start-up dispositions (SIGPIPE/SIGXFSZ ignored, SIGINT raises), the

@@ -57,7 +57,7 @@ def prctl(option: int, arg2: int = 0) -> None:
 
 def set_child_subreaper() -> None:
     """Orphaned descendants become our children (not init's): how a worker forked by the
-    spawner (supervisor/spawner.py, a double fork) becomes the supervisor's child."""
+    spawner (spawner/zygote.py, a double fork) becomes the supervisor's child."""
     prctl(PR_SET_CHILD_SUBREAPER, 1)
     flag = ctypes.c_int(0)
     if _libc.prctl(PR_GET_CHILD_SUBREAPER, ctypes.addressof(flag), 0, 0, 0) != 0 \

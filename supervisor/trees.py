@@ -32,7 +32,9 @@ import signal
 import time
 from typing import Dict, Optional, Set
 
-REAPER_TITLE = "guestagent: reaper [priv]"
+from ipc import handshake
+
+REAPER_TITLE = handshake.title("reaper", privileged=True)
 CAP_KILL = 5
 KILL_WAIT = 2.0   # seconds for a killed cgroup to empty (SIGKILL: a few ms)
 
@@ -256,11 +258,14 @@ class Trees:
     def signal(self, name: str, pid: int, signum: int) -> None:
         """Signal the worker's tree: its process group (it is the leader); with SIGKILL its
         whole cgroup too, whatever left the group."""
-        _killpg(pid, signum)
         try:
-            os.kill(pid, signum)   # should it have left its own group, it still gets it
+            os.killpg(pid, signum)
         except ProcessLookupError:
-            pass
+            # Forked, not yet its own group leader (setsid comes first in _become_worker).
+            try:
+                os.kill(pid, signum)
+            except ProcessLookupError:
+                pass
         if signum == signal.SIGKILL and self.base is not None:
             try:
                 _write(os.path.join(self.base, name, "cgroup.kill"), "1")
