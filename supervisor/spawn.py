@@ -201,10 +201,10 @@ def _become_worker(channel_fd, log_fd, devnull, identity, supervisor_pid, cgroup
 
 
 def enter_cgroup(cgroup: str) -> None:
-    """Move the calling process into `cgroup` (its cgroup.procs: "0" is the writer)."""
+    """Move the calling process into `cgroup` (v2, or v1 freezer: its cgroup.procs)."""
     fd = os.open(os.path.join(cgroup, "cgroup.procs"), os.O_WRONLY | os.O_CLOEXEC)
     try:
-        os.write(fd, b"0")
+        os.write(fd, str(os.getpid()).encode())
     finally:
         os.close(fd)
 

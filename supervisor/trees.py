@@ -39,11 +39,13 @@ CAP_KILL = 5
 KILL_WAIT = 2.0   # seconds for a killed cgroup to empty (SIGKILL: a few ms)
 
 
-# ==== cgroup v2 =============================================================================
+# ==== cgroups ==============================================================================
 def find_hierarchy(mountinfo: str = "/proc/self/mountinfo") -> Optional[str]:
-    """The mount point of a cgroup v2 hierarchy (the pure one at /sys/fs/cgroup first), or
-    None: a cgroup v1-only host."""
-    found = []
+    """Where worker cgroups go: the mount point of a cgroup v2 hierarchy (the pure one at
+    /sys/fs/cgroup first, else a hybrid host's unified one); on a v1-only host the freezer
+    controller's (a frozen cgroup is killed whole, however fast it forks); None: no cgroupfs
+    we may write (a container without it): process groups and the subreaper only."""
+    v2, freezer = [], []
     try:
         with open(mountinfo) as f:
             for line in f:
@@ -53,29 +55,38 @@ def find_hierarchy(mountinfo: str = "/proc/self/mountinfo") -> Optional[str]:
                 except ValueError:
                     continue
                 if fields[sep + 1] == "cgroup2":
-                    found.append(fields[4])
+                    v2.append(fields[4])
+                elif fields[sep + 1] == "cgroup" and "freezer" in fields[sep + 3].split(","):
+                    freezer.append(fields[4])
     except OSError:
         return None
-    for mount in sorted(found, key=lambda m: (m != "/sys/fs/cgroup", m)):
+    for mount in sorted(v2, key=lambda m: (m != "/sys/fs/cgroup", m)) + freezer:
         if os.access(os.path.join(mount, "cgroup.procs"), os.W_OK):
             return mount
     return None
 
 
-def own_cgroup(pid: str = "self") -> Optional[str]:
-    """Our path in the v2 hierarchy ("0::<path>" in /proc/<pid>/cgroup)."""
+def own_cgroup(pid: str = "self", hierarchy: Optional[str] = None) -> Optional[str]:
+    """Our path in `hierarchy` (v2: "0::<path>", v1 freezer: "N:freezer:<path>" in
+    /proc/<pid>/cgroup); the v2 one when hierarchy is None."""
+    v1 = hierarchy is not None and os.path.exists(os.path.join(hierarchy, "tasks"))  # v2: none
     try:
         with open("/proc/%s/cgroup" % pid) as f:
             for line in f:
-                if line.startswith("0::"):
-                    return line[3:].strip()
-    except OSError:
+                num, controllers, path = line.rstrip("\n").split(":", 2)
+                if v1 and "freezer" in controllers.split(","):
+                    return path
+                if not v1 and num == "0" and controllers == "":
+                    return path
+    except (OSError, ValueError):
         pass
     return None
 
 
 def kill_cgroup(path: str, wait: float = KILL_WAIT) -> bool:
     """SIGKILL everything in the cgroup `path` and wait until it is empty; True if it is."""
+    if os.path.exists(os.path.join(path, "freezer.state")):
+        return _kill_frozen(path, wait)
     try:
         _write(os.path.join(path, "cgroup.kill"), "1")
     except FileNotFoundError:
@@ -100,11 +111,40 @@ def populated(path: str) -> bool:
             for line in f:
                 if line.startswith("populated "):
                     return line.split()[1] != "0"
-    except FileNotFoundError:
-        return False
     except OSError:
-        pass
+        pass   # v1 has no cgroup.events; a removed cgroup lists nothing
     return bool(_procs(path))
+
+
+def _kill_frozen(path: str, wait: float) -> bool:
+    """cgroup v1: freeze (nothing forks any more), SIGKILL every member, thaw (a frozen task
+    dies only when thawed), until empty."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            _write(os.path.join(path, "freezer.state"), "FROZEN")
+        except FileNotFoundError:
+            return True
+        except OSError:
+            pass
+        while time.monotonic() < deadline:   # FREEZING until every task has stopped
+            try:
+                with open(os.path.join(path, "freezer.state")) as f:
+                    if f.read().strip() == "FROZEN":
+                        break
+            except OSError:
+                break
+            time.sleep(0.002)
+        _kill_listed(path)
+        try:
+            _write(os.path.join(path, "freezer.state"), "THAWED")
+        except OSError:
+            pass
+        time.sleep(0.005)
+        if not _procs(path):
+            return True
+        if time.monotonic() > deadline:
+            return False
 
 
 def remove_cgroup(path: str) -> bool:
@@ -187,7 +227,7 @@ class Trees:
             spawn.set_child_subreaper()
         except OSError as e:
             self.log.error("event=subreaper state=off error=%r", str(e))
-        own = own_cgroup() if self.hierarchy else None
+        own = own_cgroup(hierarchy=self.hierarchy) if self.hierarchy else None
         if own is not None:
             parent = self.hierarchy + own.rstrip("/")
             self._remove_stale(parent)

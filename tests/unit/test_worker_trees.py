@@ -1,5 +1,6 @@
-"""supervisor/trees.py on this host's real cgroup v2 hierarchy (needs root and a writable v2
-mount: the pure one, or the unified one of a hybrid host), and its parsing of mountinfo."""
+"""supervisor/trees.py on this host's real cgroups (needs root: a writable v2 hierarchy, the
+pure one or a hybrid host's unified one, and the v1 freezer where it is mounted), and its
+parsing of mountinfo."""
 
 import os
 import signal
@@ -21,14 +22,20 @@ def test_the_v2_mount_is_found_and_v1_ignored(tmp_path):
     assert trees.find_hierarchy(str(info)) == str(v2)
     info.write_text("30 25 0:26 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory\n")
     assert trees.find_hierarchy(str(info)) is None
+    freezer = tmp_path / "freezer"
+    freezer.mkdir()
+    (freezer / "cgroup.procs").write_text("")
+    info.write_text("30 25 0:26 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory\n"
+                    "32 25 0:28 / %s rw - cgroup cgroup rw,freezer\n" % freezer)
+    assert trees.find_hierarchy(str(info)) == str(freezer)
 
 
-def real_cgroup(name):
+def real_cgroup(name, hierarchy):
     if os.geteuid() != 0:
         pytest.skip("needs root")
-    hierarchy, own = trees.find_hierarchy(), trees.own_cgroup()
-    if hierarchy is None or own is None:
-        pytest.skip("no writable cgroup v2 hierarchy here")
+    own = trees.own_cgroup(hierarchy=hierarchy) if hierarchy else None
+    if hierarchy is None or own is None or not os.access(hierarchy, os.F_OK):
+        pytest.skip("no such writable cgroup hierarchy here")
     path = os.path.join(hierarchy + own.rstrip("/"), "%s.%d" % (name, os.getpid()))
     os.mkdir(path)
     return path
@@ -42,8 +49,18 @@ def alive(pid):
         return False
 
 
-def test_kill_cgroup_ends_a_tree_that_left_its_session_and_remove_cleans_up():
-    path = real_cgroup("test-trees")
+V1_FREEZER = "/sys/fs/cgroup/freezer"
+
+
+@pytest.mark.parametrize("version", ["v2", "v1 freezer"])
+def test_kill_cgroup_ends_a_tree_that_left_its_session_and_remove_cleans_up(version):
+    if version == "v2":
+        hierarchy = trees.find_hierarchy()
+        if hierarchy and os.path.exists(os.path.join(hierarchy, "tasks")):
+            hierarchy = None   # a v1-only host: that is the other case
+    else:
+        hierarchy = V1_FREEZER if os.path.exists(os.path.join(V1_FREEZER, "tasks")) else None
+    path = real_cgroup("test-trees", hierarchy)
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:   # the "worker": in the cgroup, then a child that escapes the session
