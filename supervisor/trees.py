@@ -10,6 +10,7 @@ its descendants are nobody's children. Three things hold its tree anyway:
    methods), so nothing it starts can leave: an unprivileged process cannot write a
    root-owned `cgroup.procs`. Killing the tree is one write to `cgroup.kill` (Linux 5.14;
    before that, every pid in `cgroup.procs` until it is empty), atomic against a fork bomb.
+   On a cgroup v1-only host the freezer hierarchy serves the same way (freeze, kill, thaw).
 2. **Its own process group** (the worker calls setsid()): the stop signal goes to the group,
    so children that stayed in it get the same chance to finish as the worker. Without
    cgroup v2 that is what we have, with the subreaper below.
@@ -18,25 +19,30 @@ its descendants are nobody's children. Three things hold its tree anyway:
    when it runs under the uid of a worker that has ended.
 
 And when the supervisor itself is killed with SIGKILL? Under systemd, the unit's cgroup is
-emptied by systemd (KillMode=mixed), worker cgroups included. Elsewhere a **reaper** does it:
-a process forked from the supervisor at start-up, before any worker and any data, that keeps
-only CAP_KILL, ignores the polite signals and blocks on a pipe whose other end only the
-supervisor holds. EOF on it — the supervisor exited or died — makes it kill every worker
-cgroup and process group the supervisor told it about, remove the cgroups, and leave. A
-worker (and so its tree) cannot signal it: it is root. The workers' own PDEATHSIG is kept.
+emptied by systemd (KillMode=mixed), worker cgroups included (and the reaper does it first).
+Elsewhere the **reaper** does it (supervisor/reaper.py): a small program the supervisor
+fork+execs at start-up, before any worker, that keeps only CAP_KILL, ignores the polite
+signals and blocks on a pipe whose other end only the supervisor holds. EOF on it — the
+supervisor exited or died — makes it kill every worker cgroup and process group the
+supervisor told it about, remove the cgroups, and leave. A worker (and so its tree) cannot
+signal it: it is root. The workers' own PDEATHSIG is kept.
+
+Without any writable cgroupfs (a container without one) a descendant that leaves the
+worker's process group is found only once orphaned, as long as the supervisor lives; after a
+SIGKILL of the supervisor only the process groups are killed.
 """
 
-import errno
 import os
 import signal
-import time
+import sys
 from typing import Dict, Optional, Set
 
 from ipc import handshake
+from supervisor.reaper import (KILL_WAIT, _kill_listed, _killpg, _procs,  # noqa: F401
+                               _write, kill_cgroup, populated, remove_cgroup)
 
 REAPER_TITLE = handshake.title("reaper", privileged=True)
 CAP_KILL = 5
-KILL_WAIT = 2.0   # seconds for a killed cgroup to empty (SIGKILL: a few ms)
 
 
 # ==== cgroups ==============================================================================
@@ -81,127 +87,6 @@ def own_cgroup(pid: str = "self", hierarchy: Optional[str] = None) -> Optional[s
     except (OSError, ValueError):
         pass
     return None
-
-
-def kill_cgroup(path: str, wait: float = KILL_WAIT) -> bool:
-    """SIGKILL everything in the cgroup `path` and wait until it is empty; True if it is."""
-    if os.path.exists(os.path.join(path, "freezer.state")):
-        return _kill_frozen(path, wait)
-    try:
-        _write(os.path.join(path, "cgroup.kill"), "1")
-    except FileNotFoundError:
-        if not os.path.isdir(path):
-            return True
-        _kill_listed(path)   # a kernel before 5.14: no cgroup.kill
-    except OSError:
-        _kill_listed(path)
-    deadline = time.monotonic() + wait
-    while True:
-        if not populated(path):
-            return True
-        if time.monotonic() > deadline:
-            return False
-        _kill_listed(path)
-        time.sleep(0.005)
-
-
-def populated(path: str) -> bool:
-    try:
-        with open(os.path.join(path, "cgroup.events")) as f:
-            for line in f:
-                if line.startswith("populated "):
-                    return line.split()[1] != "0"
-    except OSError:
-        pass   # v1 has no cgroup.events; a removed cgroup lists nothing
-    return bool(_procs(path))
-
-
-def _kill_frozen(path: str, wait: float) -> bool:
-    """cgroup v1: freeze (nothing forks any more), SIGKILL every member, thaw (a frozen task
-    dies only when thawed), until empty."""
-    deadline = time.monotonic() + wait
-    while True:
-        try:
-            _write(os.path.join(path, "freezer.state"), "FROZEN")
-        except FileNotFoundError:
-            return True
-        except OSError:
-            pass
-        while time.monotonic() < deadline:   # FREEZING until every task has stopped
-            try:
-                with open(os.path.join(path, "freezer.state")) as f:
-                    if f.read().strip() == "FROZEN":
-                        break
-            except OSError:
-                break
-            time.sleep(0.002)
-        _kill_listed(path)
-        try:
-            _write(os.path.join(path, "freezer.state"), "THAWED")
-        except OSError:
-            pass
-        time.sleep(0.005)
-        if not _procs(path):
-            return True
-        if time.monotonic() > deadline:
-            return False
-
-
-def remove_cgroup(path: str) -> bool:
-    """Kill what is left in `path` and remove it (children first); True when it is gone."""
-    try:
-        children = [e.path for e in os.scandir(path) if e.is_dir(follow_symlinks=False)]
-    except FileNotFoundError:
-        return True
-    except OSError:
-        children = []
-    for child in children:
-        remove_cgroup(child)
-    kill_cgroup(path)
-    deadline = time.monotonic() + KILL_WAIT
-    while True:
-        try:
-            os.rmdir(path)
-            return True
-        except FileNotFoundError:
-            return True
-        except OSError as e:
-            # EBUSY for a moment after the last task or child cgroup went: the kernel
-            # takes them offline asynchronously.
-            if e.errno != errno.EBUSY or time.monotonic() > deadline:
-                return False
-        time.sleep(0.01)
-
-
-def _procs(path: str):
-    try:
-        with open(os.path.join(path, "cgroup.procs")) as f:
-            return [int(p) for p in f.read().split()]
-    except (OSError, ValueError):
-        return []
-
-
-def _kill_listed(path: str) -> None:
-    for pid in _procs(path):
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-
-
-def _write(path: str, text: str) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
-    try:
-        os.write(fd, text.encode())
-    finally:
-        os.close(fd)
-
-
-def _killpg(pgid: int, signum: int) -> None:
-    try:
-        os.killpg(pgid, signum)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 # ==== the supervisor's side =================================================================
@@ -378,7 +263,12 @@ class Trees:
 
     # -- the reaper ---------------------------------------------------------------------
     def _start_reaper(self) -> None:
+        """Fork+exec supervisor/reaper.py (why a program of its own: its docstring)."""
+        from supervisor import reaper, spawn
         r, w = os.pipe()   # both O_CLOEXEC: no other child of ours inherits the write end
+        argv = [REAPER_TITLE, "-I", "-S", os.path.abspath(reaper.__file__),
+                self.base or "-"] + [str(p) for p in self.groups]
+        python = sys.executable
         try:
             pid = os.fork()
         except OSError as e:
@@ -386,14 +276,34 @@ class Trees:
             os.close(w)
             self.log.error("event=reaper_failed error=%r", str(e))
             return
-        if pid == 0:
-            code = 0
+        if pid == 0:   # nothing but os calls and prctl until exec, as in spawn.spawn
             try:
-                os.close(w)
-                _reaper(r, self.base, set(self.groups))
-            except BaseException:  # noqa: B902 - never return into the supervisor's code
-                code = 1
-            os._exit(code)
+                os.dup2(r, 0)   # stdin: the pipe (dup2 clears O_CLOEXEC); 1, 2 kept
+                os.closerange(3, spawn._max_fd())
+                if os.geteuid() == 0:
+                    # Root's permitted set after execve is its bounding set: CAP_KILL only.
+                    for cap in range(spawn.CAP_LAST_CAP + 1):
+                        if cap != CAP_KILL:
+                            spawn.prctl(spawn.PR_CAPBSET_DROP, cap)
+                    spawn.prctl(spawn.PR_CAP_AMBIENT, spawn.PR_CAP_AMBIENT_CLEAR_ALL)
+                    spawn.prctl(spawn.PR_SET_NO_NEW_PRIVS, 1)
+                signal.pthread_sigmask(signal.SIG_SETMASK, [])
+                for signum in range(1, signal.NSIG):
+                    if signum not in (signal.SIGKILL, signal.SIGSTOP):
+                        try:
+                            signal.signal(signum, signal.SIG_DFL)
+                        except (OSError, ValueError, RuntimeError):
+                            pass
+                # Inherited across exec: a ^C or a stop of our process group is not for it.
+                for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGPIPE):
+                    signal.signal(signum, signal.SIG_IGN)
+                os.chdir("/")
+                os.execve(python, argv, {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
+            except BaseException as e:  # noqa: B902 - never return into the supervisor's code
+                try:
+                    os.write(2, ("reaper: exec failed: %s\n" % e).encode())
+                finally:
+                    os._exit(127)
         os.close(r)
         self.reaper_pid, self._reaper_w = pid, w
         self.log.info("event=reaper_start pid=%d", pid)
@@ -418,57 +328,3 @@ def _adopted(main_thread_only: bool = False):
         except (OSError, ValueError):
             continue
     return pids
-
-
-def _reaper(r: int, base: Optional[str], groups: Set[int]) -> None:
-    """The reaper process: wait for the supervisor's end, then kill every worker tree."""
-    from supervisor import spawn
-    signal.set_wakeup_fd(-1)
-    for signum in range(1, signal.NSIG):
-        if signum in (signal.SIGKILL, signal.SIGSTOP):
-            continue
-        try:
-            signal.signal(signum, signal.SIG_DFL)
-        except (OSError, ValueError, RuntimeError):
-            pass
-    # A terminal's ^C or a stop of the supervisor's process group must not take it first.
-    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGPIPE):
-        signal.signal(signum, signal.SIG_IGN)
-    devnull = os.open("/dev/null", os.O_RDWR)
-    os.dup2(devnull, 0)
-    keep = sorted({0, 1, 2, r})
-    for low, high in zip(keep, keep[1:] + [spawn._max_fd()]):
-        os.closerange(low + 1, high)
-    try:
-        import setproctitle
-        setproctitle.setproctitle(REAPER_TITLE)
-    except ImportError:
-        pass
-    if os.geteuid() == 0:
-        # CAP_KILL for the process groups of other uids; cgroup files are root's own.
-        spawn.keep_capabilities((CAP_KILL,))
-        spawn.prctl(spawn.PR_SET_NO_NEW_PRIVS, 1)
-    buf = b""
-    while True:
-        try:
-            data = os.read(r, 4096)
-        except InterruptedError:
-            continue
-        if not data:
-            break
-        buf += data
-        *lines, buf = buf.split(b"\n")
-        for line in lines:
-            try:
-                pid = int(line[1:])
-            except ValueError:
-                continue
-            if line[:1] == b"+":
-                groups.add(pid)
-            else:
-                groups.discard(pid)
-    for pgid in groups:
-        _killpg(pgid, signal.SIGKILL)
-    if base is not None:
-        remove_cgroup(base)
-

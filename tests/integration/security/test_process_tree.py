@@ -174,3 +174,18 @@ def test_a_cgroup_holds_each_workers_tree_when_there_is_one(agent):
     assert all_dead(tree) == []
     time.sleep(0.2)
     assert not os.path.isdir(hierarchy + own), "the stopped worker's cgroup stays"
+
+
+def test_the_reaper_is_root_with_cap_kill_alone_and_outside_every_worker_group(agent):
+    """What survives the supervisor to kill the trees holds one capability, and no worker
+    can reach it: root (a worker cannot signal it), its own program, no descendant of one."""
+    import psutil
+    sup = agent.status()["supervisor"]["pid"]
+    [reaper] = [c for c in psutil.Process(sup).children()
+                if c.cmdline()[:1] == ["guestagent: reaper [priv]"]]
+    with open("/proc/%d/status" % reaper.pid) as f:
+        st = dict(line.rstrip("\n").split(":\t", 1) for line in f if ":\t" in line)
+    assert st["Uid"].split()[:3] == ["0", "0", "0"]
+    assert int(st["CapEff"], 16) == int(st["CapBnd"], 16) == 1 << 5   # CAP_KILL
+    assert st["NoNewPrivs"].strip() == "1"
+    assert os.getpgid(reaper.pid) not in {w["pid"] for w in agent.workers().values() if w["pid"]}
