@@ -35,6 +35,7 @@ SIGKILL of the supervisor only the process groups are killed.
 import os
 import signal
 import sys
+import time
 from typing import Dict, Optional, Set
 
 from ipc import handshake
@@ -211,23 +212,31 @@ class Trees:
 
     def _kill_orphans_of(self, name: str) -> None:
         """Without a cgroup: adopted orphans (our children, not a worker) that run under the
-        ended worker's uid are what is left of its tree."""
+        ended worker's uid are what is left of its tree. Killing one orphans its children in
+        turn (a moment later): rounds until one finds nothing."""
         uid = self.uids.get(name)
         if not uid:
             return   # a non-root run: workers share our uid, nothing to tell them apart
-        for pid in _adopted():
-            if pid in self.groups or pid == self.reaper_pid:
-                continue
-            try:
-                with open("/proc/%d/status" % pid) as f:
-                    uids = [line.split()[1:4] for line in f if line.startswith("Uid:")][0]
-            except (OSError, IndexError):
-                continue
-            if str(uid) in uids:
+        for _ in range(50):
+            found = False
+            for pid in _adopted():
+                if pid in self.groups or pid == self.reaper_pid:
+                    continue
                 try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+                    with open("/proc/%d/status" % pid) as f:
+                        st = dict(line.split(":", 1) for line in f if ":" in line)
+                    ids, zombie = st["Uid"].split()[:3], st["State"].split()[0] == "Z"
+                except (OSError, KeyError, IndexError, ValueError):
+                    continue
+                if str(uid) in ids and not zombie:   # a zombie is dead: reap_adopted
+                    found = True
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+            if not found:
+                return
+            time.sleep(0.01)
 
     # -- reaping ------------------------------------------------------------------------
     def reap_adopted(self, known: Set[int]) -> None:
