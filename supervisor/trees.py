@@ -202,12 +202,14 @@ class Trees:
         """The worker `pid` was reaped: nothing it started outlives it."""
         self.groups.pop(pid, None)
         self._tell_reaper("-%d\n" % pid)
-        _killpg(pid, signal.SIGKILL)
         if self.base is not None:
             path = os.path.join(self.base, name)
             if not remove_cgroup(path):   # made again at its next start
                 self.log.error("event=tree_survives worker=%s cgroup=%s", name, path)
         else:
+            # The group outlives its reaped leader while a member lives, so its number is
+            # not reused meanwhile (a race only with a new leader in the same microseconds).
+            _killpg(pid, signal.SIGKILL)
             self._kill_orphans_of(name)
 
     def _kill_orphans_of(self, name: str) -> None:
