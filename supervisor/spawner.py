@@ -74,7 +74,8 @@ class SpawnerProcess:
                     "worker": name, "module": module,
                     "uid": None if identity is None else identity.uid,
                     "gid": None if identity is None else identity.gid,
-                    "env": env, "cgroup": cgroup}, timeout=ORDER_TIMEOUT, fds=[child_end.fileno(), log_w])
+                    "env": env, "cgroup": cgroup},
+                    timeout=ORDER_TIMEOUT, fds=[child_end.fileno(), log_w])
             except IpcError as e:
                 raise SpawnerError("spawner.spawn: %s %s" % (e.code, e.message)) from None
             for fd in fds:
