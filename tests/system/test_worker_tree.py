@@ -23,13 +23,14 @@ def worker_cgroup(vm, name):
 
 def plant(vm, cgroup, marker):
     """A process in `cgroup`, as guestagent-mon, in a session of its own, that never exits on
-    its own; its argv carries `marker` so it can be found."""
+    its own; its argv carries `marker` so it can be found (pgrep's pattern brackets the
+    marker so the shell running pgrep, whose command line names it, does not match)."""
     vm.run(f"nohup sh -c 'echo $$ > {cgroup}/cgroup.procs && exec setpriv --reuid=guestagent-mon"
            f" --regid=guestagent-wire --clear-groups setsid sleep 100{marker}' "
            ">/dev/null 2>&1 &", check=True)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-        r = vm.run(f"pgrep -f 'sleep 100{marker}'")
+        r = vm.run(f"pgrep -f 'sleep 100[{marker}]'")
         if r.out.strip():
             return r.out.split()[0]
         time.sleep(0.5)
@@ -39,7 +40,7 @@ def plant(vm, cgroup, marker):
 def gone(vm, marker, timeout=30):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if not vm.run(f"pgrep -f 'sleep 100{marker}'").out.strip():
+        if not vm.run(f"pgrep -f 'sleep 100[{marker}]'").out.strip():
             return True
         time.sleep(0.5)
     return False
