@@ -5,7 +5,7 @@
 Runs a real guestagentd with its four skeleton workers (each importing what its real job will
 import: requests, cryptography, defusedxml) twice, once per `Agent.Spawner`:
 1. zygote (the default): the workers are forked from the preloaded spawner
-   (supervisor/spawner.py); the spawner is part of the tree and counted in the total.
+   (spawner/); the spawner is part of the tree and counted in the total.
 2. exec: each worker is fork+exec'd and imports everything itself.
 
 PSS (proportional set size) divides each shared page among its sharers, so the PSS column
@@ -44,14 +44,15 @@ def show(title, rows):
 
 
 SPAWNER_TITLE = "guestagent: spawner [priv]"
+REAPER_TITLE = "guestagent: reaper [priv]"   # supervisor/trees.py: kills worker trees at the end
 
 
 def tree_pids(tree):
     st = tree.status()
     sup = st["supervisor"]["pid"]
     pids = [("supervisor", sup)]
-    pids += [("spawner", c.pid) for c in psutil.Process(sup).children()
-             if c.cmdline()[:1] == [SPAWNER_TITLE]]
+    pids += [(c.cmdline()[0].split()[1], c.pid) for c in psutil.Process(sup).children()
+             if c.cmdline()[:1] in ([SPAWNER_TITLE], [REAPER_TITLE])]
     pids += [(w["name"], w["pid"]) for w in st["workers"] if w["pid"]]   # resident ones
     return pids
 

@@ -122,8 +122,7 @@ class Channel:
         verb = verb or lookup(name)
         args = args or {}
         # Our own bad arguments are our bug: fail here, before the peer ends us for them.
-        if not verb.args.fits(args):
-            check_args(verb, args)
+        check_args(verb, args)
         # One lock for the id and the send: ids reach the wire in order, at one lock's cost.
         with self._send_lock:
             ident = self._next_id
@@ -144,8 +143,7 @@ class Channel:
                 if not msg.ok:
                     _close_all(got_fds)
                     raise msg.error
-                if not verb.result.fits(msg.result):
-                    check_result(verb, msg.result)
+                check_result(verb, msg.result)
                 return msg.result, got_fds
             self.inbox.append((msg, got_fds))
 

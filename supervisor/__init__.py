@@ -11,7 +11,8 @@ Modules, named for what they hold:
 - states.py     supervision states and their allowed transitions
 - backoff.py    restart delay and flapping window (pure)
 - spawn.py      fork+exec of a worker into a clean, unprivileged image
-- spawner.py    the preloaded spawner (zygote) workers are forked from, and its handle
+- spawner.py    the handle on the preloaded spawner (zygote; the process itself: spawner/)
+- trees.py      each worker's whole process tree: cgroup, process group, subreaper, reaper
 - policy.py     which worker may call which verb (ONCE and phase gates)
 - broker.py     the handlers of privileged verbs, fast inline or slow in a pool
 - control.py    the control socket (SO_PEERCRED: root all verbs, guestagent-admin read-only)

@@ -22,12 +22,13 @@ import sys
 import time
 
 import config
+from ipc import handshake
 
 EXIT_OK = 0
 EXIT_PROBLEMS = 1
 EXIT_CONFIG = 2
 EXIT_START = 3
-PROCTITLE = "guestagent: supervisor [priv]"
+PROCTITLE = handshake.title("supervisor", privileged=True)
 
 
 def parse_args(argv):

@@ -33,12 +33,12 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Dict, List, Optional
 
 import config
-from ipc import envelope, framing
+from ipc import envelope, framing, handshake
 from ipc.channel import recv_some
 from ipc.errors import (BUSY, FAILED, INTERNAL, NOT_FOUND, TIMEOUT, UNAVAILABLE,
                         VIOLATIONS, FrameError, IpcError)
 from ipc.verbs import REGISTRY, check_result, lookup
-from supervisor import VERSION, WAAGENT_VERSION, broker, control, spawn, table
+from supervisor import VERSION, WAAGENT_VERSION, broker, control, spawn, table, trees
 # The privileged effects register their broker handlers on import, one module per thing held.
 from supervisor.privileged import provisioning as provisioning_handlers  # noqa: F401
 from supervisor.privileged import platform as platform_handlers
@@ -119,6 +119,8 @@ class Supervisor(Host):
         self.stat = ProcStat(os.getpid())
         self.spawn_method = conf["Agent.Spawner"]   # read at start only
         self.zygote = None   # supervisor/spawner.py Zygote when Agent.Spawner=zygote
+        self.trees = trees.Trees(log)   # each worker's whole process tree (supervisor/trees.py)
+        self.trees = trees.Trees(log)   # each worker's whole process tree (supervisor/trees.py)
 
     # ---- set-up -------------------------------------------------------------------------
     def _console_echo(self) -> None:
@@ -180,6 +182,8 @@ class Supervisor(Host):
         if self.test_hooks:
             log.warning("event=test_hooks Agent.TestHooks=y: debug verbs granted; "
                         "never use this setting in production")
+        self.trees.open()
+        self.trees.open()
         if self.spawn_method == "zygote":
             # Before the first worker, so before any worker has sent us anything: the
             # spawner is a fresh interpreter either way (see supervisor/spawner.py).
@@ -385,12 +389,14 @@ class Supervisor(Host):
         env = spawn.worker_env(
             spec.name, self.config_path, "DEBUG" if self.conf["Logs.Verbose"] else "INFO",
             os.environ.get(spawn.ENV_TEST_DIR) if self.test_hooks else None)
+        cgroup = self.trees.prepare(spec.name, identity and identity.uid)
         child = None
         if self.zygote is not None:
-            child = self.zygote.spawn(spec.name, spec.module, identity, env)
+            child = self.zygote.spawn(spec.name, spec.module, identity, env, cgroup)
         method = "zygote" if child is not None else "exec"
         if child is None:
-            child = spawn.spawn(spec.module, identity, env, self.python)
+            child = spawn.spawn(spec.module, identity, env, self.python, cgroup)
+        self.trees.started(spec.name, child.pid)
         io = proc.io = WorkerIO(proc, child, Capture(spec.name, self.logfile(spec.name),
                                                      self.console),
                                 self.policy.session(spec.name), time.monotonic())
@@ -403,11 +409,9 @@ class Supervisor(Host):
         return child.pid
 
     def kill(self, proc: WorkerProcess, signum: int) -> None:
-        """The one place a signal is sent to a worker."""
-        try:
-            os.kill(proc.pid, signum)
-        except ProcessLookupError:
-            pass
+        """The one place a signal is sent to a worker: its process group, and its cgroup
+        on SIGKILL (supervisor/trees.py)."""
+        self.trees.signal(proc.name, proc.pid, signum)
 
     def drop_channel(self, proc: WorkerProcess) -> None:
         io = proc.io
@@ -468,14 +472,15 @@ class Supervisor(Host):
                 pid, status = p.pid, 0
             if pid == 0:
                 continue
+            self.trees.ended(p.name, p.pid)   # nothing the worker started outlives it
             p.exited(spawn.describe_status(status),
                      os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0)
             if self.shutting_down:
                 self._stop_next()
         if self.zygote is not None:
             self.zygote.reap(restart=not self.shutting_down)
-            known = {p.pid for p in self.workers.values() if p.pid is not None}
-            self.zygote.reap_adopted(known | {self.zygote.pid})
+        self.trees.reap_adopted({p.pid for p in self.workers.values() if p.pid is not None}
+                                | {self.zygote and self.zygote.pid})
 
     # ---- worker channels: read, check, run, reply -------------------------------------------
     def _on_log(self, io: WorkerIO, key, mask):
@@ -565,9 +570,9 @@ class Supervisor(Host):
     def _hello(self, io: WorkerIO, msg) -> None:
         """The one place worker.hello is answered: it must say who the channel says it is."""
         proc = io.proc
-        if msg.args["worker"] != proc.name or msg.args["pid"] != proc.pid:
-            self.violation(proc, IpcError("DENIED", "hello as %s pid %s" % (
-                msg.args["worker"], msg.args["pid"])))
+        mismatch = handshake.hello_mismatch(msg.args, proc.name, proc.pid)
+        if mismatch:
+            self.violation(proc, IpcError("DENIED", mismatch))
             return
         proc.hello()
         self._send(io, envelope.reply(msg.id, {
@@ -823,6 +828,7 @@ class Supervisor(Host):
             pass
         if self.zygote is not None:
             self.zygote.close()
+        self.trees.close()
         log.info("event=stopped")
         for lf in self.logfiles.values():
             lf.close()

@@ -1,7 +1,10 @@
 """Fork+exec a worker into a clean, unprivileged image (DESIGN.md principle 7).
 
 In the child, between fork and exec, in this order:
-1. its own session (a terminal's ^C reaches the supervisor only; it decides);
+0. into its own cgroup, when the supervisor made one (supervisor/trees.py): from then on
+   nothing it starts can leave it, whatever it does with sessions and forks;
+1. its own session and process group (a terminal's ^C reaches the supervisor only; it
+   decides; and the supervisor signals the group, so children that stay in it go too);
 2. fd 0 = /dev/null, fd 1 and 2 = the log pipe, fd 3 = the worker's end of its channel
    (a socketpair made before the fork); every other descriptor is closed;
 3. the capability bounding set and the ambient set emptied (while we still may), then
@@ -27,12 +30,10 @@ import sys
 from dataclasses import dataclass
 from typing import Dict, Optional
 
-CHANNEL_FD = 3
-ENV_CHANNEL_FD = "GUESTAGENT_CHANNEL_FD"
-ENV_WORKER = "GUESTAGENT_WORKER"
-ENV_CONFIG = "GUESTAGENT_CONFIG"
-ENV_LOG_LEVEL = "GUESTAGENT_LOG_LEVEL"
-ENV_TEST_DIR = "GUESTAGENT_TEST_DIR"
+# What the worker must agree on, from the one neutral module (re-exported for loop.py).
+from ipc.handshake import (CHANNEL_FD, ENV_CHANNEL_FD, ENV_CONFIG,  # noqa: F401
+                           ENV_LOG_LEVEL, ENV_TEST_DIR, ENV_WORKER)
+
 SPAWN_FAILED = 127
 
 PR_SET_PDEATHSIG = 1
@@ -56,7 +57,7 @@ def prctl(option: int, arg2: int = 0) -> None:
 
 def set_child_subreaper() -> None:
     """Orphaned descendants become our children (not init's): how a worker forked by the
-    spawner (supervisor/spawner.py, a double fork) becomes the supervisor's child."""
+    spawner (spawner/zygote.py, a double fork) becomes the supervisor's child."""
     prctl(PR_SET_CHILD_SUBREAPER, 1)
     flag = ctypes.c_int(0)
     if _libc.prctl(PR_GET_CHILD_SUBREAPER, ctypes.addressof(flag), 0, 0, 0) != 0 \
@@ -128,8 +129,9 @@ def worker_env(name: str, config_path: str, log_level: str,
 
 
 def spawn(module: str, identity: Optional[Identity], env: Dict[str, str],
-          python: str = sys.executable) -> Spawned:
-    """Start `python -I -m module` as identity (None: stay as we are, for a non-root run)."""
+          python: str = sys.executable, cgroup: Optional[str] = None) -> Spawned:
+    """Start `python -I -m module` as identity (None: stay as we are, for a non-root run),
+    in `cgroup` (a cgroup v2 directory; None: none)."""
     parent_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     log_r, log_w = os.pipe()
     devnull = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC)
@@ -145,7 +147,7 @@ def spawn(module: str, identity: Optional[Identity], env: Dict[str, str],
         raise
     if pid == 0:  # the child: nothing but os calls until exec
         try:
-            _become_worker(child_end.fileno(), log_w, devnull, identity, supervisor_pid)
+            _become_worker(child_end.fileno(), log_w, devnull, identity, supervisor_pid, cgroup)
             os.execve(python, argv, env)
         except BaseException as e:  # noqa: B902 - anything: report and leave
             try:
@@ -160,7 +162,11 @@ def spawn(module: str, identity: Optional[Identity], env: Dict[str, str],
     return Spawned(pid, parent_end, log_r)
 
 
-def _become_worker(channel_fd, log_fd, devnull, identity, supervisor_pid):
+def _become_worker(channel_fd, log_fd, devnull, identity, supervisor_pid, cgroup=None):
+    if cgroup is not None:
+        # Still root: an unprivileged process cannot write a root-owned cgroup.procs, so
+        # neither the worker nor anything it starts can move out of it.
+        enter_cgroup(cgroup)
     os.setsid()
     # Lift the three descriptors above the low numbers first, so no dup2 clobbers another.
     high = [fcntl.fcntl(fd, fcntl.F_DUPFD, 64) for fd in (devnull, log_fd, channel_fd)]
@@ -192,6 +198,15 @@ def _become_worker(channel_fd, log_fd, devnull, identity, supervisor_pid):
             pass
     os.umask(0o077)
     os.chdir("/")
+
+
+def enter_cgroup(cgroup: str) -> None:
+    """Move the calling process into `cgroup` (v2, or v1 freezer: its cgroup.procs)."""
+    fd = os.open(os.path.join(cgroup, "cgroup.procs"), os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        os.write(fd, str(os.getpid()).encode())
+    finally:
+        os.close(fd)
 
 
 def _max_fd() -> int:

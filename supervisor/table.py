@@ -22,6 +22,7 @@ import signal
 from dataclasses import dataclass, replace
 from typing import Dict, Optional, Tuple
 
+from ipc import handshake
 from supervisor.backoff import BackoffPolicy
 
 SERVICE = "service"
@@ -66,7 +67,7 @@ class WorkerSpec:
 
     @property
     def title(self) -> str:
-        return "guestagent: %s [unpriv]" % self.name
+        return handshake.title(self.name)
 
 
 # Defaults per worker. Memory limits are ~3x the idle figure of benchmarks/idle_tree.py,

@@ -25,14 +25,10 @@ import threading
 import time
 from typing import Callable, Optional
 
-from ipc import envelope
+from ipc import envelope, handshake
 from ipc.channel import Channel
 from ipc.errors import TIMEOUT, ChannelClosed, IpcError
-
-ENV_CHANNEL_FD = "GUESTAGENT_CHANNEL_FD"
-ENV_LOG_LEVEL = "GUESTAGENT_LOG_LEVEL"
-ENV_TEST_DIR = "GUESTAGENT_TEST_DIR"
-VERSION = "0.1.0"
+from ipc.handshake import ENV_CHANNEL_FD, ENV_LOG_LEVEL, ENV_TEST_DIR
 
 EXIT_CHANNEL_LOST = 4   # the supervisor is gone
 
@@ -129,7 +125,7 @@ class Worker:
     def run(self, job: Optional[Callable[["Worker"], None]] = None) -> int:
         try:
             import setproctitle
-            setproctitle.setproctitle("guestagent: %s [unpriv]" % self.name)
+            setproctitle.setproctitle(handshake.title(self.name))
         except ImportError:
             pass
         signal.signal(signal.SIGTERM, self._on_term)
@@ -142,8 +138,11 @@ class Worker:
             return 2
         try:
             self.channel = Channel.from_fd(fd)
+            if self._test:
+                self._test.before_hello()
             result, _ = self.channel.call("worker.hello", {
-                "worker": self.name, "pid": os.getpid(), "version": VERSION}, timeout=30)
+                "worker": self.name, "pid": os.getpid(),
+                "protocol": handshake.PROTOCOL_VERSION}, timeout=30)
             self.heartbeat_interval = result["heartbeat_interval"]
             self.log.debug("heartbeat every %.2fs", self.heartbeat_interval)
             if self._test:
@@ -211,7 +210,8 @@ class _TestHooks:
     environment, a random draw and the interpreter flags as JSON), attack (right after
     worker.hello, replace this worker's code with `<dir>/<worker>.attack.py`: the worst a
     compromised worker can do, from its own uid on its own channel; see
-    tests/integration/security/).
+    tests/integration/security/; a script whose first line is `# before hello` runs before
+    the worker's hello, in its place).
     """
 
     def __init__(self, worker: Worker):
@@ -235,6 +235,19 @@ class _TestHooks:
             if words:
                 actions.append(words)
         return actions
+
+    def before_hello(self) -> None:
+        """`attack` whose script's first line is `# before hello`: run it in place of the
+        hello too (a worker that lies in its very first message)."""
+        if ["attack"] not in self.actions():
+            return
+        try:
+            with open(self.path + ".attack.py") as f:
+                first = f.readline().strip()
+        except OSError:
+            return
+        if first == "# before hello":
+            self.attack()
 
     def at_start(self) -> None:
         for words in self.actions():

@@ -5,10 +5,11 @@ from ipc.verbs import declare
 
 HELLO = declare(
     "worker.hello",
-    """First message of a worker on its channel: who it says it is. The supervisor already
-    knows (the channel is the identity); a mismatch ends the worker. The reply carries the
-    heartbeat interval the supervisor expects.""",
-    args=Obj({"worker": WORKER_NAME, "pid": Int(1, 2 ** 31), "version": Str(64, 1)}),
+    """First message of a worker on its channel: who it says it is and which protocol it
+    speaks (ipc/handshake.py PROTOCOL_VERSION). The supervisor already knows who (the
+    channel is the identity) and speaks one protocol: a mismatch of either ends the worker.
+    The reply carries the heartbeat interval the supervisor expects.""",
+    args=Obj({"worker": WORKER_NAME, "pid": Int(1, 2 ** 31), "protocol": Int(1, 2 ** 16)}),
     result=Obj({"heartbeat_interval": Num(0.01, 3600)}),
 )
 

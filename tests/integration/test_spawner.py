@@ -1,4 +1,4 @@
-"""The preloaded spawner (supervisor/spawner.py): a worker forked from it has the image a
+"""The preloaded spawner (spawner/): a worker forked from it has the image a
 fork+exec'd one has; the spawner is supervised; nothing outlives the supervisor."""
 
 import grp

@@ -171,9 +171,11 @@ def test_workers_run_under_their_own_uid_without_privileges(agent_vm):
         assert m and m.group(1) == WORKERS[name], (name, log)
         uids[name] = agent_vm.run(f"id -u {WORKERS[name]}", check=True).out.strip()
     assert len(set(uids.values())) == len(uids)
-    cg = agent_vm.run("cat /sys/fs/cgroup/guestagent.slice/guestagent.service/cgroup.procs",
-                      check=True).out.split()
+    # Each worker in a cgroup of its own under the unit's (Delegate=yes; supervisor/trees.py).
+    main = show(agent_vm, "MainPID")["MainPID"]
     for name in SERVICES:
+        cg = agent_vm.run("cat /sys/fs/cgroup/guestagent.slice/guestagent.service/"
+                          f"guestagent.{main}/{name}/cgroup.procs", check=True).out.split()
         assert str(st[name]["pid"]) in cg, (name, cg)
 
 

@@ -225,21 +225,36 @@ schema_values = st.recursive(
 
 @settings(max_examples=500)
 @given(st.sampled_from(SAMPLE_SCHEMAS), schema_values)
-def test_compiled_predicate_agrees_with_the_explanation(schema, value):
-    """fits (the compiled fast path) and _explain (the walk that says why) must agree."""
+def test_any_value_is_accepted_or_refused_with_a_path_never_a_crash(schema, value):
+    """One walk decides and explains: check refuses with a SchemaError (nothing else escapes
+    it: no TypeError, no KeyError), fits agrees with it, and what is accepted survives the
+    wire (JSON) and is accepted again."""
     try:
-        schema._explain(value, "")
-        explained_ok = True
-    except SchemaError:
-        explained_ok = False
-    except TypeError:   # a non-string key in an unknown-key message: not from the wire
-        return
-    assert schema.fits(value) == explained_ok
-    if explained_ok:
         schema.check(value)
-    else:
-        with pytest.raises(SchemaError):
+        accepted = True
+    except SchemaError as e:
+        accepted = False
+        assert e.code == INVALID_ARGS and ": " in e.message
+    assert schema.fits(value) == accepted
+    if accepted and value == value:   # NaN is never equal to itself: refused anyway
+        assert schema.fits(json.loads(json.dumps(value)))
+
+
+def test_a_refusal_names_the_place_and_the_reason():
+    schema = Obj({"name": USERNAME, "n": Int(0, 10)}, {"tags": List(Str(5), 2),
+                                                       "m": Map(Str(8, 1, r"[a-z]+"), Bool(), 2)})
+    cases = [({"name": "a", "n": 1, "tags": ["ok", "toolong"]}, "tags[1]: length 7 outside 0..5"),
+             ({"name": "a", "n": 1, "m": {"A": True}}, "m.<key>: does not match [a-z]+"),
+             ({"name": "a", "n": 1, "m": {"a": 1}}, "m.a: expected true or false"),
+             ({"name": "a", "n": 1, "x": 1}, "args: unknown key 'x'"),
+             ({"name": "a"}, "args: missing key 'n'"),
+             ({"name": "Root;rm", "n": 1}, "name: does not match"),
+             ([], "args: expected an object")]
+    for value, message in cases:
+        with pytest.raises(SchemaError) as info:
             schema.check(value)
+        assert info.value.message.startswith(message), (value, info.value.message)
+        assert not schema.fits(value)
 
 
 def test_remembered_matches_do_not_widen_a_pattern():

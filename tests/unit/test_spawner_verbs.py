@@ -17,11 +17,16 @@ def test_spawn_order_schema_is_strict():
     assert verb.max_fds == 2
     check_args(verb, GOOD)
     check_args(verb, dict(GOOD, uid=None, gid=None))
+    check_args(verb, dict(GOOD, cgroup="/sys/fs/cgroup/system.slice/guestagent.service/"
+                                       "guestagent.42/monitoring"))
+    check_args(verb, dict(GOOD, cgroup=None))
     for bad in (dict(GOOD, module="os"), dict(GOOD, module="workers.x; import os"),
                 dict(GOOD, module="supervisor.loop"), dict(GOOD, uid=-1),
                 dict(GOOD, uid=2 ** 32 - 1), dict(GOOD, env={"lower": "x"}),
                 dict(GOOD, env={"A%d" % i: "x" for i in range(17)}),
                 dict(GOOD, env={"PATH": "x" * 4097}), dict(GOOD, argv=["sh"]),
+                dict(GOOD, cgroup="/etc"), dict(GOOD, cgroup="/sys/fs/cgroup/../../etc"),
+                dict(GOOD, cgroup="/sys/fs/cgroup/a/.."), dict(GOOD, cgroup="/sys/fs/cgroup"),
                 {k: v for k, v in GOOD.items() if k != "env"}):
         with pytest.raises(IpcError):
             check_args(verb, bad)

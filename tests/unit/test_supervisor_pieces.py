@@ -105,7 +105,7 @@ def test_a_private_key_block_over_several_lines_is_removed():
 
 # ---- policy ---------------------------------------------------------------------------
 def hello(name="extensions"):
-    return envelope.Request(1, "worker.hello", {"worker": name, "pid": 5, "version": "1"})
+    return envelope.Request(1, "worker.hello", {"worker": name, "pid": 5, "protocol": 1})
 
 
 def notice(name, args=None):

@@ -1,0 +1,38 @@
+"""Who may import whom (issue 10 §6): the spawner may import workers/, the supervisor may
+not; what both sides agree on comes from ipc/handshake.py."""
+
+import ast
+import os
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def imported(package):
+    names = set()
+    for folder, _, files in os.walk(os.path.join(ROOT, package)):
+        for name in files:
+            if name.endswith(".py"):
+                with open(os.path.join(folder, name)) as f:
+                    tree = ast.parse(f.read())
+                for node in ast.walk(tree):
+                    if isinstance(node, ast.Import):
+                        names.update((a.name, name) for a in node.names)
+                    elif isinstance(node, ast.ImportFrom) and node.module:
+                        names.add((node.module, name))
+    return names
+
+
+def test_the_supervisor_imports_no_worker_code():
+    assert [(m, f) for m, f in imported("supervisor")
+            if m == "workers" or m.startswith("workers.") or m.startswith("spawner")] == []
+    # And not indirectly either: the whole supervisor, loaded, holds no workers module.
+    out = subprocess.run(
+        [sys.executable, "-c", "import sys, supervisor.daemon, supervisor.loop, "
+         "supervisor.spawner, supervisor.trees; "
+         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('workers', 'spawner')))"],
+        cwd=ROOT, capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=ROOT))
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+
