@@ -120,7 +120,6 @@ class Supervisor(Host):
         self.spawn_method = conf["Agent.Spawner"]   # read at start only
         self.zygote = None   # supervisor/spawner.py Zygote when Agent.Spawner=zygote
         self.trees = trees.Trees(log)   # each worker's whole process tree (supervisor/trees.py)
-        self.trees = trees.Trees(log)   # each worker's whole process tree (supervisor/trees.py)
 
     # ---- set-up -------------------------------------------------------------------------
     def _console_echo(self) -> None:
@@ -182,7 +181,6 @@ class Supervisor(Host):
         if self.test_hooks:
             log.warning("event=test_hooks Agent.TestHooks=y: debug verbs granted; "
                         "never use this setting in production")
-        self.trees.open()
         self.trees.open()
         if self.spawn_method == "zygote":
             # Before the first worker, so before any worker has sent us anything: the
