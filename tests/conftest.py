@@ -14,3 +14,9 @@ def fixtures_dir() -> pathlib.Path:
     if not FIXTURES.is_dir():
         pytest.fail("the recorded fixtures are missing at %s" % FIXTURES)
     return FIXTURES
+
+
+# Skips fail under CI and are summed up otherwise; the run fails if it leaves a process running.
+from tests.run_guard import (  # noqa: E402,F401
+    pytest_configure, pytest_runtest_makereport, pytest_sessionfinish, pytest_terminal_summary,
+    pytest_unconfigure)
