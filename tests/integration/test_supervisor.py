@@ -435,19 +435,34 @@ def test_verbose_and_console_switches(make_agent):
 
 
 # ---- 7. lifetimes: once per boot, periodic ----------------------------------------------
-def test_provisioning_exits_0_is_not_restarted_and_status_says_why(agent):
-    w = agent.worker("provisioning")
+def test_provisioning_exits_0_is_not_restarted_and_status_says_why(make_agent, tmp_path):
+    # A provisioning that really succeeded: Provisioning.Agent=disabled (marker and Ready
+    # only) against the emulator, which records the Ready. Against no platform, "Ready not
+    # reported" is not a success to call healthy.
+    from emulator.confinement import Emulator
+    emu = Emulator()
+    try:
+        lib = tmp_path / "lib"
+        lib.mkdir()
+        agent = make_agent(dict(emu.conf(), **{"Lib.Dir": str(lib)})).start()
+        _provisioning_exits_0_is_not_restarted_and_status_says_why(agent, emu)
+    finally:
+        emu.stop()
+
+
+def _provisioning_exits_0_is_not_restarted_and_status_says_why(agent, emu):
+    w = agent.wait_state("provisioning", "EXITED", timeout=30)
     assert (w["state"], w["pid"], w["last_exit"], w["restarts"]) == ("EXITED", None, "exit 0", 0)
     assert w["lifetime"] == "once" and w["next_run"] is None
-    # The harness runs Provisioning.Agent=disabled against a platform that is not there.
-    assert w["message"] == "provisioning: disabled; Ready not reported"
+    assert w["message"] == "provisioning: disabled; Ready reported"
+    assert [r["document"]["state"] for r in emu.health()] == ["Ready"]
     time.sleep(1.0)   # many backoff delays: a clean exit is not restarted
     assert agent.log().count("event=spawn worker=provisioning") == 1
     assert agent.worker("provisioning")["state"] == "EXITED"
     r = agent.ctl("status")
     assert r.returncode == 0, r.stdout   # EXITED with exit 0 is where provisioning should be
     assert re.search(r"^provisioning\s+EXITED\s+-\s+-\s+0\s+-\s+-\s+-\s+exit 0$", r.stdout, re.M)
-    assert "\n  provisioning: disabled; Ready not reported\n" in r.stdout
+    assert "\n  provisioning: disabled; Ready reported\n" in r.stdout
     # agentctl start runs it again: provisioning is over this boot, it says so and exits 0.
     r = agent.ctl("start", "provisioning")
     assert r.returncode == 0, r.stderr
