@@ -35,8 +35,9 @@ guestagent %s (compatible with WALinuxAgent %s). Operators: see also `agentctl -
 # Exit codes: waagent exits 0 even when a command fails [quirk]; we keep 0 for success and
 # give failures a non-zero status, which no caller of waagent relies on being 0.
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNSUPPORTED = 0, 1, 2, 3
-NOT_COLLECTED = ("waagent: log collection is not implemented yet (issue 15: Log collection inside a "
-                 "limited slice): the collector ran and collected nothing, no bundle was written")
+NOT_COLLECTED = ("waagent: log collection is not implemented yet (issue 15: Log collection "
+                 "inside a limited slice): the collector ran and collected nothing, no bundle "
+                 "was written")
 
 
 class Invocation:

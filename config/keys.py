@@ -251,11 +251,14 @@ KEYS = (
 )
 
 _RESOURCE_DISK = "no resource disk or swap yet (issue 12: Every boot: resource disk, swap, ...)"
-_EVERY_BOOT = "not done yet (issue 12: Every boot: resource disk, swap, kernel and network tweaks, ...)"
-_MONITORING = "no monitoring yet (issue 14: Monitoring: the WireServer firewall, hostname monitor, ...)"
+_EVERY_BOOT = ("not done yet (issue 12: Every boot: resource disk, swap, kernel and network "
+               "tweaks, ...)")
+_MONITORING = ("no monitoring yet (issue 14: Monitoring: the WireServer firewall, hostname "
+               "monitor, ...)")
 _EXTENSIONS = "no extension handling yet (issue 13: VM extensions: the goal-state loop, ...)"
 _SELF_UPDATE = "guestagent does not update itself"
-_LIMITS = "guestagent's limits are its systemd slices', not cgroups it manages (issue 17: Footprint)"
+_LIMITS = ("guestagent's limits are its systemd slices', not cgroups it manages "
+           "(issue 17: Footprint)")
 
 #: Every key that is parsed but not acted on (grep the code: none of them is read), and why.
 NOT_APPLIED = {

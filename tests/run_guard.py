@@ -1,5 +1,5 @@
-"""What every test run promises, as pytest hooks (imported by tests/conftest.py; `-p tests.run_guard`
-loads them into any other run):
+"""What every test run promises, as pytest hooks (imported by tests/conftest.py;
+`-p tests.run_guard` loads them into any other run):
 
 * A test that cannot run here is never a silent green. Every skip in this suite is for a missing
   privilege or tool (root, a Debian package, overlayfs), so with CI set every skip fails the

@@ -1,6 +1,6 @@
-"""What a test or `make demo` starts, it stops: a confined host whose supervisor died before its
-spawner and workers, or that was started twice, leaves none of them running once stopped, and `make demo` interrupted by
-SIGTERM stops the agent and the emulator it started."""
+"""What a test or `make demo` starts, it stops: a confined host started twice leaves neither
+agent running once stopped, and `make demo` interrupted by SIGTERM stops the agent and the
+emulator it started."""
 
 import glob
 import os
