@@ -9,14 +9,30 @@ PYTEST_ARGS ?=
 # Tests start the installed guestagentd, agentctl and workers from this venv.
 export GUESTAGENT_VENV := $(VENV)
 
-.PHONY: venv test test-host test-system demo install check-config bench clean
+.PHONY: deps venv test test-host test-system demo install check-config bench clean
 
-$(PY):
+# The set-up step: the Debian packages the agent and the tests need, listed one per line in
+# packaging/debian-runtime.txt (what an image needs; the VM image reads it too) and
+# .ci/apt-packages.txt (the tests). Installs only what is missing; as non-root it says so in
+# one line and fails.
+DEB_LISTS := packaging/debian-runtime.txt .ci/apt-packages.txt
+.DEFAULT_GOAL := venv
+# Checked before anything runs, so a non-root user gets this one line and nothing else.
+NEEDS_ROOT := deps venv test test-host test-system demo check-config
+ifneq ($(shell id -u),0)
+ifneq ($(filter $(NEEDS_ROOT),$(MAKECMDGOALS)),)
+$(error make $(firstword $(filter $(NEEDS_ROOT),$(MAKECMDGOALS))) needs root: run it as root (e.g. sudo make $(firstword $(filter $(NEEDS_ROOT),$(MAKECMDGOALS)))); it installs the Debian packages it needs, then runs)
+endif
+endif
+deps:
+	@sh packaging/debian-deps "$(or $(firstword $(MAKECMDGOALS)),deps)" $(DEB_LISTS)
+
+$(PY): | deps
 	$(PYTHON) -m venv --system-site-packages $(VENV)
 
 # Reinstalled on every run: workers run as unprivileged users from the venv's copy,
 # never from the checkout (which may sit in a folder they cannot read).
-venv: $(PY)
+venv: deps $(PY)
 	$(PY) -m pip install --quiet --no-deps --no-build-isolation --force-reinstall .
 
 test: venv

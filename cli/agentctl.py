@@ -267,6 +267,9 @@ def main(argv=None) -> int:
             w = result["worker"]
             print("%s: %s (%s)%s" % (w["name"], w["state"], w["last_exit"] or "-",
                                      (": " + w["message"]) if w["message"] else ""))
+            # The run is real (and succeeded); what it does is not there yet: say so.
+            print("agentctl: log collection is not implemented yet (issue 15): nothing was "
+                  "collected", file=sys.stderr)
             return EXIT_OK
         if args.command == "logs":
             return cmd_logs(path, args.worker, args.n, args.follow)

@@ -35,6 +35,9 @@ guestagent %s (compatible with WALinuxAgent %s). Operators: see also `agentctl -
 # Exit codes: waagent exits 0 even when a command fails [quirk]; we keep 0 for success and
 # give failures a non-zero status, which no caller of waagent relies on being 0.
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNSUPPORTED = 0, 1, 2, 3
+NOT_COLLECTED = ("waagent: log collection is not implemented yet (issue 15: Log collection "
+                 "inside a limited slice): the collector ran and collected nothing, no bundle "
+                 "was written")
 
 
 class Invocation:
@@ -137,9 +140,14 @@ def _main(argv: Optional[List[str]] = None) -> int:
         return daemon.start_detached(path)
     if verb == "collect-logs":
         # The supervisor runs the log collector and this returns when it has exited. -full
-        # (waagent's larger manifest) is accepted; the manifests come with the collector.
+        # (waagent's larger manifest) is accepted; the manifests come with the collector. The
+        # run collects nothing yet: a script that expects a bundle must not be told it got one.
         from cli import agentctl
-        return agentctl.main(["--config", path, "collect-logs"])
+        code = agentctl.main(["--config", path, "collect-logs"])
+        if code != 0:
+            return code
+        print(NOT_COLLECTED, file=sys.stderr)
+        return EXIT_UNSUPPORTED
     print("waagent: -%s is not supported by guestagent yet" % verb, file=sys.stderr)
     return EXIT_UNSUPPORTED
 

@@ -17,9 +17,9 @@ def main(argv=None) -> int:
         except ConfigError as e:
             print(e, file=sys.stderr)
             return 2
-        for problem in conf.problems:
+        for problem in conf.problems + conf.not_applied:
             print(problem)
-        return 1 if conf.problems else 0
+        return 1 if conf.problems else 0   # keys not applied yet are warnings
     print("usage: python -m config render | check FILE", file=sys.stderr)
     return 2
 

@@ -8,7 +8,7 @@ Defaults are waagent 2.15's *code* defaults (reference/protocol.md §10), not th
 shipped config file sets, so an image whose file lacks a key behaves as it did under waagent.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Optional, Tuple, Union
 
 Value = Union[bool, int, float, str, None]
@@ -29,6 +29,9 @@ class Key:
     minimum: Optional[float] = None
     # Ours (not waagent's): shipped commented out in a section of their own.
     ours: bool = False
+    # Parsed but not acted on yet: why, and where it will be. A file that sets such a key gets
+    # one `event=config_not_applied` line at start and a warning from --check-config.
+    not_applied: str = ""
 
 
 def _k(name, kind, default, doc, choices=(), minimum=None, ours=False):
@@ -247,4 +250,54 @@ KEYS = (
        ours=True),
 )
 
+_RESOURCE_DISK = "no resource disk or swap yet (issue 12: Every boot: resource disk, swap, ...)"
+_EVERY_BOOT = ("not done yet (issue 12: Every boot: resource disk, swap, kernel and network "
+               "tweaks, ...)")
+_MONITORING = ("no monitoring yet (issue 14: Monitoring: the WireServer firewall, hostname "
+               "monitor, ...)")
+_EXTENSIONS = "no extension handling yet (issue 13: VM extensions: the goal-state loop, ...)"
+_SELF_UPDATE = "guestagent does not update itself"
+_LIMITS = ("guestagent's limits are its systemd slices', not cgroups it manages "
+           "(issue 17: Footprint)")
+
+#: Every key that is parsed but not acted on (grep the code: none of them is read), and why.
+NOT_APPLIED = {
+    "ResourceDisk.Format": _RESOURCE_DISK, "ResourceDisk.Filesystem": _RESOURCE_DISK,
+    "ResourceDisk.MountPoint": _RESOURCE_DISK, "ResourceDisk.MountOptions": _RESOURCE_DISK,
+    "ResourceDisk.EnableSwap": _RESOURCE_DISK, "ResourceDisk.SwapSizeMB": _RESOURCE_DISK,
+    "ResourceDisk.EnableSwapEncryption": _RESOURCE_DISK, "ResourceDisk.Device": _RESOURCE_DISK,
+    "OS.RootDeviceScsiTimeout": _EVERY_BOOT, "OS.RootDeviceScsiTimeoutPeriod": _EVERY_BOOT,
+    "OS.EnableRDMA": _EVERY_BOOT, "OS.UpdateRdmaDriver": _EVERY_BOOT,
+    "OS.CheckRdmaDriver": _EVERY_BOOT, "DetectScvmmEnv": _EVERY_BOOT,
+    "OS.EnableFirewall": _MONITORING, "OS.EnableFirewallPeriod": _MONITORING,
+    "Debug.FirewallRulesLogPeriod": _MONITORING,
+    "Provisioning.MonitorHostName": _MONITORING, "Provisioning.MonitorHostNamePeriod": _MONITORING,
+    "Monitor.NetworkConfigurationChanges": _MONITORING,
+    "OS.RemovePersistentNetRulesPeriod": _MONITORING,
+    "OS.MonitorDhcpClientRestartPeriod": _MONITORING, "Debug.EtpCollectionPeriod": _MONITORING,
+    "Extensions.Enabled": _EXTENSIONS, "Extensions.GoalStatePeriod": _EXTENSIONS,
+    "Extensions.InitialGoalStatePeriod": _EXTENSIONS, "Extensions.WaitForCloudInit": _EXTENSIONS,
+    "Extensions.WaitForCloudInitTimeout": _EXTENSIONS, "Extension.LogDir": _EXTENSIONS,
+    "OS.AllowHTTP": _EXTENSIONS, "EnableOverProvisioning": _EXTENSIONS,
+    "Policy.PolicyFilePath": _EXTENSIONS, "AutoUpdate.GAFamily": _EXTENSIONS,
+    "Debug.EnableFastTrack": _EXTENSIONS, "Debug.EnableExtensionPolicy": _EXTENSIONS,
+    "Debug.EnableSignatureValidation": _EXTENSIONS,
+    "Pid.File": "no pid file is written yet (issue 16: The waagent command line, ...)",
+    "OS.EnableFIPS": "FIPS mode is not set up (no open issue yet)",
+    "OS.OpensslPath": "guestagent never runs openssl",
+    "OS.PasswordPath": "passwords are set with chpasswd, which writes the system's shadow file",
+    "AutoUpdate.Enabled": _SELF_UPDATE, "AutoUpdate.UpdateToLatestVersion": _SELF_UPDATE,
+    "Autoupdate.Frequency": _SELF_UPDATE, "Debug.SelfUpdateHotfixFrequency": _SELF_UPDATE,
+    "Debug.SelfUpdateRegularFrequency": _SELF_UPDATE, "Debug.EnableGAVersioning": _SELF_UPDATE,
+    "Debug.EnableRsmDowngrade": _SELF_UPDATE,
+    "CGroups.Enabled": _LIMITS, "Debug.CgroupLogMetrics": _LIMITS,
+    "Debug.CgroupDisableOnProcessCheckFailure": _LIMITS,
+    "Debug.CgroupDisableOnQuotaCheckFailure": _LIMITS, "Debug.CgroupCheckPeriod": _LIMITS,
+    "Debug.AgentCpuQuota": _LIMITS, "Debug.AgentCpuThrottledTimeThreshold": _LIMITS,
+    "Debug.AgentMemoryQuota": _LIMITS, "Debug.EnableAgentMemoryUsageCheck": _LIMITS,
+    "Debug.EnableCgroupV2ResourceLimiting": _LIMITS,
+}
+KEYS = tuple(replace(k, not_applied=NOT_APPLIED.get(k.name, "")) for k in KEYS)
+
 BY_NAME = {k.name: k for k in KEYS}
+assert set(NOT_APPLIED) <= set(BY_NAME), set(NOT_APPLIED) - set(BY_NAME)

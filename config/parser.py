@@ -86,10 +86,14 @@ def convert(key: Key, raw: Optional[str]):
 class Config:
     """Typed values of every known key; unknown keys are kept only as problems."""
 
-    def __init__(self, values: Dict[str, Value], problems: List[Problem], path: str):
+    def __init__(self, values: Dict[str, Value], problems: List[Problem], path: str,
+                 not_applied: Optional[List[Problem]] = None):
         self._values = values
         self.problems = problems
         self.path = path
+        # Keys the file sets that the agent parses but does not act on yet (keys.py
+        # not_applied): warnings, never problems; the agent runs as it would without them.
+        self.not_applied = not_applied or []
 
     def __getitem__(self, name: str) -> Value:
         # A typo in our own code is a bug, not a default.
@@ -111,7 +115,7 @@ class Config:
             if name not in BY_NAME:
                 raise KeyError(name)
             values[name] = value
-        return Config(values, list(self.problems), self.path)
+        return Config(values, list(self.problems), self.path, list(self.not_applied))
 
     # Derived values live here so every process derives them the same way.
     @property
@@ -135,17 +139,22 @@ class Config:
 def parse(text: str, path: str = "<string>") -> Config:
     values = {k.name: k.default for k in KEYS}
     problems = []
+    not_applied = {}
     for entry in split_lines(text):
         key = BY_NAME.get(entry.key)
         if key is None:
             problems.append(Problem(path, entry.line, entry.key, "unknown key"))
             continue
+        if key.not_applied:
+            # Once per key: the line whose value is in effect.
+            not_applied[key.name] = Problem(path, entry.line, key.name,
+                                            "warning: parsed but not applied: " + key.not_applied)
         value, message = convert(key, entry.value)
         values[key.name] = value
         if message:
             problems.append(Problem(path, entry.line, key.name,
                                     message + "; using the default %r" % (key.default,)))
-    return Config(values, problems, path)
+    return Config(values, problems, path, sorted(not_applied.values(), key=lambda p: p.line))
 
 
 def load(path: str, report: bool = True) -> Config:

@@ -33,6 +33,8 @@ import urllib.request
 import uuid
 from typing import Dict, List, Optional
 
+import psutil
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_SCENARIO = os.path.join(HERE, "scenarios", "default.json")
 VENV = os.environ.get("GUESTAGENT_VENV", "/opt/guestagent")
@@ -156,6 +158,7 @@ class ConfinedHost:
         self.conf_path = self.path("waagent.conf")
         self.console = self.path("console")
         self.proc = None
+        self._procs = []
         self.started_at = None
         shutil.copytree("/etc", self.etc, symlinks=True, copy_function=_copy_if_there,
                         ignore=shutil.ignore_patterns("*.lock", "*.[0-9]*[0-9]", "*-"))
@@ -251,13 +254,26 @@ class ConfinedHost:
                # inner() execs <venv>/bin/guestagentd: the venv this process was given.
                "GUESTAGENT_VENV": VENV}
         env.update(extra_env or {})
-        self._stderr = open(self.path("stderr"), "ab")
+        if self.proc is None:
+            self._stderr = open(self.path("stderr"), "ab")
         self.started_at = time.time()
         self.proc = subprocess.Popen(
             ["unshare", "--mount", "--uts", "--propagation", "private", "--",
              PYTHON, "-I", "-m", "emulator.confinement", "inner", self.root],
             stdin=subprocess.DEVNULL, stdout=self._stderr, stderr=self._stderr, env=env)
+        self._procs.append(self.proc)
         return self
+
+    def mount_namespace(self, pid: Optional[int] = None) -> Optional[str]:
+        """The mount namespace (as /proc/PID/ns/mnt reads) of the agent started as pid (default:
+        the running one), written by inner()."""
+        if pid is None:
+            pid = self.proc.pid if self.proc is not None else 0
+        try:
+            with open(self.path("mnt_ns.%d" % pid)) as f:
+                return f.read().strip() or None
+        except FileNotFoundError:
+            return None
 
     def exec_time(self, timeout: float = 30.0) -> float:
         """Wall-clock time at which the confined guestagentd was exec'd."""
@@ -320,18 +336,43 @@ class ConfinedHost:
             needle, name, timeout, self.all_logs()[-6000:]))
 
     def stop(self, timeout: float = 20.0) -> Optional[int]:
+        """Stop the agent and everything it started, every start since the last stop (a test
+        that starts a host twice leaves no first supervisor behind). The supervisor stops its
+        spawner and workers itself; whatever is left below it or in its mount namespace (it was
+        SIGKILLed, or hung) is killed here, so a test never leaves a root agent running."""
         if self.proc is None:
             return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        code = None
+        for proc in self._procs:
+            code = self._stop_one(proc, timeout)
+        self._procs = []
         self._stderr.close()
-        code, self.proc = self.proc.returncode, None
+        self.proc = None
         return code
+
+    def _stop_one(self, proc, timeout: float) -> int:
+        tree = _descendants(proc.pid)
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        left = {p.pid: p for p in tree if _running(p)}
+        left.update((p.pid, p) for p in _in_namespace(self.mount_namespace(proc.pid)))
+        left = list(left.values())
+        for p in left:
+            try:
+                p.kill()
+            except psutil.Error:
+                pass
+        psutil.wait_procs(left, timeout=10)
+        if left:
+            self._stderr.write(b"confinement: killed %d process(es) the agent left running\n"
+                               % len(left))
+            self._stderr.flush()
+        return proc.returncode
 
     def close(self) -> None:
         self.stop()
@@ -342,6 +383,33 @@ class ConfinedHost:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def _in_namespace(ns: Optional[str]):
+    out = []
+    if not ns:
+        return out
+    for p in psutil.process_iter():
+        try:
+            if os.readlink("/proc/%d/ns/mnt" % p.pid) == ns and _running(p):
+                out.append(p)
+        except (OSError, psutil.Error):
+            pass
+    return out
+
+
+def _descendants(pid: int):
+    try:
+        return psutil.Process(pid).children(recursive=True)
+    except psutil.Error:
+        return []
+
+
+def _running(p) -> bool:
+    try:
+        return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
 
 
 # ---- inside the namespaces ------------------------------------------------------------------
@@ -365,6 +433,9 @@ def inner(root: str) -> None:
     subprocess.run([sys.executable, "-I", "-m", "supervisor.accounts", "install",
                     os.path.join(root, "sysusers.conf")], check=True, capture_output=True,
                    timeout=60)
+    # unshare exec'd this process without a fork: its pid is the one ConfinedHost.start saw.
+    with open(os.path.join(root, "mnt_ns.%d" % os.getpid()), "w") as f:
+        f.write(os.readlink("/proc/self/ns/mnt"))
     with open(os.path.join(root, "exec_time"), "w") as f:
         f.write(repr(time.time()))
     os.execv(GUESTAGENTD, [GUESTAGENTD, "--config", os.path.join(root, "waagent.conf")])

@@ -12,6 +12,7 @@ mount namespace and the hostname is set in its private UTS namespace.
 import argparse
 import grp
 import os
+import signal
 import socket
 import stat
 import sys
@@ -100,6 +101,10 @@ def show(host: ConfinedHost, emu: Emulator, username: str, took: float) -> bool:
     return ok
 
 
+def _interrupted(signum, frame):
+    raise KeyboardInterrupt("SIGTERM")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m emulator.demo", description=__doc__.split("\n")[0])
     ap.add_argument("--scenario", default=DEFAULT_SCENARIO)
@@ -113,10 +118,13 @@ def main(argv=None) -> int:
         username = json.load(f)["vm"]["username"]
     host_name, host_passwd = socket.gethostname(), _read("/etc/passwd")
     print("Starting the emulator (%s) and the whole agent in a confined host..." % args.scenario)
+    # A SIGTERM (or Ctrl-C) still runs the finally below: nothing the demo started outlives it.
+    signal.signal(signal.SIGTERM, _interrupted)
     emu = Emulator(args.scenario)
-    host = ConfinedHost(emu.conf())
+    host = None
     ok = False
     try:
+        host = ConfinedHost(emu.conf())
         host.write_media(args.scenario)
         print("confined host: %s (DVD stand-in: %s)" % (host.root, host.media))
         host.start()
@@ -133,14 +141,17 @@ def main(argv=None) -> int:
         host.wait_log("event=provisioning_done", 60)
         ok = show(host, emu, username, took if took is not None else float("nan"))
     except Exception as e:  # noqa: B902 - show what we have, then clean up
-        print("demo failed: %s\n%s" % (e, host.all_logs()[-4000:]), file=sys.stderr)
+        print("demo failed: %s\n%s" % (e, host.all_logs()[-4000:] if host else ""),
+              file=sys.stderr)
     finally:
-        host.stop()
+        if host is not None:
+            host.stop()
         emu.stop()
-        if args.keep:
-            print("kept %s" % host.root)
-        else:
-            host.close()
+        if host is not None:
+            if args.keep:
+                print("kept %s" % host.root)
+            else:
+                host.close()
     same = socket.gethostname() == host_name and _read("/etc/passwd") == host_passwd
     print("The machine is as it was: hostname %s, /etc/passwd %s, no /home/%s%s" % (
         socket.gethostname(), "unchanged" if _read("/etc/passwd") == host_passwd else "CHANGED",

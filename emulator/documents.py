@@ -1,7 +1,7 @@
 """Renderers for the WireServer / HostGAPlugin / IMDS documents of protocol.md §1.
 
 Each takes plain values and returns text; the shapes and element order follow the recorded
-documents in shared/fixtures/walinuxagent so a parser written against those reads these.
+documents in tests/data/walinuxagent so a parser written against those reads these.
 """
 import json
 from xml.sax.saxutils import escape, quoteattr

@@ -2,7 +2,7 @@
 
 Two folder layouts are read: a goal-state history folder (GoalState.xml, HostingEnvironmentConfig.xml,
 SharedConfig.xml, ExtensionsConfig.xml, Certificates.xml, VmSettings.json) and the fixture names of
-shared/fixtures/walinuxagent/wire (goal_state.xml, hosting_env.xml, shared_config.xml, ext_conf*.xml,
+tests/data/walinuxagent/wire (goal_state.xml, hosting_env.xml, shared_config.xml, ext_conf*.xml,
 certs.xml). Certificates are served as recorded: they decrypt only with the transport key they were
 encrypted to (for the fixtures, wire/trans_prv). The recorded hosts are never contacted: the
 emulator makes no outbound request at all.

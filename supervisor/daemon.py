@@ -56,10 +56,16 @@ def check_config(path: str) -> int:
         return EXIT_CONFIG
     for problem in conf.problems:
         print(problem)
+    # Warnings do not fail the check: the file is valid and the agent runs with it; it only
+    # asks for something the agent does not do yet (each says which issue will do it).
+    for warning in conf.not_applied:
+        print(warning)
+    warnings = " and %d warning(s) (keys not applied yet)" % len(conf.not_applied) \
+        if conf.not_applied else ""
     if conf.problems:
-        print("%s: %d problem(s)" % (path, len(conf.problems)), file=sys.stderr)
+        print("%s: %d problem(s)%s" % (path, len(conf.problems), warnings), file=sys.stderr)
         return EXIT_PROBLEMS
-    print("%s: no problems" % path)
+    print("%s: no problems%s" % (path, warnings))
     return EXIT_OK
 
 
@@ -125,6 +131,9 @@ def run(conf, path: str) -> int:
     log = logging.getLogger("guestagent.supervisor")
     for problem in conf.problems:
         log.warning("event=config_problem %s", problem)
+    for warning in conf.not_applied:
+        log.warning("event=config_not_applied key=%s at=%s:%d %s", warning.key, warning.path,
+                    warning.line, warning.message[len("warning: "):])
     if os.geteuid() != 0:
         log.warning("event=not_root workers run as uid %d, not as their own users",
                     os.geteuid())

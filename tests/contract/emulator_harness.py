@@ -8,8 +8,7 @@ import sys
 import tempfile
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-SHARED = os.environ.get("GUESTAGENT_SHARED", os.path.join(os.path.dirname(REPO), "shared"))
-FIXTURES = os.path.join(SHARED, "fixtures", "walinuxagent")
+FIXTURES = os.path.join(REPO, "tests", "data", "walinuxagent")
 SCENARIOS = os.path.join(REPO, "emulator", "scenarios")
 DEFAULT_SCENARIO = os.path.join(SCENARIOS, "default.json")
 PYTHON = sys.executable

@@ -353,9 +353,14 @@ def test_daemonize_detaches_and_serves(make_agent):
     assert r.returncode == 0
     agent.wait_all_running()
     sup = agent.status()["supervisor"]["pid"]
-    assert proc_status(sup)["PPid"] == "1" or proc_status(sup)["PPid"] != str(os.getpid())
-    pids = list(agent.pids().values())
-    os.kill(sup, signal.SIGTERM)
+    try:
+        # Detached: its own session, and no longer the child of what started it (its parent
+        # is init, or the nearest subreaper: this test run is one, tests/run_guard.py).
+        assert os.getsid(sup) != os.getsid(0)
+        assert proc_status(sup)["PPid"] in ("1", str(os.getpid()))
+        pids = list(agent.pids().values())
+    finally:
+        os.kill(sup, signal.SIGTERM)   # the harness does not know a detached supervisor
     wait_for(lambda: not pid_alive(sup) and not any(pid_alive(p) for p in pids), 10, 0.05,
              "the detached tree to stop")
 
@@ -435,19 +440,34 @@ def test_verbose_and_console_switches(make_agent):
 
 
 # ---- 7. lifetimes: once per boot, periodic ----------------------------------------------
-def test_provisioning_exits_0_is_not_restarted_and_status_says_why(agent):
-    w = agent.worker("provisioning")
+def test_provisioning_exits_0_is_not_restarted_and_status_says_why(make_agent, tmp_path):
+    # A provisioning that really succeeded: Provisioning.Agent=disabled (marker and Ready
+    # only) against the emulator, which records the Ready. Against no platform, "Ready not
+    # reported" is not a success to call healthy.
+    from emulator.confinement import Emulator
+    emu = Emulator()
+    try:
+        lib = tmp_path / "lib"
+        lib.mkdir()
+        agent = make_agent(dict(emu.conf(), **{"Lib.Dir": str(lib)})).start()
+        _provisioning_exits_0_is_not_restarted_and_status_says_why(agent, emu)
+    finally:
+        emu.stop()
+
+
+def _provisioning_exits_0_is_not_restarted_and_status_says_why(agent, emu):
+    w = agent.wait_state("provisioning", "EXITED", timeout=30)
     assert (w["state"], w["pid"], w["last_exit"], w["restarts"]) == ("EXITED", None, "exit 0", 0)
     assert w["lifetime"] == "once" and w["next_run"] is None
-    # The harness runs Provisioning.Agent=disabled against a platform that is not there.
-    assert w["message"] == "provisioning: disabled; Ready not reported"
+    assert w["message"] == "provisioning: disabled; Ready reported"
+    assert [r["document"]["state"] for r in emu.health()] == ["Ready"]
     time.sleep(1.0)   # many backoff delays: a clean exit is not restarted
     assert agent.log().count("event=spawn worker=provisioning") == 1
     assert agent.worker("provisioning")["state"] == "EXITED"
     r = agent.ctl("status")
     assert r.returncode == 0, r.stdout   # EXITED with exit 0 is where provisioning should be
     assert re.search(r"^provisioning\s+EXITED\s+-\s+-\s+0\s+-\s+-\s+-\s+exit 0$", r.stdout, re.M)
-    assert "\n  provisioning: disabled; Ready not reported\n" in r.stdout
+    assert "\n  provisioning: disabled; Ready reported\n" in r.stdout
     # agentctl start runs it again: provisioning is over this boot, it says so and exits 0.
     r = agent.ctl("start", "provisioning")
     assert r.returncode == 0, r.stderr
@@ -542,6 +562,9 @@ def test_waagent_collect_logs_asks_the_supervisor(make_agent):
     waagent = os.path.join(os.path.dirname(AGENTCTL), "waagent")
     r = subprocess.run([waagent, "-collect-logs", "-full", "-configuration-path:" + agent.conf],
                        capture_output=True, text=True, timeout=120)
-    assert r.returncode == 0, r.stderr
+    # It ran, collected nothing, and says so with a non-zero exit (issue 11): a script that
+    # expects a bundle is not told it got one.
+    assert r.returncode == 3, r.stderr
     assert r.stdout.startswith("logcollector: EXITED (exit 0)")
+    assert "waagent: log collection is not implemented yet (issue 15" in r.stderr
     assert agent.log().count("event=spawn worker=logcollector") == 1

@@ -18,7 +18,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from guestvm import image as _image  # noqa: E402
-from guestvm.services import Emulator, StubPlatform  # noqa: E402
+from guestvm.services import Emulator  # noqa: E402
 from guestvm.vm import VM  # noqa: E402
 
 TIMINGS = {}
@@ -49,19 +49,26 @@ def agent_image():
     return img
 
 
-@pytest.fixture(scope="session")
-def platform(run_dir):
-    """The emulator on 127.0.0.1 with its default scenario; a stub if it cannot start."""
-    scenario = _image.PROJECT / "emulator" / "scenarios" / "default.json"
-    logdir = run_dir / "emulator"
+def start_emulator(scenario, logdir):
+    """The emulator, or the test fails with its stderr: never a stand-in that answers
+    everything (tests/integration/test_run_guard.py runs this with a broken scenario)."""
     emu = Emulator(scenario, logdir)
     try:
-        emu.start()
-    except Exception as e:  # the boot scenario needs no platform; later scenarios do
-        print(f"guestvm: emulator unavailable ({e}); serving a stub instead", file=sys.stderr)
-        emu = StubPlatform().start()
-    yield emu
-    emu.stop()
+        return emu.start()
+    except Exception as e:
+        emu.stop()
+        pytest.fail(f"the platform emulator did not start: {e}", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def platform(run_dir):
+    """The emulator on 127.0.0.1 with its default scenario."""
+    emu = start_emulator(_image.PROJECT / "emulator" / "scenarios" / "default.json",
+                         run_dir / "emulator")
+    try:
+        yield emu
+    finally:
+        emu.stop()
 
 
 @pytest.fixture(scope="session")
@@ -92,10 +99,19 @@ def vm_factory(agent_image, platform, run_dir):
         TIMINGS[f"{name}: power-on to ssh"] = time.monotonic() - t0
         return v
 
-    yield make
-    for v in made:
-        v.stop()
-        v.discard_disks()
+    try:
+        yield make
+    finally:
+        # Every VM is stopped even if stopping another one fails.
+        errors = []
+        for v in made:
+            try:
+                v.stop()
+                v.discard_disks()
+            except Exception as e:
+                errors.append(e)
+        if errors:
+            raise errors[0]
 
 
 @pytest.fixture(scope="session")

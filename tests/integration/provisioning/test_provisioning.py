@@ -400,7 +400,12 @@ def test_a_ready_that_fails_is_owed_and_reported_by_the_retry(emu, make_host):
     host.start()
     log = host.wait_log(DONE, 60, count=2)
     assert "Ready stays owed to the platform" in log and "event=ready_owed" in log
-    assert log.count("event=useradd") <= 1          # the retry provisioned nothing again
+    # The user step ran once (the first attempt created the user); the retry provisioned
+    # nothing again, it only reported the owed Ready.
+    assert log.count("event=user user=") == 1, log
+    assert "event=user user=%s created=True " % VM["username"] in log, log
+    assert "event=provisioning_done outcome='already provisioned; the owed Ready reported'" \
+        in log, log
     assert states(emu) == [("NotReady", "Provisioning"), ("Ready", None)]
     assert os.path.exists(host.lib("provisioned"))
     assert not os.path.exists(host.path("var", "lib", "guestagent", "provisioning",

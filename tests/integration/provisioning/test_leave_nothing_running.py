@@ -1,0 +1,88 @@
+"""What a test or `make demo` starts, it stops: a confined host started twice leaves neither
+agent running once stopped, and `make demo` interrupted by SIGTERM stops the agent and the
+emulator it started."""
+
+import glob
+import os
+import signal
+import subprocess
+import time
+
+import psutil
+import pytest
+
+from emulator.confinement import GUESTAGENTD, PYTHON
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__)))))
+DONE = "event=provisioning_done"
+
+
+def _in_namespace(ns):
+    out = []
+    for p in psutil.process_iter():
+        try:
+            if os.readlink("/proc/%d/ns/mnt" % p.pid) == ns and p.status() != psutil.STATUS_ZOMBIE:
+                out.append(p)
+        except (OSError, psutil.Error):
+            pass
+    return out
+
+
+def test_a_host_started_twice_leaves_neither_agent_running(make_host):
+    """The leak of issue 11: a second start replaced the first supervisor's handle, and the first
+    agent (supervisor, spawner, workers) ran on after the test had deleted its folder."""
+    host = make_host()
+    host.start()
+    host.wait_log(DONE, 60)
+    first, first_ns = host.proc, host.mount_namespace()
+    assert first_ns and first_ns != os.readlink("/proc/self/ns/mnt")
+    # At least the supervisor and its spawner.
+    assert len(_in_namespace(first_ns)) >= 2, [p.cmdline() for p in _in_namespace(first_ns)]
+    host.start()
+    host.exec_time()
+    deadline = time.monotonic() + 30
+    while host.mount_namespace() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    second_ns = host.mount_namespace()
+    assert second_ns and second_ns != first_ns
+    host.stop()
+    assert first.poll() is not None
+    assert _in_namespace(first_ns) == []
+    assert _in_namespace(second_ns) == []
+
+
+def test_make_demo_interrupted_stops_the_agent_and_the_emulator():
+    if os.geteuid() != 0:
+        pytest.skip("the demo needs root (namespaces, useradd in a copied /etc)")
+    if not os.path.exists(GUESTAGENTD):
+        pytest.fail("%s is missing: run `make venv` first" % GUESTAGENTD)
+    demo = subprocess.Popen([PYTHON, "-m", "emulator.demo", "--keep"], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        root = None
+        for line in demo.stdout:
+            if line.startswith("confined host: "):
+                root = line.split()[2]
+                break
+        assert root, "the demo printed no confined host"
+        deadline = time.monotonic() + 60
+        while not glob.glob(os.path.join(root, "mnt_ns.*")) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(1.0)   # the supervisor has started its spawner by now
+        ns = open(glob.glob(os.path.join(root, "mnt_ns.*"))[0]).read().strip()
+        started = psutil.Process(demo.pid).children(recursive=True)
+        assert any("emulator" in " ".join(p.cmdline()) for p in started), started
+        assert _in_namespace(ns)
+        demo.send_signal(signal.SIGTERM)
+        rest = demo.stdout.read()
+        assert demo.wait(60) != 0, rest
+        left = [p for p in started if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+        assert left == [], [p.cmdline() for p in left]
+        assert _in_namespace(ns) == []
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+            demo.wait()
+        if root:
+            subprocess.run(["rm", "-rf", "--one-file-system", root])
