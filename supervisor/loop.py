@@ -33,8 +33,6 @@ from ipc.errors import (BUSY, FAILED, INTERNAL, NOT_FOUND, TIMEOUT, UNAVAILABLE,
                         VIOLATIONS, FrameError, IpcError)
 from ipc.verbs import check_result, lookup
 from supervisor import VERSION, WAAGENT_VERSION, broker, control, spawn, states, table
-# The privileged effects register their broker handlers on import, one module per thing held.
-from supervisor.privileged import provisioning as provisioning_handlers  # noqa: F401
 from supervisor.backoff import FailureHistory, next_step
 from supervisor.logcapture import Capture, LogFile
 from supervisor.policy import PROVISIONING, Policy
@@ -116,7 +114,7 @@ class Supervisor:
         self.table = table.build(conf)
         self.workers: Dict[str, Worker] = {n: Worker(s) for n, s in self.table.items()}
         self.test_hooks = bool(conf["Agent.TestHooks"])
-        self.policy = Policy(test_hooks=self.test_hooks)
+        self.policy = Policy(test_hooks=self.test_hooks, conf=conf)   # gates from disk
         for verb in self.policy.permits:
             if not verb.startswith("worker.") and verb not in broker.HANDLERS:
                 raise RuntimeError("policy grants %s but the broker has no handler" % verb)
