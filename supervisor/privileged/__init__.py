@@ -202,15 +202,6 @@ class HomeFile:
     def __init__(self, uid: int, gid: int, home: str):
         self.uid, self.gid, self.home = uid, gid, os.path.normpath(home)
 
-    def relative(self, path: str) -> Tuple[str, ...]:
-        path = os.path.normpath(path)
-        if not path.startswith(self.home.rstrip("/") + "/"):
-            raise fail("%s is outside the home folder %s" % (path, self.home))
-        parts = tuple(p for p in path[len(self.home):].split("/") if p)
-        if not parts or any(p in (".", "..") for p in parts):
-            raise fail("%s is not a file path in %s" % (path, self.home))
-        return parts
-
     def _open_home(self) -> int:
         parent = os.path.realpath(os.path.dirname(self.home))
         pfd = os.open(parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)

@@ -155,7 +155,7 @@ def _mount_and_read(ctx: Context, device: str) -> bytes:
                 mount_point]
     delay = ctx.conf["DVD.MountRetryDelay"]
     for attempt in range(1, MOUNT_ATTEMPTS + 1):
-        code, out = run(argv, timeout=60, check=False)
+        code, out = run(argv, timeout=60, check=False, cancel=ctx.cancel)
         if code == 0:
             break
         log.warning("event=dvd_mount_failed device=%s attempt=%d output=%r", device, attempt,
