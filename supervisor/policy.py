@@ -1,6 +1,7 @@
 """The policy table: which worker may call which verb, and when (OpenSSH's monitor table).
 
-Every verb a worker may send is one `Permit` row below. A verb that is not declared in
+Every verb a worker may send is one row: a `Permit` below for the worker.* lifecycle, a
+`broker.Privileged` row beside its handler for a privileged verb. A verb that is not declared in
 ipc/verbs is UNKNOWN_VERB; declared but with no row for this worker, used twice when ONCE,
 sent before `worker.hello`, or behind a closed gate, is DENIED; arguments that do not fit its
 schema are INVALID_ARGS. All of these are violations: the loop ends the worker and logs a

@@ -102,6 +102,10 @@ def marker_matches(marker: Optional[str], vm_id: Optional[str]) -> bool:
     return GUID_RE.fullmatch(marker) is not None and swap_guid(marker) == vm_id
 
 
+def write_marker(conf, vm_id: str) -> None:
+    atomic_write(os.path.join(lib_dir(conf), MARKER), vm_id.encode() + b"\n", 0o600)
+
+
 def state(ctx: Context, args: dict) -> dict:
     folder = ctx.conf["Lib.Dir"]
     g = gates.current()
@@ -122,7 +126,7 @@ def finish(ctx: Context, args: dict) -> dict:
         return {}
     folder = lib_dir(ctx.conf)
     if vm_id is not None:
-        atomic_write(os.path.join(folder, MARKER), vm_id.encode() + b"\n", 0o600)
+        write_marker(ctx.conf, vm_id)
     if args["disable_agent"]:
         atomic_write(os.path.join(folder, DISABLE_AGENT), b"", 0o600)
     log.info("event=provisioning_gate_closed marker=%s disable_agent=%s",
