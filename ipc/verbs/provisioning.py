@@ -1,11 +1,15 @@
 """The provisioning verbs: each privileged effect of reference/protocol.md §3.4, one verb each.
 
-Only the provisioning worker may call them (supervisor/policy.py), and all but
-`provisioning.state` sit behind the `provisioning` gate, which `provisioning.finish` closes
-for the rest of the boot. The worker parses the OVF and decides; the broker applies one
-bounded effect per verb, reading what the config decides (paths, whether custom data may run)
-from waagent.conf itself, never from the worker. Secrets (the password hash, a private key,
-custom data) travel only in arguments, never in a result or a log line.
+This is each verb's wire contract, which the worker imports; its permit and handler are one
+row beside the handler in supervisor/privileged/. Only the provisioning worker may call them,
+and all but `provisioning.state` sit behind the `provisioning` gate, which
+`provisioning.finish` closes for the boot and VM id (on the broker's disk; the broker also
+closes it at start when the marker names this VM or the agent is disabled). The worker
+parses the OVF and decides; the broker applies one bounded effect per verb, checking it
+against its own state (the OVF it read itself, the VM id, the marker) and reading what the
+config decides (paths, whether custom data may run) from waagent.conf itself, never from the
+worker. Secrets (the password hash, a private key, custom data) travel only in arguments,
+never in a result or a log line.
 """
 
 from ipc.schema import EMPTY, HOSTNAME, USERNAME, Bool, Enum, Int, List, Nullable, Num, Obj, Str
