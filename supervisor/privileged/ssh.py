@@ -137,7 +137,7 @@ def public_key_line(text: str) -> str:
     return "%s %s%s" % (kind, blob, " " + comment if comment else "")
 
 
-def _ssh_target(ctx: Context, username: str, path: str, suffix: str = ""):
+def _ssh_target(ctx: Context, username: str, path: str):
     """(HomeFile, file name) for a path the broker allows: `<home>/.ssh/<name>` of the OVF's
     user, as the broker reads the home from the account database."""
     pw = accounts.ovf_account(ctx, username)
