@@ -33,6 +33,8 @@ $(PY): | deps
 # Reinstalled on every run: workers run as unprivileged users from the venv's copy,
 # never from the checkout (which may sit in a folder they cannot read).
 venv: deps $(PY)
+	@# setuptools reuses build/lib: a module deleted from the tree would be installed still.
+	rm -rf build
 	$(PY) -m pip install --quiet --no-deps --no-build-isolation --force-reinstall .
 
 test: venv

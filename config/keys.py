@@ -244,6 +244,9 @@ KEYS = (
     _k("Provisioning.CloudInitTimeout", FLOAT, 1800.0,
        "Seconds to wait for cloud-init's ovf-env.xml and SSH host key (Provisioning.Agent "
        "cloud-init).", minimum=0, ours=True),
+    _k("Provisioning.CustomDataTimeout", FLOAT, 900.0,
+       "Seconds CustomData may run (Provisioning.ExecuteCustomData) before it and its "
+       "children are killed.", minimum=1, ours=True),
     _k("ResourceDisk.Device", STRING, None,
        "Resource disk device; found by discovery (vmbus) when unset.", ours=True),
     _k("OS.SysRoot", STRING, "/", "Read /sys and /proc under this root (fixture trees in tests).",

@@ -1,24 +1,41 @@
-"""The broker: the supervisor-side handlers of the verbs workers may call (policy.py says who).
+"""The broker: the supervisor-side handlers of the verbs workers may call.
 
-A handler is `fn(ctx, args) -> result dict`, registered for one declared verb:
+A privileged verb is one declaration in two halves:
+- its wire contract (name, doc, argument and result schemas, timeout, max_fds) in
+  ipc/verbs/<domain>.py, because workers import it and may never import supervisor/;
+- beside its handler in supervisor/privileged/<module>.py, its one `Privileged` row: that
+  contract, the handler, and the permit (which workers, once, gate, closes, slow, test_only).
+`table()` builds the table from the modules listed in MODULES (imported here, explicitly: no
+registration by import side effect) and checks that every declared privileged verb has exactly
+one row; the policy (policy.py) reads the permits from it.
+
+A handler is `fn(ctx, args) -> result dict`:
 - fast handlers (well under 100 ms, no blocking I/O) run inline on the loop;
 - slow handlers (`slow=True`: useradd, mkfs, an extension command) run in the broker's thread
   pool and reply later; `ctx.cancel` is set when the supervisor stops, and a slow handler must
-  wait on it rather than sleep (DESIGN.md principle 6).
+  wait on it rather than sleep (DESIGN.md principle 6); `privileged.run` does.
 To fail, raise IpcError(FAILED, "why") — a failure is an answer, not a violation. Never put a
 secret in the message. The lifecycle verbs (worker.*) are handled by the loop itself.
 
-Adding a privileged verb = declare it in ipc/verbs/<domain>.py, add its Permit row in
-policy.py, register its handler in a module of supervisor/privileged/ that the loop imports
-(supervisor/privileged/provisioning.py lists the provisioning ones). Reviewed as a
-security change.
+Adding a privileged verb = declare its contract in ipc/verbs/<domain>.py, write its handler
+and its `Privileged` row in a module of supervisor/privileged/ (the row in that module's
+VERBS tuple), and list the module in MODULES if it is new. Reviewed as a security change.
 """
 
 import threading
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List
+from typing import Callable, Dict, FrozenSet, List, Optional
 
-from ipc.verbs import lookup
+from ipc.verbs import REGISTRY, Verb
+
+# ONCE: at most one call per worker process (PROCESS), or per boot and VM id, recorded on
+# disk before the handler runs, so that no crash or restart of any process runs it twice
+# (BOOT; supervisor/privileged/gates.py).
+PROCESS = "process"
+BOOT = "boot"
+# Verb domains that are not privileged: the lifecycle (the loop's), the control socket's,
+# the spawner's.
+UNPRIVILEGED_DOMAINS = ("worker", "control", "spawner")
 
 
 @dataclass
@@ -32,29 +49,49 @@ class Context:
 
 
 @dataclass(frozen=True)
-class Handler:
-    verb: str
+class Privileged:
+    """One privileged verb: its contract, its handler and its permit, in one row."""
+    decl: Verb
     fn: Callable[[Context, dict], dict]
+    workers: FrozenSet[str]
+    once: Optional[str] = None        # None, PROCESS or BOOT
+    gate: Optional[str] = None        # granted only while this gate is open
+    closes: Optional[str] = None      # success closes this gate for the boot and VM id
     slow: bool = False
+    test_only: bool = False           # granted only with Agent.TestHooks=y
+
+    @property
+    def verb(self) -> str:
+        return self.decl.name
 
 
-HANDLERS: Dict[str, Handler] = {}
+def modules():
+    """The modules of supervisor/privileged/ whose VERBS rows make the table: the list."""
+    from supervisor.privileged import (accounts, customdata, debug, dvd, hostname, platform,
+                                       ssh, state)
+    return (accounts, customdata, debug, dvd, hostname, platform, ssh, state)
 
 
-def handler(verb: str, slow: bool = False):
-    def register(fn):
-        lookup(verb)  # must be declared
-        if verb in HANDLERS:
-            raise ValueError("two handlers for %s" % verb)
-        HANDLERS[verb] = Handler(verb, fn, slow)
-        return fn
-    return register
+HANDLERS: Dict[str, Privileged] = {}
 
 
-# --- test-only (granted by policy only with Agent.TestHooks=y) ----------------------------
-@handler("debug.sleep", slow=True)
-def debug_sleep(ctx: Context, args: dict) -> dict:
-    import time
-    start = time.monotonic()
-    ctx.cancel.wait(args["seconds"])
-    return {"slept": round(min(time.monotonic() - start, 600.0), 3)}
+def table() -> Dict[str, Privileged]:
+    """The privileged verbs, one row each; built once, checked complete."""
+    if HANDLERS:
+        return HANDLERS
+    rows: Dict[str, Privileged] = {}
+    for module in modules():
+        for row in module.VERBS:
+            if REGISTRY.get(row.verb) is not row.decl:
+                raise RuntimeError("%s: a row for an undeclared verb" % row.verb)
+            if row.verb in rows:
+                raise RuntimeError("two rows for %s" % row.verb)
+            if row.once not in (None, PROCESS, BOOT):
+                raise RuntimeError("%s: once=%r" % (row.verb, row.once))
+            rows[row.verb] = row
+    missing = sorted(name for name in REGISTRY if name.split(".")[0] not in UNPRIVILEGED_DOMAINS
+                     and name not in rows)
+    if missing:
+        raise RuntimeError("declared privileged verbs without a row: %s" % ", ".join(missing))
+    HANDLERS.update(rows)
+    return HANDLERS

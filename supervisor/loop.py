@@ -39,8 +39,6 @@ from ipc.errors import (BUSY, FAILED, INTERNAL, NOT_FOUND, TIMEOUT, UNAVAILABLE,
                         VIOLATIONS, FrameError, IpcError)
 from ipc.verbs import REGISTRY, check_result, lookup
 from supervisor import VERSION, WAAGENT_VERSION, broker, control, spawn, table, trees
-# The privileged effects register their broker handlers on import, one module per thing held.
-from supervisor.privileged import provisioning as provisioning_handlers  # noqa: F401
 from supervisor.privileged import platform as platform_handlers
 from supervisor.flood import FLOOD, Budget
 from supervisor.logcapture import Capture, LogFile
@@ -92,7 +90,7 @@ class Supervisor(Host):
         self.workers: Dict[str, WorkerProcess] = {
             n: WorkerProcess(s, self) for n, s in self.table.items()}
         self.test_hooks = bool(conf["Agent.TestHooks"])
-        self.policy = Policy(test_hooks=self.test_hooks)
+        self.policy = Policy(test_hooks=self.test_hooks, conf=conf)   # gates from disk
         for verb in self.policy.permits:
             if verb not in self.LIFECYCLE and verb not in broker.HANDLERS:
                 raise RuntimeError("policy grants %s but the broker has no handler" % verb)

@@ -1,21 +1,25 @@
 """The policy table: which worker may call which verb, and when (OpenSSH's monitor table).
 
-Every verb a worker may send is one `Permit` row below. A verb that is not declared in
+Every verb a worker may send is one row: a `Permit` below for the worker.* lifecycle, a
+`broker.Privileged` row beside its handler for a privileged verb. A verb that is not declared in
 ipc/verbs is UNKNOWN_VERB; declared but with no row for this worker, used twice when ONCE,
 sent before `worker.hello`, or behind a closed gate, is DENIED; arguments that do not fit its
 schema are INVALID_ARGS. All of these are violations: the loop ends the worker and logs a
 security event (DESIGN.md principle 5). There is no generic verb and no getattr dispatch.
 
-Flags:
-- once:   at most one call per worker process (worker.hello, worker.ready; later e.g. a
-          password set) — a second call is DENIED.
-- gate:   allowed only while the named gate is open. Gates are open when the supervisor
-          starts and close for the rest of its life (this boot) when a verb with `closes`
-          succeeds — e.g. the provisioning verbs close with `provisioning.done`. A restarted
-          worker does not reopen them.
+Flags (the privileged verbs' permits sit beside their handlers: supervisor/broker.py
+`Privileged`, built by `broker.table()`; here only the worker.* lifecycle rows):
+- once:   PROCESS — at most one call per worker process (worker.hello, worker.ready);
+          BOOT — once per boot and VM id, recorded on disk before it runs
+          (supervisor/privileged/gates.py): no crash or restart runs it twice.
+- gate:   allowed only while the named gate is open. A gate closes for the boot and VM id
+          when a verb with `closes` succeeds (the provisioning verbs close with
+          `provisioning.finish`), and the supervisor closes it at start from what it reads
+          itself (gates.load: the provisioned marker equal to the VM id, the agent disabled).
+          It is kept on disk: no restart of a worker or of the supervisor reopens it.
 - test_only: granted only when `Agent.TestHooks=y` (off by default; never in production).
 
-Adding a row is a security change: review it as one, with the handler in broker.py.
+Adding a row is a security change: review it as one.
 """
 
 from dataclasses import dataclass, field
@@ -24,12 +28,12 @@ from typing import Dict, FrozenSet, Iterable, Optional, Set
 from ipc import envelope
 from ipc.errors import BAD_ENVELOPE, DENIED, IpcError
 from ipc.verbs import Verb, check_args, lookup
+from supervisor.broker import BOOT, PROCESS
 from supervisor.table import NAMES
 
 EVERY = frozenset(NAMES)
 HELLO = "worker.hello"
 PROV = frozenset(("provisioning",))
-DECRYPTERS = frozenset(("provisioning", "extensions"))   # the workers that hold the key
 PROVISIONING = "provisioning"   # the gate of the provisioning verbs
 
 
@@ -37,49 +41,35 @@ PROVISIONING = "provisioning"   # the gate of the provisioning verbs
 class Permit:
     verb: str
     workers: FrozenSet[str]
-    once: bool = False
+    once: Optional[str] = None
     gate: Optional[str] = None
     closes: Optional[str] = None
     test_only: bool = False
 
 
-TABLE = (
-    # The lifecycle every worker speaks (ipc/verbs/worker.py).
-    Permit("worker.hello", EVERY, once=True),
-    Permit("worker.ready", EVERY, once=True),
+LIFECYCLE = (
+    # The lifecycle every worker speaks (ipc/verbs/worker.py), handled by the loop.
+    Permit("worker.hello", EVERY, once=PROCESS),
+    Permit("worker.ready", EVERY, once=PROCESS),
     Permit("worker.heartbeat", EVERY),
     Permit("worker.status", EVERY),
-    # Provisioning (ipc/verbs/provisioning.py, supervisor/privileged/): the provisioning
-    # worker only; everything but the read-only state behind the `provisioning` gate, which
-    # provisioning.finish closes for the rest of the boot (issue 7).
-    Permit("provisioning.state", PROV),
-    Permit("provisioning.read_ovf", PROV, gate=PROVISIONING),
-    Permit("provisioning.forget_previous_vm", PROV, once=True, gate=PROVISIONING),
-    Permit("provisioning.hostname", PROV, once=True, gate=PROVISIONING),
-    Permit("provisioning.user", PROV, once=True, gate=PROVISIONING),
-    Permit("provisioning.password", PROV, once=True, gate=PROVISIONING),
-    Permit("provisioning.sudoers", PROV, once=True, gate=PROVISIONING),
-    Permit("provisioning.sshd_config", PROV, once=True, gate=PROVISIONING),
-    Permit("provisioning.authorized_key", PROV, gate=PROVISIONING),
-    Permit("provisioning.key_pair", PROV, gate=PROVISIONING),
-    Permit("provisioning.custom_data", PROV, once=True, gate=PROVISIONING),
-    Permit("provisioning.lock_root_password", PROV, once=True, gate=PROVISIONING),
-    Permit("provisioning.host_keys", PROV, once=True, gate=PROVISIONING),
-    Permit("provisioning.restart_sshd", PROV, once=True, gate=PROVISIONING),
-    Permit("provisioning.finish", PROV, once=True, gate=PROVISIONING, closes=PROVISIONING),
-    # The transport key, as a read-only descriptor, to the workers that decrypt only
-    # (ipc/verbs/platform.py, supervisor/privileged/platform.py; issue 10 §2).
-    Permit("platform.transport_key", DECRYPTERS),
-    # Test-only: a slow verb to prove the loop never blocks (ipc/verbs/debug.py).
-    Permit("debug.sleep", EVERY, test_only=True),
 )
 
 
 class Policy:
     """The table for one configuration, with the gates (which outlive worker processes)."""
 
-    def __init__(self, table: Iterable[Permit] = TABLE, test_hooks: bool = False):
-        self.permits: Dict[str, Permit] = {}
+    def __init__(self, table: Optional[Iterable] = None, test_hooks: bool = False,
+                 conf=None):
+        """table: the rows (default: the lifecycle and the broker's privileged verbs);
+        conf: the configuration, to load the gates from disk and from what the broker reads
+        itself (supervisor/privileged/gates.py); without it (unit tests) they live in
+        memory."""
+        from supervisor import broker
+        from supervisor.privileged import gates
+        if table is None:
+            table = LIFECYCLE + tuple(broker.table().values())
+        self.permits: Dict[str, object] = {}
         for permit in table:
             if permit.verb in self.permits:
                 raise ValueError("two rows for %s" % permit.verb)
@@ -87,7 +77,11 @@ class Policy:
             if permit.test_only and not test_hooks:
                 continue
             self.permits[permit.verb] = permit
-        self.closed_gates: Set[str] = set()
+        self.gates = gates.load(conf) if conf is not None else gates.Gates(None, None, None)
+
+    @property
+    def closed_gates(self) -> Set[str]:
+        return self.gates.closed
 
     def allowed(self, worker: str):
         """The verbs a worker may call now (for the documentation and the status record)."""
@@ -101,7 +95,7 @@ class Policy:
         """Called by the loop after a verb's handler succeeded: closes its gate, if any."""
         permit = self.permits.get(verb)
         if permit is not None and permit.closes:
-            self.closed_gates.add(permit.closes)
+            self.gates.close(permit.closes)
 
 
 @dataclass
@@ -129,9 +123,14 @@ class Session:
             raise IpcError(DENIED, "%s before worker.hello" % name)
         if permit.once and name in self.used:
             raise IpcError(DENIED, "%s may be called once" % name)
+        if permit.once == BOOT and name in self.policy.gates.done:
+            raise IpcError(DENIED, "%s ran already this boot" % name)
         if permit.gate is not None and permit.gate in self.policy.closed_gates:
             raise IpcError(DENIED, "%s: the %s phase is over" % (name, permit.gate))
         check_args(verb, msg.args)  # INVALID_ARGS
+        if permit.once == BOOT and not self.policy.gates.record(name):
+            # Recorded before it runs: a crash mid-run must not let it run again.
+            raise IpcError(DENIED, "%s ran already this boot (or cannot be recorded)" % name)
         self.used.add(name)
         if name == HELLO:
             self.greeted = True

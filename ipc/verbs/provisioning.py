@@ -1,11 +1,15 @@
 """The provisioning verbs: each privileged effect of reference/protocol.md §3.4, one verb each.
 
-Only the provisioning worker may call them (supervisor/policy.py), and all but
-`provisioning.state` sit behind the `provisioning` gate, which `provisioning.finish` closes
-for the rest of the boot. The worker parses the OVF and decides; the broker applies one
-bounded effect per verb, reading what the config decides (paths, whether custom data may run)
-from waagent.conf itself, never from the worker. Secrets (the password hash, a private key,
-custom data) travel only in arguments, never in a result or a log line.
+This is each verb's wire contract, which the worker imports; its permit and handler are one
+row beside the handler in supervisor/privileged/. Only the provisioning worker may call them,
+and all but `provisioning.state` sit behind the `provisioning` gate, which
+`provisioning.finish` closes for the boot and VM id (on the broker's disk; the broker also
+closes it at start when the marker names this VM or the agent is disabled). The worker
+parses the OVF and decides; the broker applies one bounded effect per verb, checking it
+against its own state (the OVF it read itself, the VM id, the marker) and reading what the
+config decides (paths, whether custom data may run) from waagent.conf itself, never from the
+worker. Secrets (the password hash, a private key, custom data) travel only in arguments,
+never in a result or a log line.
 """
 
 from ipc.schema import EMPTY, HOSTNAME, USERNAME, Bool, Enum, Int, List, Nullable, Num, Obj, Str
@@ -30,9 +34,13 @@ STATE = declare(
     "provisioning.state",
     """What the worker needs to decide whether to provision: the `provisioned` marker of
     Lib.Dir (the VM id it was written for; null if absent), SMBIOS's product_uuid under
-    OS.SysRoot (0400 root; null if unreadable), and whether `disable_agent` exists.""",
+    OS.SysRoot (0400 root; null if unreadable), whether `disable_agent` exists, whether the
+    provisioning gate is open (the broker closes it itself from the marker, the VM id and
+    Provisioning.Agent, and keeps it closed on disk for the boot and VM id), and the verbs
+    that ran already this boot and VM id (once per boot: custom data, forget_previous_vm).""",
     result=Obj({"marker": Nullable(Str(128)), "product_uuid": Nullable(Str(64)),
-                "disable_agent": Bool()}),
+                "disable_agent": Bool(), "gate_open": Bool(),
+                "done": List(Str(64), 16)}),
 )
 
 READ_OVF = declare(
@@ -59,8 +67,10 @@ SET_HOSTNAME = declare(
 USER = declare(
     "provisioning.user",
     """Create the VM owner's account with a home (useradd -m) unless it exists, add it to the
-    existing groups of Provisioning.UserGroups. FAILED for a system account (uid below
-    UID_MIN of /etc/login.defs) unless Provisioning.AllowResetSysUser=y.""",
+    existing groups of Provisioning.UserGroups. Only the UserName of the ovf-env.xml the
+    broker read itself (FAILED for any other, and when none was read); FAILED for root, the
+    agent's own accounts and a system account (uid below UID_MIN of /etc/login.defs) unless
+    Provisioning.AllowResetSysUser=y.""",
     args=Obj({"username": USERNAME}),
     result=Obj({"created": Bool(), "uid": Int(0, 2 ** 32), "home": PATH,
                 "groups": List(Str(64), 64)}),
@@ -95,17 +105,19 @@ SSHD_CONFIG = declare(
 
 AUTHORIZED_KEY = declare(
     "provisioning.authorized_key",
-    """Append one public key line to a file in the account's home (e.g.
-    ~/.ssh/authorized_keys) unless it is there: no symlink followed, folders 0700 and the
-    file 0600, all owned by the account.""",
+    """Append one public key line to a file in the account's ~/.ssh (e.g.
+    ~/.ssh/authorized_keys) unless it is there: the OVF's user only, the path exactly
+    <home>/.ssh/<name>, the key one well-formed OpenSSH key line (known type, a blob of that
+    type, a plain comment, no options); no symlink followed, nothing of root's chowned
+    (FAILED), folders 0700 and the file 0600, all owned by the account.""",
     args=Obj({"username": USERNAME, "path": HOME_PATH, "key": SSH_PUBLIC_KEY}),
     result=Obj({"added": Bool()}),
 )
 
 KEY_PAIR = declare(
     "provisioning.key_pair",
-    """Write a key pair in the account's home: the private key at path (0600) and the public
-    key at path.pub (0644), no symlink followed, owned by the account.""",
+    """Write a key pair in the account's ~/.ssh: the private key at path (0600) and the
+    public key at path.pub (0644); the same rules as authorized_key.""",
     args=Obj({"username": USERNAME, "path": HOME_PATH, "private_key": PRIVATE_KEY_PEM,
               "public_key": SSH_PUBLIC_KEY}),
 )
@@ -152,15 +164,18 @@ RESTART_SSHD = declare(
 FORGET_VM = declare(
     "provisioning.forget_previous_vm",
     """The VM id changed (a captured image): remove the previous VM's protocol state from
-    Lib.Dir and each extension's status and settings (protocol.md §6.3).""",
+    Lib.Dir and each extension's status and settings (protocol.md §6.3). The broker compares
+    the marker with the VM id itself: FAILED when the marker is absent or names this VM.
+    Once per boot and VM id.""",
     result=Obj({"removed": Int(0, 2 ** 31)}),
     timeout=60.0,
 )
 
 FINISH = declare(
     "provisioning.finish",
-    """Provisioning is over for this boot: write the `provisioned` marker (the VM id; null
-    writes none, e.g. after a failure) and, when asked, `disable_agent`. Closes the
-    provisioning gate: no provisioning verb is granted again until the supervisor restarts.""",
+    """Provisioning is over: write the `provisioned` marker (vm_id non-null: the VM id the
+    broker reads itself from SMBIOS, which vm_id must equal, else FAILED; null writes none)
+    and, when asked, `disable_agent`. Closes the provisioning gate for this boot and VM id,
+    on disk: no restart of the worker or the supervisor reopens it.""",
     args=Obj({"vm_id": Nullable(GUID), "disable_agent": Bool()}),
 )

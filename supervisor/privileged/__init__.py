@@ -1,15 +1,22 @@
 """The broker's privileged effects, one module per thing held (accounts, ssh, hostname, the
-DVD, custom data, the provisioning state). Each module registers its verbs' handlers with
-`supervisor.broker.handler`; policy.py says who may call them. This package holds the common
-ground: running a command with a bounded output and no secret on argv, writing a root file
-atomically, and opening a path inside a user's home without following a symlink.
+DVD, custom data, the provisioning state, the gates). Each module ends with its VERBS: one
+`supervisor.broker.Privileged` row per verb (contract, handler, permit), which
+supervisor/broker.py lists explicitly. This package holds the common ground: running a
+command with a bounded output, no secret on argv, a deadline that holds for a silent child and
+the supervisor's cancellation (the child's whole process group is killed); writing a root file
+atomically; reading a file that is a regular file (never a FIFO, device or symlink: opened
+O_NONBLOCK|O_NOFOLLOW and checked with fstat before a byte is read); and opening a path
+inside a user's home without following a symlink or chowning anything of root's.
 """
 
 import errno
 import os
+import selectors
+import signal
 import stat
 import subprocess
 import threading
+import time
 from typing import Optional, Sequence, Tuple
 
 from ipc.errors import FAILED, IpcError
@@ -27,13 +34,68 @@ def which(name: str) -> Optional[str]:
     return shutil.which(name, path=SAFE_PATH)
 
 
+def supervise(proc: subprocess.Popen, timeout: float,
+              cancel: Optional[threading.Event] = None, keep: int = MAX_OUTPUT
+              ) -> Tuple[Optional[int], bytes, int, Optional[str]]:
+    """Wait for a child started with stdout=PIPE and start_new_session=True, reading its
+    output as it comes (the last `keep` bytes kept) and never longer than `timeout` on the
+    monotonic clock nor past `cancel`: whether it prints or not, the deadline holds; on the
+    deadline or cancellation its whole process group is killed. Returns (exit code or None,
+    output tail, output size, None | "timeout" | "cancelled")."""
+    deadline = time.monotonic() + timeout
+    why = None
+    tail, size = b"", 0
+    fd = proc.stdout.fileno()
+    sel = selectors.DefaultSelector()
+    sel.register(fd, selectors.EVENT_READ)
+    try:
+        open_ = True
+        while True:
+            if cancel is not None and cancel.is_set():
+                why = "cancelled"
+                break
+            left = deadline - time.monotonic()
+            if left <= 0:
+                why = "timeout"
+                break
+            if open_:
+                if sel.select(min(left, 0.2)):
+                    chunk = os.read(fd, 65536)
+                    if not chunk:
+                        open_ = False
+                        continue
+                    size += len(chunk)
+                    tail = (tail + chunk)[-keep:] if keep else b""
+            else:
+                try:
+                    proc.wait(timeout=min(left, 0.2))
+                    break
+                except subprocess.TimeoutExpired:
+                    continue
+    finally:
+        sel.close()
+    if why is not None:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            pass
+    proc.stdout.close()
+    return proc.returncode, tail, size, why
+
+
 def run(argv: Sequence[str], stdin: Optional[bytes] = None, timeout: float = 60.0,
         cancel: Optional[threading.Event] = None, check: bool = True,
         cwd: str = "/") -> Tuple[int, str]:
     """Run a command (never a shell), secrets only on stdin; (exit code, merged output capped).
 
-    A missing program or a non-zero exit with check=True raises FAILED naming the program
-    and the end of its output (commands given here print no secret)."""
+    The deadline and `cancel` (the supervisor stopping) hold even for a child that prints
+    nothing: its process group is killed and FAILED raised. A missing program or a non-zero
+    exit with check=True raises FAILED naming the program and the end of its output
+    (commands given here print no secret)."""
     exe = argv[0] if os.path.isabs(argv[0]) else which(argv[0])
     if exe is None:
         raise fail("%s is not installed" % argv[0])
@@ -45,17 +107,27 @@ def run(argv: Sequence[str], stdin: Optional[bytes] = None, timeout: float = 60.
                                 start_new_session=True)
     except OSError as e:
         raise fail("%s could not start: %s" % (argv[0], e.strerror)) from None
-    try:
-        out, _ = proc.communicate(stdin, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.communicate()
-        raise fail("%s did not finish in %.0f s" % (argv[0], timeout)) from None
-    text = out[-MAX_OUTPUT:].decode("utf-8", "replace").strip()
-    if check and proc.returncode != 0:
-        raise fail("%s exited %d: %s" % (os.path.basename(argv[0]), proc.returncode,
+    if stdin is not None:
+        # Small (a chpasswd line): it fits the pipe, so the write never waits on the child.
+        try:
+            proc.stdin.write(stdin)
+        except BrokenPipeError:
+            pass
+        finally:
+            try:
+                proc.stdin.close()
+            except BrokenPipeError:
+                pass
+    code, out, _, why = supervise(proc, timeout, cancel)
+    if why == "timeout":
+        raise fail("%s did not finish in %.0f s" % (argv[0], timeout))
+    if why == "cancelled":
+        raise fail("%s: the supervisor is stopping" % argv[0])
+    text = out.decode("utf-8", "replace").strip()
+    if check and code != 0:
+        raise fail("%s exited %d: %s" % (os.path.basename(argv[0]), code,
                                          text[-300:] or "no output"))
-    return proc.returncode, text
+    return code, text
 
 
 def ensure_root_dir(path: str, mode: int = 0o700) -> None:
@@ -81,8 +153,11 @@ def atomic_write(path: str, data: bytes, mode: int = 0o600, uid: int = 0, gid: i
 
 
 def read_capped(path: str, cap: int, follow: bool = False) -> Optional[bytes]:
-    """The bytes of a regular file, None if it does not exist; FAILED if larger than cap."""
-    flags = os.O_RDONLY | os.O_CLOEXEC | (0 if follow else os.O_NOFOLLOW)
+    """The bytes of a regular file, None if it does not exist; FAILED if larger than cap, or
+    if it is a FIFO, a device or (unless follow) a symlink: O_NONBLOCK so that opening a FIFO
+    never waits for a writer, and fstat before any byte is read."""
+    flags = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY | \
+        (0 if follow else os.O_NOFOLLOW)
     try:
         fd = os.open(path, flags)
     except FileNotFoundError:
@@ -119,20 +194,13 @@ class HomeFile:
 
     The home's parents are root's (resolved once); from the home down every component is
     opened with O_NOFOLLOW relative to its parent's descriptor, created 0700 and owned by the
-    user where missing; a file must be a regular file with one link (no hard-linked
-    /etc/shadow), and ends owned by the user with the mode asked."""
+    user where missing; an existing one must already be the user's (a root-owned folder or
+    file is refused, never chowned); a file is opened O_NONBLOCK (a FIFO never blocks) and
+    must be a regular file with one link (no hard-linked /etc/shadow), and ends owned by the
+    user with the mode asked."""
 
     def __init__(self, uid: int, gid: int, home: str):
         self.uid, self.gid, self.home = uid, gid, os.path.normpath(home)
-
-    def relative(self, path: str) -> Tuple[str, ...]:
-        path = os.path.normpath(path)
-        if not path.startswith(self.home.rstrip("/") + "/"):
-            raise fail("%s is outside the home folder %s" % (path, self.home))
-        parts = tuple(p for p in path[len(self.home):].split("/") if p)
-        if not parts or any(p in (".", "..") for p in parts):
-            raise fail("%s is not a file path in %s" % (path, self.home))
-        return parts
 
     def _open_home(self) -> int:
         parent = os.path.realpath(os.path.dirname(self.home))
@@ -170,30 +238,43 @@ class HomeFile:
                 os.close(fd)
                 fd = nfd
                 st = os.fstat(fd)
-                if created or st.st_uid in (self.uid, 0):
+                if created or (st.st_uid == self.uid and st.st_uid != 0):
                     os.fchown(fd, self.uid, self.gid)
                     os.fchmod(fd, 0o700)
                 else:
-                    raise fail("%s is owned by uid %d" % (name, st.st_uid))
+                    raise fail("%s/%s is owned by uid %d, not the user: refused" % (
+                        self.home, name, st.st_uid))
             return fd
         except BaseException:
             os.close(fd)
             raise
 
     def open_file(self, dir_fd: int, name: str, flags: int, mode: int) -> int:
+        """An existing file of the user's, or a new one made the user's (O_EXCL: ours)."""
+        base = flags & ~(os.O_CREAT | os.O_EXCL)
+        always = os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NOCTTY | os.O_NONBLOCK
+        created = False
         try:
-            fd = os.open(name, flags | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NOCTTY, mode,
-                         dir_fd=dir_fd)
+            try:
+                fd = os.open(name, base | always, dir_fd=dir_fd)
+            except FileNotFoundError:
+                if not flags & os.O_CREAT:
+                    raise
+                fd = os.open(name, base | always | os.O_CREAT | os.O_EXCL, mode, dir_fd=dir_fd)
+                created = True
         except OSError as e:
-            raise fail("%s: %s" % (name, "a symlink" if e.errno == errno.ELOOP
+            raise fail("%s: %s" % (name, "a symlink" if e.errno == errno.ELOOP else
+                                   "a FIFO or device" if e.errno == errno.ENXIO
                                    else e.strerror)) from None
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
             os.close(fd)
             raise fail("%s is not a plain file with one link" % name)
-        if st.st_uid not in (self.uid, 0):
+        if created:
+            os.fchown(fd, self.uid, self.gid)
+        elif st.st_uid != self.uid or st.st_uid == 0:
             os.close(fd)
-            raise fail("%s is owned by uid %d" % (name, st.st_uid))
+            raise fail("%s is owned by uid %d, not the user: refused" % (name, st.st_uid))
         return fd
 
     def finish(self, fd: int, mode: int) -> None:

@@ -2,9 +2,15 @@
 on chpasswd's stdin, the sudoers drop-in, root's password locked.
 
 The real shadow-utils commands do the work (they lock /etc/passwd and /etc/shadow as every
-other tool expects). A system account (uid below UID_MIN of /etc/login.defs, 1000 if unset)
-is refused unless Provisioning.AllowResetSysUser=y: the platform must not be able to take over
-root, daemon or an agent's own user through the OVF.
+other tool expects).
+
+Which account: only the UserName of the ovf-env.xml the broker read itself
+(dvd.ovf_user()), whatever the worker names; with no such read, every account verb is
+refused. Root (uid 0) and the agent's own accounts are refused always; any other system
+account (uid below UID_MIN of /etc/login.defs, 1000 if unset) unless the image's
+waagent.conf says Provisioning.AllowResetSysUser=y (waagent's key, root's decision). The
+platform must not be able to take over root, daemon or an agent's own user through the OVF,
+nor a compromised worker any account at all.
 """
 
 import grp
@@ -13,8 +19,10 @@ import os
 import pwd
 import re
 
-from supervisor.broker import Context, handler
-from supervisor.privileged import atomic_write, fail, read_capped, run
+from ipc.verbs import provisioning as P
+from supervisor.broker import PROCESS, Context, Privileged
+from supervisor.policy import PROV, PROVISIONING
+from supervisor.privileged import atomic_write, dvd, fail, read_capped, run
 
 log = logging.getLogger("guestagent.broker.provisioning")
 
@@ -37,9 +45,28 @@ def uid_min() -> int:
 
 
 def _check_not_system(ctx: Context, pw) -> None:
+    if pw.pw_uid == 0:
+        raise fail("%s is uid 0: never provisioned" % pw.pw_name)
     if pw.pw_uid < uid_min() and not ctx.conf["Provisioning.AllowResetSysUser"]:
         raise fail("%s is a system account (uid %d); set Provisioning.AllowResetSysUser=y to "
                    "provision it" % (pw.pw_name, pw.pw_uid))
+
+
+def ovf_account(ctx: Context, username: str):
+    """The account the verb may touch: the OVF's user, not root, not the agent's own, not a
+    system account; its passwd entry, or None if it does not exist yet."""
+    expected = dvd.ovf_user()
+    if expected is None:
+        raise fail("no ovf-env.xml naming a user was read by this supervisor: account verbs "
+                   "are refused")
+    if username != expected:
+        raise fail("%s is not the user of the ovf-env.xml the broker read" % username)
+    if username == "root" or username.startswith("guestagent"):
+        raise fail("%s is never provisioned" % username)
+    pw = _lookup(username)
+    if pw is not None:
+        _check_not_system(ctx, pw)
+    return pw
 
 
 def _lookup(username: str):
@@ -61,10 +88,9 @@ def _wanted_groups(conf):
     return present
 
 
-@handler("provisioning.user", slow=True)
 def user(ctx: Context, args: dict) -> dict:
     username = args["username"]
-    pw = _lookup(username)
+    pw = ovf_account(ctx, username)
     created = False
     if pw is None:
         home = os.path.join(ctx.conf["OS.HomeDir"], username)
@@ -76,7 +102,6 @@ def user(ctx: Context, args: dict) -> dict:
         created = True
         log.info("event=user_created user=%s uid=%d", username, pw.pw_uid)
     else:
-        _check_not_system(ctx, pw)
         log.info("event=user_exists user=%s uid=%d", username, pw.pw_uid)
     groups = _wanted_groups(ctx.conf)
     if groups:
@@ -86,13 +111,10 @@ def user(ctx: Context, args: dict) -> dict:
     return {"created": created, "uid": pw.pw_uid, "home": pw.pw_dir, "groups": member_of[:64]}
 
 
-@handler("provisioning.password", slow=True)
 def password(ctx: Context, args: dict) -> dict:
     username = args["username"]
-    pw = _lookup(username)
-    if pw is None:
+    if ovf_account(ctx, username) is None:
         raise fail("no account %s" % username)
-    _check_not_system(ctx, pw)
     # The hash goes on stdin only: argv is readable by every process in /proc.
     run(["chpasswd", "-e"], stdin=("%s:%s\n" % (username, args["hash"])).encode(), timeout=60,
         cancel=ctx.cancel)
@@ -100,8 +122,9 @@ def password(ctx: Context, args: dict) -> dict:
     return {}
 
 
-@handler("provisioning.sudoers", slow=True)
 def sudoers(ctx: Context, args: dict) -> dict:
+    if ovf_account(ctx, args["username"]) is None:
+        raise fail("no account %s" % args["username"])
     folder = ctx.conf["OS.SudoersDir"]
     if not os.path.isdir(folder):
         os.makedirs(folder, 0o750, exist_ok=True)
@@ -125,10 +148,18 @@ def sudoers(ctx: Context, args: dict) -> dict:
     return {"path": path}
 
 
-@handler("provisioning.lock_root_password", slow=True)
 def lock_root_password(ctx: Context, args: dict) -> dict:
     if not ctx.conf["Provisioning.DeleteRootPassword"]:
         raise fail("Provisioning.DeleteRootPassword is n")
     run(["usermod", "-p", "*LOCK*", "root"], timeout=60, cancel=ctx.cancel)
     log.info("event=root_password_locked")
     return {}
+
+
+VERBS = (
+    Privileged(P.USER, user, PROV, once=PROCESS, gate=PROVISIONING, slow=True),
+    Privileged(P.PASSWORD, password, PROV, once=PROCESS, gate=PROVISIONING, slow=True),
+    Privileged(P.SUDOERS, sudoers, PROV, once=PROCESS, gate=PROVISIONING, slow=True),
+    Privileged(P.LOCK_ROOT, lock_root_password, PROV, once=PROCESS, gate=PROVISIONING,
+               slow=True),
+)

@@ -8,6 +8,11 @@ as CustomData and the broker checks that exactly that text is the content of a C
 element of those bytes (a byte comparison, no parsing). The file is written by the broker in
 its own 0700 folder and run from there; its output is not logged (it may hold secrets), only
 its size and exit code.
+
+Once per boot and VM id, recorded on disk before it runs (once=BOOT, gates.py): a crash of
+the worker or the supervisor mid-run does not run it again. It runs at most
+Provisioning.CustomDataTimeout seconds (900 by default) and stops when the supervisor stops,
+printing or silent: then its whole process group is killed and the exit code is -9.
 """
 
 import base64
@@ -19,9 +24,10 @@ import re
 import subprocess
 import time
 
-from supervisor.broker import Context, handler
-from supervisor.privileged import SAFE_PATH, atomic_write, fail, lib_dir
-from supervisor.privileged import dvd  # the module: dvd imports the broker, which imports us
+from ipc.verbs import provisioning as P
+from supervisor.broker import BOOT, Context, Privileged
+from supervisor.policy import PROV, PROVISIONING
+from supervisor.privileged import SAFE_PATH, atomic_write, dvd, fail, lib_dir, supervise
 
 log = logging.getLogger("guestagent.broker.provisioning")
 
@@ -39,7 +45,6 @@ def _in_held(text: bytes, held: bytes) -> bool:
     return False
 
 
-@handler("provisioning.custom_data", slow=True)
 def custom_data(ctx: Context, args: dict) -> dict:
     text = args["custom_data"].encode("utf-8")
     held = dvd.held_ovf()
@@ -77,27 +82,19 @@ def custom_data(ctx: Context, args: dict) -> dict:
         proc = subprocess.Popen(["/bin/sh", path], cwd=os.path.dirname(path), env=env,
                                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, close_fds=True, start_new_session=True)
-    size = 0
-    deadline = start + TIMEOUT
-    try:
-        while True:
-            chunk = proc.stdout.read1(65536) if hasattr(proc.stdout, "read1") else \
-                proc.stdout.read(65536)
-            if not chunk:
-                break
-            size += len(chunk)
-            if time.monotonic() > deadline or ctx.cancel.is_set():
-                proc.kill()
-                break
-        proc.wait(timeout=max(1.0, deadline - time.monotonic()))
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-    finally:
-        proc.stdout.close()
+    timeout = float(ctx.conf["Provisioning.CustomDataTimeout"])
+    code, _, size, why = supervise(proc, timeout, ctx.cancel, keep=0)
+    if why is not None:
+        log.warning("event=custom_data_killed reason=%s after=%.0fs", why, timeout)
+        code = -9 if code is None else code
     seconds = round(time.monotonic() - start, 3)
     log.info("event=custom_data_executed exit_code=%d output_bytes=%d seconds=%.3f",
-             proc.returncode, size, seconds)
-    result.update(executed=True, exit_code=max(-255, min(255, proc.returncode)),
+             code, size, seconds)
+    result.update(executed=True, exit_code=max(-255, min(255, code)),
                   seconds=seconds)
     return result
+
+
+VERBS = (
+    Privileged(P.CUSTOM_DATA, custom_data, PROV, once=BOOT, gate=PROVISIONING, slow=True),
+)

@@ -10,7 +10,9 @@ mounts neither iso9660 nor udf (the same path reads a real image in a VM).
 
 The bytes read are kept in the broker, not in a file a worker could replace, so custom data
 runs only from bytes the broker read itself (DESIGN.md principle 2; customdata.py). The broker
-does not parse the document (principle 1): the saved copy's redaction is a byte substitution.
+does not parse the document (principle 1): the saved copy's redaction is a byte substitution,
+and the one fact it takes from it — which user the account verbs may touch — comes from
+ovf_user_of(), a bounded check of those bytes rather than an XML parser (see there).
 """
 
 import fcntl
@@ -21,7 +23,9 @@ import stat
 import threading
 from typing import Optional
 
-from supervisor.broker import Context, handler
+from ipc.verbs import provisioning as P
+from supervisor.broker import Context, Privileged
+from supervisor.policy import PROV, PROVISIONING
 from supervisor.privileged import (atomic_write, ensure_root_dir, fail, lib_dir, read_capped,
                                    run, which)
 
@@ -37,8 +41,53 @@ _PASSWORD_RE = re.compile(
     rb"(<(?:[A-Za-z_][\w.-]*:)?UserPassword\b[^>]*>)(?:<!\[CDATA\[.*?\]\]>|[^<])*"
     rb"(</(?:[A-Za-z_][\w.-]*:)?UserPassword\s*>)", re.DOTALL)
 
+# Any element named UserName, with or without a namespace prefix (`ns1:` occurs in real
+# ovf-env.xml), opening, closing or empty; and the one form accepted: <p:UserName>text</p:UserName>.
+_NAME = rb"(?:([A-Za-z_][A-Za-z0-9_.-]{0,31}):)?UserName"
+_USERNAME_TAG = re.compile(rb"<" + _NAME + rb"(?=[\s/>])")
+_USERNAME_ELEMENT = re.compile(rb"<" + _NAME + rb">([^<]{1,64})</" + _NAME + rb"\s*>")
+_USERNAME_RE = re.compile(r"[a-z_][a-z0-9_.-]{0,31}")   # ipc.schema USERNAME, without `$`
+
 _held_lock = threading.Lock()
 _held: Optional[bytes] = None
+_user: Optional[str] = None
+
+
+def ovf_user_of(data: bytes) -> Optional[str]:
+    """The UserName of an ovf-env.xml, or None when it is not exactly one plain element.
+
+    Why not an XML parser: the supervisor parses no platform data (DESIGN.md principle 1), and
+    this is the one fact the broker needs from the document — which account the worker may
+    provision. The check is narrow and fails closed: exactly one opening tag named UserName
+    (any prefix) anywhere in the bytes — so a second one in a comment, CDATA or another
+    section makes it None — written `<p:UserName>text</p:UserName>` with the same prefix on
+    both tags, no attributes, no entity or CDATA in the text, and the text (spaces around it
+    ignored) a plain account name. Where the worker's real parser reads the document
+    differently, the account verbs are refused, which is safe: provisioning fails with the
+    reason rather than touching an account the broker did not see."""
+    if len(data) > MAX_OVF_BYTES or len(_USERNAME_TAG.findall(data)) != 1:
+        return None
+    m = _USERNAME_ELEMENT.search(data)
+    if m is None or m.group(1) != m.group(3):
+        return None
+    try:
+        name = m.group(2).decode("ascii").strip()
+    except UnicodeDecodeError:
+        return None
+    return name if _USERNAME_RE.fullmatch(name) else None
+
+
+def ovf_user() -> Optional[str]:
+    """The user named by the ovf-env.xml this broker last read (None if none was read)."""
+    with _held_lock:
+        return _user
+
+
+def _hold_user(data: Optional[bytes]) -> None:
+    global _user
+    user = ovf_user_of(data) if data is not None else None
+    with _held_lock:
+        _user = user
 
 
 def held_ovf() -> Optional[bytes]:
@@ -106,7 +155,7 @@ def _mount_and_read(ctx: Context, device: str) -> bytes:
                 mount_point]
     delay = ctx.conf["DVD.MountRetryDelay"]
     for attempt in range(1, MOUNT_ATTEMPTS + 1):
-        code, out = run(argv, timeout=60, check=False)
+        code, out = run(argv, timeout=60, check=False, cancel=ctx.cancel)
         if code == 0:
             break
         log.warning("event=dvd_mount_failed device=%s attempt=%d output=%r", device, attempt,
@@ -149,16 +198,19 @@ def eject(device: str) -> bool:
     return True
 
 
-@handler("provisioning.read_ovf", slow=True)
 def read_ovf(ctx: Context, args: dict) -> dict:
     folder = lib_dir(ctx.conf)
     saved = os.path.join(folder, OVF_NAME)
     if args["source"] == "saved":
+        # cloud-init's copy, in root's 0700 folder: its user counts as the OVF's (custom
+        # data, though, runs only from bytes read off the DVD).
         data = read_capped(saved, MAX_OVF_BYTES)
         if data is None:
             return {"ovf": None, "device": None}
-        return {"ovf": _decode(data[len(BOM):] if data.startswith(BOM) else data),
-                "device": None}
+        data = data[len(BOM):] if data.startswith(BOM) else data
+        text = _decode(data)
+        _hold_user(data)
+        return {"ovf": text, "device": None}
     device = find_device(ctx.conf)
     if device is None or not os.path.exists(device):
         raise fail("no provisioning media: %s" % (
@@ -167,6 +219,8 @@ def read_ovf(ctx: Context, args: dict) -> dict:
     text = _decode(data)
     atomic_write(saved, redact(data), 0o600)
     _hold(data)
+    _hold_user(data)
+    log.info("event=ovf_user user=%s", ovf_user() or "none (account verbs refused)")
     log.info("event=ovf_read device=%s bytes=%d saved=%s", device, len(data), saved)
     return {"ovf": text, "device": device}
 
@@ -176,3 +230,8 @@ def _decode(data: bytes) -> str:
         return data.decode("utf-8")
     except UnicodeDecodeError:
         raise fail("%s is not UTF-8" % OVF_NAME) from None
+
+
+VERBS = (
+    Privileged(P.READ_OVF, read_ovf, PROV, gate=PROVISIONING, slow=True),
+)

@@ -11,7 +11,9 @@ import logging
 import os
 import re
 
-from supervisor.broker import Context, handler
+from ipc.verbs import provisioning as P
+from supervisor.broker import PROCESS, Context, Privileged
+from supervisor.policy import PROV, PROVISIONING
 from supervisor.privileged import atomic_write, lib_dir, read_capped, run
 
 log = logging.getLogger("guestagent.broker.provisioning")
@@ -21,7 +23,6 @@ AUTO_SEND = re.compile(r"^\s*send\s+host-name\s+=\s*gethostname\(\)\s*;", re.M)
 SEND = re.compile(r"^\s*send\s+host-name\b.*$\n?", re.M)
 
 
-@handler("provisioning.hostname", slow=True)
 def hostname(ctx: Context, args: dict) -> dict:
     name = args["hostname"]
     mode = os.stat("/etc/hostname").st_mode & 0o7777 if os.path.exists("/etc/hostname") else 0o644
@@ -44,3 +45,8 @@ def hostname(ctx: Context, args: dict) -> dict:
     atomic_write(os.path.join(lib_dir(ctx.conf), "published_hostname"), name.encode(), 0o600)
     log.info("event=hostname_set hostname=%s dhcp_publish=%s", name, published)
     return {"published": published}
+
+
+VERBS = (
+    Privileged(P.SET_HOSTNAME, hostname, PROV, once=PROCESS, gate=PROVISIONING, slow=True),
+)

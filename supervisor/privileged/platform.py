@@ -21,7 +21,8 @@ import sys
 import threading
 import time
 
-from supervisor.broker import Context, handler
+from ipc.verbs import platform as P
+from supervisor.broker import Context, Privileged
 from supervisor.table import NAMES
 from supervisor.privileged import ensure_root_dir, fail, read_capped, run
 from supervisor.privileged.transport_key import CERT_FILE, KEY_FILE, TAG_FILE
@@ -180,7 +181,6 @@ def prepare(conf) -> None:
     threading.Thread(target=make, name="transport-key", daemon=True).start()
 
 
-@handler("platform.transport_key", slow=True)
 def transport_key(ctx: Context, args: dict) -> dict:
     with _lock:
         try:
@@ -192,3 +192,12 @@ def transport_key(ctx: Context, args: dict) -> dict:
             raise fail("the transport key is unusable: %s" % (e.strerror or e)) from None
     ctx.reply_fds.append(fd)
     return {"certificate": (cert or b"").decode("ascii", "replace")}
+
+
+# The workers that decrypt (provisioning: SSH certificates; extensions: protectedSettings)
+# get the key; monitoring and logcollector never (issue 10 §2).
+DECRYPTERS = frozenset(("provisioning", "extensions"))
+
+VERBS = (
+    Privileged(P.TRANSPORT_KEY, transport_key, DECRYPTERS, slow=True),
+)

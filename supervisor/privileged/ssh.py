@@ -4,18 +4,27 @@ sshd restarted the distro's way.
 Keys go into the user's home through HomeFile: no symlink followed below the home, no
 hard-linked file written, folders 0700 and files owned by the user (authorized_keys 0600 as
 azure-init does; a private key 0600 and its .pub 0644 — waagent's swapped modes are a quirk
-not kept). A key path outside the user's home is refused.
+not kept).
+
+The broker decides from its own state: the account must be the OVF's user (accounts.py
+ovf_account), the path exactly `<that user's home>/.ssh/<name>` (one plain name: no other
+folder, no `..`, no other home), and a public key exactly one well-formed OpenSSH key line
+(public_key_line). Nothing owned by root is chowned: a root-owned .ssh or file is refused.
 """
 
+import base64
+import binascii
 import glob
 import logging
 import os
-import pwd
 import re
+import struct
 import time
 
-from supervisor.broker import Context, handler
-from supervisor.privileged import HomeFile, atomic_write, fail, read_capped, run, which
+from ipc.verbs import provisioning as P
+from supervisor.broker import PROCESS, Context, Privileged
+from supervisor.policy import PROV, PROVISIONING
+from supervisor.privileged import HomeFile, accounts, atomic_write, fail, read_capped, run, which
 
 log = logging.getLogger("guestagent.broker.provisioning")
 
@@ -68,7 +77,6 @@ def set_options(text: str, options) -> str:
     return "\n".join(lines) + "\n"
 
 
-@handler("provisioning.sshd_config", slow=True)
 def sshd_config(ctx: Context, args: dict) -> dict:
     path = os.path.join(ctx.conf["OS.SshDir"], "sshd_config")
     data = read_capped(path, MAX_FILE)
@@ -89,12 +97,60 @@ def sshd_config(ctx: Context, args: dict) -> dict:
 
 
 # ---- the user's keys ------------------------------------------------------------------------
-def _home_file(username: str) -> HomeFile:
+KEY_TYPES = frozenset((
+    "ssh-rsa", "ssh-dss", "ssh-ed25519", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384",
+    "ecdsa-sha2-nistp521", "sk-ssh-ed25519@openssh.com", "sk-ecdsa-sha2-nistp256@openssh.com"))
+MAX_BLOB = 16 * 1024
+# A comment is a label for people; sshd ignores it. Letters, digits, spaces and the
+# punctuation of user@host and dates only: nothing a shell or sshd would read as more.
+COMMENT_RE = re.compile(r"[A-Za-z0-9 @._+=:,/~%#-]{0,1024}")
+KEY_NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}")
+
+
+def public_key_line(text: str) -> str:
+    """The key as one line `type base64 [comment]`, or FAILED: no options prefix, no second
+    line, a known type, a base64 blob whose first SSH string is that type, a plain comment."""
+    line = text.strip(" ")
+    if line.endswith("\n"):
+        line = line[:-1]
+    if not line or any(ord(c) < 0x20 or ord(c) == 0x7f for c in line):
+        raise fail("the key is not one line (control characters)")
+    parts = line.split(" ", 2)
+    if len(parts) < 2 or parts[0] not in KEY_TYPES:
+        raise fail("the key does not start with a known key type (no options allowed)")
+    kind, blob = parts[0], parts[1]
+    comment = parts[2].strip() if len(parts) == 3 else ""
+    if len(blob) > MAX_BLOB * 4 // 3 + 4:
+        raise fail("the key is too long")
     try:
-        pw = pwd.getpwnam(username)
-    except KeyError:
-        raise fail("no account %s" % username) from None
-    return HomeFile(pw.pw_uid, pw.pw_gid, pw.pw_dir)
+        raw = base64.b64decode(blob, validate=True)
+    except (binascii.Error, ValueError):
+        raise fail("the key's blob is not base64") from None
+    if len(raw) < 4:
+        raise fail("the key's blob is too short")
+    (size,) = struct.unpack(">I", raw[:4])
+    if raw[4:4 + size].decode("latin-1") != kind or size != len(kind):
+        raise fail("the key's blob is not a %s key" % kind)
+    if not COMMENT_RE.fullmatch(comment):
+        raise fail("the key's comment holds characters other than letters, digits and "
+                   "@._+=:,/~%#-")
+    return "%s %s%s" % (kind, blob, " " + comment if comment else "")
+
+
+def _ssh_target(ctx: Context, username: str, path: str):
+    """(HomeFile, file name) for a path the broker allows: `<home>/.ssh/<name>` of the OVF's
+    user, as the broker reads the home from the account database."""
+    pw = accounts.ovf_account(ctx, username)
+    if pw is None:
+        raise fail("no account %s" % username)
+    home = os.path.normpath(pw.pw_dir)
+    if not os.path.isabs(home) or home == "/":
+        raise fail("%s has no home folder of its own" % username)
+    folder, name = os.path.split(path)
+    if folder != os.path.join(home, ".ssh") or not KEY_NAME_RE.fullmatch(name) or \
+            name in (".", ".."):
+        raise fail("%s is not a file in %s/.ssh" % (path, home))
+    return HomeFile(pw.pw_uid, pw.pw_gid, home), name
 
 
 def _write_whole(hf: HomeFile, dfd: int, name: str, data: bytes, mode: int) -> None:
@@ -109,14 +165,12 @@ def _write_whole(hf: HomeFile, dfd: int, name: str, data: bytes, mode: int) -> N
         os.close(fd)
 
 
-@handler("provisioning.authorized_key", slow=True)
 def authorized_key(ctx: Context, args: dict) -> dict:
-    hf = _home_file(args["username"])
-    parts = hf.relative(args["path"])
-    line = args["key"].strip() + "\n"
-    dfd = hf.open_dir(parts[:-1])
+    line = public_key_line(args["key"]) + "\n"
+    hf, name = _ssh_target(ctx, args["username"], args["path"])
+    dfd = hf.open_dir((".ssh",))
     try:
-        fd = hf.open_file(dfd, parts[-1], os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
+        fd = hf.open_file(dfd, name, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
         try:
             current = os.read(fd, MAX_FILE + 1)
             if len(current) > MAX_FILE:
@@ -137,15 +191,13 @@ def authorized_key(ctx: Context, args: dict) -> dict:
     return {"added": added}
 
 
-@handler("provisioning.key_pair", slow=True)
 def key_pair(ctx: Context, args: dict) -> dict:
-    hf = _home_file(args["username"])
-    parts = hf.relative(args["path"])
-    dfd = hf.open_dir(parts[:-1])
+    public = public_key_line(args["public_key"]) + "\n"
+    hf, name = _ssh_target(ctx, args["username"], args["path"])
+    dfd = hf.open_dir((".ssh",))
     try:
-        _write_whole(hf, dfd, parts[-1], args["private_key"].encode(), 0o600)
-        _write_whole(hf, dfd, parts[-1] + ".pub", (args["public_key"].strip() + "\n").encode(),
-                     0o644)
+        _write_whole(hf, dfd, name, args["private_key"].encode(), 0o600)
+        _write_whole(hf, dfd, name + ".pub", public.encode(), 0o644)
     finally:
         os.close(dfd)
     log.info("event=key_pair user=%s path=%s", args["username"], args["path"])
@@ -164,7 +216,6 @@ def thumbprint(pub_path: str):
     return words[1].replace(":", "")[:128]
 
 
-@handler("provisioning.host_keys", slow=True)
 def host_keys(ctx: Context, args: dict) -> dict:
     ssh_dir = ctx.conf["OS.SshDir"]
     kind = ctx.conf["Provisioning.SshHostKeyPairType"]
@@ -198,7 +249,6 @@ def _os_ids():
     return ids
 
 
-@handler("provisioning.restart_sshd", slow=True)
 def restart_sshd(ctx: Context, args: dict) -> dict:
     unit = "ssh" if _os_ids() & {"debian", "ubuntu"} else "sshd"
     if os.path.isdir("/run/systemd/system") and which("systemctl"):
@@ -214,3 +264,13 @@ def restart_sshd(ctx: Context, args: dict) -> dict:
         log.warning("event=sshd_restart_failed how=%r exit=%d output=%r", how, code, out[-200:])
         how += " (exit %d)" % code
     return {"how": how[:128]}
+
+
+VERBS = (
+    Privileged(P.SSHD_CONFIG, sshd_config, PROV, once=PROCESS, gate=PROVISIONING, slow=True),
+    Privileged(P.AUTHORIZED_KEY, authorized_key, PROV, gate=PROVISIONING, slow=True),
+    Privileged(P.KEY_PAIR, key_pair, PROV, gate=PROVISIONING, slow=True),
+    Privileged(P.HOST_KEYS, host_keys, PROV, once=PROCESS, gate=PROVISIONING, slow=True),
+    Privileged(P.RESTART_SSHD, restart_sshd, PROV, once=PROCESS, gate=PROVISIONING,
+               slow=True),
+)

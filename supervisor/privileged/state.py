@@ -1,6 +1,12 @@
 """The provisioning state in Lib.Dir (root, 0700): the `provisioned` marker, `disable_agent`,
 and the previous VM's protocol state removed when the VM id changes (protocol.md §3.4, §6.3).
-Also SMBIOS's product_uuid, which only root may read, for the worker to derive the VM id."""
+Also SMBIOS's product_uuid, which only root may read, for the worker to derive the VM id.
+
+The VM id is the broker's own: read from product_uuid here, with the first three GUID groups
+byte-swapped as waagent writes it (the same rule as workers/provisioning/identity.py, which
+the supervisor may not import). `finish` writes that id, never one a worker sends, and
+`forget_previous_vm` runs only when the marker names another VM.
+"""
 
 import glob
 import logging
@@ -8,8 +14,12 @@ import os
 import re
 import shutil
 
-from supervisor.broker import Context, handler
-from supervisor.privileged import atomic_write, lib_dir, read_capped
+from typing import Optional
+
+from ipc.verbs import provisioning as P
+from supervisor.broker import BOOT, PROCESS, Context, Privileged
+from supervisor.policy import PROV, PROVISIONING
+from supervisor.privileged import atomic_write, fail, gates, lib_dir, read_capped
 
 log = logging.getLogger("guestagent.broker.provisioning")
 
@@ -43,41 +53,94 @@ def _text(data):
     return data.decode("ascii", "replace").strip()[:128]
 
 
-@handler("provisioning.state")
-def state(ctx: Context, args: dict) -> dict:
-    folder = ctx.conf["Lib.Dir"]
-    marker = _text(read_capped(os.path.join(folder, MARKER), 4096)) if os.path.isdir(folder) \
-        else None
-    uuid = None
-    path = os.path.join(ctx.conf["OS.SysRoot"] or "/", PRODUCT_UUID)
+def read_marker(conf) -> Optional[str]:
+    folder = conf["Lib.Dir"]
+    if not os.path.isdir(folder):
+        return None
+    try:
+        return _text(read_capped(os.path.join(folder, MARKER), 4096))
+    except Exception as e:  # noqa: B902 - a marker that is not a file: none, logged
+        log.warning("event=marker_unreadable error=%r", str(e))
+        return None
+
+
+def product_uuid(conf) -> Optional[str]:
+    path = os.path.join(conf["OS.SysRoot"] or "/", PRODUCT_UUID)
     try:
         uuid = _text(read_capped(path, 64, follow=True))
     except Exception as e:  # noqa: B902 - an unreadable uuid is "none", logged
         log.warning("event=product_uuid_unreadable path=%s error=%r", path, str(e))
+        return None
     if uuid is not None and not GUID_RE.fullmatch(uuid):
         log.warning("event=product_uuid_malformed path=%s", path)
-        uuid = None
-    return {"marker": marker, "product_uuid": uuid,
-            "disable_agent": os.path.lexists(os.path.join(folder, DISABLE_AGENT))}
+        return None
+    return uuid
 
 
-@handler("provisioning.finish")
+def _swap(hexstring: str) -> str:
+    return "".join(reversed([hexstring[i:i + 2] for i in range(0, len(hexstring), 2)]))
+
+
+def swap_guid(guid: str) -> str:
+    p = guid.split("-")
+    return "-".join([_swap(p[0]), _swap(p[1]), _swap(p[2]), p[3], p[4]])
+
+
+def current_vm_id(conf) -> Optional[str]:
+    """The VM id as waagent writes it in the marker (lower case), from SMBIOS; None if none."""
+    uuid = product_uuid(conf)
+    return swap_guid(uuid).lower() if uuid else None
+
+
+def marker_matches(marker: Optional[str], vm_id: Optional[str]) -> bool:
+    """The marker names this VM: equal to the id, or to its unswapped form, ignoring case."""
+    if not marker or not vm_id:
+        return False
+    marker = marker.strip().lower()
+    if marker == vm_id:
+        return True
+    return GUID_RE.fullmatch(marker) is not None and swap_guid(marker) == vm_id
+
+
+def write_marker(conf, vm_id: str) -> None:
+    atomic_write(os.path.join(lib_dir(conf), MARKER), vm_id.encode() + b"\n", 0o600)
+
+
+def state(ctx: Context, args: dict) -> dict:
+    folder = ctx.conf["Lib.Dir"]
+    g = gates.current()
+    return {"marker": read_marker(ctx.conf), "product_uuid": product_uuid(ctx.conf),
+            "disable_agent": os.path.lexists(os.path.join(folder, DISABLE_AGENT)),
+            "gate_open": gates.PROVISIONING not in g.closed, "done": sorted(g.done)[:16]}
+
+
 def finish(ctx: Context, args: dict) -> dict:
-    if args["vm_id"] is None and not args["disable_agent"]:
+    vm_id = current_vm_id(ctx.conf) if args["vm_id"] is not None else None
+    if args["vm_id"] is not None:
+        if vm_id is None:
+            raise fail("no VM id: product_uuid is unreadable, the marker cannot be written")
+        if args["vm_id"].lower() != vm_id:
+            raise fail("that is not this VM's id (%s)" % vm_id)
+    if vm_id is None and not args["disable_agent"]:
         log.info("event=provisioning_gate_closed marker=unchanged")
         return {}
     folder = lib_dir(ctx.conf)
-    if args["vm_id"] is not None:
-        atomic_write(os.path.join(folder, MARKER), args["vm_id"].lower().encode() + b"\n", 0o600)
+    if vm_id is not None:
+        write_marker(ctx.conf, vm_id)
     if args["disable_agent"]:
         atomic_write(os.path.join(folder, DISABLE_AGENT), b"", 0o600)
     log.info("event=provisioning_gate_closed marker=%s disable_agent=%s",
-             "written" if args["vm_id"] else "unchanged", args["disable_agent"])
+             "written" if vm_id else "unchanged", args["disable_agent"])
     return {}
 
 
-@handler("provisioning.forget_previous_vm", slow=True)
 def forget_previous_vm(ctx: Context, args: dict) -> dict:
+    # The broker's own comparison: only a marker naming another VM means a captured image.
+    marker, vm_id = read_marker(ctx.conf), current_vm_id(ctx.conf)
+    if not marker or vm_id is None or marker_matches(marker, vm_id):
+        raise fail("the VM id did not change (marker %s, VM id %s): nothing to forget"
+                   % ("absent" if not marker else "equal" if vm_id else "present",
+                      vm_id or "unknown"))
     folder = lib_dir(ctx.conf)
     doomed = [os.path.join(folder, name) for name in PREVIOUS_VM_FILES]
     for pattern in PREVIOUS_VM_GLOBS:
@@ -113,3 +176,10 @@ def forget_previous_vm(ctx: Context, args: dict) -> dict:
             log.warning("event=forget_failed path=%s error=%r", path, e.strerror)
     log.info("event=previous_vm_forgotten removed=%d", removed)
     return {"removed": removed}
+
+
+VERBS = (
+    Privileged(P.STATE, state, PROV),
+    Privileged(P.FORGET_VM, forget_previous_vm, PROV, once=BOOT, gate=PROVISIONING, slow=True),
+    Privileged(P.FINISH, finish, PROV, once=PROCESS, gate=PROVISIONING, closes=PROVISIONING),
+)

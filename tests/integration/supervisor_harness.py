@@ -116,8 +116,11 @@ class Agent:
     def write_conf(self, overrides, extra_lines=()):
         values = dict(FAST)
         # The system console stand-in: never the host's /dev/console.
+        # Lib.Dir too: with the agent disabled the broker writes the provisioned marker there
+        # at start (protocol.md §3.1), and a test must never write the host's /var/lib/waagent.
         values.update({"Agent.RuntimeDir": self.run_dir, "Agent.LogDir": self.log_dir,
-                       "Agent.StateDir": self.state_dir, "Logs.ConsoleDevice": self.console})
+                       "Agent.StateDir": self.state_dir, "Lib.Dir": os.path.join(self.dir, "lib"),
+                       "Logs.ConsoleDevice": self.console})
         values.update(overrides)
         with open(self.conf, "w") as f:
             for k, v in values.items():

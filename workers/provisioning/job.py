@@ -153,6 +153,11 @@ class Provisioning:
         self.host_key_seconds = 0.0
         self.thumbprint = None
         self.failure: Optional[StepFailed] = None
+        # From provisioning.state: the broker's own view (gate closed from disk, the marker,
+        # Provisioning.Agent; verbs that ran already this boot and VM id). A DENIED verb is
+        # a violation that ends the worker, so the worker never knocks on a closed gate.
+        self.gate_open = True
+        self.done: frozenset = frozenset()
 
     # ---- helpers ----------------------------------------------------------------------------
     def call(self, verb: str, args: Optional[dict] = None) -> dict:
@@ -198,7 +203,11 @@ class Provisioning:
             log.error("event=health_report_failed state=NotReady error=%r", str(e)[:500])
 
     def finish(self, vm_id: Optional[str], disable_agent: bool = False) -> None:
-        self.call("provisioning.finish", {"vm_id": vm_id, "disable_agent": disable_agent})
+        if not self.gate_open:
+            log.info("event=provisioning_gate_already_closed (the broker closed it)")
+        else:
+            self.call("provisioning.finish", {"vm_id": vm_id, "disable_agent": disable_agent})
+            self.gate_open = False
         # The gate is closed for the rest of this boot: a later run (a retry, agentctl start)
         # must not knock on it (a DENIED verb is a violation), so it needs to know.
         from statefiles import write_atomic
@@ -262,6 +271,8 @@ class Provisioning:
         with self.step("state"):
             state = self.call("provisioning.state")
             vm_id = identity.vm_id(state["product_uuid"])
+            self.gate_open = state["gate_open"]
+            self.done = frozenset(state["done"])
         agent = self.conf.provisioning_agent
         if not self.conf["Protocol.Endpoint"] and not identity.on_azure(self.conf["OS.SysRoot"]):
             # Never probe 168.63.129.16 from a machine that is not an Azure VM (a developer's
@@ -280,12 +291,18 @@ class Provisioning:
                 return self.pay_owed_ready()
             log.info("event=already_provisioned vm_id=%s (no health report)", vm_id)
             return "already provisioned"
+        if not self.gate_open:
+            log.info("event=provisioning_gate_closed_this_boot: nothing to do")
+            return "provisioning already ended this boot"
         changed = bool(state["marker"]) and vm_id is not None
         if changed:
             log.warning("event=vm_id_changed previous=%s current=%s: provisioning afresh",
                         state["marker"][:64], vm_id)
-            with self.step("forget_previous_vm"):
-                self.call("provisioning.forget_previous_vm")
+            if "provisioning.forget_previous_vm" in self.done:
+                log.info("event=previous_vm_already_forgotten this boot")
+            else:
+                with self.step("forget_previous_vm"):
+                    self.call("provisioning.forget_previous_vm")
         cloud_init = identity.cloud_init_enabled(self.conf["OS.SysRoot"])
         try:
             if agent == "cloud-init" or (agent == "auto" and cloud_init):
@@ -366,7 +383,10 @@ class Provisioning:
         if env.public_keys or env.key_pairs:
             with self.step("ssh_keys"):
                 self.keys(env)
-        if env.custom_data:
+        if env.custom_data and "provisioning.custom_data" in self.done:
+            # Once per boot and VM id, on the broker's disk: a retry does not run it again.
+            log.warning("event=custom_data_already_ran this boot: not run again")
+        elif env.custom_data:
             with self.step("custom_data"):
                 r = self.call("provisioning.custom_data", {"custom_data": env.custom_data})
                 if r["executed"] and r["exit_code"] != 0:

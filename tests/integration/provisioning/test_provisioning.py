@@ -417,3 +417,37 @@ def test_a_ready_that_fails_is_owed_and_reported_by_the_retry(emu, make_host):
     # The next boot owes nothing and reports nothing.
     provision(host)
     assert states(emu) == [("NotReady", "Provisioning"), ("Ready", None)]
+
+
+def test_custom_data_runs_once_when_a_later_step_fails_and_is_retried(emu, make_host):
+    """ONCE per boot and VM id, on the broker's disk (issue 10 §1): the supervisor's retry
+    after a failure past custom data does not run it again, and is not a violation."""
+    host = make_host({"Provisioning.ExecuteCustomData": "y", "Agent.FlapMaxFailures": "2",
+                      "Agent.BackoffDelay": "0.2",
+                      "Provisioning.RegenerateSshHostKeyPair": "y"})
+    ran = host.path("custom-data-ran")
+    script = b"#!/bin/sh\necho ran >> %s\n" % ran.encode()
+    host.write_media(ovf_bytes=_ovf(host, CustomData=base64.b64encode(script)))
+    # Host-key regeneration fails on every attempt: a folder where it deletes old keys.
+    os.mkdir(host.path("etc", "ssh", "ssh_host_broken_key"))
+    host.start()
+    log = host.wait_log(DONE, 60, count=2)
+    assert log.count("event=provisioning_failed step=host_keys") == 2
+    assert open(ran).read() == "ran\n"
+    assert "event=custom_data_already_ran" in log
+    assert "event=security" not in host.log("supervisor")
+
+
+def test_provisioning_disabled_the_broker_writes_the_marker_and_the_gate_is_closed(emu,
+                                                                                   make_host):
+    """protocol.md §3.1: Provisioning.Agent=disabled writes the marker and reports Ready; the
+    supervisor closes the provisioning gate itself at start (issue 10 §1)."""
+    host = make_host({"Provisioning.Agent": "disabled"})
+    log = provision(host)
+    assert "outcome='disabled; Ready reported'" in log
+    assert open(host.lib("provisioned")).read().strip() == swap_guid(
+        "4C4C4544-0050-4810-8051-B2C04F4D3132").lower()
+    sup = host.log("supervisor")
+    assert "reason=agent_disabled" in sup and "event=security" not in sup
+    assert "verb=provisioning.finish" not in sup and "verb=provisioning.read_ovf" not in sup
+    assert states(emu) == [("Ready", None)]
