@@ -178,7 +178,7 @@ def test_a_boot_once_verb_is_denied_to_a_restarted_worker(monkeypatch):
     for attempt in range(2):
         s = policy.session("provisioning")
         s.check(envelope.Request(1, "worker.hello", {"worker": "provisioning", "pid": 1,
-                                                     "version": "x"}))
+                                                     "protocol": 1}))
         if attempt == 0:
             s.check(envelope.Request(2, "test.once_per_boot", {}))
         else:
