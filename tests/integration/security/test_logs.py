@@ -15,12 +15,32 @@ import os
 import re
 import resource
 import stat
+import subprocess
 import threading
 
-from tests.integration.supervisor_harness import pid_alive, wait_for
+from tests.integration.supervisor_harness import AGENTCTL, pid_alive, wait_for
 
 # The characters a terminal acts on: C0 (but TAB), DEL, C1, bidi and line/paragraph separators.
 RAW_CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u200e\u200f\u2028-\u202e\u2066-\u2069]")
+
+
+def ctl_output(agent, *args):
+    """agentctl's stdout as the terminal gets it: bytes, no newline translation (text mode
+    would turn a raw CR into a newline)."""
+    r = subprocess.run([AGENTCTL, "--config", agent.conf] + list(args), capture_output=True,
+                       timeout=60)
+    assert r.returncode in (0, 6), r.stderr
+    return r.stdout.decode("utf-8")
+
+
+def raw_text(path):
+    """A file as written: no newline translation (a raw CR stays a CR)."""
+    with open(path, encoding="utf-8", errors="replace", newline="") as f:
+        return f.read()
+
+
+def raw_controls(text):
+    return RAW_CONTROL.findall(text.replace("\n", ""))
 
 
 def finished(records):
@@ -76,24 +96,25 @@ channel.send(envelope.notice("worker.status", {"message": %r}))
     wait_in_log(agent, "logcollector", "ESCLINE")
     agent.wait_state("logcollector", "EXITED")
 
-    line = next(l for l in agent.log("logcollector").splitlines() if "ESCLINE" in l)
+    logged = raw_text(os.path.join(agent.log_dir, "logcollector.log"))
+    line = next(l for l in logged.split("\n") if "ESCLINE" in l)
     assert not RAW_CONTROL.search(line), repr(line)
     assert "\\x1b[31mred" in line     # shown, escaped: not dropped
+    assert "tail" in line             # one line: nothing after the CR went missing
 
-    forwarded = [l for l in agent.stderr().splitlines() if "ESCLINE" in l]
+    forwarded = [l for l in raw_text(agent.stderr_path).split("\n") if "ESCLINE" in l]
     assert forwarded and not any(RAW_CONTROL.search(l) for l in forwarded), forwarded
 
-    r = agent.ctl("logs", "logcollector", "-n", "50")
-    assert r.returncode == 0, r.stderr
-    assert "ESCLINE" in r.stdout
-    assert not RAW_CONTROL.search(r.stdout.replace("\n", "")), repr(r.stdout)
+    out = ctl_output(agent, "logs", "logcollector", "-n", "50")
+    assert "ESCLINE" in out
+    assert not raw_controls(out), repr(out)
 
-    r = agent.ctl("status")
-    assert "owned" in r.stdout, r.stdout       # the message is shown...
-    assert not RAW_CONTROL.search(r.stdout.replace("\n", "")), repr(r.stdout)
-    assert "\\x1b]0;owned" in r.stdout         # ...with its controls visible
-    r = agent.ctl("status", "logcollector")
-    assert "owned" in r.stdout and not RAW_CONTROL.search(r.stdout.replace("\n", ""))
+    out = ctl_output(agent, "status")
+    assert "owned" in out, out               # the message is shown...
+    assert not raw_controls(out), repr(out)
+    assert "\\x1b]0;owned" in out            # ...with its controls visible
+    out = ctl_output(agent, "status", "logcollector")
+    assert "owned" in out and not raw_controls(out), repr(out)
 
 
 # One secret per form; each line carries a label that must survive (the line is not dropped).
