@@ -47,6 +47,10 @@ _QUOTE = re.compile(r"\\*[\"']|&quot;|[bBuUrR]{1,2}[\"']")
 _KEY_CLOSE = re.compile(r"(?:\\*[\"']|&quot;)?\s*(?:=|:(?!//))\s*")
 _NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
 _NAME_MAX = 128
+# The rest of an opening tag after its name: attributes, then `>` (or `/>`, empty).
+_TAG_REST = re.compile(r"""(?:\s+[\w.:-]+\s*=\s*(?:"[^"]*"|'[^']*'))*\s*(?P<empty>/)?>""")
+_ESCAPED_TAG_REST = re.compile(
+    r"""(?:\s+[\w.:-]+\s*=\s*(?:"[^"]*"|'[^']*'|&quot;.*?&quot;))*\s*(?P<empty>/)?&gt;""")
 
 # What a line that ends inside a block is still in: (kind, how it ends, depth).
 State = Tuple[str, Optional["re.Pattern"], int]
@@ -135,15 +139,12 @@ def _element(text: str, lo: int, hi: int, name: str, spans: _Spans) -> bool:
         escaped, gt = True, "&gt;"
     else:
         return False
-    if hi < len(text) and not (text[hi].isspace() or text.startswith(gt, hi)
-                               or text[hi] == "/"):
-        return False
-    close = text.find(gt, hi)
-    if close < 0:
-        return True    # attributes run on: no content on this line
-    if text[close - 1] == "/":
+    tag = (_ESCAPED_TAG_REST if escaped else _TAG_REST).match(text, hi)
+    if tag is None:
+        return False   # not a tag (`<password = x`): the caller tries it as a key
+    if tag.group("empty"):
         return True    # <UserPassword/>: empty
-    start = close + len(gt)
+    start = tag.end()
     end_tag = _close_tag(name.rsplit(":", 1)[-1], escaped)
     m = end_tag.search(text, start)
     if m is not None:
@@ -170,11 +171,12 @@ def _value(text: str, lo: int, hi: int, spans: _Spans) -> None:
         spans.add(start, _quoted_end(text, start, token))
         return
     if text[v] in "{[":
+        # The braces stay (`{***REDACTED***}`): redacting the result again changes nothing.
         end, depth = _struct_end(text, v, 0)
         if end is None:
-            spans.add(v, n, ("struct", None, depth))
+            spans.add(v + 1, n, ("struct", None, depth))
         else:
-            spans.add(v, end)
+            spans.add(v + 1, end - 1)
         return
     # A bare value runs to a space; in a URL query also to the next parameter.
     url = lo > 0 and text[lo - 1] in "?&;"
@@ -189,8 +191,7 @@ def _scan(text: str, spans: _Spans) -> None:
             lo, hi = _name_span(text, m.start(), m.end())
             if _NOT_SECRET_TAIL.search(text, m.end(), hi):
                 continue
-            if lo >= 2 and text[lo - 2:lo] == "</":
-                continue   # a closing tag
+            # A closing tag is neither an element nor a key (`>` after it): nothing to hide.
             if not _element(text, lo, hi, text[lo:hi], spans):
                 _value(text, lo, hi, spans)
         elif kind == "cdata":
