@@ -186,6 +186,9 @@ class Channel:
                     data, fds = sock.recv(RECV_CHUNK), []
             except BlockingIOError:
                 continue        # the receive timeout ran out: the deadline is checked above
+            except FrameError:
+                self.close()    # more descriptors than the buffer holds (none kept)
+                raise
             except OSError as e:
                 self.close()
                 raise ChannelClosed("receive failed: %s" % e) from None

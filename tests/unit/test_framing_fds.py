@@ -82,3 +82,15 @@ def test_more_descriptors_than_the_buffer_holds_in_one_message_are_never_kept():
     assert open_fds() == before
     a.close()
     b.close()
+
+
+def test_a_channel_that_got_too_many_descriptors_in_one_message_is_closed():
+    a, b = socket.socketpair()
+    ours = Channel(a)
+    fd = os.open(os.devnull, os.O_RDONLY)
+    socket.send_fds(b, [b"\0"], [fd] * 16)
+    os.close(fd)
+    with pytest.raises(FrameError):
+        ours.receive(deadline=None)
+    assert ours.closed
+    b.close()
