@@ -104,7 +104,8 @@ def test_the_one_marker_is_idempotent():
 
 
 def test_the_platform_client_helpers_use_the_same_marker():
-    assert redact_sas("https://a/b?sr=b&sig=SECRET%3D&se=1") == "https://a/b?sr=b&sig=%s&se=1" % MARK
+    assert redact_sas("https://a/b?sr=b&sig=SECRET%3D&se=1") == \
+        "https://a/b?sr=b&sig=%s&se=1" % MARK
     assert redact_url_query("https://a/b?sv=1&sig=x") == "https://a/b?" + MARK
     assert redact_sas("") == ""
 
@@ -169,7 +170,6 @@ def test_a_planted_secret_never_survives(case):
     line, secret = case
     out = redact(line)
     assert not leaked(out, secret), (line, out)
-    assert redact(out) == out or not leaked(redact(out), secret)
 
 
 @settings(max_examples=150, deadline=None)
