@@ -30,7 +30,7 @@ from typing import Callable, Optional
 
 from redaction import LineRedactor, escape_controls, redact
 
-MAX_LINE = 16 * 1024
+MAX_LINE = 8 * 1024
 FILE_MODE = 0o640
 # Bytes of a dropped line's tail looked at again with the next piece, so that a marker cut
 # between two reads (the end of a private key) is still seen.

@@ -215,16 +215,16 @@ def test_capture_levels_redacts_caps_and_rotates(tmp_path):
     cap = Capture("w", lf, lambda prio, text: forwarded.append((prio, text)))
     cap.feed(b"2025-01-01T00:00:00.000Z WARNING w[7]: disk low\n")
     cap.feed(b"2025-01-01T00:00:00.000Z INFO w[7]: password=abc\nTraceback (most recent")
-    cap.feed(b" call last):\n  File x\nraw " + b"y" * 20000 + b"\n")
+    cap.feed(b" call last):\n  File x\nraw " + b"y" * 9000 + b"\n")
     assert forwarded[0] == (4, "w[7]: disk low")
     assert forwarded[1] == (6, "w[7]: password=%s" % MARK)
     assert forwarded[2][0] == 3 and forwarded[3][0] == 3       # the traceback is an error
-    assert any("[line cut at 16384 bytes]" in t for _, t in forwarded)
+    assert any("[line cut at 8192 bytes]" in t for _, t in forwarded)
     for i in range(200):
         cap.feed(b"2025-01-01T00:00:00.000Z INFO w[7]: line %d\n" % i)
     names = sorted(os.listdir(tmp_path))
     assert names == ["w.log", "w.log.1", "w.log.2"]
-    assert all(os.path.getsize(tmp_path / n) <= 4096 + 16500 for n in names)
+    assert all(os.path.getsize(tmp_path / n) <= 4096 + 8300 for n in names)
     assert (tmp_path / "w.log").read_text().splitlines()[-1].endswith("line 199")
 
 
