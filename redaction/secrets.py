@@ -50,7 +50,16 @@ _NAME_MAX = 128
 # The rest of an opening tag after its name: attributes, then `>` (or `/>`, empty).
 _TAG_REST = re.compile(r"""(?:\s+[\w.:-]+\s*=\s*(?:"[^"]*"|'[^']*'))*\s*(?P<empty>/)?>""")
 _ESCAPED_TAG_REST = re.compile(
-    r"""(?:\s+[\w.:-]+\s*=\s*(?:"[^"]*"|'[^']*'|&quot;.*?&quot;))*\s*(?P<empty>/)?&gt;""")
+    r"""(?:\s+[\w.:-]+\s*=\s*(?:"[^"]*"|'[^']*'|&quot;(?:(?!&quot;)[^"'])*&quot;))*\s*"""
+    r"""(?P<empty>/)?&gt;""")
+# Work per line is bounded whatever a worker writes (the supervisor's loop must not stall):
+# after this many triggers the rest of the line is hidden, and an object is followed for at
+# most this many of its quotes and brackets before the rest of the line is hidden.
+MAX_TRIGGERS = 64
+MAX_STRUCT_STEPS = 2048
+_STRUCT_CHARS = re.compile(r"[\"'{}\[\]\\]")
+# A string's body up to its closing quote (backslash escapes skipped).
+_STRING_BODY = {q: re.compile(r"(?:[^%s\\]|\\.)*" % q, re.S) for q in "\"'"}
 
 # What a line that ends inside a block is still in: (kind, how it ends, depth).
 State = Tuple[str, Optional["re.Pattern"], int]
@@ -79,13 +88,19 @@ def _close_tag(local: str, escaped: bool) -> "re.Pattern":
 
 def _struct_end(text: str, i: int, depth: int) -> Tuple[Optional[int], int]:
     """Follow braces and brackets from i (quotes respected); (end, 0) after the closing one,
-    or (None, depth) when the line ends first."""
-    n, quote = len(text), None
-    while i < n:
-        c = text[i]
+    or (None, depth) when the line ends first (or the bound on steps is reached)."""
+    quote, skip, steps = None, -1, 0
+    for m in _STRUCT_CHARS.finditer(text, i):
+        j = m.start()
+        if j <= skip:
+            continue
+        steps += 1
+        if steps > MAX_STRUCT_STEPS:
+            break
+        c = text[j]
         if quote is not None:
             if c == "\\":
-                i += 1
+                skip = j + 1   # the escaped character
             elif c == quote:
                 quote = None
         elif c == '"' or c == "'":
@@ -95,24 +110,15 @@ def _struct_end(text: str, i: int, depth: int) -> Tuple[Optional[int], int]:
         elif c == "}" or c == "]":
             depth -= 1
             if depth <= 0:
-                return i + 1, 0
-        i += 1
-    return None, depth
+                return j + 1, 0
+    return None, max(depth, 1)
 
 
 def _quoted_end(text: str, i: int, quote: str) -> int:
     """Where a string opened just before i ends (its closing quote), or the line's end."""
     if quote in ('"', "'"):
-        n = len(text)
-        while i < n:
-            c = text[i]
-            if c == "\\":
-                i += 2
-                continue
-            if c == quote:
-                return i
-            i += 1
-        return n
+        end = _STRING_BODY[quote].match(text, i).end()
+        return end if end < len(text) and text[end] == quote else len(text)
     # An escaped quote (\" inside a JSON string) or &quot;: ends at the same token.
     end = text.find(quote, i)
     return len(text) if end < 0 else end
@@ -185,7 +191,10 @@ def _value(text: str, lo: int, hi: int, spans: _Spans) -> None:
 
 
 def _scan(text: str, spans: _Spans) -> None:
-    for m in _TRIGGER.finditer(text):
+    for count, m in enumerate(_TRIGGER.finditer(text)):
+        if count >= MAX_TRIGGERS:
+            spans.add(m.start(), len(text))
+            return
         kind = m.lastgroup
         if kind == "word":
             lo, hi = _name_span(text, m.start(), m.end())

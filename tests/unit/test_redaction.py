@@ -138,6 +138,30 @@ def test_a_block_never_closed_stops_hiding_after_its_bound():
     assert r.line("later") == "later"
 
 
+STALLERS = {
+    "objects": ("password={" * 800, True), "keys": ("password=" * 900, True),
+    "words": ("password" * 1000, True), "signatures": ("sig=" * 2000, True),
+    "escaped-attributes": ("&lt;password" + ' a=&quot;x&quot;' * 400, False),
+    "attributes": ("<password" + ' a="x"' * 1300, False),
+    "deep": ("password=" + "{" * 8000, True), "quotes": ("password=" + "'\"" * 4000, True),
+    "elements": ("<UserPassword>" * 580, True),
+    "keys-begun": ("-----BEGIN PRIVATE KEY-----" * 300, True),
+    "backslashes": ("password=\"" + "\\a" * 4000, True),
+}
+
+
+@pytest.mark.parametrize("name", sorted(STALLERS))
+def test_no_line_stalls_the_filter(name):
+    """A worker chooses its lines: whatever it writes, one line costs milliseconds (the
+    supervisor's loop must not stall), and what follows a key is hidden."""
+    import time
+    line, hides = STALLERS[name]
+    t0 = time.perf_counter()
+    out = redact(line)
+    assert time.perf_counter() - t0 < 0.5
+    assert (MARK in out) == hides
+
+
 # ---- properties ---------------------------------------------------------------------------
 # Pieces that open and close what the filter follows (quotes, tags, objects, CDATA, keys,
 # key markers), and plain text without Z, Q or X.
