@@ -6,6 +6,7 @@ are from the kernel (SO_PEERCRED): root may do everything, guestagent-admin may 
 """
 
 import argparse
+import codecs
 import json
 import os
 import sys
@@ -15,6 +16,7 @@ import config
 from ipc import framing
 from ipc.channel import Channel
 from ipc.errors import DENIED, NOT_FOUND, UNKNOWN_VERB, ChannelClosed, IpcError
+from redaction import escape_controls
 
 EXIT_OK = 0
 EXIT_FAILED = 1        # the command ran and did not succeed (e.g. restart: worker failed)
@@ -153,25 +155,33 @@ def healthy(w) -> bool:
     return w["state"] in ("STOPPED", "EXITED") and w["last_exit"] in (None, "exit 0")
 
 
+def shown(value) -> str:
+    """A value from the supervisor as printed: a worker sets its status message, so nothing
+    it holds reaches the terminal raw (escape sequences, CR, bidi overrides)."""
+    return escape_controls(str(value))
+
+
 def print_status(result, out=sys.stdout):
     sup = result["supervisor"]
     out.write("supervisor  pid %d  up %s  rss %s  version %s  config %s\n" % (
-        sup["pid"], human_time(sup["uptime"]), human_bytes(sup["rss"]), sup["version"],
-        sup["config"]))
+        sup["pid"], human_time(sup["uptime"]), human_bytes(sup["rss"]), shown(sup["version"]),
+        shown(sup["config"])))
     sp = result.get("spawner")
     if sp is not None:
         out.write("spawner     %s  pid %s  up %s  rss %s  method %s  starts %d%s\n" % (
-            sp["state"], sp["pid"] or "-", human_time(sp["uptime"]), human_bytes(sp["rss"]),
-            sp["method"], sp["starts"], ("  (%s)" % sp["message"]) if sp["message"] else ""))
+            shown(sp["state"]), sp["pid"] or "-", human_time(sp["uptime"]),
+            human_bytes(sp["rss"]), shown(sp["method"]), sp["starts"],
+            ("  (%s)" % shown(sp["message"])) if sp["message"] else ""))
     rows = [("WORKER", "STATE", "PID", "UPTIME", "RESTARTS", "NEXT RUN", "RSS", "CPU%",
              "LAST EXIT")]
     for w in result["workers"]:
         nxt = w.get("next_run")
-        rows.append((w["name"], w["state"], str(w["pid"] or "-"), human_time(w["uptime"]),
+        rows.append((shown(w["name"]), shown(w["state"]), str(w["pid"] or "-"),
+                     human_time(w["uptime"]),
                      str(w["restarts"]), "-" if nxt is None else "in " + human_time(nxt),
                      human_bytes(w["rss"]),
                      "-" if w["cpu_percent"] is None else "%.1f" % w["cpu_percent"],
-                     w["last_exit"] or "-"))
+                     shown(w["last_exit"] or "-")))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
     for r in rows:
         out.write("  ".join(c.ljust(widths[i]) for i, c in enumerate(r[:-1])) + "  " + r[-1]
@@ -179,8 +189,26 @@ def print_status(result, out=sys.stdout):
     for w in result["workers"]:   # why a worker that is not running is where it is
         if w["message"] and w["state"] not in ("STARTING", "RUNNING"):
             msg = w["message"]
-            out.write("  %s\n" % (msg if msg.startswith(w["name"] + ":") else
-                                  "%s: %s" % (w["name"], msg)))
+            out.write("  %s\n" % shown(msg if msg.startswith(w["name"] + ":") else
+                                        "%s: %s" % (w["name"], msg)))
+
+
+class LogOutput:
+    """`agentctl logs` output: the log's bytes with every control character but the newline
+    escaped (the supervisor escapes what it writes; a file from an older version, or bytes
+    split between two reads, are escaped here all the same)."""
+
+    def __init__(self, out):
+        self.out = out
+        self.decoder = codecs.getincrementaldecoder("utf-8")("replace")
+
+    def write(self, data: bytes) -> None:
+        text = self.decoder.decode(data)
+        self.out.write("\n".join(escape_controls(part) for part in text.split("\n"))
+                       .encode("utf-8"))
+
+    def flush(self) -> None:
+        self.out.flush()
 
 
 def tail_lines(fd: int, n: int) -> bytes:
@@ -197,7 +225,7 @@ def tail_lines(fd: int, n: int) -> bytes:
 
 
 def cmd_logs(path, worker, n, follow, out=None):
-    out = out or sys.stdout.buffer
+    out = LogOutput(out or sys.stdout.buffer)
     result, fds = call(path, "control.logs", {"worker": worker})
     if len(fds) != 1:
         raise Failure("the supervisor sent no log descriptor")
@@ -258,15 +286,15 @@ def main(argv=None) -> int:
         if args.command in ("start", "stop", "restart"):
             result, _ = call(path, "control." + args.command, {"worker": args.worker})
             w = result["worker"]
-            print("%s: %s%s" % (w["name"], w["state"],
+            print("%s: %s%s" % (shown(w["name"]), shown(w["state"]),
                                 " (pid %d)" % w["pid"] if w["pid"] else ""))
             return EXIT_OK
         if args.command == "collect-logs":
             # Waits for the run (the collection itself comes in a later issue).
             result, _ = call(path, "control.collect_logs", {}, timeout=900)
             w = result["worker"]
-            print("%s: %s (%s)%s" % (w["name"], w["state"], w["last_exit"] or "-",
-                                     (": " + w["message"]) if w["message"] else ""))
+            print(shown("%s: %s (%s)%s" % (w["name"], w["state"], w["last_exit"] or "-",
+                                           (": " + w["message"]) if w["message"] else "")))
             # The run is real (and succeeded); what it does is not there yet: say so.
             print("agentctl: log collection is not implemented yet (issue 15): nothing was "
                   "collected", file=sys.stderr)
@@ -275,14 +303,14 @@ def main(argv=None) -> int:
             return cmd_logs(path, args.worker, args.n, args.follow)
         if args.command == "version":
             result, _ = call(path, "control.version")
-            print("guestagent %s (python %s, waagent-compatible %s)" % (
-                result["version"], result["python"], result["waagent_version"]))
+            print(shown("guestagent %s (python %s, waagent-compatible %s)" % (
+                result["version"], result["python"], result["waagent_version"])))
             return EXIT_OK
     except Refused as e:
-        print("agentctl: refused: %s" % e, file=sys.stderr)
+        print("agentctl: refused: %s" % shown(e), file=sys.stderr)
         return EXIT_REFUSED
     except Failure as e:
-        print("agentctl: %s" % e, file=sys.stderr)
+        print("agentctl: %s" % shown(e), file=sys.stderr)
         return e.code
     except BrokenPipeError:
         # `agentctl logs -f | head`: the reader left. stdout goes to /dev/null so the

@@ -22,9 +22,12 @@ from ipc.errors import TIMEOUT, ChannelClosed, FrameError, IpcError
 from ipc.verbs import check_args, check_result, lookup
 
 RECV_CHUNK = 64 * 1024
-MAX_FDS_PER_MESSAGE = 4
+# The ancillary buffer holds this many descriptors: the kernel installs no more from one
+# message (it closes the rest and says MSG_CTRUNC, a FrameError here), and FrameDecoder
+# allows no more for one frame however many messages bring them.
+MAX_FDS_PER_MESSAGE = framing.MAX_FDS_PER_FRAME
 # What socket.recv_fds asks for, computed once.
-_ANCBUF = socket.CMSG_LEN(MAX_FDS_PER_MESSAGE * array.array("i").itemsize)
+_ANCBUF = socket.CMSG_SPACE(MAX_FDS_PER_MESSAGE * array.array("i").itemsize)
 # A plain int: socket.MSG_CTRUNC is an IntFlag, and `int & IntFlag` runs enum code in Python.
 _MSG_CTRUNC = int(getattr(socket, "MSG_CTRUNC", 0))
 # receive() leaves the socket's receive timeout alone while it ends a read at most this much
@@ -181,6 +184,9 @@ class Channel:
                     data, fds = sock.recv(RECV_CHUNK), []
             except BlockingIOError:
                 continue        # the receive timeout ran out: the deadline is checked above
+            except FrameError:
+                self.close()    # more descriptors than the buffer holds (none kept)
+                raise
             except OSError as e:
                 self.close()
                 raise ChannelClosed("receive failed: %s" % e) from None
@@ -191,10 +197,8 @@ class Channel:
                                     + (" mid-frame" if self.decoder.pending else ""))
             try:
                 frames = self.decoder.feed(data, fds)
-            except FrameError as e:
-                for _, frame_fds in e.frames:
-                    _close_all(frame_fds)
-                _close_all(self.decoder.take_fds())
+            except FrameError:
+                _close_all(self.decoder.take_fds())   # e.frames' descriptors included
                 self.close()
                 raise
             for obj, frame_fds in frames:

@@ -3,9 +3,16 @@
 Each channel has a hard cap on a frame (worker channels 1 MiB, the control socket 64 KiB):
 a peer that announces more is cut off before anything is read. Decoding never raises anything
 but FrameError, whatever the bytes, so a reader can close the channel cleanly.
+
+File descriptors (SCM_RIGHTS) are capped too: at most MAX_FDS_PER_FRAME wait for the frame
+they came with, however many messages it is sent in. A peer that sends more is cut off and
+the extra ones are closed at once: descriptors sent with a frame that never completes would
+otherwise pile up in the reader until it cannot open a file (EMFILE), and then cannot start
+a worker.
 """
 
 import json
+import os
 import struct
 from json.encoder import c_make_encoder, encode_basestring_ascii
 from typing import List, Tuple
@@ -16,6 +23,9 @@ HEADER = struct.Struct(">I")
 _unpack_from = HEADER.unpack_from
 WORKER_CAP = 1024 * 1024
 CONTROL_CAP = 64 * 1024
+# No verb passes more than two (the spawner's channel and log pipe); the receiving side's
+# ancillary buffer (ipc/channel.py) holds this many and the kernel drops any beyond.
+MAX_FDS_PER_FRAME = 4
 # Integers beyond this many digits are not a size, an id or a pid: refuse them before int()
 # spends quadratic time on them.
 MAX_INT_DIGITS = 20
@@ -94,19 +104,28 @@ class FrameDecoder:
     before it in the same feed; the decoder then refuses any further bytes.
 
     File descriptors received with the bytes (SCM_RIGHTS) are attached to the next frame
-    completed, which is the frame whose bytes they were sent with.
+    completed, which is the frame whose bytes they were sent with. More than max_fds waiting
+    for one frame is a FrameError; the descriptors of that message are closed at once, the
+    others stay the owner's (take_fds), as do those of the frames in a FrameError's
+    `frames`: the owner closes them all with take_fds when it closes the channel.
     """
 
-    def __init__(self, cap: int = WORKER_CAP):
+    def __init__(self, cap: int = WORKER_CAP, max_fds: int = MAX_FDS_PER_FRAME):
         self.cap = cap
+        self.max_fds = max_fds
         self._buffer = bytearray()
         self._fds: List[int] = []
         self.broken = False
 
     def feed(self, data: bytes, fds=()) -> List[Tuple[dict, List[int]]]:
         if self.broken:
+            _close(fds)
             raise FrameError("channel already failed")
         if fds:
+            if len(self._fds) + len(fds) > self.max_fds:
+                _close(fds)
+                self.broken = True
+                raise FrameError("more than %d file descriptors for one frame" % self.max_fds)
             self._fds.extend(fds)
         size = len(data)
         if not self._buffer and size >= 4 and _unpack_from(data)[0] == size - 4 <= self.cap:
@@ -142,8 +161,13 @@ class FrameDecoder:
                 frames.append((obj, fds_now))
         except FrameError as e:
             # The frames that were whole before the bad one still happened; the caller may
-            # act on them (e.frames) before it closes the channel.
+            # act on them (e.frames) before it closes the channel. Their descriptors go back
+            # to the owner's take_fds, so closing the channel closes every one of them.
             self.broken = True
+            for i, (obj, frame_fds) in enumerate(frames):
+                if frame_fds:
+                    self._fds.extend(frame_fds)
+                    frames[i] = (obj, [])
             e.frames = frames
             raise
         if offset < size:
@@ -159,3 +183,11 @@ class FrameDecoder:
         """Descriptors never attached to a frame; the owner must close them."""
         fds, self._fds = self._fds, []
         return fds
+
+
+def _close(fds) -> None:
+    for fd in fds:
+        try:
+            os.close(fd)
+        except OSError:
+            pass

@@ -17,8 +17,8 @@ Modules, named for what they hold:
 - broker.py     the handlers of privileged verbs, fast inline or slow in a pool
 - control.py    the control socket (SO_PEERCRED: root all verbs, guestagent-admin read-only)
                 and its limits (connections per uid, root's own, bounded reply queues)
-- logcapture.py each worker's stdout/stderr to its own rotated file and to the journal
-- redaction.py  the one filter that removes secrets from every log line
+- logcapture.py each worker's stdout/stderr to its own rotated file and to the journal (the
+                one filter, redaction/, on every line), and security.log
 - notify.py     sd_notify without libsystemd
 - accounts.py   the system users and groups (sysusers.d file, and an installer without systemd)
 

@@ -1,13 +1,24 @@
 """Per-worker log capture: each worker's stdout+stderr is one pipe read by the supervisor.
 
-Every line is redacted (redaction.py), written to `<Agent.LogDir>/<worker>.log` (rotated by
-size here, not by logrotate: DESIGN.md Ownership) and, when `Logs.Console=y`, forwarded to the
-supervisor's stderr with a journald level prefix (`<3>` error, `<4>` warning, `<6>` info,
-`<7>` debug; sd-daemon(3)) so `journalctl -u guestagent` keeps the level.
+Every line has its control characters escaped and is redacted (the redaction package), whole,
+then written to `<Agent.LogDir>/<worker>.log` (rotated by size here, not by logrotate:
+DESIGN.md Ownership) and, when `Logs.Console=y`, forwarded to the supervisor's stderr with a
+journald level prefix (`<3>` error, `<4>` warning, `<6>` info, `<7>` debug; sd-daemon(3)) so
+`journalctl -u guestagent` keeps the level.
+
+The worker's name comes from the pipe, never from the line: every line is filed and forwarded
+as `<name>[<pid>]: <text>` with the name of the worker whose pipe it came from. A line in the
+worker's own format under its own name keeps its time, level and pid; anything else (a
+print, a traceback, a line claiming to be the supervisor's) is kept whole as that worker's
+text. The supervisor's own lines are `supervisor: …` in the journal and live in
+supervisor.log, which no worker line reaches; its security events are also kept in
+security.log (SecurityLog), which worker volume never rotates.
 
 Why a pipe and not a log verb: a pipe also carries tracebacks and anything printed before
 logging is set up or after it broke, and a worker cannot write another's log. Lines are capped
-at 8 KiB (as OpenSSH caps monitor log messages); a longer line is cut and marked.
+at MAX_LINE bytes (as OpenSSH caps monitor log messages): a longer line is redacted and
+written up to the cap with a marker, and the rest of it is dropped (never written as lines
+of its own, where a secret cut in two would pass the filter).
 """
 
 import logging
@@ -17,15 +28,18 @@ import sys
 import time
 from typing import Callable, Optional
 
-from supervisor.redaction import LineRedactor, redact
+from redaction import LineRedactor, escape_controls, redact
 
 MAX_LINE = 8 * 1024
 FILE_MODE = 0o640
+# Bytes of a dropped line's tail looked at again with the next piece, so that a marker cut
+# between two reads (the end of a private key) is still seen.
+_OVERLAP = 128
 
 # The line format of workers/base.py: "2025-01-02T03:04:05.678Z INFO extensions[123]: message"
 WORKER_LINE = re.compile(
     r"^(?P<ts>\d{4}-\d\d-\d\dT[\d:.]+Z) (?P<level>DEBUG|INFO|WARNING|ERROR|CRITICAL) "
-    r"(?P<who>[a-z][a-z0-9_-]*\[\d+\]): (?P<msg>.*)$")
+    r"(?P<who>(?P<name>[a-z][a-z0-9_-]*)\[\d+\]): (?P<msg>.*)$")
 
 PRIORITY = {"DEBUG": 7, "INFO": 6, "WARNING": 4, "ERROR": 3, "CRITICAL": 2}
 PRIORITY_BY_NO = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3,
@@ -40,26 +54,30 @@ def utc_stamp(t: Optional[float] = None) -> str:
 class LogFile:
     """An append-only file rotated by size: name.log -> name.log.1 -> ... -> name.log.N."""
 
-    def __init__(self, path: str, max_bytes: int, backups: int):
+    def __init__(self, path: str, max_bytes: int, backups: int, mode: int = FILE_MODE):
         self.path = path
         self.max_bytes = max_bytes
         self.backups = backups
+        self.mode = mode
         self.fd = -1
         self.size = 0
         self._open()
 
     def _open(self):
         flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
-        self.fd = os.open(self.path, flags, FILE_MODE)
+        self.fd = os.open(self.path, flags, self.mode)
         st = os.fstat(self.fd)
         if st.st_uid != os.geteuid() or st.st_mode & 0o022:
             # Someone else's file where ours should be: do not write into it.
             os.close(self.fd)
             raise PermissionError("%s is not owned by us or is group/world writable" % self.path)
+        if st.st_mode & 0o777 & ~self.mode:
+            os.fchmod(self.fd, self.mode)   # an older, wider file: narrowed, not trusted
         self.size = st.st_size
 
     def write(self, line: str) -> None:
-        data = (line.rstrip("\n") + "\n").encode("utf-8", "replace")
+        # Escaped here too: whatever a caller forgot, no control character reaches a file.
+        data = (escape_controls(line.rstrip("\n")) + "\n").encode("utf-8", "replace")
         if self.size and self.size + len(data) > self.max_bytes:
             self.rotate()
         try:
@@ -87,53 +105,77 @@ class LogFile:
 
 
 class Capture:
-    """The reading end of one worker's log pipe: split, cap, level, redact, write, forward."""
+    """The reading end of one worker's log pipe: split, cap, escape, redact, level, write,
+    forward — every line as the pipe's worker's."""
 
     def __init__(self, name: str, logfile: LogFile, forward: Callable[[int, str], None]):
         self.name = name
         self.logfile = logfile
         self.forward = forward
-        self.buffer = b""
+        self.buffer = bytearray()
+        self.dropping = False   # the rest of an over-long line is being dropped
+        self.tail = ""          # the end of what was dropped, seen again with the next piece
         self.redactor = LineRedactor()
         self.level = "INFO"   # of the last well-formed line; continuation lines inherit it
 
     def feed(self, data: bytes) -> None:
-        self.buffer += data
-        while True:
-            nl = self.buffer.find(b"\n")
-            if nl < 0:
-                if len(self.buffer) > MAX_LINE:
-                    self._line(self.buffer[:MAX_LINE], cut=True)
-                    self.buffer = self.buffer[MAX_LINE:]
-                    continue
-                return
-            raw, self.buffer = self.buffer[:nl], self.buffer[nl + 1:]
-            if len(raw) > MAX_LINE:
-                self._line(raw[:MAX_LINE], cut=True)
+        pieces = data.split(b"\n")
+        for piece in pieces[:-1]:
+            self._take(piece)
+            if self.dropping:
+                self.dropping, self.tail = False, ""
             else:
-                self._line(raw)
+                self._line(bytes(self.buffer))
+            self.buffer.clear()
+        self._take(pieces[-1])
 
     def close(self) -> None:
-        if self.buffer:
-            self._line(self.buffer)
-            self.buffer = b""
+        if self.buffer and not self.dropping:
+            self._line(bytes(self.buffer))
+        self.buffer.clear()
+        self.dropping, self.tail = False, ""
+
+    def _take(self, piece: bytes) -> None:
+        """Part of the current line: kept up to MAX_LINE; beyond, the kept part is written
+        (cut) and the rest dropped, only followed by the redactor, so that a private key or
+        an element opened in the dropped part still hides the lines after it."""
+        if self.dropping:
+            self._follow(piece)
+            return
+        room = MAX_LINE - len(self.buffer)
+        if len(piece) <= room:
+            self.buffer += piece
+            return
+        self.buffer += piece[:room]
+        self._line(bytes(self.buffer), cut=True)
+        self.buffer.clear()
+        self.dropping = True
+        self._follow(piece[room:])
+
+    def _follow(self, piece: bytes) -> None:
+        text = self.tail + escape_controls(piece.decode("utf-8", "replace"))
+        self.redactor.line(text)
+        self.tail = text[-_OVERLAP:]
 
     def _line(self, raw: bytes, cut: bool = False) -> None:
-        text = raw.decode("utf-8", "replace").rstrip("\r")
-        text = self.redactor.line(text)
+        text = escape_controls(raw.decode("utf-8", "replace").rstrip("\r"))
         if cut:
-            text += " [line cut at %d bytes]" % MAX_LINE
+            # Redacted as it is, a value it cuts hides the rest of the line.
+            text = self.redactor.line(text) + " [line cut at %d bytes]" % MAX_LINE
+        else:
+            text = self.redactor.line(text)
         m = WORKER_LINE.match(text)
-        if m:
+        if m and m.group("name") == self.name:
             self.level = m.group("level")
-            self.logfile.write(text)
-            self.forward(PRIORITY[self.level], "%s: %s" % (m.group("who"), m.group("msg")))
-            return
-        if text.startswith("Traceback ") or "Error" in text.split(":", 1)[0]:
-            self.level = "ERROR"
-        # Raw output (a print, a traceback): stamp it so the file stays one format.
-        self.logfile.write("%s %s %s[-]: %s" % (utc_stamp(), self.level, self.name, text))
-        self.forward(PRIORITY[self.level], "%s: %s" % (self.name, text))
+            ts, who, text = m.group("ts"), m.group("who"), m.group("msg")
+        else:
+            # Raw output (a print, a traceback, a line naming someone else): the pipe's
+            # worker's, stamped so the file stays one format.
+            if text.startswith("Traceback ") or "Error" in text.split(":", 1)[0]:
+                self.level = "ERROR"
+            ts, who = utc_stamp(), "%s[-]" % self.name
+        self.logfile.write("%s %s %s: %s" % (ts, self.level, who, text))
+        self.forward(PRIORITY[self.level], "%s: %s" % (who, text))
 
 
 class Console:
@@ -174,6 +216,8 @@ class Console:
             return
         if priority >= 7 and not self.verbose:
             return
+        # One line each: a newline or a CR in the text cannot start a forged journal line.
+        text = escape_controls(text)
         try:
             self.stream.write("<%d>%s\n" % (priority, text))
             self.stream.flush()
@@ -187,23 +231,96 @@ class Console:
                 pass  # full (EAGAIN) or gone: the line is in the log file all the same
 
 
-class SupervisorHandler(logging.Handler):
-    """The supervisor's own log: `supervisor.log` (same format and rotation) and the console."""
+# The supervisor's own events kept in security.log as well (by the `event=` name its log
+# call starts with). Any other record joins them with `extra=SECURITY`.
+SECURITY_EVENTS = frozenset({
+    "security", "control_denied", "test_hooks", "not_root", "provisioning_gate_closed",
+    "user_created", "password_set", "root_password_locked", "sudoers", "authorized_key",
+    "key_pair", "sshd_config", "host_keys_generated", "custom_data_executed",
+    "previous_vm_forgotten"})
+SECURITY = {"security": True}
+SECURITY_LOG = "security.log"
+SECURITY_MODE = 0o600
+SECURITY_MAX_BYTES = 1024 * 1024
+SECURITY_BACKUPS = 4
+# At most this many lines of one event per window; the rest are counted and the count
+# written once, so a flood of one kind (a denied control verb in a loop) cannot rotate the
+# history of the others away.
+SECURITY_BURST = 200
+SECURITY_WINDOW = 60.0
 
-    def __init__(self, logfile: Optional[LogFile], console: Console):
+
+def security_event(record: logging.LogRecord) -> Optional[str]:
+    """The event name of a supervisor record that belongs in security.log, or None. Decided
+    from the format string, the supervisor's own code, never from the arguments."""
+    msg = record.msg
+    if not isinstance(msg, str):
+        return None
+    name = msg[6:].split(" ", 1)[0] if msg.startswith("event=") else ""
+    if getattr(record, "security", False):
+        return name or "security"
+    return name if name in SECURITY_EVENTS else None
+
+
+class SecurityLog:
+    """`<Agent.LogDir>/security.log`, root 0600: the supervisor's own security events, with
+    a size budget of their own that no worker's volume touches (worker lines never reach it;
+    supervisor.log rotates with Agent.LogMaxBytes)."""
+
+    def __init__(self, path: str, max_bytes: int = SECURITY_MAX_BYTES,
+                 backups: int = SECURITY_BACKUPS, burst: int = SECURITY_BURST,
+                 window: float = SECURITY_WINDOW, clock=time.monotonic):
+        self.file = LogFile(path, max_bytes, backups, SECURITY_MODE)
+        self.burst, self.window, self.clock = burst, window, clock
+        self.counts = {}   # event -> [window start, lines written, lines suppressed]
+
+    def write(self, event: str, line: str) -> None:
+        now = self.clock()
+        c = self.counts.get(event)
+        if c is None or now - c[0] >= self.window:
+            if c is not None and c[2]:
+                self.file.write("%s WARNING supervisor[%d]: event=security_log_suppressed "
+                                "suppressed_event=%s count=%d seconds=%.0f" % (
+                                    utc_stamp(), os.getpid(), event, c[2], self.window))
+            c = self.counts[event] = [now, 0, 0]
+            if len(self.counts) > 256:   # event names are the supervisor's; bounded anyway
+                self.counts = {event: c}
+        if c[1] >= self.burst:
+            c[2] += 1
+            return
+        c[1] += 1
+        self.file.write(line)
+
+    def close(self) -> None:
+        self.file.close()
+
+
+class SupervisorHandler(logging.Handler):
+    """The supervisor's own log: `supervisor.log` (same format and rotation), security.log
+    for its security events (next to supervisor.log unless given), and the console."""
+
+    def __init__(self, logfile: Optional[LogFile], console: Console,
+                 security: Optional[SecurityLog] = None):
         super().__init__()
         self.logfile = logfile
         self.console = console
+        if security is None and logfile is not None:
+            security = SecurityLog(os.path.join(os.path.dirname(logfile.path), SECURITY_LOG))
+        self.security = security
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            msg = redact(record.getMessage())
+            msg = redact(escape_controls(record.getMessage()))
             if record.exc_info:
-                msg += " | " + redact(logging.Formatter().formatException(record.exc_info)
-                                      ).replace("\n", " | ")
+                msg += " | " + redact(escape_controls(
+                    logging.Formatter().formatException(record.exc_info).replace("\n", " | ")))
+            line = "%s %s supervisor[%d]: %s" % (
+                utc_stamp(record.created), record.levelname, record.process, msg)
             if self.logfile is not None:
-                self.logfile.write("%s %s supervisor[%d]: %s" % (
-                    utc_stamp(record.created), record.levelname, record.process, msg))
+                self.logfile.write(line)
+            event = security_event(record)
+            if event is not None and self.security is not None:
+                self.security.write(event, line)
             self.console(PRIORITY_BY_NO.get(record.levelno, 6), "supervisor: %s" % msg)
         except Exception:  # logging must never take the supervisor down
             self.handleError(record)

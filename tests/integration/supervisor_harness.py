@@ -225,9 +225,12 @@ class Agent:
 
         def finished():
             records = self.attack_records(worker)
+            # The first process that ran the script is the attack; a resident worker
+            # restarted after it (the hook file still in place) would run it again: ignore.
+            pid = records[0]["pid"] if records else None
+            records = [r for r in records if r["pid"] == pid]
             if records and records[-1]["key"] in ("done", "crashed"):
                 return records
-            pid = records[0]["pid"] if records else None
             if pid and not pid_alive(pid):   # ended mid-script: the supervisor killed it
                 return records + [{"key": "killed", "value": None, "pid": pid}]
             return None

@@ -421,11 +421,11 @@ def test_agentctl_logs_follow_sees_new_lines_across_rotation(agent):
 
 def test_secrets_are_redacted_everywhere(agent):
     agent.behave("extensions", "secret")
-    wait_for(lambda: "<redacted>" in agent.log("extensions"), 5, 0.05, "the secret line")
+    wait_for(lambda: "***REDACTED***" in agent.log("extensions"), 5, 0.05, "the secret line")
     for text in (agent.log("extensions"), agent.stderr()):
         assert "TOPSECRET" not in text
-    line = next(l for l in agent.log("extensions").splitlines() if "<redacted>" in l)
-    assert '"protectedSettings": "<redacted>"' in line and "sig=<redacted>" in line
+    line = next(l for l in agent.log("extensions").splitlines() if "***REDACTED***" in l)
+    assert '"protectedSettings": "***REDACTED***"' in line and "sig=***REDACTED***" in line
 
 
 def test_verbose_and_console_switches(make_agent):

@@ -26,7 +26,7 @@ from workers.platform.hostplugin import HostPluginClient, VmSettings
 from workers.platform.http import HttpClient
 from workers.platform.identity import WIRE_PROTOCOL_VERSION
 from workers.platform.imds import ImdsClient, endpoint_from_config
-from workers.platform.redaction import redact_sas
+from redaction import redact_sas
 from workers.platform.wireserver import WireServerClient
 
 log = logging.getLogger(__name__)

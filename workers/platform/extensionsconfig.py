@@ -20,7 +20,7 @@ from typing import Any, Dict, List, Optional, Tuple
 from workers.platform.documents import (attribute, child, children, expect_root, parse_xml,
                                         text)
 from workers.platform.errors import DocumentError
-from workers.platform.redaction import REDACTED
+from redaction import MARK as REDACTED
 
 DOC = "ExtensionsConfig"
 STATES = ("enabled", "disabled", "uninstall")

@@ -33,7 +33,7 @@ import requests.utils
 from workers.platform.errors import (HttpError, InvalidContainerError, ResourceGoneError,
                                      ResponseTooLargeError)
 from workers.platform.identity import USER_AGENT
-from workers.platform.redaction import install_log_redaction, redact_sas
+from redaction import install_log_redaction, redact_sas
 
 log = logging.getLogger(__name__)
 

@@ -42,7 +42,7 @@ from workers.platform.errors import DocumentError
 from workers.platform.extensionsconfig import (BLOB_TYPES, STATES, ExtensionHandler,
                                                ExtensionsConfig, ExtensionSettings, GAFamily,
                                                InVMGoalStateMetaData)
-from workers.platform.redaction import REDACTED
+from redaction import MARK as REDACTED
 
 DOC = "vmSettings"
 FABRIC = "Fabric"

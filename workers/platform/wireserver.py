@@ -22,7 +22,7 @@ from workers.platform.extensionsconfig import ExtensionsConfig, parse_extensions
 from workers.platform.goalstate import GoalState, parse_goal_state
 from workers.platform.http import HttpClient, RetryPolicy
 from workers.platform.identity import AGENT_NAME, WIRE_PROTOCOL_VERSION
-from workers.platform.redaction import redact_sas
+from redaction import redact_sas
 
 log = logging.getLogger(__name__)
 

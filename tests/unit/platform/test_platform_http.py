@@ -9,7 +9,7 @@ import pytest
 from config import defaults
 from workers.platform.errors import HttpError, InvalidContainerError, ResourceGoneError, ResponseTooLargeError
 from workers.platform.http import HttpClient, fibonacci_multiple, parse_retry_after
-from workers.platform.redaction import redact_sas
+from redaction import redact_sas
 
 
 class Scripted(http.server.ThreadingHTTPServer):

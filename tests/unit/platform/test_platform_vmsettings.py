@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from workers.platform.errors import DocumentError
 from workers.platform.extensionsconfig import ExtensionsConfig, parse_extensions_config
-from workers.platform.redaction import REDACTED
+from redaction import MARK as REDACTED
 from workers.platform.vmsettings import VmSettingsGoalState, parse_vm_settings
 
 DATA = pathlib.Path(__file__).resolve().parents[2] / "data" / "vmsettings"
