@@ -201,12 +201,10 @@ class Agent:
             f.write(text + "\n")
         os.chmod(path, 0o644)
 
-    def attack(self, worker, code, timeout=30, start=True):
-        """Replace `worker`'s code with `code` (workers/base.py _TestHooks.attack) and run it
-        as that worker, under its own uid on its own channel; returns the records it reported
-        ({"key", "value", "pid"}), the last being `done`, `crashed`, or `killed` (the process
-        ended before the script did: the supervisor ended it). The script must report
-        something first (e.g. its uid), so its pid is known."""
+    def start_attack(self, worker, code, start=True):
+        """Replace `worker`'s code with `code` (workers/base.py _TestHooks.attack) and (re)start
+        it: the script runs as that worker, under its own uid, on its own channel. Returns
+        at once; attack() waits for the end, attack_records() reads what it reported."""
         results = os.path.join(self.test_dir, "results")
         os.makedirs(results, exist_ok=True)
         os.chmod(results, 0o1777)
@@ -222,6 +220,13 @@ class Agent:
             r = self.ctl("restart" if self.worker(worker)["pid"] else "start", worker)
             # A worker killed for a violation before it was RUNNING fails the restart: fine.
             assert r.returncode in (0, 1, 6), r.stderr
+
+    def attack(self, worker, code, timeout=30, start=True):
+        """start_attack(), then wait: returns the records the script reported
+        ({"key", "value", "pid"}), the last being `done`, `crashed`, or `killed` (the process
+        ended before the script did: the supervisor ended it). The script must report
+        something first (e.g. its uid), so its pid is known."""
+        self.start_attack(worker, code, start)
 
         def finished():
             records = self.attack_records(worker)

@@ -64,7 +64,8 @@ def test_the_descriptor_is_read_only_and_the_pair_is_kept(tmp_path):
     finally:
         os.close(fd)
     assert result["certificate"].startswith("-----BEGIN CERTIFICATE-----")
-    assert ski_of(conf) == ski_of(conf)     # asked again: the same pair, not a new one
+    first = ski_of(conf)
+    assert ski_of(conf) == first     # asked again: the same pair, not a new one
 
 
 def save_endpoint(conf, worker):
@@ -133,4 +134,5 @@ def test_an_older_agents_group_folder_is_made_root_only(tmp_path):
 def test_no_vm_id_is_a_tag_too(tmp_path):
     conf = make_conf(tmp_path, "not a guid")
     assert platform.vm_tag(conf) == platform.NO_VM_ID
-    assert ski_of(conf) == ski_of(conf)
+    first = ski_of(conf)
+    assert ski_of(conf) == first

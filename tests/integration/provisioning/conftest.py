@@ -8,14 +8,7 @@ import shutil
 
 import pytest
 
-from emulator.confinement import GUESTAGENTD, ConfinedHost, Emulator
-
-
-@pytest.fixture
-def emu():
-    e = Emulator()
-    yield e
-    e.stop()
+from emulator.confinement import GUESTAGENTD, ConfinedHost
 
 
 @pytest.fixture

@@ -65,18 +65,7 @@ while True:
 def launch(agent, worker, code):
     """Start `worker` with its code replaced by `code`; return its pid and its descendants
     once it has reported them (the attack keeps running: agent.attack would wait for it)."""
-    results = os.path.join(agent.test_dir, "results")
-    os.makedirs(results, exist_ok=True)
-    os.chmod(results, 0o1777)
-    out = os.path.join(results, worker + ".jsonl")
-    if os.path.exists(out):
-        os.unlink(out)
-    path = os.path.join(agent.test_dir, worker + ".attack.py")
-    with open(path, "w") as f:
-        f.write(code)
-    os.chmod(path, 0o644)
-    agent.behave(worker, "attack")
-    agent.ctl("restart", worker, timeout=30)
+    agent.start_attack(worker, code)
 
     def tree():
         for r in agent.attack_records(worker):

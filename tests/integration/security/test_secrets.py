@@ -12,7 +12,6 @@ import os
 
 import pytest
 
-from emulator.confinement import Emulator
 
 # The scenario's tenant certificates (emulator/scenarios/default.json), as their thumbprints.
 SCENARIO_CERTS = 2
@@ -124,13 +123,6 @@ for top in TOPS:
                 pass
 report("replaced", done)
 """
-
-
-@pytest.fixture
-def emu():
-    e = Emulator()
-    yield e
-    e.stop()
 
 
 @pytest.fixture
