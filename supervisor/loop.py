@@ -344,7 +344,7 @@ class Supervisor(Host):
             pw = pwd.getpwnam(spec.user)
             gr = grp.getgrnam(spec.group)
         except KeyError as e:
-            raise RuntimeError("account missing: %s (run `python -m supervisor.accounts "
+            raise RuntimeError("account missing: %s (run `python -m cli.accounts "
                                "install`)" % e.args[0]) from None
         return spawn.Identity(pw.pw_uid, gr.gr_gid)
 

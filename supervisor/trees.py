@@ -20,7 +20,7 @@ its descendants are nobody's children. Three things hold its tree anyway:
 
 And when the supervisor itself is killed with SIGKILL? Under systemd, the unit's cgroup is
 emptied by systemd (KillMode=mixed), worker cgroups included (and the reaper does it first).
-Elsewhere the **reaper** does it (supervisor/reaper.py): a small program the supervisor
+Elsewhere the **reaper** does it (reaper/__init__.py): a small program the supervisor
 fork+execs at start-up, before any worker, that keeps only CAP_KILL, ignores the polite
 signals and blocks on a pipe whose other end only the supervisor holds. EOF on it — the
 supervisor exited or died — makes it kill every worker cgroup and process group the
@@ -39,7 +39,7 @@ import time
 from typing import Dict, Optional, Set
 
 from ipc import handshake
-from supervisor.reaper import (KILL_WAIT, _kill_listed, _killpg, _procs,  # noqa: F401
+from reaper import (KILL_WAIT, _kill_listed, _killpg, _procs,  # noqa: F401
                                _write, kill_cgroup, populated, remove_cgroup)
 
 REAPER_TITLE = handshake.title("reaper", privileged=True)
@@ -274,8 +274,9 @@ class Trees:
 
     # -- the reaper ---------------------------------------------------------------------
     def _start_reaper(self) -> None:
-        """Fork+exec supervisor/reaper.py (why a program of its own: its docstring)."""
-        from supervisor import reaper, spawn
+        """Fork+exec reaper/__init__.py (why a program of its own: its docstring)."""
+        import reaper
+        from supervisor import spawn
         r, w = os.pipe()   # both O_CLOEXEC: no other child of ours inherits the write end
         argv = [REAPER_TITLE, "-I", "-S", os.path.abspath(reaper.__file__),
                 self.base or "-"] + [str(p) for p in self.groups]
