@@ -34,7 +34,6 @@ ON_FAILURE = "on-failure"
 NEVER = "never"
 
 WIRE_GROUP = "guestagent-wire"
-ADMIN_GROUP = "guestagent-admin"
 MiB = 1024 * 1024
 
 
