@@ -38,6 +38,7 @@ import sys
 import time
 from typing import Dict, Optional, Set
 
+import reaper
 from ipc import handshake
 from reaper import _kill_listed, _killpg, _write, kill_cgroup, remove_cgroup
 from supervisor import spawn
@@ -269,7 +270,6 @@ class Trees:
     # -- the reaper ---------------------------------------------------------------------
     def _start_reaper(self) -> None:
         """Fork+exec reaper/__init__.py (why a program of its own: its docstring)."""
-        import reaper
         r, w = os.pipe()   # both O_CLOEXEC: no other child of ours inherits the write end
         argv = [REAPER_TITLE, "-I", "-S", os.path.abspath(reaper.__file__),
                 self.base or "-"] + [str(p) for p in self.groups]
