@@ -104,10 +104,10 @@ install:
 	sed 's|@VENV@|$(VENV)|' cli/usr-sbin-waagent.in > $(DESTDIR)$(SBINDIR)/waagent
 	chmod 0755 $(DESTDIR)$(SBINDIR)/waagent
 	@# The system users: systemd-sysusers where it exists, else the same file read by
-	@# supervisor/accounts.py (groupadd/useradd).
+	@# cli/accounts.py (groupadd/useradd).
 	$(IN_ROOT)sh -c 'if command -v systemd-sysusers >/dev/null; then \
 	    systemd-sysusers $(SYSUSERSDIR)/guestagent.conf; \
-	else $(VENV)/bin/python -m supervisor.accounts install $(SYSUSERSDIR)/guestagent.conf; fi'
+	else $(VENV)/bin/python -m cli.accounts install $(SYSUSERSDIR)/guestagent.conf; fi'
 	@# Without systemd-tmpfiles the supervisor makes its folders itself at start.
 	$(if $(DESTDIR),,! command -v systemd-tmpfiles >/dev/null || \
 	    systemd-tmpfiles --create $(TMPFILESDIR)/guestagent.conf)

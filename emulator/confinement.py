@@ -430,7 +430,7 @@ def inner(root: str) -> None:
     _mount("-t", "tmpfs", "-o", "mode=0755", "tmpfs", "/mnt")
     _mount("-t", "tmpfs", "-o", "mode=0755", "tmpfs", "/run")
     subprocess.run(["hostname", "localhost"], check=True, timeout=10)
-    subprocess.run([sys.executable, "-I", "-m", "supervisor.accounts", "install",
+    subprocess.run([sys.executable, "-I", "-m", "cli.accounts", "install",
                     os.path.join(root, "sysusers.conf")], check=True, capture_output=True,
                    timeout=60)
     # unshare exec'd this process without a fork: its pid is the one ConfinedHost.start saw.

@@ -20,7 +20,6 @@ Modules, named for what they hold:
 - logcapture.py each worker's stdout/stderr to its own rotated file and to the journal (the
                 one filter, redaction/, on every line), and security.log
 - notify.py     sd_notify without libsystemd
-- accounts.py   the system users and groups (sysusers.d file, and an installer without systemd)
 
 Keep this file free of heavy imports: workers and agentctl import small pieces of this package.
 """

@@ -264,7 +264,7 @@ class Server:
                 if not isinstance(msg, envelope.Request):
                     raise IpcError("BAD_ENVELOPE", "control peers send requests")
                 verb = authorize(conn.peer, msg.verb, self.admin)
-                lookup(verb.name).args.check(msg.args)
+                verb.args.check(msg.args)
             except IpcError as e:
                 ident = obj.get("id") if isinstance(obj.get("id"), int) else 0
                 if e.code == DENIED:

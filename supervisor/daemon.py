@@ -48,12 +48,7 @@ def parse_args(argv):
     return p.parse_args(argv)
 
 
-def check_config(path: str) -> int:
-    try:
-        conf = config.load(path, report=False)
-    except config.ConfigError as e:
-        print("guestagentd: %s" % e, file=sys.stderr)
-        return EXIT_CONFIG
+def check_config(path: str, conf) -> int:
     for problem in conf.problems:
         print(problem)
     # Warnings do not fail the check: the file is valid and the agent runs with it; it only
@@ -99,13 +94,13 @@ def _setup_logging(conf):
 def main(argv=None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     path = os.path.abspath(args.config)
-    if args.check_config:
-        return check_config(path)
     try:
         conf = config.load(path, report=False)
     except config.ConfigError as e:
         print("guestagentd: %s" % e, file=sys.stderr)
         return EXIT_CONFIG
+    if args.check_config:
+        return check_config(path, conf)
     if args.daemonize:
         import daemon  # python-daemon, only on hosts without systemd
         with daemon.DaemonContext(working_directory="/", umask=0o022, detach_process=True):

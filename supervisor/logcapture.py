@@ -118,6 +118,20 @@ class Capture:
         self.redactor = LineRedactor()
         self.level = "INFO"   # of the last well-formed line; continuation lines inherit it
 
+    def pump(self, fd: int, reads: int = 1) -> bool:
+        """Feed what the pipe `fd` holds, at most `reads` reads; False at its end."""
+        for _ in range(reads):
+            try:
+                data = os.read(fd, 65536)
+            except BlockingIOError:
+                return True
+            except OSError:
+                return False
+            if not data:
+                return False
+            self.feed(data)
+        return True
+
     def feed(self, data: bytes) -> None:
         pieces = data.split(b"\n")
         for piece in pieces[:-1]:

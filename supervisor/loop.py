@@ -30,6 +30,7 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Dict, List, Optional
 
 import config
@@ -69,14 +70,15 @@ class WorkerIO:
         self.in_flight = 0
 
 
+@dataclass(eq=False)
 class Waiter:
     """A control request answered later: start/restart wait for RUNNING, stop for STOPPED,
     collect-logs for EXITED."""
-
-    def __init__(self, conn: control.Conn, ident: int, worker: str, want: str,
-                 deadline: float):
-        self.conn, self.ident, self.worker, self.want, self.deadline = \
-            conn, ident, worker, want, deadline
+    conn: control.Conn
+    ident: int
+    worker: str
+    want: str
+    deadline: float
 
 
 class Supervisor(Host):
@@ -344,7 +346,7 @@ class Supervisor(Host):
             pw = pwd.getpwnam(spec.user)
             gr = grp.getgrnam(spec.group)
         except KeyError as e:
-            raise RuntimeError("account missing: %s (run `python -m supervisor.accounts "
+            raise RuntimeError("account missing: %s (run `python -m cli.accounts "
                                "install`)" % e.args[0]) from None
         return spawn.Identity(pw.pw_uid, gr.gr_gid)
 
@@ -372,16 +374,12 @@ class Supervisor(Host):
                       identity.uid if identity else None, identity.gid if identity else None,
                       0o700)
 
-    def _platform_dir(self) -> None:
-        """<StateDir>/platform/: the broker's transport key, root-only; made ahead of need."""
-        platform_handlers.prepare(self.conf)
-
     def spawn(self, proc: WorkerProcess) -> int:
         """The one place a worker process is started."""
         spec = proc.spec
         identity = self._identity(spec)
         self._state_dir(spec, identity)
-        self._platform_dir()
+        platform_handlers.prepare(self.conf)   # the transport key's root-only folder
         env = spawn.worker_env(
             spec.name, self.config_path, "DEBUG" if self.conf["Logs.Verbose"] else "INFO",
             os.environ.get(spawn.ENV_TEST_DIR) if self.test_hooks else None)
@@ -432,7 +430,7 @@ class Supervisor(Host):
                 break
         self.drop_channel(proc)
         if io.log_fd is not None:
-            self._drain_log(io)
+            io.capture.pump(io.log_fd, reads=64)
             try:
                 self.sel.unregister(io.log_fd)
             except (KeyError, ValueError):
@@ -480,26 +478,8 @@ class Supervisor(Host):
 
     # ---- worker channels: read, check, run, reply -------------------------------------------
     def _on_log(self, io: WorkerIO, key, mask):
-        if io.log_fd is None:
-            return
-        try:
-            data = os.read(io.log_fd, 65536)
-        except BlockingIOError:
-            return
-        if not data:
+        if io.log_fd is not None and not io.capture.pump(io.log_fd):
             self.sel.unregister(io.log_fd)
-            return
-        io.capture.feed(data)
-
-    def _drain_log(self, io: WorkerIO) -> None:
-        for _ in range(64):
-            try:
-                data = os.read(io.log_fd, 65536)
-            except (BlockingIOError, OSError):
-                return
-            if not data:
-                return
-            io.capture.feed(data)
 
     def _on_channel(self, io: WorkerIO, key, mask):
         if io.channel is not None:
@@ -663,8 +643,7 @@ class Supervisor(Host):
             self._send(io, envelope.error(ident, err.code, err.message))
 
     def _send(self, io: WorkerIO, msg: dict) -> None:
-        if io.channel is not None:
-            self._send_frame(io, framing.encode(msg, framing.WORKER_CAP))
+        self._send_frame(io, framing.encode(msg, framing.WORKER_CAP))
 
     def _send_frame(self, io: WorkerIO, data: bytes, fds=()) -> None:
         if io.channel is None:

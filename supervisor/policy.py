@@ -7,17 +7,10 @@ sent before `worker.hello`, or behind a closed gate, is DENIED; arguments that d
 schema are INVALID_ARGS. All of these are violations: the loop ends the worker and logs a
 security event (DESIGN.md principle 5). There is no generic verb and no getattr dispatch.
 
-Flags (the privileged verbs' permits sit beside their handlers: supervisor/broker.py
-`Privileged`, built by `broker.table()`; here only the worker.* lifecycle rows):
-- once:   PROCESS — at most one call per worker process (worker.hello, worker.ready);
-          BOOT — once per boot and VM id, recorded on disk before it runs
-          (supervisor/privileged/gates.py): no crash or restart runs it twice.
-- gate:   allowed only while the named gate is open. A gate closes for the boot and VM id
-          when a verb with `closes` succeeds (the provisioning verbs close with
-          `provisioning.finish`), and the supervisor closes it at start from what it reads
-          itself (gates.load: the provisioned marker equal to the VM id, the agent disabled).
-          It is kept on disk: no restart of a worker or of the supervisor reopens it.
-- test_only: granted only when `Agent.TestHooks=y` (off by default; never in production).
+The flags (once, gate, closes, test_only) mean what they mean on `broker.Privileged`. A gate
+is closed for the boot and VM id on disk (supervisor/privileged/gates.py), when a verb with
+`closes` succeeds or at start from what the supervisor reads itself (the provisioned marker
+equal to the VM id, the agent disabled): no restart of a worker or of the supervisor reopens it.
 
 Adding a row is a security change: review it as one.
 """

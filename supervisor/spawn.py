@@ -79,13 +79,30 @@ CAP_LAST_CAP = _cap_last_cap()
 _LINUX_CAPABILITY_VERSION_3 = 0x20080522
 
 
+def drop_capabilities(keep=()) -> None:
+    """Empty the bounding set but `keep`, and the ambient set."""
+    for cap in range(CAP_LAST_CAP + 1):
+        if cap not in keep:
+            prctl(PR_CAPBSET_DROP, cap)
+    prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL)
+
+
+def reset_signals() -> None:
+    """No signal blocked, every disposition the default (a child inherits ours)."""
+    signal.pthread_sigmask(signal.SIG_SETMASK, [])
+    for signum in range(1, signal.NSIG):
+        if signum in (signal.SIGKILL, signal.SIGSTOP):
+            continue
+        try:
+            signal.signal(signum, signal.SIG_DFL)
+        except (OSError, ValueError, RuntimeError):
+            pass
+
+
 def keep_capabilities(caps) -> None:
     """Drop every capability but `caps` from the bounding set, then set permitted and
     effective to `caps` and inheritable and ambient to nothing (capset(2) through libc)."""
-    for cap in range(CAP_LAST_CAP + 1):
-        if cap not in caps:
-            prctl(PR_CAPBSET_DROP, cap)
-    prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL)
+    drop_capabilities(keep=caps)
     mask = 0
     for cap in caps:
         mask |= 1 << cap
@@ -176,9 +193,7 @@ def _become_worker(channel_fd, log_fd, devnull, identity, supervisor_pid, cgroup
     os.dup2(high[2], CHANNEL_FD)
     os.closerange(CHANNEL_FD + 1, _max_fd())
     if identity is not None:
-        for cap in range(CAP_LAST_CAP + 1):
-            prctl(PR_CAPBSET_DROP, cap)
-        prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL)
+        drop_capabilities()
         os.setgroups([])
         os.setresgid(identity.gid, identity.gid, identity.gid)
         os.setresuid(identity.uid, identity.uid, identity.uid)
@@ -188,14 +203,7 @@ def _become_worker(channel_fd, log_fd, devnull, identity, supervisor_pid, cgroup
     if os.getppid() != supervisor_pid:
         os._exit(SPAWN_FAILED)  # the supervisor died before the death signal was armed
     prctl(PR_SET_NO_NEW_PRIVS, 1)
-    signal.pthread_sigmask(signal.SIG_SETMASK, [])
-    for signum in range(1, signal.NSIG):
-        if signum in (signal.SIGKILL, signal.SIGSTOP):
-            continue
-        try:
-            signal.signal(signum, signal.SIG_DFL)
-        except (OSError, ValueError, RuntimeError):
-            pass
+    reset_signals()
     os.umask(0o077)
     os.chdir("/")
 

@@ -16,6 +16,7 @@ from ipc import envelope
 from ipc.channel import Channel
 from ipc.errors import IpcError
 from ipc.verbs.spawner import SPAWN
+from supervisor import spawn
 
 READY_TIMEOUT = 30.0     # start-up: imports of requests + cryptography on a slow, busy VM
 ORDER_TIMEOUT = SPAWN.timeout   # one spawn: two forks; the loop waits this long at most
@@ -42,8 +43,6 @@ class SpawnerProcess:
     """
 
     def __init__(self, python: str, env: Dict[str, str]):
-        from supervisor import spawn
-        env = dict(env)
         self.child = spawn.spawn("spawner", None, env, python)
         self.pid = self.child.pid
         self.log_fd = self.child.log_fd
@@ -65,7 +64,6 @@ class SpawnerProcess:
     def spawn(self, name: str, module: str, identity, env: Dict[str, str],
               cgroup: Optional[str] = None):
         """Order a worker; returns spawn.Spawned like spawn.spawn does."""
-        from supervisor import spawn
         parent_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         log_r, log_w = os.pipe()
         try:
@@ -134,7 +132,6 @@ class Zygote:
         is ready, trying ATTEMPTS times. wait=False (a restart while workers run): the loop
         must not block for a fresh interpreter's imports, so its `spawner.ready` is read by
         the loop; spawns until then use fork+exec."""
-        from supervisor import spawn
         if self.disabled:
             return
         try:
@@ -213,7 +210,6 @@ class Zygote:
                                % (self.proc.pid, READY_TIMEOUT))
                 os.kill(self.proc.pid, signal.SIGKILL)
             return
-        from supervisor import spawn
         self.log.warning("event=spawner_exit pid=%d status=%r", pid, spawn.describe_status(status))
         self._forget()
         if not restart:
@@ -262,36 +258,17 @@ class Zygote:
         except (KeyError, ValueError):
             pass
         proc.channel.close()
-        for _ in range(64):   # what it wrote last (a traceback) still goes to spawner.log
-            try:
-                data = os.read(proc.log_fd, 65536)
-            except OSError:
-                break
-            if not data:
-                break
-            if self.capture is not None:
-                self.capture.feed(data)
         try:
             self.sel.unregister(proc.log_fd)
         except (KeyError, ValueError):
             pass
-        _close(proc.log_fd)
         if self.capture is not None:
+            # What it wrote last (a traceback) still goes to spawner.log.
+            self.capture.pump(proc.log_fd, reads=64)
             self.capture.close()
             self.capture = None
+        _close(proc.log_fd)
 
     def _on_log(self, key, mask) -> None:
-        try:
-            data = os.read(key.fd, 65536)
-        except BlockingIOError:
-            return
-        except OSError:
-            data = b""
-        if not data:
-            try:
-                self.sel.unregister(key.fd)
-            except (KeyError, ValueError):
-                pass
-            return
-        if self.capture is not None:
-            self.capture.feed(data)
+        if not self.capture.pump(key.fd):
+            self.sel.unregister(key.fd)

@@ -22,7 +22,6 @@ import signal
 from dataclasses import dataclass, replace
 from typing import Dict, Optional, Tuple
 
-from ipc import handshake
 from supervisor.backoff import BackoffPolicy
 
 SERVICE = "service"
@@ -34,7 +33,6 @@ ON_FAILURE = "on-failure"
 NEVER = "never"
 
 WIRE_GROUP = "guestagent-wire"
-ADMIN_GROUP = "guestagent-admin"
 MiB = 1024 * 1024
 
 
@@ -64,10 +62,6 @@ class WorkerSpec:
     @property
     def resident(self) -> bool:
         return self.lifetime == SERVICE
-
-    @property
-    def title(self) -> str:
-        return handshake.title(self.name)
 
 
 # Defaults per worker. Memory limits are ~3x the idle figure of benchmarks/idle_tree.py,

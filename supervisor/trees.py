@@ -20,7 +20,7 @@ its descendants are nobody's children. Three things hold its tree anyway:
 
 And when the supervisor itself is killed with SIGKILL? Under systemd, the unit's cgroup is
 emptied by systemd (KillMode=mixed), worker cgroups included (and the reaper does it first).
-Elsewhere the **reaper** does it (supervisor/reaper.py): a small program the supervisor
+Elsewhere the **reaper** does it (reaper/__init__.py): a small program the supervisor
 fork+execs at start-up, before any worker, that keeps only CAP_KILL, ignores the polite
 signals and blocks on a pipe whose other end only the supervisor holds. EOF on it — the
 supervisor exited or died — makes it kill every worker cgroup and process group the
@@ -38,9 +38,10 @@ import sys
 import time
 from typing import Dict, Optional, Set
 
+import reaper
 from ipc import handshake
-from supervisor.reaper import (KILL_WAIT, _kill_listed, _killpg, _procs,  # noqa: F401
-                               _write, kill_cgroup, populated, remove_cgroup)
+from reaper import _kill_listed, _killpg, _write, kill_cgroup, remove_cgroup
+from supervisor import spawn
 
 REAPER_TITLE = handshake.title("reaper", privileged=True)
 CAP_KILL = 5
@@ -108,7 +109,6 @@ class Trees:
     def open(self) -> None:
         """At start, before the first worker (and before the spawner, so the reaper is
         forked from a supervisor that has handled no data and holds no child)."""
-        from supervisor import spawn
         try:
             spawn.set_child_subreaper()
         except OSError as e:
@@ -150,9 +150,7 @@ class Trees:
             _killpg(pgid, signal.SIGKILL)
         if self.base is not None:
             remove_cgroup(self.base)
-        if self._reaper_w is not None:
-            os.close(self._reaper_w)
-            self._reaper_w = None
+        self._close_reaper_pipe()
         if self.reaper_pid is not None:
             try:
                 os.waitpid(self.reaper_pid, 0)
@@ -247,7 +245,6 @@ class Trees:
         daemonised), a worker whose order failed after its fork, the reaper. Only children
         of the main thread: the broker's own subprocesses are children of its pool threads
         and are waited for by them."""
-        from supervisor.spawn import describe_status
         for pid in _adopted(main_thread_only=True):
             if pid in known or pid in self.groups:
                 continue
@@ -262,20 +259,17 @@ class Trees:
                 continue
             if pid == self.reaper_pid:
                 self.log.error("event=reaper_exit pid=%d status=%r action=restart", pid,
-                               describe_status(status))
+                               spawn.describe_status(status))
                 self.reaper_pid = None
-                if self._reaper_w is not None:
-                    os.close(self._reaper_w)
-                    self._reaper_w = None
+                self._close_reaper_pipe()
                 self._start_reaper()
             else:
                 self.log.info("event=reaped_orphan pid=%d status=%r", pid,
-                              describe_status(status))
+                              spawn.describe_status(status))
 
     # -- the reaper ---------------------------------------------------------------------
     def _start_reaper(self) -> None:
-        """Fork+exec supervisor/reaper.py (why a program of its own: its docstring)."""
-        from supervisor import reaper, spawn
+        """Fork+exec reaper/__init__.py (why a program of its own: its docstring)."""
         r, w = os.pipe()   # both O_CLOEXEC: no other child of ours inherits the write end
         argv = [REAPER_TITLE, "-I", "-S", os.path.abspath(reaper.__file__),
                 self.base or "-"] + [str(p) for p in self.groups]
@@ -293,18 +287,9 @@ class Trees:
                 os.closerange(3, spawn._max_fd())
                 if os.geteuid() == 0:
                     # Root's permitted set after execve is its bounding set: CAP_KILL only.
-                    for cap in range(spawn.CAP_LAST_CAP + 1):
-                        if cap != CAP_KILL:
-                            spawn.prctl(spawn.PR_CAPBSET_DROP, cap)
-                    spawn.prctl(spawn.PR_CAP_AMBIENT, spawn.PR_CAP_AMBIENT_CLEAR_ALL)
+                    spawn.drop_capabilities(keep={CAP_KILL})
                     spawn.prctl(spawn.PR_SET_NO_NEW_PRIVS, 1)
-                signal.pthread_sigmask(signal.SIG_SETMASK, [])
-                for signum in range(1, signal.NSIG):
-                    if signum not in (signal.SIGKILL, signal.SIGSTOP):
-                        try:
-                            signal.signal(signum, signal.SIG_DFL)
-                        except (OSError, ValueError, RuntimeError):
-                            pass
+                spawn.reset_signals()
                 # Inherited across exec: a ^C or a stop of our process group is not for it.
                 for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGPIPE):
                     signal.signal(signum, signal.SIG_IGN)
@@ -318,6 +303,11 @@ class Trees:
         os.close(r)
         self.reaper_pid, self._reaper_w = pid, w
         self.log.info("event=reaper_start pid=%d", pid)
+
+    def _close_reaper_pipe(self) -> None:
+        if self._reaper_w is not None:
+            os.close(self._reaper_w)
+            self._reaper_w = None
 
     def _tell_reaper(self, line: str) -> None:
         if self._reaper_w is None:

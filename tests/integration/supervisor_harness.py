@@ -90,7 +90,7 @@ def accounts():
         pytest.skip("integration tests need root (real users, real uid switches)")
     if not os.path.exists(GUESTAGENTD):
         pytest.fail("%s is missing: run `make venv` first" % GUESTAGENTD)
-    subprocess.run([sys.executable, "-m", "supervisor.accounts", "install",
+    subprocess.run([sys.executable, "-m", "cli.accounts", "install",
                     os.path.join(ROOT, "systemd", "guestagent.sysusers.conf")],
                    check=True, cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT))
     return True

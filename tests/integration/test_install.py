@@ -101,7 +101,7 @@ def test_make_install_on_a_running_system(tmp_path, sysusers):
     else:
         # Neither systemd-sysusers nor systemd-tmpfiles: the users came from accounts.py and
         # /run/guestagent is left to the supervisor.
-        assert "supervisor.accounts install" in log, log
+        assert "cli.accounts install" in log, log
         assert not any(c.startswith("run ") for c in checks), checks
     # The host kept none of it.
     assert {p: os.path.lexists(p) for p in host_before} == host_before

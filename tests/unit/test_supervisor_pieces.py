@@ -7,9 +7,10 @@ import time
 
 import pytest
 
+from cli import accounts
 from ipc import envelope
 from ipc.errors import BAD_ENVELOPE, DENIED, INVALID_ARGS, UNKNOWN_VERB, IpcError
-from supervisor import accounts, broker, control, states, table
+from supervisor import broker, control, states, table
 from supervisor.backoff import BackoffPolicy, FailureHistory, next_step
 from supervisor.logcapture import Capture, Console, LogFile
 from supervisor.policy import LIFECYCLE, Permit, Policy

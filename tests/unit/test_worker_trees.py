@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+import reaper
 from supervisor import spawn, trees
 
 
@@ -82,17 +83,17 @@ def test_kill_cgroup_ends_a_tree_that_left_its_session_and_remove_cleans_up(vers
         data += os.read(r, 16 - len(data))
     pids = [int(data[:8]), int(data[8:])]
     try:
-        assert trees.populated(path)
-        assert set(pids) <= set(trees._procs(path))
-        assert trees.kill_cgroup(path)
-        assert not trees.populated(path)
+        assert reaper.populated(path)
+        assert set(pids) <= set(reaper._procs(path))
+        assert reaper.kill_cgroup(path)
+        assert not reaper.populated(path)
         os.waitpid(pid, 0)
         deadline = time.monotonic() + 5
         while any(alive(p) for p in pids) and time.monotonic() < deadline:
             time.sleep(0.01)
         assert not any(alive(p) for p in pids)   # the orphan went to init, and died
         os.mkdir(os.path.join(path, "child"))
-        assert trees.remove_cgroup(path)
+        assert reaper.remove_cgroup(path)
         assert not os.path.exists(path)
     finally:
         for p in pids + [pid]:
@@ -101,7 +102,7 @@ def test_kill_cgroup_ends_a_tree_that_left_its_session_and_remove_cleans_up(vers
             except ProcessLookupError:
                 pass
         if os.path.isdir(path):
-            trees.remove_cgroup(path)
+            reaper.remove_cgroup(path)
 
 
 FALLBACK = r"""

@@ -1,6 +1,6 @@
 """The reaper: kills every worker's tree when the supervisor is gone (supervisor/trees.py).
 
-A separate program, exec'd by the supervisor at start-up as `python -I -S reaper.py <base>
+A separate program, exec'd by the supervisor at start-up as `python -I -S reaper/__init__.py <base>
 [<pgid>...]` with its stdin the read end of a pipe whose write end only the supervisor holds:
 EOF — the supervisor exited or was killed with SIGKILL — makes it kill each worker cgroup
 under <base> and each process group the supervisor named (lines "+<pgid>" / "-<pgid>"), remove

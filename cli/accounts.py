@@ -5,8 +5,8 @@ Where systemd-sysusers exists, `make install` runs it. Elsewhere (containers, ot
 integration tests) this module reads the same file and creates what is missing with
 groupadd/useradd:
 
-    python -m supervisor.accounts install [FILE]   create missing groups and users
-    python -m supervisor.accounts check [FILE]     exit 1 and list what is missing
+    python -m cli.accounts install [FILE]   create missing groups and users
+    python -m cli.accounts check [FILE]     exit 1 and list what is missing
 
 Only the `g`, `u` and `m` lines guestagent uses are understood; anything else is an error, not
 a silent skip. Existing accounts are left as they are (as systemd-sysusers does).
@@ -145,7 +145,7 @@ def install(path: Optional[str] = None) -> List[str]:
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] not in ("install", "check") or len(argv) > 2:
-        print("usage: python -m supervisor.accounts install|check [SYSUSERS_FILE]",
+        print("usage: python -m cli.accounts install|check [SYSUSERS_FILE]",
               file=sys.stderr)
         return 2
     path = argv[1] if len(argv) > 1 else None
