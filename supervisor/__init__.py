@@ -14,7 +14,8 @@ Modules, named for what they hold:
 - spawner.py    the handle on the preloaded spawner (zygote; the process itself: spawner/)
 - trees.py      each worker's whole process tree: cgroup, process group, subreaper, reaper
 - policy.py     which worker may call which verb (ONCE and phase gates)
-- broker.py     the handlers of privileged verbs, fast inline or slow in a pool
+- broker.py     the vocabulary of a privileged verb's row (Privileged, Context, permits);
+                the rows and handlers are in privileged/, their table in privileged/verbs.py
 - control.py    the control socket (SO_PEERCRED: root all verbs, guestagent-admin read-only)
                 and its limits (connections per uid, root's own, bounded reply queues)
 - logcapture.py each worker's stdout/stderr to its own rotated file and to the journal (the

@@ -5,9 +5,10 @@ A privileged verb is one declaration in two halves:
   ipc/verbs/<domain>.py, because workers import it and may never import supervisor/;
 - beside its handler in supervisor/privileged/<module>.py, its one `Privileged` row: that
   contract, the handler, and the permit (which workers, once, gate, closes, slow, test_only).
-`table()` builds the table from the modules listed in MODULES (imported here, explicitly: no
+`supervisor/privileged/verbs.py` builds the table from the modules it lists (explicitly: no
 registration by import side effect) and checks that every declared privileged verb has exactly
-one row; the policy (policy.py) reads the permits from it.
+one row; the policy (policy.py) reads the permits from it. This module is the vocabulary the
+rows are written in, and imports none of them.
 
 A handler is `fn(ctx, args) -> result dict`:
 - fast handlers (well under 100 ms, no blocking I/O) run inline on the loop;
@@ -19,20 +20,25 @@ secret in the message. The lifecycle verbs (worker.*) are handled by the loop it
 
 Adding a privileged verb = declare its contract in ipc/verbs/<domain>.py, write its handler
 and its `Privileged` row in a module of supervisor/privileged/ (the row in that module's
-VERBS tuple), and list the module in MODULES if it is new. Reviewed as a security change.
+VERBS tuple), and list the module in supervisor/privileged/verbs.py if it is new. Reviewed as a security change.
 """
 
 import threading
 from dataclasses import dataclass, field
-from typing import Callable, Dict, FrozenSet, List, Optional
+from typing import Callable, FrozenSet, List, Optional
 
-from ipc.verbs import REGISTRY, Verb
+from ipc.verbs import Verb
+from supervisor.table import NAMES
 
 # ONCE: at most one call per worker process (PROCESS), or per boot and VM id, recorded on
 # disk before the handler runs, so that no crash or restart of any process runs it twice
 # (BOOT; supervisor/privileged/gates.py).
 PROCESS = "process"
 BOOT = "boot"
+# Who may call (the permits' worker sets) and the provisioning gate's name.
+EVERY = frozenset(NAMES)
+PROV = frozenset(("provisioning",))
+PROVISIONING = "provisioning"
 # Verb domains that are not privileged: the lifecycle (the loop's), the control socket's,
 # the spawner's.
 UNPRIVILEGED_DOMAINS = ("worker", "control", "spawner")
@@ -63,35 +69,3 @@ class Privileged:
     @property
     def verb(self) -> str:
         return self.decl.name
-
-
-def modules():
-    """The modules of supervisor/privileged/ whose VERBS rows make the table: the list."""
-    from supervisor.privileged import (accounts, customdata, debug, dvd, hostname, platform,
-                                       ssh, state)
-    return (accounts, customdata, debug, dvd, hostname, platform, ssh, state)
-
-
-HANDLERS: Dict[str, Privileged] = {}
-
-
-def table() -> Dict[str, Privileged]:
-    """The privileged verbs, one row each; built once, checked complete."""
-    if HANDLERS:
-        return HANDLERS
-    rows: Dict[str, Privileged] = {}
-    for module in modules():
-        for row in module.VERBS:
-            if REGISTRY.get(row.verb) is not row.decl:
-                raise RuntimeError("%s: a row for an undeclared verb" % row.verb)
-            if row.verb in rows:
-                raise RuntimeError("two rows for %s" % row.verb)
-            if row.once not in (None, PROCESS, BOOT):
-                raise RuntimeError("%s: once=%r" % (row.verb, row.once))
-            rows[row.verb] = row
-    missing = sorted(name for name in REGISTRY if name.split(".")[0] not in UNPRIVILEGED_DOMAINS
-                     and name not in rows)
-    if missing:
-        raise RuntimeError("declared privileged verbs without a row: %s" % ", ".join(missing))
-    HANDLERS.update(rows)
-    return HANDLERS

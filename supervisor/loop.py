@@ -41,6 +41,7 @@ from ipc.errors import (BUSY, FAILED, INTERNAL, NOT_FOUND, TIMEOUT, UNAVAILABLE,
 from ipc.verbs import REGISTRY, check_result, lookup
 from supervisor import VERSION, WAAGENT_VERSION, broker, control, spawn, table, trees
 from supervisor.privileged import platform as platform_handlers
+from supervisor.privileged import verbs
 from supervisor.flood import FLOOD, Budget
 from supervisor.logcapture import Capture, LogFile
 from supervisor.policy import PROVISIONING, Policy
@@ -94,7 +95,7 @@ class Supervisor(Host):
         self.test_hooks = bool(conf["Agent.TestHooks"])
         self.policy = Policy(test_hooks=self.test_hooks, conf=conf)   # gates from disk
         for verb in self.policy.permits:
-            if verb not in self.LIFECYCLE and verb not in broker.HANDLERS:
+            if verb not in self.LIFECYCLE and verb not in verbs.HANDLERS:
                 raise RuntimeError("policy grants %s but the broker has no handler" % verb)
         declared = {v for v in REGISTRY if v.startswith("control.")}
         if declared != set(self.CONTROL):
@@ -568,7 +569,7 @@ class Supervisor(Host):
         if lifecycle is not None:
             lifecycle(self, io, msg)
             return
-        handler = broker.HANDLERS[verb.name]
+        handler = verbs.HANDLERS[verb.name]
         log.info("event=verb worker=%s verb=%s id=%d", io.proc.name, verb.name, msg.id)
         if handler.slow and io.in_flight >= MAX_IN_FLIGHT:
             for fd in fds:

@@ -21,13 +21,10 @@ from typing import Dict, FrozenSet, Iterable, Optional, Set
 from ipc import envelope
 from ipc.errors import BAD_ENVELOPE, DENIED, IpcError
 from ipc.verbs import Verb, check_args, lookup
-from supervisor.broker import BOOT, PROCESS
-from supervisor.table import NAMES
+from supervisor.broker import BOOT, EVERY, PROCESS, PROV, PROVISIONING  # noqa: F401
+from supervisor.privileged import gates, state, verbs
 
-EVERY = frozenset(NAMES)
 HELLO = "worker.hello"
-PROV = frozenset(("provisioning",))
-PROVISIONING = "provisioning"   # the gate of the provisioning verbs
 
 
 @dataclass(frozen=True)
@@ -58,10 +55,8 @@ class Policy:
         conf: the configuration, to load the gates from disk and from what the broker reads
         itself (supervisor/privileged/gates.py); without it (unit tests) they live in
         memory."""
-        from supervisor import broker
-        from supervisor.privileged import gates
         if table is None:
-            table = LIFECYCLE + tuple(broker.table().values())
+            table = LIFECYCLE + tuple(verbs.table().values())
         self.permits: Dict[str, object] = {}
         for permit in table:
             if permit.verb in self.permits:
@@ -70,7 +65,7 @@ class Policy:
             if permit.test_only and not test_hooks:
                 continue
             self.permits[permit.verb] = permit
-        self.gates = gates.load(conf) if conf is not None else gates.Gates(None, None, None)
+        self.gates = state.load_gates(conf) if conf is not None else gates.Gates(None, None, None)
 
     @property
     def closed_gates(self) -> Set[str]:

@@ -20,8 +20,7 @@ import pwd
 import re
 
 from ipc.verbs import provisioning as P
-from supervisor.broker import PROCESS, Context, Privileged
-from supervisor.policy import PROV, PROVISIONING
+from supervisor.broker import PROCESS, PROV, PROVISIONING, Context, Privileged
 from supervisor.privileged import atomic_write, dvd, fail, read_capped, run
 
 log = logging.getLogger("guestagent.broker.provisioning")

@@ -25,8 +25,7 @@ import subprocess
 import time
 
 from ipc.verbs import provisioning as P
-from supervisor.broker import BOOT, Context, Privileged
-from supervisor.policy import PROV, PROVISIONING
+from supervisor.broker import BOOT, PROV, PROVISIONING, Context, Privileged
 from supervisor.privileged import SAFE_PATH, atomic_write, dvd, fail, lib_dir, supervise
 
 log = logging.getLogger("guestagent.broker.provisioning")

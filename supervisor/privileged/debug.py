@@ -3,8 +3,7 @@
 import time
 
 from ipc.verbs import debug as D
-from supervisor.broker import Context, Privileged
-from supervisor.policy import EVERY
+from supervisor.broker import EVERY, Context, Privileged
 
 
 def debug_sleep(ctx: Context, args: dict) -> dict:

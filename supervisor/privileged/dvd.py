@@ -24,8 +24,7 @@ import threading
 from typing import Optional
 
 from ipc.verbs import provisioning as P
-from supervisor.broker import Context, Privileged
-from supervisor.policy import PROV, PROVISIONING
+from supervisor.broker import PROV, PROVISIONING, Context, Privileged
 from supervisor.privileged import (atomic_write, ensure_root_dir, fail, lib_dir, read_capped,
                                    run, which)
 

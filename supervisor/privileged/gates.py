@@ -8,7 +8,7 @@ A verb with once=BOOT is recorded *before* its handler runs, so a crash mid-run 
 succeeds. If the record cannot be written, the verb is not run.
 
 At start the supervisor also closes the provisioning gate from what it reads itself
-(load()): the `provisioned` marker of Lib.Dir equal to the VM id (SMBIOS product_uuid under
+(supervisor/privileged/state.py load_gates()): the `provisioned` marker of Lib.Dir equal to the VM id (SMBIOS product_uuid under
 OS.SysRoot, state.py), or `Provisioning.Agent` disabled — then, as protocol.md §3.1 says, it
 writes the marker itself (the worker only reports Ready). Nothing a worker says enters here.
 """
@@ -101,34 +101,6 @@ class Gates:
 
 
 CURRENT: Optional[Gates] = None
-
-
-def load(conf) -> Gates:
-    """The gates at the supervisor's start, from disk and from what the broker reads itself."""
-    global CURRENT
-    from supervisor.privileged import state
-    vm_id = state.current_vm_id(conf)
-    gates = Gates(os.path.join(conf["Agent.StateDir"], "broker", FILE), boot_id(conf), vm_id)
-    gates.load()
-    marker = state.read_marker(conf)
-    why = None
-    if conf.provisioning_agent == "disabled":
-        why = "agent_disabled"
-    elif state.marker_matches(marker, vm_id):
-        why = "provisioned"
-    if why is not None:
-        gates.closed.add(PROVISIONING)
-    if why == "agent_disabled" and vm_id is not None and not state.marker_matches(marker, vm_id):
-        try:
-            state.write_marker(conf, vm_id)
-            log.info("event=marker_written vm_id=%s reason=agent_disabled", vm_id)
-        except Exception as e:  # noqa: B902 - logged; the gate is closed all the same
-            log.error("event=marker_unwritable error=%r", str(e)[:200])
-    log.info("event=gates boot_id=%s vm_id=%s closed=%s done=%s%s", gates.boot, vm_id,
-             ",".join(sorted(gates.closed)) or "-", ",".join(sorted(gates.done)) or "-",
-             " reason=%s" % why if why else "")
-    CURRENT = gates
-    return gates
 
 
 def current() -> Gates:

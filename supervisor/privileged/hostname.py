@@ -12,8 +12,7 @@ import os
 import re
 
 from ipc.verbs import provisioning as P
-from supervisor.broker import PROCESS, Context, Privileged
-from supervisor.policy import PROV, PROVISIONING
+from supervisor.broker import PROCESS, PROV, PROVISIONING, Context, Privileged
 from supervisor.privileged import atomic_write, lib_dir, read_capped, run
 
 log = logging.getLogger("guestagent.broker.provisioning")

@@ -22,8 +22,7 @@ import struct
 import time
 
 from ipc.verbs import provisioning as P
-from supervisor.broker import PROCESS, Context, Privileged
-from supervisor.policy import PROV, PROVISIONING
+from supervisor.broker import PROCESS, PROV, PROVISIONING, Context, Privileged
 from supervisor.privileged import HomeFile, accounts, atomic_write, fail, read_capped, run, which
 
 log = logging.getLogger("guestagent.broker.provisioning")

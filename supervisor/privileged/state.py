@@ -17,8 +17,7 @@ import shutil
 from typing import Optional
 
 from ipc.verbs import provisioning as P
-from supervisor.broker import BOOT, PROCESS, Context, Privileged
-from supervisor.policy import PROV, PROVISIONING
+from supervisor.broker import BOOT, PROCESS, PROV, PROVISIONING, Context, Privileged
 from supervisor.privileged import atomic_write, fail, gates, lib_dir, read_capped
 
 log = logging.getLogger("guestagent.broker.provisioning")
@@ -183,3 +182,30 @@ VERBS = (
     Privileged(P.FORGET_VM, forget_previous_vm, PROV, once=BOOT, gate=PROVISIONING, slow=True),
     Privileged(P.FINISH, finish, PROV, once=PROCESS, gate=PROVISIONING, closes=PROVISIONING),
 )
+
+
+def load_gates(conf) -> gates.Gates:
+    """The gates at the supervisor's start, from disk and from what the broker reads itself."""
+    vm_id = current_vm_id(conf)
+    g = gates.Gates(os.path.join(conf["Agent.StateDir"], "broker", gates.FILE),
+                    gates.boot_id(conf), vm_id)
+    g.load()
+    marker = read_marker(conf)
+    why = None
+    if conf.provisioning_agent == "disabled":
+        why = "agent_disabled"
+    elif marker_matches(marker, vm_id):
+        why = "provisioned"
+    if why is not None:
+        g.closed.add(PROVISIONING)
+    if why == "agent_disabled" and vm_id is not None and not marker_matches(marker, vm_id):
+        try:
+            write_marker(conf, vm_id)
+            log.info("event=marker_written vm_id=%s reason=agent_disabled", vm_id)
+        except Exception as e:  # noqa: B902 - logged; the gate is closed all the same
+            log.error("event=marker_unwritable error=%r", str(e)[:200])
+    log.info("event=gates boot_id=%s vm_id=%s closed=%s done=%s%s", g.boot, vm_id,
+             ",".join(sorted(g.closed)) or "-", ",".join(sorted(g.done)) or "-",
+             " reason=%s" % why if why else "")
+    gates.CURRENT = g
+    return g

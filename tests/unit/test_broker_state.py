@@ -16,10 +16,9 @@ from hypothesis import strategies as st
 from ipc import envelope
 from ipc.errors import DENIED, FAILED, IpcError
 from ipc.verbs import declare, REGISTRY
-from supervisor import broker
 from supervisor.broker import BOOT, Privileged
 from supervisor.policy import LIFECYCLE, PROV, Policy
-from supervisor.privileged import HomeFile, gates, read_capped, run, supervise
+from supervisor.privileged import HomeFile, gates, read_capped, run, supervise, verbs
 from supervisor.privileged.dvd import ovf_user_of
 from supervisor.privileged.ssh import KEY_TYPES, public_key_line
 
@@ -188,10 +187,10 @@ def test_a_boot_once_verb_is_denied_to_a_restarted_worker(monkeypatch):
 
 
 def test_every_declared_privileged_verb_needs_a_row(monkeypatch):
-    monkeypatch.setattr(broker, "HANDLERS", {})
+    monkeypatch.setattr(verbs, "HANDLERS", {})
     monkeypatch.setitem(REGISTRY, "provisioning.new_unreviewed", REGISTRY["provisioning.user"])
     with pytest.raises(RuntimeError, match="provisioning.new_unreviewed"):
-        broker.table()
+        verbs.table()
 
 
 # ---- files: no FIFO, device or symlink ------------------------------------------------------

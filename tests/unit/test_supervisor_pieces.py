@@ -14,10 +14,11 @@ from supervisor import broker, control, states, table
 from supervisor.backoff import BackoffPolicy, FailureHistory, next_step
 from supervisor.logcapture import Capture, Console, LogFile
 from supervisor.policy import LIFECYCLE, Permit, Policy
+from supervisor.privileged import verbs
 from redaction import MARK, LineRedactor, redact
 from supervisor.spawn import worker_env
 
-TABLE = LIFECYCLE + tuple(broker.table().values())   # the lifecycle and privileged rows
+TABLE = LIFECYCLE + tuple(verbs.table().values())   # the lifecycle and privileged rows
 
 
 # ---- backoff and flapping ---------------------------------------------------------------
@@ -172,14 +173,14 @@ def test_a_gate_closes_for_good_and_once_is_per_process():
 
 def test_every_granted_verb_has_a_handler_or_is_lifecycle():
     for permit in TABLE:
-        assert permit.verb.startswith("worker.") or permit.verb in broker.HANDLERS
+        assert permit.verb.startswith("worker.") or permit.verb in verbs.HANDLERS
 
 
 def test_slow_handler_ends_when_the_supervisor_stops():
     cancel = threading.Event()
     cancel.set()
     ctx = broker.Context("extensions", None, cancel)
-    assert broker.HANDLERS["debug.sleep"].fn(ctx, {"seconds": 60})["slept"] < 1
+    assert verbs.HANDLERS["debug.sleep"].fn(ctx, {"seconds": 60})["slept"] < 1
 
 
 # ---- control access ---------------------------------------------------------------------

@@ -22,7 +22,7 @@ import time
 import pytest
 
 from emulator.confinement import PRODUCT_UUID, VENV
-from tests.integration.provisioning.conftest import emu, make_host  # noqa: F401
+from tests.integration.provisioning.conftest import make_host  # noqa: F401
 from workers.provisioning.identity import vm_id
 
 VM_ID = vm_id(PRODUCT_UUID)
