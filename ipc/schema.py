@@ -12,6 +12,7 @@ now and then) needs no more: a round trip stays far under the 200 µs that would
 (benchmarks/README.md, IPC).
 """
 
+import abc
 import re
 from typing import Any, Dict, Optional
 
@@ -33,7 +34,7 @@ class _Misfit(Exception):
         self.where = []
 
 
-class Schema:
+class Schema(abc.ABC):
     def check(self, value: Any, path: str = "") -> None:
         """Raise SchemaError, naming where and why, unless value fits."""
         try:
@@ -53,13 +54,13 @@ class Schema:
             return False
         return True
 
+    @abc.abstractmethod
     def _walk(self, value: Any) -> None:
         """Return if value fits; raise _Misfit (what is wrong) if not."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def describe(self) -> str:
         """One line for the verb's documentation."""
-        raise NotImplementedError
 
 
 class Str(Schema):

@@ -11,6 +11,7 @@ channel, read what it left, answer the operators waiting, report a change. The l
 transition is tested without a process.
 """
 
+import abc
 import logging
 import signal
 from typing import Optional
@@ -26,42 +27,42 @@ log = logging.getLogger("guestagent.supervisor")
 CHANNEL_CLOSED_GRACE = 1.0  # a worker that closed its channel but lives on is killed after this
 
 
-class Host:
+class Host(abc.ABC):
     """The seam: what a WorkerProcess asks of the world. Every call is quick (never blocks)."""
 
+    @abc.abstractmethod
     def now(self) -> float:
         """The monotonic clock."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def spawn(self, proc: "WorkerProcess") -> int:
         """Start a process for proc.spec with a fresh channel and log pipe; its pid. Raises
         (any exception) when it could not."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def kill(self, proc: "WorkerProcess", signum: int) -> None:
         """Send signum to the worker's process (proc.pid is set and not yet reaped)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def drop_channel(self, proc: "WorkerProcess") -> None:
         """Stop listening to the worker's channel: an ended worker says nothing more."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def drain(self, proc: "WorkerProcess") -> None:
         """The process was reaped: read what it left on its channel and log pipe, close them."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def settled(self, proc: "WorkerProcess", reached: Optional[str] = None,
                 error: Optional[str] = None) -> None:
         """Answer the operators waiting on this worker: it reached a state, or failed."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def changed(self, proc: "WorkerProcess") -> None:
         """The state changed (the loop updates the service status line)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def state_of(self, name: str) -> Optional[str]:
         """Another worker's state (for `after`), None if there is no such worker."""
-        raise NotImplementedError
 
 
 class WorkerProcess:
