@@ -23,8 +23,8 @@ How it keeps DESIGN.md principle 7 (a clean image):
   NO_NEW_PRIVS. It imports the worker modules and what they import, then `gc.freeze()`s the
   heap (so the collector does not write to, and un-share, the preloaded objects) and says
   `spawner.ready`. It handles no platform data, no secret and no file: a spawn order holds a
-  worker name, a module name, uid/gid, the worker's cgroup and its environment (no secret in it either:
-  secrets never go on argv or in the environment).
+  worker name, a module name, uid/gid, the worker's cgroup and its environment (no secret in
+  it either: secrets never go on argv or in the environment).
 - It obeys one verb, `spawner.spawn` (ipc/verbs/spawner.py, strict schema, exactly two
   descriptors: the worker's channel end and log pipe), from its own socketpair only.
 

@@ -20,7 +20,8 @@ secret in the message. The lifecycle verbs (worker.*) are handled by the loop it
 
 Adding a privileged verb = declare its contract in ipc/verbs/<domain>.py, write its handler
 and its `Privileged` row in a module of supervisor/privileged/ (the row in that module's
-VERBS tuple), and list the module in supervisor/privileged/verbs.py if it is new. Reviewed as a security change.
+VERBS tuple), and list the module in supervisor/privileged/verbs.py if it is new. Reviewed
+as a security change.
 """
 
 import threading

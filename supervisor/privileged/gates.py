@@ -8,8 +8,8 @@ A verb with once=BOOT is recorded *before* its handler runs, so a crash mid-run 
 succeeds. If the record cannot be written, the verb is not run.
 
 At start the supervisor also closes the provisioning gate from what it reads itself
-(supervisor/privileged/state.py load_gates()): the `provisioned` marker of Lib.Dir equal to the VM id (SMBIOS product_uuid under
-OS.SysRoot, state.py), or `Provisioning.Agent` disabled — then, as protocol.md §3.1 says, it
+(state.py load_gates()): the `provisioned` marker of Lib.Dir equal to the VM id (SMBIOS
+product_uuid under OS.SysRoot), or `Provisioning.Agent` disabled — then, as protocol.md §3.1 says, it
 writes the marker itself (the worker only reports Ready). Nothing a worker says enters here.
 """
 
