@@ -15,11 +15,19 @@ from cryptography.hazmat.primitives.asymmetric import padding as asym_padding
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.serialization import pkcs12
 
-# x-ms-cipher-name values the platform accepts, mapped to (CMS algorithm name, key bytes, iv bytes)
+try:  # cryptography >= 43 keeps 3DES in "decrepit"; the old name is deprecated, gone in 48.
+    from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
+except ImportError:  # Debian 12's cryptography 38
+    TripleDES = algorithms.TripleDES
+
+# x-ms-cipher-name values the platform accepts, mapped to (CMS algorithm name, key bytes, iv bytes,
+# how the content key is wrapped). Azure's payloads (captured in 2025) wrap the AES-128 key with
+# RSAES-OAEP (SHA-1, MGF1-SHA1) and the 3DES key with PKCS#1 v1.5.
 CIPHERS = {
-    "AES128_CBC": ("aes128_cbc", 16, 16),
-    "DES_EDE3_CBC": ("tripledes_3key", 24, 8),
+    "AES128_CBC": ("aes128_cbc", 16, 16, "rsaes_oaep"),
+    "DES_EDE3_CBC": ("tripledes_3key", 24, 8, "rsaes_pkcs1v15"),
 }
+KEY_WRAPS = ("rsaes_oaep", "rsaes_pkcs1v15")
 
 
 def subject_key_identifier(cert):
@@ -34,27 +42,41 @@ def _symmetric_encrypt(cipher_name, key, iv, data):
     if cipher_name == "aes128_cbc":
         algo, block = algorithms.AES(key), 128
     else:
-        # TripleDES lives in cryptography's decrepit module from 43 on; 38 has it here.
-        algo, block = algorithms.TripleDES(key), 64
+        algo, block = TripleDES(key), 64
     padder = padding.PKCS7(block).padder()
     padded = padder.update(data) + padder.finalize()
     enc = Cipher(algo, modes.CBC(iv)).encryptor()
     return enc.update(padded) + enc.finalize()
 
 
-def envelope(data, recipient_cert, cipher="AES128_CBC", recipient_id="subject_key_identifier"):
+def envelope(data, recipient_cert, cipher="AES128_CBC", recipient_id="subject_key_identifier",
+             key_wrap=None):
     """DER CMS EnvelopedData of `data` for one RSA recipient.
 
     recipient_id: "subject_key_identifier" (what WireServer does for the transport certificate) or
-    "issuer_and_serial_number".
+    "issuer_and_serial_number". key_wrap: "rsaes_oaep" or "rsaes_pkcs1v15"; None: the platform's
+    choice for the cipher (CIPHERS).
     """
     if cipher not in CIPHERS:
         raise ValueError("unsupported cipher %r" % cipher)
-    algo_name, key_len, iv_len = CIPHERS[cipher]
+    algo_name, key_len, iv_len, default_wrap = CIPHERS[cipher]
+    key_wrap = key_wrap or default_wrap
+    if key_wrap not in KEY_WRAPS:
+        raise ValueError("unsupported key wrap %r" % key_wrap)
     key = os.urandom(key_len)
     iv = os.urandom(iv_len)
     encrypted_content = _symmetric_encrypt(algo_name, key, iv, data)
-    encrypted_key = recipient_cert.public_key().encrypt(key, asym_padding.PKCS1v15())
+    if key_wrap == "rsaes_oaep":
+        # RFC 3560 defaults (SHA-1, MGF1-SHA1, empty label): the parameters are an empty SEQUENCE
+        wrap_padding = asym_padding.OAEP(mgf=asym_padding.MGF1(hashes.SHA1()), algorithm=hashes.SHA1(),
+                                         label=None)
+        key_algorithm = cms.KeyEncryptionAlgorithm({"algorithm": "rsaes_oaep", "parameters": algos.RSAESOAEPParams({
+            "hash_algorithm": {"algorithm": "sha1"},
+            "mask_gen_algorithm": {"algorithm": "mgf1", "parameters": {"algorithm": "sha1"}}})})
+    else:
+        wrap_padding = asym_padding.PKCS1v15()
+        key_algorithm = cms.KeyEncryptionAlgorithm({"algorithm": "rsaes_pkcs1v15"})
+    encrypted_key = recipient_cert.public_key().encrypt(key, wrap_padding)
 
     if recipient_id == "subject_key_identifier":
         rid = cms.RecipientIdentifier(
@@ -68,7 +90,7 @@ def envelope(data, recipient_cert, cipher="AES128_CBC", recipient_id="subject_ke
     recipient = cms.RecipientInfo(name="ktri", value=cms.KeyTransRecipientInfo({
         "version": version,
         "rid": rid,
-        "key_encryption_algorithm": cms.KeyEncryptionAlgorithm({"algorithm": "rsaes_pkcs1v15"}),
+        "key_encryption_algorithm": key_algorithm,
         "encrypted_key": encrypted_key,
     }))
     enveloped = cms.EnvelopedData({

@@ -211,7 +211,8 @@ class Platform:
         payload = json.dumps(settings["protected_settings"], sort_keys=True)
         key = (owner, settings["seq_no"], tc.thumbprint, payload)
         if key not in self._protected_cache:
-            der = cms.envelope(payload.encode(), tc.cert, cipher="AES128_CBC", recipient_id="issuer_and_serial_number")
+            der = cms.envelope(payload.encode(), tc.cert, cipher="AES128_CBC", recipient_id="issuer_and_serial_number",
+                               key_wrap="rsaes_pkcs1v15")
             self._protected_cache[key] = base64.b64encode(der).decode()
         return self._protected_cache[key], tc.thumbprint
 

@@ -418,6 +418,9 @@ class Emulator:
         if role == "wireserver":
             if path.startswith("/storage/"):
                 return self._route_storage(method, path)
+            if path.startswith("/metadata/") and method == "GET":
+                # The platform answers IMDS on the WireServer address too; waagent falls back to it.
+                return "imds", self.imds, 0
             comp = query.get("comp")
             if path == "/HealthService" and method == "POST":
                 return "HealthService", self.ws_health_service, CAP_WS_POST

@@ -57,8 +57,11 @@ def pub(k):
     return k.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
 
 
-@pytest.mark.parametrize("cipher,oid_name", [("AES128_CBC", "aes128_cbc"), ("DES_EDE3_CBC", "tripledes_3key")])
-def test_certificates_decrypt_to_the_scenario_certificates(default_emulator, transport, cipher, oid_name):
+# Azure (captured in 2025) wraps the AES-128 content key with RSAES-OAEP (SHA-1, MGF1-SHA1), the
+# 3DES one with PKCS#1 v1.5.
+@pytest.mark.parametrize("cipher,oid_name,wrap", [("AES128_CBC", "aes128_cbc", "rsaes_oaep"),
+                                                  ("DES_EDE3_CBC", "tripledes_3key", "rsaes_pkcs1v15")])
+def test_certificates_decrypt_to_the_scenario_certificates(default_emulator, transport, cipher, oid_name, wrap):
     r = requests.get(certificates_url(default_emulator), timeout=10, headers=dict(
         WS_HEADERS, **{"x-ms-guest-agent-public-x509-cert": transport["header"], "x-ms-cipher-name": cipher}))
     assert r.status_code == 200, r.text
@@ -74,6 +77,13 @@ def test_certificates_decrypt_to_the_scenario_certificates(default_emulator, tra
     rid = env["recipient_infos"][0].chosen["rid"]
     assert rid.name == "subject_key_identifier" and rid.native == ski
     assert env["encrypted_content_info"]["content_encryption_algorithm"]["algorithm"].native == oid_name
+    key_algorithm = env["recipient_infos"][0].chosen["key_encryption_algorithm"]
+    assert key_algorithm["algorithm"].native == wrap
+    if wrap == "rsaes_oaep":
+        params = key_algorithm["parameters"]
+        assert params["hash_algorithm"]["algorithm"].native == "sha1"
+        assert params["mask_gen_algorithm"]["algorithm"].native == "mgf1"
+        assert params["mask_gen_algorithm"]["parameters"]["algorithm"].native == "sha1"
 
     certs, keys = decrypt(data, transport, cipher)
     expected = requests.get(default_emulator.ws + "/_emulator/certificates", timeout=10).json()["certificates"]

@@ -174,6 +174,17 @@ def test_imds(default_emulator):
     assert full["compute"]["vmId"] == doc["vmId"]
 
 
+def test_imds_is_answered_on_the_wireserver_address_too(default_emulator):
+    """The platform serves IMDS on the WireServer's address as well (waagent falls back to it)."""
+    path = "/metadata/instance/compute?api-version=2018-02-01"
+    on_ws = requests.get(default_emulator.ws + path, headers={"Metadata": "true"}, timeout=10)
+    assert on_ws.status_code == 200, on_ws.text
+    on_imds = requests.get(default_emulator.imds + path, headers={"Metadata": "true"}, timeout=10)
+    assert on_ws.json() == on_imds.json()
+    # the same rules: no Metadata header, no answer
+    assert requests.get(default_emulator.ws + path, timeout=10).status_code == 400
+
+
 def test_every_shipped_scenario_serves_parseable_documents(emulator_factory):
     import glob as _glob
     for path in sorted(_glob.glob(os.path.join(SCENARIOS, "*.json"))):

@@ -8,7 +8,8 @@ provisioning and extensions — as a read-only descriptor (`platform.transport_k
 it into memory and never write it. No worker makes, keeps or shares a key.
 
 Certificates: the WireServer's CMS EnvelopedData is parsed with asn1crypto; the content key is
-decrypted with RSA PKCS#1 v1.5 and the content with 3DES-CBC or AES-CBC (cryptography
+decrypted with RSAES-OAEP (what Azure sends when AES128_CBC is asked) or RSA PKCS#1 v1.5 (3DES,
+older hosts), and the content with 3DES-CBC or AES-CBC (cryptography
 primitives); the PKCS#12 inside is read bag by bag (every key and certificate, empty password,
 PBE-SHA1-3DES or PBES2), with cryptography's loader as the fallback. No openssl subprocess.
 The result is a list of CertificateRecord that the broker installs as <TP>.crt / <TP>.prv.
@@ -179,6 +180,43 @@ def _content_cipher(algorithm: str, key: bytes, iv: bytes):
     raise CertificateError("unsupported content encryption %s" % algorithm)
 
 
+_OAEP_HASHES = {"sha1": hashes.SHA1, "sha224": hashes.SHA224, "sha256": hashes.SHA256,
+                "sha384": hashes.SHA384, "sha512": hashes.SHA512}
+
+
+def _key_padding(algorithm):
+    """The RSA padding that wraps the content key: PKCS#1 v1.5, or RSAES-OAEP — what Azure
+    sends for AES128_CBC (SHA-1 and MGF1-SHA1, the RFC 3560 defaults, parameters absent or
+    empty); other OAEP hashes are read as named."""
+    name = algorithm["algorithm"].native
+    if name == "rsaes_pkcs1v15":
+        return padding.PKCS1v15()
+    if name != "rsaes_oaep":
+        raise CertificateError("unsupported key encryption %s" % name)
+    try:
+        params = algorithm["parameters"]
+        if params.native is None:          # absent: every default
+            hash_name, mgf_name, mgf_hash, label = "sha1", "mgf1", "sha1", b""
+        else:
+            hash_name = params["hash_algorithm"]["algorithm"].native
+            mgf = params["mask_gen_algorithm"]
+            mgf_name = mgf["algorithm"].native
+            mgf_hash = mgf["parameters"]["algorithm"].native
+            source = params["p_source_algorithm"]
+            label = source["parameters"].native or b""
+            if source["algorithm"].native != "p_specified":
+                raise CertificateError("OAEP label source %s" % source["algorithm"].native)
+    except CertificateError:
+        raise
+    except (ValueError, TypeError, KeyError) as e:
+        raise CertificateError("unreadable OAEP parameters: %s" % type(e).__name__) from None
+    if mgf_name != "mgf1" or hash_name not in _OAEP_HASHES or mgf_hash not in _OAEP_HASHES:
+        raise CertificateError("unsupported OAEP parameters (%s, %s %s)"
+                               % (hash_name, mgf_name, mgf_hash))
+    return padding.OAEP(mgf=padding.MGF1(_OAEP_HASHES[mgf_hash]()),
+                        algorithm=_OAEP_HASHES[hash_name](), label=label or None)
+
+
 def _recipient_matches(rid, creds: TransportCredentials) -> bool:
     if rid.name == "subject_key_identifier":
         return rid.chosen.native == creds.subject_key_identifier
@@ -217,11 +255,9 @@ def decrypt_envelope(der: bytes, creds: TransportCredentials) -> bytes:
         raise CertificateError("the CMS envelope is not addressed to our transport certificate "
                                "(SKI %s)" % creds.subject_key_identifier.hex())
     recipient = mine[0]
-    if recipient["key_encryption_algorithm"]["algorithm"].native != "rsaes_pkcs1v15":
-        raise CertificateError("unsupported key encryption %s"
-                               % recipient["key_encryption_algorithm"]["algorithm"].native)
+    key_padding = _key_padding(recipient["key_encryption_algorithm"])
     try:
-        content_key = creds.key.decrypt(recipient["encrypted_key"].native, padding.PKCS1v15())
+        content_key = creds.key.decrypt(recipient["encrypted_key"].native, key_padding)
     except ValueError:
         raise CertificateError("the content key does not decrypt with the transport key") \
             from None

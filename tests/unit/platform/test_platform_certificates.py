@@ -11,6 +11,7 @@ import shutil
 import subprocess
 
 import pytest
+from asn1crypto import cms as a_cms
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
@@ -125,7 +126,9 @@ def make_tenant(tmp_path, name):
 @needs_openssl
 @pytest.mark.parametrize("cipher", ["-aes128", "-des3"])
 @pytest.mark.parametrize("pbe", [[], ["-keypbe", "PBE-SHA1-3DES", "-certpbe", "PBE-SHA1-3DES"]])
-def test_openssl_made_envelopes(tmp_path, cipher, pbe):
+# Azure wraps the AES128_CBC content key with RSAES-OAEP (SHA-1, MGF1-SHA1), 3DES's with v1.5.
+@pytest.mark.parametrize("wrap", [[], ["-keyopt", "rsa_padding_mode:oaep"]], ids=["pkcs1", "oaep"])
+def test_openssl_made_envelopes(tmp_path, cipher, pbe, wrap):
     creds = made_pair()
     transport_pem = tmp_path / "transport.pem"
     transport_pem.write_bytes(creds.certificate.public_bytes(serialization.Encoding.PEM))
@@ -135,7 +138,10 @@ def test_openssl_made_envelopes(tmp_path, cipher, pbe):
     openssl("pkcs12", "-export", "-inkey", str(key1), "-in", str(cert1), "-certfile", str(cert2),
             "-passout", "pass:", "-out", str(pfx), *pbe)
     der = openssl("cms", "-encrypt", "-binary", cipher, "-keyid", "-in", str(pfx), "-outform", "DER",
-                  str(transport_pem))
+                  "-recip", str(transport_pem), *wrap)
+    wrapped = a_cms.ContentInfo.load(der)["content"]["recipient_infos"][0].chosen
+    assert wrapped["key_encryption_algorithm"]["algorithm"].native == \
+        ("rsaes_oaep" if wrap else "rsaes_pkcs1v15")
     records = certs.decrypt_certificates(base64.b64encode(der).decode(), creds)
     assert ours(records) == oracle_pem(pfx)
     assert sorted(r.has_private_key for r in records) == [False, True]
