@@ -16,8 +16,11 @@ Using it
     full = client.full_goal_state(gs)     # + hosting_environment, shared_config,
                                           #   extensions_config (typed records)
     records = client.certificates(gs)     # [CertificateRecord(thumbprint, certificate_pem,
-                                          #   private_key_pem or None)] -> broker installs
-                                          #   <THUMBPRINT>.crt / .prv
+                                          #   private_key_pem or None)]
+    certificates.install_for_extensions(worker, records)
+                                          # extensions only: the broker writes Lib.Dir/
+                                          #   <THUMBPRINT>.crt / .prv (root 0600) and removes
+                                          #   the ones it wrote that left the set
     client.report_not_ready(reports.PROVISIONING, "Starting", gs)
     client.report_not_ready(reports.PROVISIONING_FAILED, str(error), gs)  # trimmed to 3686
     client.report_ready(gs)

@@ -161,6 +161,30 @@ def thumbprint_of(cert: x509.Certificate) -> str:
     return cert.fingerprint(hashes.SHA1()).hex().upper()
 
 
+def install_for_extensions(worker, records: List[CertificateRecord]) -> Tuple[List[str], List[str]]:
+    """Hand the goal state's tenant certificates to the broker, which writes them where
+    extensions read them: Lib.Dir/<THUMBPRINT>.crt and .prv (root, 0600), and removes those it
+    wrote earlier for thumbprints no longer given (`platform.install_certificates`; only the
+    extensions worker may call it).
+
+    `records` is the whole set of the current goal state (what PlatformClient.certificates()
+    returns): call it whenever that set changes, after a restart of the worker too (the call
+    is idempotent); an empty list removes every certificate the broker installed. Returns
+    (installed thumbprints, removed thumbprints). Raises ipc's IpcError (FAILED) when the
+    broker refuses, e.g. a record whose thumbprint is not its certificate's."""
+    certificates = []
+    for record in records:
+        certificates.append({"thumbprint": record.thumbprint,
+                             "certificate": record.certificate_pem,
+                             "private_key": record.private_key_pem})
+    result, fds = worker.call("platform.install_certificates", {"certificates": certificates})
+    for fd in fds:
+        os.close(fd)
+    log.info("tenant certificates installed: %s; removed: %s",
+             ", ".join(result["installed"]) or "none", ", ".join(result["removed"]) or "none")
+    return result["installed"], result["removed"]
+
+
 # --- CMS EnvelopedData --------------------------------------------------------------------------
 
 def _unpad(data: bytes, block_bits: int) -> bytes:
