@@ -130,23 +130,22 @@ def parse_versions(data) -> Versions:
 
 @dataclass(frozen=True)
 class HostingEnvironment:
-    vm_name: str          # Incarnation@instance (the role instance name)
-    role_name: str        # Role@name
-    deployment_name: str  # Deployment@name (the tenant name)
+    vm_name: str                    # Incarnation@instance (the role instance name)
+    role_name: Optional[str]        # Role@name; None when the document has none
+    deployment_name: Optional[str]  # Deployment@name (the tenant name); None when absent
 
 
 def parse_hosting_environment(data) -> HostingEnvironment:
+    """Only Incarnation@instance is required: waagent reads Role@name and Deployment@name
+    for telemetry only, and a document without them is valid."""
     doc = "HostingEnvironmentConfig"
     root = parse_xml(data, doc)
     expect_root(root, doc, doc)
-    values = []
-    for path, attr in ((("Incarnation",), "instance"), (("Role",), "name"),
-                       (("Deployment",), "name")):
-        value = attribute(child(root, *path), attr)
-        if not value:
-            raise DocumentError(doc, "missing %s@%s" % ("/".join(path), attr))
-        values.append(value)
-    return HostingEnvironment(*values)
+    vm_name = attribute(child(root, "Incarnation"), "instance")
+    if not vm_name:
+        raise DocumentError(doc, "missing Incarnation@instance")
+    return HostingEnvironment(vm_name, attribute(child(root, "Role"), "name") or None,
+                              attribute(child(root, "Deployment"), "name") or None)
 
 
 # --- SharedConfig (§1.5) ----------------------------------------------------------------------

@@ -112,12 +112,26 @@ def test_hosting_environment_and_shared_config(fixtures_dir):
     he = documents.parse_hosting_environment((fixtures_dir / "wire" / "hosting_env.xml").read_bytes())
     assert (he.vm_name, he.role_name, he.deployment_name) == (
         "MachineRole_IN_0", "MachineRole", "db00a7755a5e4e8a8fe4b19bc3b330c3")
-    with pytest.raises(DocumentError, match="Role@name"):
+    with pytest.raises(DocumentError, match="Incarnation@instance"):
         documents.parse_hosting_environment(
-            b'<HostingEnvironmentConfig><Incarnation instance="x"/></HostingEnvironmentConfig>')
+            b'<HostingEnvironmentConfig><Role name="r"/></HostingEnvironmentConfig>')
     raw = (fixtures_dir / "wire" / "shared_config.xml").read_bytes()
     sc = documents.parse_shared_config(raw)
     assert sc.xml == raw and sc.deployment_name
+
+
+def test_hosting_environment_without_role_or_deployment_name_is_valid(fixtures_dir):
+    """waagent reads Role@name and Deployment@name for telemetry only: a document without
+    them (the fixture with the attributes removed) is still the goal state's."""
+    raw = (fixtures_dir / "wire" / "hosting_env.xml").read_text()
+    raw = raw.replace(' name="MachineRole" hostingEnvironmentVersion', ' hostingEnvironmentVersion')
+    raw = raw.replace('<Deployment name="db00a7755a5e4e8a8fe4b19bc3b330c3" ', '<Deployment ')
+    assert 'name="MachineRole"' not in raw.split("<HostingEnvironmentSettings")[0]
+    he = documents.parse_hosting_environment(raw.encode())
+    assert (he.vm_name, he.role_name, he.deployment_name) == ("MachineRole_IN_0", None, None)
+    bare = documents.parse_hosting_environment(
+        b'<HostingEnvironmentConfig><Incarnation instance="x"/></HostingEnvironmentConfig>')
+    assert (bare.vm_name, bare.role_name, bare.deployment_name) == ("x", None, None)
 
 
 @pytest.mark.parametrize("name,has", [("certs.xml", True), ("certs_format_not_pfx.xml", False),
