@@ -6,6 +6,11 @@ or RuntimeSettings, several DependsOn for a single-config handler, single- and m
 settings mixed, a settings entry without seqNo) is kept with `invalid_reason` set, so the
 extensions worker fails that handler alone and runs the others, as waagent does.
 
+As waagent reads them: every entry of a RuntimeSettings' runtimeSettings array is one
+ExtensionSettings (all with the element's seqNo); an ExtensionRuntimeSettings state other than
+enabled/disabled is kept, lower-cased, for the worker to report; a GAFamily's RSM flags are None
+when the element is absent ("absent" is not "false").
+
 Protected settings stay the base64 CMS the platform sent: the agent never decrypts them; the
 extension does, with <THUMBPRINT>.crt/.prv. `redacted` gives the document as waagent saves
 it in history (SAS query strings and protectedSettings replaced).
@@ -32,14 +37,20 @@ def _flag(value: Optional[str]) -> bool:
     return (value or "").strip().lower() == "true"
 
 
+def _optional_flag(value: Optional[str]) -> Optional[bool]:
+    """None when the element is absent (waagent tells "absent" from "false" for the RSM flags)."""
+    return None if value is None else _flag(value)
+
+
 @dataclass(frozen=True)
 class GAFamily:
     name: str
     version: Optional[str]
     uris: Tuple[str, ...]
     from_version: Optional[str] = None
-    is_version_from_rsm: bool = False
-    is_vm_enabled_for_rsm_upgrades: bool = False
+    # None: the document does not say (absent is not "false": waagent decides differently)
+    is_version_from_rsm: Optional[bool] = None
+    is_vm_enabled_for_rsm_upgrades: Optional[bool] = None
 
 
 @dataclass(frozen=True)
@@ -128,6 +139,12 @@ class ExtensionsConfig:
         return redact_extensions_config(self.xml)
 
 
+def _raw_text(element, name: str) -> Optional[str]:
+    """The text of a child, "" when it is present but empty, None when absent."""
+    node = child(element, name)
+    return None if node is None else (node.text or "")
+
+
 def _int(value: Optional[str], what: str) -> int:
     try:
         return int((value or "").strip())
@@ -143,23 +160,35 @@ def _level(dep) -> int:
     return _int(value, "DependsOn dependencyLevel")
 
 
+# Entries of one runtimeSettings array kept (waagent keeps every one; real documents have one).
+MAX_RUNTIME_SETTINGS_ENTRIES = 64
+
+
 def _settings_json(raw: Optional[str]):
-    """(public, protected, thumbprint, parsed) from a RuntimeSettings JSON text."""
+    """[(public, protected, thumbprint, parsed)] from a RuntimeSettings JSON text: one item
+    per entry of its runtimeSettings array (waagent keeps every one), or one unparsed item
+    ("no settings") when the text is not that shape."""
     if raw is None or not raw.strip():
-        return None, None, None, True
+        return [(None, None, None, True)]
     try:
         doc = json.loads(raw)
-        handler = doc["runtimeSettings"][0]["handlerSettings"]
-        if not isinstance(handler, dict):
+        entries = doc["runtimeSettings"]
+        if not isinstance(entries, list) or len(entries) > MAX_RUNTIME_SETTINGS_ENTRIES:
             raise TypeError
-    except (ValueError, KeyError, IndexError, TypeError):
-        return None, None, None, False
-    public = handler.get("publicSettings")
-    protected = handler.get("protectedSettings")
-    thumbprint = handler.get("protectedSettingsCertThumbprint")
-    return (public if isinstance(public, dict) else None,
-            protected if isinstance(protected, str) and protected else None,
-            thumbprint if isinstance(thumbprint, str) and thumbprint else None, True)
+        handlers = [entry["handlerSettings"] for entry in entries]
+        if not all(isinstance(h, dict) for h in handlers):
+            raise TypeError
+    except (ValueError, KeyError, IndexError, TypeError, RecursionError):
+        return [(None, None, None, False)]
+    out = []
+    for handler in handlers:
+        public = handler.get("publicSettings")
+        protected = handler.get("protectedSettings")
+        thumbprint = handler.get("protectedSettingsCertThumbprint")
+        out.append((public if isinstance(public, dict) else None,
+                    protected if isinstance(protected, str) and protected else None,
+                    thumbprint if isinstance(thumbprint, str) and thumbprint else None, True))
+    return out
 
 
 def _handler_settings(plugin_settings) -> dict:
@@ -178,7 +207,7 @@ def _handler_settings(plugin_settings) -> dict:
         for dep in depends:
             level = _level(dep)
             levels[attribute(dep, "name") or ""] = level
-        settings = []
+        settings, names = [], []
         for entry in multi:
             seq = attribute(entry, "seqNo")
             if seq is None:
@@ -186,13 +215,15 @@ def _handler_settings(plugin_settings) -> dict:
             name = attribute(entry, "name")
             if not name:
                 raise ValueError("ExtensionRuntimeSettings without name")
-            state = (attribute(entry, "state") or "enabled").lower()
-            if state not in ("enabled", "disabled"):
-                raise ValueError("ExtensionRuntimeSettings %s has state %r" % (name, state))
-            public, protected, thumbprint, parsed = _settings_json(entry.text)
-            settings.append(ExtensionSettings(_int(seq, "seqNo"), name, state, public,
-                                              protected, thumbprint, levels.get(name, 0), parsed))
-        if len({s.name for s in settings}) != len(settings):
+            names.append(name)
+            # enabled (the default) or disabled; anything else is kept, as waagent keeps it,
+            # for the extensions worker to report rather than the handler to be lost.
+            state = (attribute(entry, "state") or "").strip().lower()[:64] or "enabled"
+            for public, protected, thumbprint, parsed in _settings_json(entry.text):
+                settings.append(ExtensionSettings(_int(seq, "seqNo"), name, state, public,
+                                                  protected, thumbprint, levels.get(name, 0),
+                                                  parsed))
+        if len(set(names)) != len(names):
             raise ValueError("several ExtensionRuntimeSettings with the same name")
         return {"is_multi_config": True, "settings": tuple(settings), "dependency_level": 0}
     if len(single) > 1:
@@ -205,9 +236,10 @@ def _handler_settings(plugin_settings) -> dict:
         seq = attribute(single[0], "seqNo")
         if seq is None:
             raise ValueError("RuntimeSettings without seqNo")
-        public, protected, thumbprint, parsed = _settings_json(single[0].text)
-        settings = (ExtensionSettings(_int(seq, "seqNo"), None, "enabled", public, protected,
-                                      thumbprint, level, parsed),)
+        settings = tuple(ExtensionSettings(_int(seq, "seqNo"), None, "enabled", public,
+                                           protected, thumbprint, level, parsed)
+                         for public, protected, thumbprint, parsed in
+                         _settings_json(single[0].text))
     return {"is_multi_config": False, "settings": settings, "dependency_level": level}
 
 
@@ -279,8 +311,8 @@ def parse_extensions_config(data) -> ExtensionsConfig:
             name, text(fam, "Version"),
             tuple(u.text.strip() for u in children(child(fam, "Uris"), "Uri")
                   if u.text and u.text.strip()),
-            text(fam, "FromVersion"), _flag(text(fam, "IsVersionFromRSM")),
-            _flag(text(fam, "IsVMEnabledForRSMUpgrades"))))
+            text(fam, "FromVersion"), _optional_flag(_raw_text(fam, "IsVersionFromRSM")),
+            _optional_flag(_raw_text(fam, "IsVMEnabledForRSMUpgrades"))))
     all_settings = list(children(child(root, "PluginSettings"), "Plugin"))
     handlers = tuple(_handler(p, all_settings) for p in children(child(root, "Plugins"), "Plugin"))
     features = tuple(n for n in (text(f, "Name") for f in

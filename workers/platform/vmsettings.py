@@ -8,8 +8,10 @@ reads one shape whichever channel the goal state came from.
 
 The rules, as ExtensionsConfig:
 - a document that is not a vmSettings at all (not JSON, not an object, no hostGAPluginVersion,
-  a top-level member of the wrong type, an extension goal state or GA family without a name)
-  raises DocumentError with the reason: the caller keeps its last-known-good goal state;
+  a top-level member of the wrong type, an extension goal state or GA family without a name),
+  or whose multi-config dependsOn names an extension that is not in the handler's settings (as
+  waagent refuses it), raises DocumentError with the reason: the caller keeps its
+  last-known-good goal state;
 - a handler whose own entries break the rules is kept with `invalid_reason` set (state not
   enabled/disabled/uninstall, several settings for a single-config handler, a single-config
   dependsOn that is not exactly one item, protectedSettings without a certificate thumbprint,
@@ -18,9 +20,11 @@ The rules, as ExtensionsConfig:
 - publicSettings is a JSON *string*; one that does not parse to an object keeps the extension
   "with no settings" (`parsed=False`), as an unparsable RuntimeSettings does.
 
-Single-config: the sequence number is the handler's settingsSeqNo and the dependency level the
-one dependsOn item's dependencyLevel (an empty list is level 0). Multi-config: each settings
-entry has its own seqNo, extensionName and extensionState; dependsOn items are keyed by name.
+Single-config: the sequence number is the handler's settingsSeqNo, the state the handler's and
+the dependency level the one dependsOn item's dependencyLevel (an empty list is level 0).
+Multi-config: each settings entry has its own seqNo, extensionName and extensionState (absent:
+enabled; a value other than enabled/disabled is kept, lower-cased, as waagent keeps it); dependsOn
+items are keyed by name. A GA family's RSM flags are None when absent (not False).
 Member names are matched case-insensitively: the HostGAPlugin is not consistent about them
 ("StatusUploadBlob", "Name", "failoverLocation").
 
@@ -123,6 +127,13 @@ def _flag(obj: dict, key: str, what: str) -> bool:
     raise ValueError("%s %s is not a boolean" % (what, key))
 
 
+def _optional_flag(obj: dict, key: str, what: str) -> Optional[bool]:
+    """A boolean member, None when absent (absent is not false: the RSM flags)."""
+    if obj.get(key.casefold()) is None:
+        return None
+    return _flag(obj, key, what)
+
+
 def _list(obj: dict, key: str, what: str) -> List[Any]:
     value = obj.get(key.casefold())
     if value is None:
@@ -193,7 +204,7 @@ def _protected(entry: dict, what: str):
     return protected, thumbprint
 
 
-def _single_config(name: str, egs: dict, settings_list: list) -> dict:
+def _single_config(name: str, egs: dict, settings_list: list, state: str) -> dict:
     if len(settings_list) > 1:
         raise ValueError("%d settings for the single-config handler %s"
                          % (len(settings_list), name))
@@ -211,7 +222,8 @@ def _single_config(name: str, egs: dict, settings_list: list) -> dict:
         seq = _number(egs, "settingsSeqNo", name, 0, MAX_SEQ_NO)
         protected, thumbprint = _protected(entry, "settings of %s" % name)
         public, parsed = _public_settings(entry, name)
-        settings = (ExtensionSettings(seq, None, "enabled", public, protected, thumbprint, level,
+        # a single-config handler's settings take the handler's state, as in waagent
+        settings = (ExtensionSettings(seq, None, state, public, protected, thumbprint, level,
                                       parsed),)
     return {"is_multi_config": False, "settings": settings, "dependency_level": level}
 
@@ -231,16 +243,25 @@ def _multi_config(name: str, egs: dict, settings_list: list) -> dict:
                    required=True)
         what = "settings %s of %s" % (ext, name)
         seq = _number(entry, "seqNo", what, 0, MAX_SEQ_NO)
-        state = (_str(entry, "extensionState", what) or "enabled").strip().lower()
-        if state not in MULTI_CONFIG_STATES:
-            raise ValueError("%s has extensionState %r" % (what, state[:32]))
+        # enabled or disabled; anything else is kept (lower-cased) for the worker to report,
+        # as waagent keeps it
+        state = (_str(entry, "extensionState", what) or "").strip().lower()[:64] or "enabled"
         protected, thumbprint = _protected(entry, what)
         public, parsed = _public_settings(entry, what)
         settings.append(ExtensionSettings(seq, ext, state, public, protected, thumbprint,
                                           levels.get(ext, 0), parsed))
     if len({s.name for s in settings}) != len(settings):
         raise ValueError("several settings with the same extensionName for %s" % name)
+    unknown = sorted(set(levels) - {s.name for s in settings})
+    if unknown:
+        # waagent refuses the whole vmSettings document for this, not the handler alone
+        raise _WholeDocument("dependsOn %r of the multi-config handler %s names no extension "
+                             "of its settings" % (unknown[0][:64], name))
     return {"is_multi_config": True, "settings": tuple(settings), "dependency_level": 0}
+
+
+class _WholeDocument(Exception):
+    """A rule whose breach invalidates the whole document (DocumentError), not one handler."""
 
 
 def _handler(egs) -> ExtensionHandler:
@@ -280,7 +301,7 @@ def _handler(egs) -> ExtensionHandler:
         if _flag(egs, "isMultiConfig", name):
             fields.update(_multi_config(name, egs, settings_list))
         else:
-            fields.update(_single_config(name, egs, settings_list))
+            fields.update(_single_config(name, egs, settings_list, state))
     except ValueError as e:
         return ExtensionHandler(invalid_reason=str(e), **fields)
     return ExtensionHandler(**fields)
@@ -296,8 +317,8 @@ def _families(root: dict) -> Tuple[GAFamily, ...]:
         version = (_str(fam, "version", "GA family %s" % name) or "").strip() or None
         from_version = (_str(fam, "fromVersion", "GA family %s" % name) or "").strip() or None
         families.append(GAFamily(name, version, _strings(fam, "uris", "GA family %s" % name),
-                                 from_version, _flag(fam, "isVersionFromRSM", name),
-                                 _flag(fam, "isVMEnabledForRSMUpgrades", name)))
+                                 from_version, _optional_flag(fam, "isVersionFromRSM", name),
+                                 _optional_flag(fam, "isVMEnabledForRSMUpgrades", name)))
     return tuple(families)
 
 
@@ -398,7 +419,7 @@ def parse_vm_settings(data, etag: Optional[str] = None,
             in_vm_metadata=_in_vm_metadata(root),
             raw=raw,
         )
-    except ValueError as e:
+    except (ValueError, _WholeDocument) as e:
         raise DocumentError(DOC, str(e)) from None
 
 

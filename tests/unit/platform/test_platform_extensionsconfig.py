@@ -191,3 +191,51 @@ def test_mutated_fixture_gives_a_record_or_a_document_error(fixtures_dir, data):
         parse_extensions_config(bytes(raw))
     except DocumentError:
         pass
+
+
+# --- as waagent reads what the platform sends (issue 13 §8) ------------------------------------
+
+@pytest.mark.parametrize("given, kept", [("Uninstall", "uninstall"), ("running", "running"),
+                                         ("DISABLED", "disabled")])
+def test_an_extension_runtime_settings_state_is_kept_lower_cased(given, kept):
+    doc = MULTI.replace(b'name="secondRunCommand" state="disabled"',
+                        b'name="secondRunCommand" state="%s"' % given.encode())
+    (handler,) = parse_extensions_config(doc).handlers
+    assert handler.valid, handler.invalid_reason
+    assert [s.state for s in handler.settings] == ["enabled", kept]
+
+
+TWO_ENTRIES = (b'{"runtimeSettings":[{"handlerSettings":{"publicSettings":{"a":1}}},'
+               b'{"handlerSettings":{"publicSettings":{"b":2},"protectedSettings":"MIIB",'
+               b'"protectedSettingsCertThumbprint":"ABCD"}}]}')
+
+
+def test_every_runtime_settings_entry_is_kept():
+    """waagent makes one extension settings per entry of the runtimeSettings array."""
+    single = b"""<Extensions version="1.0.0.0" goalStateIncarnation="3"><Plugins>
+<Plugin name="A.B" version="1.0" location="http://a/m" state="enabled" />
+</Plugins><PluginSettings><Plugin name="A.B" version="1.0">
+<RuntimeSettings seqNo="5">%s</RuntimeSettings></Plugin></PluginSettings></Extensions>""" % TWO_ENTRIES
+    (handler,) = parse_extensions_config(single).handlers
+    assert handler.valid
+    assert [(s.sequence_number, s.public_settings, s.protected_settings, s.certificate_thumbprint)
+            for s in handler.settings] == [(5, {"a": 1}, None, None), (5, {"b": 2}, "MIIB", "ABCD")]
+    multi = MULTI.replace(b'{"runtimeSettings":[{"handlerSettings":{"publicSettings":{"a":1}}}]}',
+                          TWO_ENTRIES)
+    (handler,) = parse_extensions_config(multi).handlers
+    assert handler.valid
+    assert [(s.name, s.public_settings) for s in handler.settings] == [
+        ("firstRunCommand", {"a": 1}), ("firstRunCommand", {"b": 2}), ("secondRunCommand", None)]
+
+
+def test_an_absent_rsm_flag_is_absent_not_false(fixtures_dir):
+    absent = parse_extensions_config((fixtures_dir / "wire" / "ext_conf.xml").read_bytes())
+    prod = absent.ga_family("Prod")
+    assert prod.is_version_from_rsm is None and prod.is_vm_enabled_for_rsm_upgrades is None
+    false = parse_extensions_config(
+        (fixtures_dir / "hostgaplugin" / "ext_conf-rsm_version_properties_false.xml").read_bytes())
+    prod = false.ga_family("Prod")
+    assert prod.is_version_from_rsm is False and prod.is_vm_enabled_for_rsm_upgrades is False
+    true = parse_extensions_config((fixtures_dir / "wire" / "ext_conf_rsm_version.xml").read_bytes())
+    prod = true.ga_family("Prod")
+    assert prod.is_version_from_rsm is True and prod.is_vm_enabled_for_rsm_upgrades is True

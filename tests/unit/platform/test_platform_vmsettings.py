@@ -245,7 +245,6 @@ HANDLER_CASES = [
      "a settings entry of the multi-config handler %s without extensionName" % RC),
     (RC, mc_entry(1, "seqNo", delete=True), "settings MCExt2 of %s without seqNo" % RC),
     (RC, mc_entry(1, "seqNo", "7x"), "settings MCExt2 of %s seqNo is not an integer" % RC),
-    (RC, mc_entry(2, "extensionState", "uninstall"), "extensionState 'uninstall'"),
     (RC, mc_entry(2, "extensionName", "MCExt1"), "several settings with the same extensionName"),
     (RC, mc_entry(0, "protectedSettings", "MIIB"), "settings MCExt1 of %s has protectedSettings "
      "without protectedSettingsCertThumbprint" % RC),
@@ -445,3 +444,42 @@ def test_any_handler_member_is_a_record_or_a_document_error(name, key, value):
 @given(st.binary(max_size=200))
 def test_any_bytes_are_a_record_or_a_document_error(body):
     only_document_errors(body)
+
+
+# --- as waagent reads what the platform sends (issue 13 §8) ------------------------------------
+
+def test_multi_config_depends_on_an_extension_not_in_the_document_invalidates_it_whole():
+    """waagent refuses the whole vmSettings document when a multi-config dependsOn item names
+    no extension of the handler's settings: the last good goal state is kept."""
+    doc = copy.deepcopy(BASE)
+    egs(doc, RC)["dependsOn"][0]["name"] = "NoSuchExtension"
+    with pytest.raises(DocumentError) as e:
+        parse(doc)
+    assert e.value.document == "vmSettings"
+    assert "'NoSuchExtension'" in e.value.reason and RC in e.value.reason
+
+
+@pytest.mark.parametrize("given, kept", [("Uninstall", "uninstall"), ("running", "running"),
+                                         ("DISABLED", "disabled")])
+def test_a_multi_config_extension_state_is_kept_lower_cased(given, kept):
+    doc = copy.deepcopy(BASE)
+    egs(doc, RC)["settings"][2]["extensionState"] = given
+    rc = parse(doc).handler(RC)
+    assert rc.valid and rc.settings[2].state == kept
+
+
+@pytest.mark.parametrize("state", ["enabled", "disabled", "uninstall"])
+def test_single_config_settings_take_the_handlers_state(state):
+    doc = copy.deepcopy(BASE)
+    egs(doc, CSE)["state"] = state
+    cse = parse(doc).handler(CSE)
+    assert cse.valid and [s.state for s in cse.settings] == [state]
+
+
+def test_an_absent_rsm_flag_is_absent_not_false():
+    prod = load("vm_settings.json").ga_family("Prod")
+    assert prod.is_version_from_rsm is None and prod.is_vm_enabled_for_rsm_upgrades is None
+    prod = load("vm_settings-redact.json").ga_family("Prod")
+    assert prod.is_version_from_rsm is False and prod.is_vm_enabled_for_rsm_upgrades is False
+    prod = load("vm_settings-agent_family_version.json").ga_family("Prod")
+    assert prod.is_version_from_rsm is True and prod.is_vm_enabled_for_rsm_upgrades is True
