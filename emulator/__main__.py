@@ -92,6 +92,8 @@ def _ctl(args):
         out = _request(base + "certificates/%s/rotate" % args.arg, "POST", {})
     elif args.action == "hostname":
         out = _request(base + "hostname", "POST", {"hostname": args.arg})
+    elif args.action == "hibernate-resume":
+        out = _request(base + "hibernate-resume", "POST", {})
     elif args.action == "bump":
         out = _request(base + "incarnation", "POST", {})
     elif args.action == "faults":
@@ -149,7 +151,7 @@ def main(argv=None):
     s.add_argument("--url", required=True)
     s.add_argument("action", choices=["add-extension", "update-extension", "enable-extension", "disable-extension",
                                       "uninstall-extension", "remove-extension", "rotate-cert", "hostname", "bump",
-                                      "faults", "reset"])
+                                      "hibernate-resume", "faults", "reset"])
     s.add_argument("arg", nargs="?", help="JSON file, extension name, certificate name or hostname")
     s.set_defaults(func=_ctl)
     s = sub.add_parser("media", help="write the provisioning DVD (ovf-env.xml and an ISO 9660 + UDF image)")

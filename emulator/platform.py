@@ -23,6 +23,10 @@ MAX_SCENARIO_BYTES = 4 << 20
 KEPT_INCARNATIONS = 8
 # .NET ticks at the Unix epoch: createdOnTicks counts 100 ns since 0001-01-01
 _TICKS_AT_EPOCH = 621355968000000000
+# In FastTrack mode vmSettings are stamped this much later than the ExtensionsConfig of the same
+# change (1 ms): on Azure a Fast Track goal state reaches the HostGAPlugin before Fabric's, so an
+# agent choosing by created-on time (protocol.md §1.14) takes the vmSettings.
+FASTTRACK_LEAD_TICKS = 10_000
 
 DEFAULT_VM = {
     "hostname": "guestagent-vm",
@@ -349,9 +353,12 @@ class Platform:
         vm_settings = None
         etag = None
         if self.vm_settings_mode != "unsupported":
+            fast = self.vm_settings_mode == "fasttrack"
+            vm_metadata = dict(metadata, created_on_ticks=metadata["created_on_ticks"] +
+                               (FASTTRACK_LEAD_TICKS if fast else 0))
             vm_settings = documents.vm_settings(
-                "FastTrack" if self.vm_settings_mode == "fasttrack" else "Fabric", inc, plugins, status_url,
-                self.status_blob_type, metadata, vm, families, self.required_features).encode()
+                "FastTrack" if fast else "Fabric", inc, plugins, status_url,
+                self.status_blob_type, vm_metadata, vm, families, self.required_features).encode()
             etag = hashlib.sha256(vm_settings).hexdigest()[:20]
         pfx = cms.pfx_of([(c.key, c.cert) for c in self.certs.values()]) if self.certs else None
         return Snapshot(
@@ -430,6 +437,19 @@ class Platform:
                         s["seq_no"] += 1
             self._bump()
             return old.thumbprint, self.certs[name].thumbprint
+
+    def hibernate_resume(self):
+        """What a hibernated VM finds on resume: every tenant certificate made anew (the platform
+        regenerates them when the VM restarts) and the settings re-encrypted to them, under the
+        *same* incarnation. The current documents are rendered again (new vmSettings ETag; the
+        Certificates URL of this incarnation now serves the new certificates)."""
+        with self.lock:
+            changed = {}
+            for name, old in list(self.certs.items()):
+                self.certs[name] = tenant_certs.generate(name, None)
+                changed[old.thumbprint] = self.certs[name].thumbprint
+            self.snapshots.pop(self.incarnation, None)
+            return changed
 
     def set_hostname(self, hostname):
         with self.lock:

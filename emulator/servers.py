@@ -729,6 +729,8 @@ class Emulator:
             elif method == "POST" and len(parts) == 3 and parts[0] == "certificates" and parts[2] == "rotate":
                 old, new = change("rotate_certificate", parts[1])
                 result = {"old_thumbprint": old, "new_thumbprint": new}
+            elif method == "POST" and parts == ["hibernate-resume"]:
+                result = {"thumbprints": change("hibernate_resume")}
             elif method == "POST" and parts == ["hostname"]:
                 result = change("set_hostname", spec["hostname"])
             elif method == "POST" and parts == ["incarnation"]:

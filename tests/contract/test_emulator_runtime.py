@@ -109,3 +109,34 @@ def test_advertise_names_the_standard_ports(emulator_factory):
     assert emu.info["advertised"]["hostgaplugin"] == "http://10.0.2.2:32526"
     _, conf = goal_state(emu)
     assert conf["ExtensionsConfig"].startswith("http://10.0.2.2:80/machine/")
+
+
+def vm_settings(emu, config_name):
+    headers = {"x-ms-version": "2015-09-01", "x-ms-containerid": "c6d5526c-5ac2-4200-b6e2-56f2b70c5ab2",
+               "x-ms-host-config-name": config_name}
+    r = requests.get(emu.hgap + "/vmSettings", headers=headers, timeout=10)
+    assert r.status_code == 200, r.text
+    return r.headers["ETag"], r.json()
+
+
+def test_hibernate_resume_renews_the_certificates_under_the_same_incarnation(emulator_factory):
+    """A resumed VM finds new tenant certificates (and settings encrypted to them) while the
+    incarnation stays; in FastTrack mode the vmSettings are the newer document."""
+    emu = emulator_factory("--scenario", SCENARIOS + "/fasttrack.json")
+    inc, conf = goal_state(emu)
+    etag, doc = vm_settings(emu, conf["ConfigName"])
+    _, ext = ext_conf(emu)
+    ticks = int(ext.find("InVMGoalStateMetaData").get("createdOnTicks"))
+    assert doc["extensionsLastModifiedTickCount"] > ticks
+    before = {c["thumbprint"] for c in requests.get(emu.ws + "/_emulator/certificates", timeout=10).json()["certificates"]}
+    out = ctl(emu, "hibernate-resume")
+    assert set(out["result"]["thumbprints"]) == before
+    after = {c["thumbprint"] for c in requests.get(emu.ws + "/_emulator/certificates", timeout=10).json()["certificates"]}
+    assert after == set(out["result"]["thumbprints"].values()) and not after & before
+    inc2, conf2 = goal_state(emu)
+    assert inc2 == inc
+    etag2, doc2 = vm_settings(emu, conf2["ConfigName"])
+    assert etag2 != etag
+    used = {s["protectedSettingsCertThumbprint"] for g in doc2["extensionGoalStates"] for s in g["settings"]
+            if s.get("protectedSettings")}
+    assert used and used <= after

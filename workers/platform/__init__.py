@@ -32,6 +32,11 @@ Using it
                                           #   extensions_goal_state): the typed record, an
                                           #   ExtensionsConfig + source, on_hold, etag...;
                                           #   ignore it when .is_fabric
+    tracker = goalstate_tracker.GoalStateTracker(client, conf)
+    update = tracker.update()             # Update: extensions_goal_state (FastTrack or Fabric,
+                                          #   the newer by created-on time), certificates,
+                                          #   *_changed flags; a FastTrack goal state needing a
+                                          #   certificate not in the goal state refetches it all
     client.download(uris, is_manifest=True, max_bytes=...)     # direct, then HGAP fallback
     client.imds.compute()                 # IMDS compute metadata (dict)
 
@@ -65,7 +70,8 @@ the status blob's versions) is in workers.platform.identity: AGENT_NAME, AGENT_V
 Modules: endpoint (discovery, leases), http (retries, throttling, caps, proxies), documents
 (safe XML, Versions, HostingEnvironmentConfig, SharedConfig, Certificates envelope), goalstate,
 extensionsconfig (ExtensionsConfig, manifests), vmsettings (the vmSettings JSON as the same
-records), certificates (transport key, CMS, PKCS#12),
+records), goalstate_tracker (FastTrack or Fabric, certificate refreshes), certificates (transport
+key, CMS, PKCS#12, install_for_extensions),
 reports (health, role properties, telemetry, HealthService, status blob bodies), wireserver,
 hostplugin, imds, client (PlatformClient), identity, redaction, errors.
 """
