@@ -283,7 +283,7 @@ NOT_APPLIED = {
     "Extensions.WaitForCloudInitTimeout": _EXTENSIONS, "Extension.LogDir": _EXTENSIONS,
     "OS.AllowHTTP": _EXTENSIONS, "EnableOverProvisioning": _EXTENSIONS,
     "Policy.PolicyFilePath": _EXTENSIONS, "AutoUpdate.GAFamily": _EXTENSIONS,
-    "Debug.EnableFastTrack": _EXTENSIONS, "Debug.EnableExtensionPolicy": _EXTENSIONS,
+    "Debug.EnableExtensionPolicy": _EXTENSIONS,
     "Debug.EnableSignatureValidation": _EXTENSIONS,
     "Pid.File": "no pid file is written yet (issue 16: The waagent command line, ...)",
     "OS.EnableFIPS": "FIPS mode is not set up (no open issue yet)",
