@@ -221,3 +221,60 @@ attempt("platform.install_certificates", {"certificates": [ONE]})
     assert "event=security worker=%s" % caller in log
     assert "verb=platform.install_certificates" in log
     agent.wait_state("extensions", "RUNNING")
+
+
+@needs_openssl
+def test_in_the_real_var_lib_waagent_an_extension_decrypts_as_real_ones_do(emu, tmp_path):
+    """The whole agent in a private mount namespace over an empty /var/lib
+    (emulator/confinement.py), Lib.Dir at its default: the real extensions worker installs the
+    goal state's certificates and `openssl cms`, run in that namespace with the paths real
+    extensions use, decrypts the emulator's protectedSettings."""
+    for tool in ("unshare", "nsenter"):
+        if shutil.which(tool) is None:
+            pytest.skip("%s is not installed" % tool)
+    from emulator.confinement import ConfinedHost
+    host = ConfinedHost(dict(emu.conf(), **{"Provisioning.Agent": "disabled",
+                                            "Agent.TestHooks": "y"}))
+    try:
+        hooks = host.path("hooks")
+        os.mkdir(hooks, 0o755)
+        results = os.path.join(hooks, "results")
+        os.mkdir(results)
+        os.chmod(results, 0o1777)
+        with open(os.path.join(hooks, "extensions.attack.py"), "w") as f:
+            f.write('report("uid", os.getuid())\n' + INSTALL)
+        with open(os.path.join(hooks, "extensions"), "w") as f:
+            f.write("attack\n")
+        host.start(extra_env={"GUESTAGENT_TEST_DIR": hooks})
+
+        def finished():
+            try:
+                with open(os.path.join(results, "extensions.jsonl")) as f:
+                    records = [json.loads(line) for line in f if line.strip()]
+            except FileNotFoundError:
+                return None
+            first = [r for r in records if r["pid"] == records[0]["pid"]] if records else []
+            return first if first and first[-1]["key"] in ("done", "crashed") else None
+        from tests.integration.supervisor_harness import wait_for
+        records = wait_for(finished, 60, 0.1, "the extensions worker to install the certificates")
+        os.unlink(os.path.join(hooks, "extensions"))    # its restarts run the job, not the script
+        assert records[-1]["key"] == "done", records + [host.all_logs()[-3000:]]
+        installed = records_of(records)["installed"]
+        assert sorted(installed) == sorted(c["thumbprint"] for c in emu.state()["vm"]["certificates"])
+        assert owner_mode(host.lib())[:2] == (0, 0o700)
+        for tp in installed:
+            assert owner_mode(host.lib(tp + ".crt")) == (0, 0o600, True)
+
+        tp, der = protected_settings(emu)
+        blob = host.path("protected.der")
+        with open(blob, "wb") as f:
+            f.write(der)
+        out = host.run_inside([OPENSSL, "cms", "-decrypt", "-inform", "DER", "-in", blob,
+                               "-recip", "/var/lib/waagent/%s.crt" % tp,
+                               "-inkey", "/var/lib/waagent/%s.prv" % tp])
+        assert out.returncode == 0, out.stderr
+        assert json.loads(out.stdout) == {"secret": "only-the-extension-reads-this"}
+        # and outside the namespace the host's /var/lib/waagent never saw them
+        assert not os.path.exists("/var/lib/waagent/%s.prv" % tp)
+    finally:
+        host.close()
