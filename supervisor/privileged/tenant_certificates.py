@@ -7,8 +7,8 @@ The broker decides from its own state, not from the worker's words:
 - a file name is the SHA-1 of the certificate's DER, computed here (the schema already allows
   only 40 uppercase hex digits, so no `..`, `/` or other name can be asked for); a thumbprint
   that is not its certificate's is refused and nothing is written;
-- files are written atomically (temp + fsync + rename in Lib.Dir, which must be root's 0700
-  folder and not a link): an entry already there, a symlink included, is replaced, never
+- files are written atomically (temp + fsync + rename in Lib.Dir, which must be root's, not
+  writable by anyone else, and not a link; the broker makes it 0700): an entry already there, a symlink included, is replaced, never
   followed or written through;
 - the broker keeps its own record of what it wrote (`<Agent.StateDir>/platform/`, root 0700)
   and removes only recorded files whose thumbprint left the goal state: never a file it did
@@ -95,13 +95,13 @@ def _write_record(conf, record: dict) -> None:
 
 
 def _open_lib(conf) -> int:
-    """A descriptor of Lib.Dir: root's, 0700, never a link."""
+    """A descriptor of Lib.Dir: root's, writable by nobody else, never a link."""
     folder = lib_dir(conf)          # made root 0700 if missing; refuses a link or a foreign owner
     fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
     st = os.fstat(fd)
-    if st.st_uid != 0 or st.st_mode & 0o077:
+    if st.st_uid != 0 or st.st_mode & 0o022:
         os.close(fd)
-        raise fail("%s is not root's 0700 folder" % folder)
+        raise fail("%s is not root's alone: no certificate is written there" % folder)
     return fd
 
 

@@ -127,3 +127,16 @@ def test_the_worker_side_sends_the_records(tenants):
     record = CertificateRecord(one.thumbprint, one.cert_pem(), one.key_pem())
     assert install_for_extensions(FakeWorker(), [record]) == ([one.thumbprint], [])
     assert sent == [("platform.install_certificates", {"certificates": [item(one)]})]
+
+
+def test_a_lib_dir_others_may_write_gets_nothing(tmp_path, tenants):
+    conf = make_conf(tmp_path)
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    os.chmod(lib, 0o777)
+    with pytest.raises(IpcError, match="not root's alone"):
+        install(conf, [item(tenants[0])])
+    assert os.listdir(lib) == []
+    os.chmod(lib, 0o755)   # readable by others is no danger: the files are 0600
+    install(conf, [item(tenants[0])])
+    assert mode_owner(lib / (tenants[0].thumbprint + ".prv")) == (0, 0o600)
