@@ -88,7 +88,7 @@ def test_vm_settings_from_fabric_are_ignored(emulator, tmp_path):
 def replay_folder(tmp_path, vm_settings):
     """A recorded goal state (the upstream fixtures) whose vmSettings is `vm_settings`."""
     folder = tmp_path / "replay"
-    folder.mkdir()
+    folder.mkdir(parents=True)
     shutil.copy(WIRE / "goal_state.xml", folder / "GoalState.xml")
     shutil.copy(WIRE / "hosting_env.xml", folder / "HostingEnvironmentConfig.xml")
     shutil.copy(WIRE / "shared_config.xml", folder / "SharedConfig.xml")
@@ -162,3 +162,32 @@ def test_after_hibernate_and_resume_the_new_certificates_are_fetched(scenario, t
               for s in h.settings if s.protected_settings}
     assert needed and needed <= set(renewed.values())
     assert all(c.has_private_key for c in update.certificates)
+
+
+def test_a_new_incarnation_with_an_older_extensions_config_does_not_go_back(
+        start_emulator_process, tmp_path):
+    """After a FastTrack goal state, a new WireServer incarnation whose ExtensionsConfig was
+    made earlier is not the extensions goal state: the newer one stays (protocol.md §1.14)."""
+    first = start_emulator_process(["--replay", str(replay_folder(tmp_path / "a", fasttrack_doc()))])
+    later = replay_folder(tmp_path / "b", fasttrack_doc())
+    (later / "VmSettings.json").unlink()                  # this host serves no vmSettings
+    goal_state = (later / "GoalState.xml").read_text()
+    (later / "GoalState.xml").write_text(goal_state.replace(
+        "<Incarnation>1</Incarnation>", "<Incarnation>2</Incarnation>").replace(
+        "incarnation=1", "incarnation=2"))
+    second = start_emulator_process(["--replay", str(later)])
+    try:
+        tracker = tracker_for(first, tmp_path, transport=fixture_transport())
+        fast = tracker.update()
+        assert fast.source == "FastTrack"
+        # the same tracker, now fed by the second host
+        tracker.client = PlatformClient.from_config(second.config(tmp_path / "state2"),
+                                                    transport=fixture_transport())
+        update = tracker.update()
+        assert update.goal_state_changed and update.goal_state.incarnation == "2"
+        assert not update.extensions_changed
+        assert update.extensions_goal_state is fast.extensions_goal_state
+        assert update.full.extensions_config is not None      # fetched, and older: skipped
+    finally:
+        first.stop()
+        second.stop()
