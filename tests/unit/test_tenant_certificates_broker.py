@@ -140,3 +140,19 @@ def test_a_lib_dir_others_may_write_gets_nothing(tmp_path, tenants):
     os.chmod(lib, 0o755)   # readable by others is no danger: the files are 0600
     install(conf, [item(tenants[0])])
     assert mode_owner(lib / (tenants[0].thumbprint + ".prv")) == (0, 0o600)
+
+
+def test_a_refusal_is_a_certificate_error_for_the_worker_loop(tenants):
+    """The extensions worker's loop handles PlatformError: the broker's FAILED becomes one."""
+    from ipc.errors import FAILED
+    from workers.platform.certificates import install_for_extensions
+    from workers.platform.errors import CertificateError, PlatformError
+
+    class RefusingWorker:   # the channel is mocked: the attack tests run the real one
+        def call(self, verb, args):
+            raise IpcError(FAILED, "installing the certificates failed: No space left")
+    one = tenants[0]
+    with pytest.raises(CertificateError, match="No space left") as e:
+        install_for_extensions(RefusingWorker(), [CertificateRecord(one.thumbprint,
+                                                                    one.cert_pem(), None)])
+    assert isinstance(e.value, PlatformError)

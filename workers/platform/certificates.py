@@ -170,14 +170,23 @@ def install_for_extensions(worker, records: List[CertificateRecord]) -> Tuple[Li
     `records` is the whole set of the current goal state (what PlatformClient.certificates()
     returns): call it whenever that set changes, after a restart of the worker too (the call
     is idempotent); an empty list removes every certificate the broker installed. Returns
-    (installed thumbprints, removed thumbprints). Raises ipc's IpcError (FAILED) when the
-    broker refuses, e.g. a record whose thumbprint is not its certificate's."""
+    (installed thumbprints, removed thumbprints). Raises CertificateError (a PlatformError)
+    when the broker could not install them (FAILED: e.g. a full disk, or a record whose
+    thumbprint is not its certificate's)."""
+    from ipc.errors import FAILED, IpcError   # lazily: only the extensions worker calls this
     certificates = []
     for record in records:
         certificates.append({"thumbprint": record.thumbprint,
                              "certificate": record.certificate_pem,
                              "private_key": record.private_key_pem})
-    result, fds = worker.call("platform.install_certificates", {"certificates": certificates})
+    try:
+        result, fds = worker.call("platform.install_certificates",
+                                  {"certificates": certificates})
+    except IpcError as e:
+        if e.code != FAILED:
+            raise
+        raise CertificateError("the broker did not install the certificates: %s"
+                               % e.message) from None
     for fd in fds:
         os.close(fd)
     log.info("tenant certificates installed: %s; removed: %s",
