@@ -191,3 +191,30 @@ def test_a_new_incarnation_with_an_older_extensions_config_does_not_go_back(
     finally:
         first.stop()
         second.stop()
+
+
+def test_a_host_without_vm_settings_is_asked_again_only_hours_later(start_emulator_process,
+                                                                     tmp_path):
+    scenario = json.loads((SCENARIOS / "default.json").read_text())
+    scenario["vm_settings"] = "unsupported"
+    for cert in scenario["certificates"]:
+        for key in ("cert", "key"):
+            cert[key] = str(SCENARIOS / cert[key])
+    for ext in scenario["extensions"]:
+        ext["handler"] = str(SCENARIOS / ext["handler"])
+    path = tmp_path / "no_vm_settings.json"
+    path.write_text(json.dumps(scenario))
+    emu = start_emulator_process(["--scenario", str(path)])
+    try:
+        now = [1000.0]
+        client = PlatformClient.from_config(emu.config(tmp_path / "state"),
+                                            transport=made_transport())
+        tracker = GoalStateTracker(client, client.config, clock=lambda: now[0])
+        assert tracker.update().source == "Fabric"
+        tracker.update()
+        assert requests_to(emu, "hgap_vmSettings") == 1      # 404 once, then not asked
+        now[0] += 6 * 3600 + 1
+        tracker.update()
+        assert requests_to(emu, "hgap_vmSettings") == 2
+    finally:
+        emu.stop()
