@@ -86,6 +86,10 @@ def test_an_extension_decrypts_its_protected_settings_with_what_the_broker_wrote
         for suffix in (".crt", ".prv"):
             assert owner_mode(lib(agent, tp + suffix)) == (0, 0o600, True), tp + suffix
     assert owner_mode(lib(agent))[:2] == (0, 0o700)
+    # The broker checked each thumbprint with hashlib: the resident supervisor still never
+    # loads cryptography (its memory is the figure that matters).
+    with open("/proc/%d/maps" % agent.proc.pid) as f:
+        assert "cryptography" not in f.read()
 
     # The extension's side, exactly as real ones do it.
     tp, der = protected_settings(emu)
