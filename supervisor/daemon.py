@@ -77,7 +77,8 @@ def _ensure_std_fds() -> None:
 
 
 def _setup_logging(conf):
-    from supervisor.logcapture import Console, LogFile, SupervisorHandler
+    from loglines import Console, LogFile
+    from supervisor.logs import SupervisorHandler
     log_dir = conf["Agent.LogDir"]
     os.makedirs(log_dir, mode=0o750, exist_ok=True)
     console = Console(conf["Logs.Console"], conf["Logs.Verbose"])

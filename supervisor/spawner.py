@@ -16,7 +16,7 @@ from ipc import envelope
 from ipc.channel import Channel
 from ipc.errors import IpcError
 from ipc.verbs.spawner import SPAWN
-from supervisor import spawn
+import launch
 
 READY_TIMEOUT = 30.0     # start-up: imports of requests + cryptography on a slow, busy VM
 ORDER_TIMEOUT = SPAWN.timeout   # one spawn: two forks; the loop waits this long at most
@@ -43,7 +43,7 @@ class SpawnerProcess:
     """
 
     def __init__(self, python: str, env: Dict[str, str]):
-        self.child = spawn.spawn("spawner", None, env, python)
+        self.child = launch.spawn("spawner", None, env, python)
         self.pid = self.child.pid
         self.log_fd = self.child.log_fd
         self.channel = Channel(self.child.channel)
@@ -63,7 +63,7 @@ class SpawnerProcess:
 
     def spawn(self, name: str, module: str, identity, env: Dict[str, str],
               cgroup: Optional[str] = None):
-        """Order a worker; returns spawn.Spawned like spawn.spawn does."""
+        """Order a worker; returns launch.Spawned like spawn.spawn does."""
         parent_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         log_r, log_w = os.pipe()
         try:
@@ -87,7 +87,7 @@ class SpawnerProcess:
             _close(log_w)
         parent_end.setblocking(False)
         os.set_blocking(log_r, False)
-        return spawn.Spawned(result["pid"], parent_end, log_r)
+        return launch.Spawned(result["pid"], parent_end, log_r)
 
     def close(self) -> None:
         """Tell it to leave (EOF on its channel); the supervisor reaps it."""
@@ -135,7 +135,7 @@ class Zygote:
         if self.disabled:
             return
         try:
-            spawn.set_child_subreaper()
+            launch.set_child_subreaper()
         except OSError as e:
             self.fall_back("cannot become a child subreaper: %s" % e)
             return
@@ -210,7 +210,7 @@ class Zygote:
                                % (self.proc.pid, READY_TIMEOUT))
                 os.kill(self.proc.pid, signal.SIGKILL)
             return
-        self.log.warning("event=spawner_exit pid=%d status=%r", pid, spawn.describe_status(status))
+        self.log.warning("event=spawner_exit pid=%d status=%r", pid, launch.describe_status(status))
         self._forget()
         if not restart:
             return
