@@ -51,8 +51,7 @@ def parse_args(argv):
 def check_config(path: str, conf) -> int:
     for problem in conf.problems:
         print(problem)
-    # Warnings do not fail the check: the file is valid and the agent runs with it; it only
-    # asks for something the agent does not do yet (each says which issue will do it).
+    # Warnings (keys not applied yet) do not fail the check: the agent runs with the file.
     for warning in conf.not_applied:
         print(warning)
     warnings = " and %d warning(s) (keys not applied yet)" % len(conf.not_applied) \

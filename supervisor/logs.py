@@ -45,9 +45,6 @@ def security_event(record: logging.LogRecord) -> Optional[str]:
 
 
 class SecurityLog:
-    """`<Agent.LogDir>/security.log`, root 0600: the supervisor's own security events, with
-    a size budget of their own that no worker's volume touches (worker lines never reach it;
-    supervisor.log rotates with Agent.LogMaxBytes)."""
 
     def __init__(self, path: str, max_bytes: int = SECURITY_MAX_BYTES,
                  backups: int = SECURITY_BACKUPS, burst: int = SECURITY_BURST,
@@ -78,8 +75,7 @@ class SecurityLog:
 
 
 class SupervisorHandler(logging.Handler):
-    """The supervisor's own log: `supervisor.log` (same format and rotation), security.log
-    for its security events (next to supervisor.log unless given), and the console."""
+    """supervisor.log, security.log beside it (unless given) and the console."""
 
     def __init__(self, logfile: Optional[LogFile], console: Console,
                  security: Optional[SecurityLog] = None):

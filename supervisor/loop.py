@@ -34,6 +34,7 @@ from ipc.verbs import REGISTRY, check_result, lookup
 from loglines import Capture, LogFile
 from supervisor import VERSION, WAAGENT_VERSION, broker, control, table, trees
 from supervisor.flood import FLOOD, Budget
+from supervisor.notify import Notifier
 from supervisor.privileged import platform as platform_handlers
 from supervisor.privileged import verbs
 from supervisor.policy import PROVISIONING, Policy
@@ -98,27 +99,26 @@ class Supervisor(Host):
         self.pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="broker")
         self.done_queue: "queue.Queue" = queue.Queue()
         self.waiters: List[Waiter] = []
-        self.control: Optional[control.Server] = None
+        self.control: Optional[server.Server] = None
         self.logfiles: Dict[str, LogFile] = {}
         self.shutting_down = False
         self.stop_order: List[str] = []
-        self.exit_code = 0
         self.ready_sent = False
-        self.notifier = None
+        self.notifier = Notifier({})   # open() gets systemd's
         self.next_memory_check = time.monotonic()
         self.next_watchdog = time.monotonic()
         self.last_status_line = ""
         self.admin_gid = control.admin_gid()
         self.stat = ProcStat(os.getpid())
         self.spawn_method = conf["Agent.Spawner"]   # read at start only
-        self.zygote = None   # supervisor/spawner.py Zygote when Agent.Spawner=zygote
-        self.trees = trees.Trees(log)   # each worker's whole process tree (supervisor/trees.py)
+        self.zygote = None   # spawner.Zygote when Agent.Spawner=zygote
+        self.trees = trees.Trees(log)
 
     # ---- set-up -------------------------------------------------------------------------
     def _console_echo(self) -> None:
         """Echo the log to the system console until provisioning has ended (protocol.md
         §3.6): where a VM owner reads why a VM never came up."""
-        want = (self.conf["Logs.Console"] and PROVISIONING not in self.policy.closed_gates
+        want = (self.conf["Logs.Console"] and PROVISIONING not in self.policy.gates.closed
                 and self.conf["Logs.ConsoleDevice"])
         if not want:
             if self.console.echo_path is not None:
@@ -149,19 +149,16 @@ class Supervisor(Host):
         self.notifier = notifier
         self._raise_fd_limit()
         self._console_echo()
-        # Signals: the C handler writes the signal number to this socket; select wakes up.
-        self.sig_r, self.sig_w = socket.socketpair()
-        self.sig_r.setblocking(False)
-        self.sig_w.setblocking(False)
+        # Wake-ups: signals (the C handler writes their numbers) and slow verbs done.
+        (self.sig_r, self.sig_w), (self.done_r, self.done_w) = (socket.socketpair(),
+                                                                socket.socketpair())
+        for sock in (self.sig_r, self.sig_w, self.done_r, self.done_w):
+            sock.setblocking(False)
         signal.set_wakeup_fd(self.sig_w.fileno(), warn_on_full_buffer=False)
         for signum in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(signum, lambda s, f: None)
         signal.signal(signal.SIGPIPE, signal.SIG_IGN)
         self.sel.register(self.sig_r, selectors.EVENT_READ, self._on_signal)
-        # Slow verbs finishing in the pool wake the loop through this pair.
-        self.done_r, self.done_w = socket.socketpair()
-        self.done_r.setblocking(False)
-        self.done_w.setblocking(False)
         self.sel.register(self.done_r, selectors.EVENT_READ, self._on_done)
         path = os.path.join(self.conf["Agent.RuntimeDir"], control.SOCKET_NAME)
         self.control = server.Server(
@@ -214,11 +211,11 @@ class Supervisor(Host):
             if self.shutting_down and not any(p.pid for p in self.workers.values()):
                 break
         self._close()
-        return self.exit_code
+        return 0
 
     def _next_deadline(self) -> float:
         deadlines = [self.next_memory_check, self.control.next_deadline()]
-        if self.notifier and self.notifier.watchdog_interval:
+        if self.notifier.watchdog_interval:
             deadlines.append(self.next_watchdog)
         if not self.ready_sent:
             deadlines.append(self.started + READY_WAIT_MAX)
@@ -237,15 +234,14 @@ class Supervisor(Host):
             for p in self.workers.values():
                 rss = p.io.stat.rss() if p.pid is not None else None
                 p.over_memory(rss or 0)
-        if self.notifier and self.notifier.watchdog_interval and now >= self.next_watchdog:
-            self.notifier.watchdog()
+        if self.notifier.watchdog_interval and now >= self.next_watchdog:
+            self.notifier.send("WATCHDOG=1")
             self.next_watchdog = now + self.notifier.watchdog_interval
         if not self.ready_sent and (
                 all(p.state != STARTING and p.start_at is None for p in self.workers.values())
                 or now - self.started > READY_WAIT_MAX):
             self.ready_sent = True
-            if self.notifier:
-                self.notifier.ready(self._summary())
+            self.notifier.ready(self._summary())
             log.info("event=ready %s", self._summary())
         self.waiters = [wt for wt in self.waiters if not wt.conn.closed]
         for waiter in list(self.waiters):
@@ -273,8 +269,7 @@ class Supervisor(Host):
             return
         self.shutting_down = True
         log.info("event=stopping reason=%r", why)
-        if self.notifier:
-            self.notifier.stopping()
+        self.notifier.send("STOPPING=1")
         self.cancel.set()
         self.control.stop_listening()
         for waiter in list(self.waiters):
@@ -293,8 +288,7 @@ class Supervisor(Host):
 
     def reload(self) -> List[str]:
         """SIGHUP or control.reload: re-read waagent.conf; keep the old one if it is unusable."""
-        if self.notifier:
-            self.notifier.reloading()
+        self.notifier.send("RELOADING=1")
         try:
             conf = config.load(self.config_path, report=False)
         except config.ConfigError as e:
@@ -731,10 +725,10 @@ class Supervisor(Host):
                     "uptime": None, "rss": None, "message": ""}
         pid = z.pid
         state = "fallback" if z.disabled else "restarting" if pid is None else \
-            "ready" if z.proc.ready else "starting"
+            "ready" if z.ready else "starting"
         return {"method": "exec" if z.disabled else self.spawn_method, "state": state,
                 "pid": pid, "starts": z.starts,
-                "uptime": round(time.monotonic() - z.proc.started, 3) if pid else None,
+                "uptime": round(time.monotonic() - z.started, 3) if pid else None,
                 "rss": ProcStat(pid).rss() if pid else None, "message": (z.disabled or "")[:300]}
 
     def _summary(self) -> str:
@@ -742,7 +736,7 @@ class Supervisor(Host):
         return ", ".join("%d %s" % (n, s.lower()) for s, n in sorted(counts.items()))
 
     def _notify_status(self) -> None:
-        if not self.notifier or not self.notifier.enabled:
+        if not self.notifier.enabled:
             return
         line = self._summary()
         if line != self.last_status_line:
