@@ -581,26 +581,22 @@ class Supervisor(Host):
 
     def _reply_result(self, io: WorkerIO, ident, verb, result, err, fds=()) -> None:
         try:
-            self._reply(io, ident, verb, result, err, fds)
-        finally:
-            for fd in fds:   # sent (the worker has its own copy) or not: ours are closed
-                os.close(fd)
-
-    def _reply(self, io: WorkerIO, ident, verb, result, err, fds) -> None:
-        if io.channel is None:
-            return  # the process that asked is gone
-        if err is None:
-            try:
-                check_result(verb, result)
-            except IpcError as e:
-                err = IpcError(INTERNAL, e.message)
-        if err is None:
+            if io.channel is None:
+                return  # the process that asked is gone
+            if err is None:
+                try:
+                    check_result(verb, result)
+                except IpcError as e:
+                    err = IpcError(INTERNAL, e.message)
+            if err is not None:
+                return self._send(io, envelope.error(ident, err.code, err.message))
             self.policy.succeeded(verb.name)
             self._send_frame(io, envelope.reply_frame(ident, result, framing.WORKER_CAP), fds)
             if self.console.echo_fd >= 0:
                 self._console_echo()
-        else:
-            self._send(io, envelope.error(ident, err.code, err.message))
+        finally:
+            for fd in fds:   # sent (the worker has its own copy) or not: ours are closed
+                os.close(fd)
 
     def _send(self, io: WorkerIO, msg: dict) -> None:
         self._send_frame(io, framing.encode(msg, framing.WORKER_CAP))
