@@ -1,6 +1,6 @@
 """What the supervisor, the spawner and every worker must agree on before the first frame.
 
-The supervisor (supervisor/spawn.py) and the spawner (spawner/) build a worker's image from
+The supervisor (launch/) and the spawner (spawner/) build a worker's image from
 these; the worker (workers/base.py) reads it back; the supervisor checks the worker's
 `worker.hello` against it. One place, so no side can drift from another.
 
@@ -19,7 +19,7 @@ PROTOCOL_VERSION = 1
 # pipe); the environment names it too, so the worker need not assume it.
 CHANNEL_FD = 3
 
-# The worker's environment: these and PATH, LANG, HOME, nothing else (supervisor/spawn.py).
+# The worker's environment: these and PATH, LANG, HOME, nothing else (launch/).
 ENV_CHANNEL_FD = "GUESTAGENT_CHANNEL_FD"
 ENV_WORKER = "GUESTAGENT_WORKER"
 ENV_CONFIG = "GUESTAGENT_CONFIG"

@@ -11,7 +11,7 @@ cryptography and defusedxml on its own (~19 MiB private heap each, ~145 ms per s
 from one process that imported them once, the four workers share those pages.
 
 How it keeps DESIGN.md principle 7 (a clean image):
-- The spawner is **fork+exec'd** by the supervisor (supervisor/spawn.py, identity None: it
+- The spawner is **fork+exec'd** by the supervisor (launch/, identity None: it
   stays root, which it needs to drop children to the worker users), not forked from it. A
   fork of the supervisor would carry the supervisor's heap — the parsed configuration, log
   buffers, whatever the broker has seen — and its descriptors; a fresh interpreter carries
@@ -36,7 +36,7 @@ memory checks, stop order), a dead spawner takes no worker with it, and PDEATHSI
 worker to the supervisor, not to the spawner. The other way (workers as the spawner's
 children, exit statuses relayed) would make the spawner a second supervisor, lose the
 statuses whenever it dies, and tie the workers' lives to it. The worker arms PDEATHSIG only
-after the reparent and checks getppid() afterwards (supervisor/spawn.py _become_worker), so a
+after the reparent and checks getppid() afterwards (launch/ _become_worker), so a
 supervisor dying in between cannot leave it behind.
 
 In the worker, before its main: the same steps as the exec path (spawn._become_worker: into

@@ -89,7 +89,7 @@ def warm_up() -> None:
 
 
 # The capabilities the spawner keeps (measured: tests/integration/test_spawner.py). In each
-# forked worker spawn._become_worker needs CAP_SETPCAP to empty the bounding set, CAP_SETGID
+# forked worker launch._become_worker needs CAP_SETPCAP to empty the bounding set, CAP_SETGID
 # for setgroups/setresgid, CAP_SETUID for setresuid. Nothing else: the spawner opens no
 # file it does not own (no CAP_DAC_*), signals no one (no CAP_KILL: it only waits for its
 # intermediate child), binds nothing, mounts nothing.
@@ -100,8 +100,8 @@ def drop_capabilities() -> None:
     """Keep KEEP_CAPS only: bounding set, then permitted and effective (capset); no
     inheritable or ambient ones. A root-uid process without the rest cannot regain them:
     NO_NEW_PRIVS is set and the bounding set is gone."""
-    from supervisor import spawn
-    spawn.keep_capabilities(KEEP_CAPS)
+    import launch
+    launch.keep_capabilities(KEEP_CAPS)
 
 
 def _import(importlib, name: str) -> bool:
@@ -125,7 +125,8 @@ def main() -> int:
     if test_dir and _test_action(test_dir) == "crash":
         print("spawner: test hook: crashing at start", file=sys.stderr, flush=True)
         return EXIT_PRELOAD
-    from supervisor import spawn, table
+    import launch
+    from supervisor import table
     modules = [spec.module for spec in table.BASE]
     supervisor_pid = os.getppid()
     channel = Channel.from_fd(handshake.CHANNEL_FD)
@@ -220,18 +221,18 @@ def fork_worker(channel, args: dict, channel_fd: int, log_fd: int, supervisor_pi
 def _worker(channel, args, channel_fd, log_fd, supervisor_pid, middle):
     """In the forked worker: become the worker, run its module; never returns."""
     try:
-        from supervisor import spawn
+        import launch
         # The spawner's socket object must not close "its" fd 3 later: that will be ours.
         channel.sock.detach()
         deadline = time.monotonic() + REPARENT_TIMEOUT
         while os.getppid() == middle:   # the intermediate exits at once: we go to the
             if time.monotonic() > deadline:  # supervisor (its subreaper)
-                os._exit(spawn.SPAWN_FAILED)
+                os._exit(launch.SPAWN_FAILED)
             time.sleep(0.0002)
         devnull = os.open("/dev/null", os.O_RDWR)
-        identity = None if args["uid"] is None else spawn.Identity(args["uid"], args["gid"])
+        identity = None if args["uid"] is None else launch.Identity(args["uid"], args["gid"])
         # Arms PDEATHSIG after the uid change and exits unless our parent is the supervisor.
-        spawn._become_worker(channel_fd, log_fd, devnull, identity, supervisor_pid,
+        launch._become_worker(channel_fd, log_fd, devnull, identity, supervisor_pid,
                              args.get("cgroup"))
         _worker_interpreter(args)
     except BaseException as e:  # noqa: B902 - report and leave, as the exec path does
@@ -246,7 +247,7 @@ def _worker(channel, args, channel_fd, log_fd, supervisor_pid, middle):
 def _worker_interpreter(args) -> None:
     """What a fresh `python -I -m` would have that the fork did not give."""
     import random
-    # The dispositions CPython sets at start-up (spawn._become_worker reset them to SIG_DFL).
+    # The dispositions CPython sets at start-up (launch._become_worker reset them to SIG_DFL).
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.default_int_handler)

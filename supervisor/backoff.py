@@ -1,10 +1,7 @@
-"""Restart delays and the flapping window, as plain arithmetic over failure times.
+"""Restart delays and the flapping window over failure times (ends nobody asked for).
 
-A failure is any end of a worker the supervisor did not ask for (a crash, a kill for a missed
-heartbeat, a protocol violation, the memory limit). Failures older than the window are
-forgotten, so a worker that ran well for a while restarts at once after one crash (the
-restart-latency figure depends on it), and one that keeps failing waits longer each time and
-then goes FATAL, as circus's flapping plugin does.
+Failures older than the window are forgotten: a worker that ran well restarts at once after
+one crash; one that keeps failing waits longer each time, then goes FATAL (circus's flapping).
 """
 
 from collections import deque
@@ -31,14 +28,11 @@ class FailureHistory:
         self.times: Deque[float] = deque()
 
     def record(self, now: float, policy: BackoffPolicy) -> int:
-        """Record a failure at `now`; return how many fall within the window, this one included."""
+        """Record a failure at `now`; how many fall within the window, this one included."""
         self.times.append(now)
-        self.prune(now, policy)
-        return len(self.times)
-
-    def prune(self, now: float, policy: BackoffPolicy) -> None:
-        while self.times and now - self.times[0] > policy.window:
+        while now - self.times[0] > policy.window:
             self.times.popleft()
+        return len(self.times)
 
     def clear(self) -> None:
         self.times.clear()

@@ -51,8 +51,7 @@ def parse_args(argv):
 def check_config(path: str, conf) -> int:
     for problem in conf.problems:
         print(problem)
-    # Warnings do not fail the check: the file is valid and the agent runs with it; it only
-    # asks for something the agent does not do yet (each says which issue will do it).
+    # Warnings (keys not applied yet) do not fail the check: the agent runs with the file.
     for warning in conf.not_applied:
         print(warning)
     warnings = " and %d warning(s) (keys not applied yet)" % len(conf.not_applied) \
@@ -77,7 +76,8 @@ def _ensure_std_fds() -> None:
 
 
 def _setup_logging(conf):
-    from supervisor.logcapture import Console, LogFile, SupervisorHandler
+    from loglines import Console, LogFile
+    from supervisor.logs import SupervisorHandler
     log_dir = conf["Agent.LogDir"]
     os.makedirs(log_dir, mode=0o750, exist_ok=True)
     console = Console(conf["Logs.Console"], conf["Logs.Verbose"])

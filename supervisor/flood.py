@@ -1,9 +1,6 @@
-"""How many messages a worker may send: a token bucket per worker process.
-
-The normal traffic is a heartbeat every few seconds and, while provisioning, a few dozen
-verbs; a worker that sends far more is flooding (it fills the supervisor's log and time), and
-a flood is a violation like any other (DESIGN.md principle 5): the loop ends the worker.
-"""
+"""How many messages a worker may send: a token bucket per worker process. The traffic is a
+heartbeat every few seconds and a few dozen verbs while provisioning; a flood (filling the
+supervisor's log and time) is a violation like any other: the worker is ended."""
 
 FLOOD = "FLOOD"     # the violation's code in the security event
 RATE = 20.0         # messages a second, on average (at least 4 heartbeats' worth)

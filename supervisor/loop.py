@@ -1,22 +1,13 @@
 """The supervisor's event loop: one thread owns every worker, channel, log pipe and control
-connection; it never blocks (DESIGN.md principle 6).
+connection, and never blocks (DESIGN.md principle 6). Each turn: select() until a descriptor
+is ready or the nearest deadline, handle what arrived, reap exited workers by their pids
+(never waitpid(-1): broker handlers run subprocesses in their threads), tick every worker.
 
-Each turn: wait in select() until a descriptor is ready or the nearest deadline; read what
-arrived; read the signal bytes (signal.set_wakeup_fd); reap exited workers by their pids
-(waitpid per pid, never -1, so a broker handler may run subprocesses in its threads); then
-let every worker's clock run (WorkerProcess.tick).
-
-Who does what:
-- supervisor/process.py  each worker's state machine, the only place its state changes;
-- this module            the OS side of it (the `Host` seam: spawn, kill, channels, reaping),
-                         the worker channels (read, check, run, reply) and the control verbs;
-- supervisor/control.py  the control socket's connections and their limits.
-
-Supervisor events are single-line `key=value` records in supervisor.log and the journal.
+Here: the OS side of supervision (the `Host` seam of process.py: spawn, kill, channels,
+reaping), the worker channels (read, check, run, reply) and the control verbs.
 """
 
 import collections
-import functools
 import grp
 import logging
 import os
@@ -34,16 +25,18 @@ from dataclasses import dataclass
 from typing import Dict, List, Optional
 
 import config
-from ipc import envelope, framing, handshake
+import launch
+from ipc import envelope, framing, handshake, server
 from ipc.channel import recv_some
 from ipc.errors import (BUSY, FAILED, INTERNAL, NOT_FOUND, TIMEOUT, UNAVAILABLE,
                         VIOLATIONS, FrameError, IpcError)
 from ipc.verbs import REGISTRY, check_result, lookup
-from supervisor import VERSION, WAAGENT_VERSION, broker, control, spawn, table, trees
+from loglines import Capture, LogFile
+from supervisor import VERSION, WAAGENT_VERSION, broker, control, table, trees
+from supervisor.flood import FLOOD, Budget
+from supervisor.notify import Notifier
 from supervisor.privileged import platform as platform_handlers
 from supervisor.privileged import verbs
-from supervisor.flood import FLOOD, Budget
-from supervisor.logcapture import Capture, LogFile
 from supervisor.policy import PROVISIONING, Policy
 from supervisor.process import Host, WorkerProcess
 from supervisor.procstat import ProcStat
@@ -75,7 +68,7 @@ class WorkerIO:
 class Waiter:
     """A control request answered later: start/restart wait for RUNNING, stop for STOPPED,
     collect-logs for EXITED."""
-    conn: control.Conn
+    conn: server.Conn
     ident: int
     worker: str
     want: str
@@ -106,27 +99,26 @@ class Supervisor(Host):
         self.pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="broker")
         self.done_queue: "queue.Queue" = queue.Queue()
         self.waiters: List[Waiter] = []
-        self.control: Optional[control.Server] = None
+        self.control: Optional[server.Server] = None
         self.logfiles: Dict[str, LogFile] = {}
         self.shutting_down = False
         self.stop_order: List[str] = []
-        self.exit_code = 0
         self.ready_sent = False
-        self.notifier = None
+        self.notifier = Notifier({})   # open() gets systemd's
         self.next_memory_check = time.monotonic()
         self.next_watchdog = time.monotonic()
         self.last_status_line = ""
         self.admin_gid = control.admin_gid()
         self.stat = ProcStat(os.getpid())
         self.spawn_method = conf["Agent.Spawner"]   # read at start only
-        self.zygote = None   # supervisor/spawner.py Zygote when Agent.Spawner=zygote
-        self.trees = trees.Trees(log)   # each worker's whole process tree (supervisor/trees.py)
+        self.zygote = None   # spawner.Zygote when Agent.Spawner=zygote
+        self.trees = trees.Trees(log)
 
     # ---- set-up -------------------------------------------------------------------------
     def _console_echo(self) -> None:
-        """Echo the log to the system console while provisioning has not ended this boot
-        (protocol.md §3.6): the one place a VM owner can read why a VM never came up."""
-        want = (self.conf["Logs.Console"] and PROVISIONING not in self.policy.closed_gates
+        """Echo the log to the system console until provisioning has ended (protocol.md
+        §3.6): where a VM owner reads why a VM never came up."""
+        want = (self.conf["Logs.Console"] and PROVISIONING not in self.policy.gates.closed
                 and self.conf["Logs.ConsoleDevice"])
         if not want:
             if self.console.echo_path is not None:
@@ -143,8 +135,7 @@ class Supervisor(Host):
 
     @staticmethod
     def _raise_fd_limit() -> None:
-        """Without systemd's LimitNOFILE=, raise the soft limit ourselves (up to the hard
-        one): 1024 is the default, and a descriptor shortage must not fail a respawn."""
+        """Without systemd's LimitNOFILE=: 1024 must not fail a respawn."""
         soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
         want = FD_LIMIT if hard == resource.RLIM_INFINITY else min(hard, FD_LIMIT)
         if soft != resource.RLIM_INFINITY and soft < want:
@@ -158,39 +149,34 @@ class Supervisor(Host):
         self.notifier = notifier
         self._raise_fd_limit()
         self._console_echo()
-        # Signals: the C handler writes the signal number to this socket; select wakes up.
-        self.sig_r, self.sig_w = socket.socketpair()
-        for s in (self.sig_r, self.sig_w):
-            s.setblocking(False)
+        # Wake-ups: signals (the C handler writes their numbers) and slow verbs done.
+        (self.sig_r, self.sig_w), (self.done_r, self.done_w) = (socket.socketpair(),
+                                                                socket.socketpair())
+        for sock in (self.sig_r, self.sig_w, self.done_r, self.done_w):
+            sock.setblocking(False)
         signal.set_wakeup_fd(self.sig_w.fileno(), warn_on_full_buffer=False)
         for signum in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(signum, lambda s, f: None)
         signal.signal(signal.SIGPIPE, signal.SIG_IGN)
         self.sel.register(self.sig_r, selectors.EVENT_READ, self._on_signal)
-        # Slow verbs finishing in the pool wake the loop through this pair.
-        self.done_r, self.done_w = socket.socketpair()
-        for s in (self.done_r, self.done_w):
-            s.setblocking(False)
         self.sel.register(self.done_r, selectors.EVENT_READ, self._on_done)
-        listener = control.bind(self.conf["Agent.RuntimeDir"], self.admin_gid)
-        self.control = control.Server(listener, self.sel, self.admin_gid,
-                                      self._on_control_request)
+        path = os.path.join(self.conf["Agent.RuntimeDir"], control.SOCKET_NAME)
+        self.control = server.Server(
+            server.bind(path, self.admin_gid), self.sel, log,
+            lambda peer, verb: control.authorize(peer, verb, self.admin_gid),
+            self._on_control_request)
         log.info("event=start pid=%d version=%s config=%s control=%s test_hooks=%s "
-                 "spawner=%s", os.getpid(), VERSION, self.config_path,
-                 os.path.join(self.conf["Agent.RuntimeDir"], control.SOCKET_NAME),
+                 "spawner=%s", os.getpid(), VERSION, self.config_path, path,
                  "on" if self.test_hooks else "off", self.spawn_method)
         if self.test_hooks:
             log.warning("event=test_hooks Agent.TestHooks=y: debug verbs granted; "
                         "never use this setting in production")
         self.trees.open()
-        if self.spawn_method == "zygote":
-            # Before the first worker, so before any worker has sent us anything: the
-            # spawner is a fresh interpreter either way (see supervisor/spawner.py).
+        if self.spawn_method == "zygote":   # before any worker has sent us anything
             from supervisor.spawner import Zygote
-            env = {k: v for k, v in spawn.worker_env("spawner", self.config_path, "INFO").items()
-                   if k in ("PATH", "LANG", "HOME")}
-            if self.test_hooks and os.environ.get(spawn.ENV_TEST_DIR):
-                env[spawn.ENV_TEST_DIR] = os.environ[spawn.ENV_TEST_DIR]
+            env = {k: v for k, v in launch.worker_env(
+                "spawner", self.config_path, "INFO", self._test_dir()).items()
+                if k in ("PATH", "LANG", "HOME", launch.ENV_TEST_DIR)}
             self.zygote = Zygote(self.python, env, self.sel, lambda: Capture(
                 "spawner", self.logfile("spawner"), self.console), log)
             self.zygote.start(wait=True)
@@ -198,6 +184,9 @@ class Supervisor(Host):
         for p in self.workers.values():
             first = self.workers.get(p.spec.after) if p.spec.after else None
             p.schedule(now, first is not None and first.spec.autostart)
+
+    def _test_dir(self) -> Optional[str]:
+        return os.environ.get(launch.ENV_TEST_DIR) if self.test_hooks else None
 
     def logfile(self, name: str) -> LogFile:
         lf = self.logfiles.get(name)
@@ -210,11 +199,8 @@ class Supervisor(Host):
     # ---- the loop -------------------------------------------------------------------------
     def run(self) -> int:
         while True:
-            now = time.monotonic()
-            # Sleep until the nearest timer: an idle tree wakes only for heartbeats and
-            # the memory check (no polling).
-            timeout = max(0.0, self._next_deadline() - now)
-            for key, mask in self.sel.select(timeout):
+            # Until the nearest timer: an idle tree wakes only for heartbeats and memory checks.
+            for key, mask in self.sel.select(max(0.0, self._next_deadline() - time.monotonic())):
                 try:
                     key.data(key, mask)
                 except Exception:  # a bug in one handler must not take the tree down
@@ -225,11 +211,11 @@ class Supervisor(Host):
             if self.shutting_down and not any(p.pid for p in self.workers.values()):
                 break
         self._close()
-        return self.exit_code
+        return 0
 
     def _next_deadline(self) -> float:
         deadlines = [self.next_memory_check, self.control.next_deadline()]
-        if self.notifier and self.notifier.watchdog_interval:
+        if self.notifier.watchdog_interval:
             deadlines.append(self.next_watchdog)
         if not self.ready_sent:
             deadlines.append(self.started + READY_WAIT_MAX)
@@ -247,17 +233,15 @@ class Supervisor(Host):
             self.next_memory_check = now + self.conf["Agent.MemoryCheckPeriod"]
             for p in self.workers.values():
                 rss = p.io.stat.rss() if p.pid is not None else None
-                if rss is not None:
-                    p.over_memory(rss)
-        if self.notifier and self.notifier.watchdog_interval and now >= self.next_watchdog:
-            self.notifier.watchdog()
+                p.over_memory(rss or 0)
+        if self.notifier.watchdog_interval and now >= self.next_watchdog:
+            self.notifier.send("WATCHDOG=1")
             self.next_watchdog = now + self.notifier.watchdog_interval
         if not self.ready_sent and (
                 all(p.state != STARTING and p.start_at is None for p in self.workers.values())
                 or now - self.started > READY_WAIT_MAX):
             self.ready_sent = True
-            if self.notifier:
-                self.notifier.ready(self._summary())
+            self.notifier.ready(self._summary())
             log.info("event=ready %s", self._summary())
         self.waiters = [wt for wt in self.waiters if not wt.conn.closed]
         for waiter in list(self.waiters):
@@ -271,7 +255,7 @@ class Supervisor(Host):
             data = self.sig_r.recv(4096)
         except BlockingIOError:
             return
-        for signum in set(data):
+        for signum in set(data):   # (SIGCHLD: _reap runs after every wake-up anyway)
             if signum in (signal.SIGTERM, signal.SIGINT):
                 self.shutdown("signal %s" % signal.Signals(signum).name)
             elif signum == signal.SIGHUP:
@@ -279,15 +263,13 @@ class Supervisor(Host):
                     self.reload()
                 except IpcError:
                     pass  # logged by reload; the running config stays
-            # SIGCHLD: _reap runs after every wake-up anyway.
 
     def shutdown(self, why: str) -> None:
         if self.shutting_down:
             return
         self.shutting_down = True
         log.info("event=stopping reason=%r", why)
-        if self.notifier:
-            self.notifier.stopping()
+        self.notifier.send("STOPPING=1")
         self.cancel.set()
         self.control.stop_listening()
         for waiter in list(self.waiters):
@@ -306,8 +288,7 @@ class Supervisor(Host):
 
     def reload(self) -> List[str]:
         """SIGHUP or control.reload: re-read waagent.conf; keep the old one if it is unusable."""
-        if self.notifier:
-            self.notifier.reloading()
+        self.notifier.send("RELOADING=1")
         try:
             conf = config.load(self.config_path, report=False)
         except config.ConfigError as e:
@@ -319,19 +300,18 @@ class Supervisor(Host):
             log.warning("event=config_problem %s", p)
         self.conf = conf
         self.table = table.build(conf)
-        now = time.monotonic()
         for name, spec in self.table.items():
-            self.workers[name].reconfigure(spec, now)
+            self.workers[name].reconfigure(spec, time.monotonic())
         self.console.enabled = conf["Logs.Console"]
         self.console.verbose = conf["Logs.Verbose"]
         self._console_echo()
         logging.getLogger().setLevel(logging.DEBUG if conf["Logs.Verbose"] else logging.INFO)
         for lf in self.logfiles.values():
             lf.max_bytes, lf.backups = conf["Agent.LogMaxBytes"], conf["Agent.LogBackups"]
-        if bool(conf["Agent.TestHooks"]) != self.test_hooks:
-            log.warning("event=reload note='Agent.TestHooks changes at the next start only'")
-        if conf["Agent.Spawner"] != self.spawn_method:
-            log.warning("event=reload note='Agent.Spawner changes at the next start only'")
+        for key, was in (("Agent.TestHooks", self.test_hooks),
+                         ("Agent.Spawner", self.spawn_method)):
+            if conf[key] != was:
+                log.warning("event=reload note='%s changes at the next start only'", key)
         log.info("event=reload result=ok problems=%d", len(problems))
         self._notify_status()
         return problems
@@ -340,7 +320,7 @@ class Supervisor(Host):
     def now(self) -> float:
         return time.monotonic()
 
-    def _identity(self, spec) -> Optional[spawn.Identity]:
+    def _identity(self, spec) -> Optional[launch.Identity]:
         if os.geteuid() != 0:
             return None  # a developer's non-root run: no uid switch possible
         try:
@@ -349,31 +329,24 @@ class Supervisor(Host):
         except KeyError as e:
             raise RuntimeError("account missing: %s (run `python -m cli.accounts "
                                "install`)" % e.args[0]) from None
-        return spawn.Identity(pw.pw_uid, gr.gr_gid)
+        return launch.Identity(pw.pw_uid, gr.gr_gid)
 
-    @staticmethod
-    def _own_dir(path: str, uid: Optional[int], gid: Optional[int], mode: int) -> None:
-        """Create path if missing and give it exactly this owner and mode, never through a
-        link (a worker could have replaced its own folder with one)."""
+    def _state_dir(self, spec, identity) -> None:
+        """<StateDir>/<worker>/, the worker's own, 0700, never through a link (a worker
+        could have replaced its own folder with one)."""
+        os.makedirs(self.conf["Agent.StateDir"], mode=0o755, exist_ok=True)
+        path = os.path.join(self.conf["Agent.StateDir"], spec.name)
         try:
             os.mkdir(path, 0o700)
         except FileExistsError:
             pass
         fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
         try:
-            if uid is not None:
-                os.fchown(fd, uid, gid)
-            os.fchmod(fd, mode)
+            if identity is not None:
+                os.fchown(fd, identity.uid, identity.gid)
+            os.fchmod(fd, 0o700)
         finally:
             os.close(fd)
-
-    def _state_dir(self, spec, identity) -> None:
-        """<StateDir>/<worker>/, owned by the worker, 0700."""
-        base = self.conf["Agent.StateDir"]
-        os.makedirs(base, mode=0o755, exist_ok=True)
-        self._own_dir(os.path.join(base, spec.name),
-                      identity.uid if identity else None, identity.gid if identity else None,
-                      0o700)
 
     def spawn(self, proc: WorkerProcess) -> int:
         """The one place a worker process is started."""
@@ -381,31 +354,27 @@ class Supervisor(Host):
         identity = self._identity(spec)
         self._state_dir(spec, identity)
         platform_handlers.prepare(self.conf)   # the transport key's root-only folder
-        env = spawn.worker_env(
-            spec.name, self.config_path, "DEBUG" if self.conf["Logs.Verbose"] else "INFO",
-            os.environ.get(spawn.ENV_TEST_DIR) if self.test_hooks else None)
+        env = launch.worker_env(spec.name, self.config_path,
+                                "DEBUG" if self.conf["Logs.Verbose"] else "INFO", self._test_dir())
         cgroup = self.trees.prepare(spec.name, identity and identity.uid)
-        child = None
-        if self.zygote is not None:
-            child = self.zygote.spawn(spec.name, spec.module, identity, env, cgroup)
-        method = "zygote" if child is not None else "exec"
-        if child is None:
-            child = spawn.spawn(spec.module, identity, env, self.python, cgroup)
+        child = self.zygote and self.zygote.spawn(spec.name, spec.module, identity, env, cgroup)
+        method = "zygote" if child else "exec"
+        if not child:
+            child = launch.spawn(spec.module, identity, env, self.python, cgroup)
         self.trees.started(spec.name, child.pid)
         io = proc.io = WorkerIO(proc, child, Capture(spec.name, self.logfile(spec.name),
                                                      self.console),
                                 self.policy.session(spec.name), time.monotonic())
-        io.stat.cpu_percent()
+        io.stat.cpu_percent()   # the first call sets the base
         self.sel.register(io.channel, selectors.EVENT_READ,
-                          functools.partial(self._on_channel, io))
-        self.sel.register(io.log_fd, selectors.EVENT_READ, functools.partial(self._on_log, io))
+                          lambda key, mask: io.channel is not None and self._read_channel(io))
+        self.sel.register(io.log_fd, selectors.EVENT_READ, lambda key, mask: self._on_log(io))
         log.info("event=spawn worker=%s pid=%d user=%s restarts=%d method=%s",
                  spec.name, child.pid, spec.user, proc.restarts, method)
         return child.pid
 
     def kill(self, proc: WorkerProcess, signum: int) -> None:
-        """The one place a signal is sent to a worker: its process group, and its cgroup
-        on SIGKILL (supervisor/trees.py)."""
+        """The one place a signal is sent to a worker (its tree: trees.py)."""
         self.trees.signal(proc.name, proc.pid, signum)
 
     def drop_channel(self, proc: WorkerProcess) -> None:
@@ -413,10 +382,7 @@ class Supervisor(Host):
         if io is None:
             return
         if io.channel is not None:
-            try:
-                self.sel.unregister(io.channel)
-            except (KeyError, ValueError):
-                pass
+            self.sel.unregister(io.channel)
             io.channel.close()
             io.channel = None
         if io.decoder is not None:
@@ -432,10 +398,8 @@ class Supervisor(Host):
         self.drop_channel(proc)
         if io.log_fd is not None:
             io.capture.pump(io.log_fd, reads=64)
-            try:
+            if io.log_fd in self.sel.get_map():
                 self.sel.unregister(io.log_fd)
-            except (KeyError, ValueError):
-                pass
             os.close(io.log_fd)
             io.log_fd = None
             io.capture.close()
@@ -447,8 +411,7 @@ class Supervisor(Host):
                 if waiter.want in (RUNNING, EXITED):
                     self._answer(waiter, error=(FAILED, error))
             elif waiter.want == reached or (reached == EXITED and waiter.want == RUNNING):
-                # (a worker done before it said ready has got as far as it goes)
-                self._answer(waiter, {"worker": self.record(proc)})
+                self._answer(waiter, {"worker": self.record(proc)})   # (as far as it goes)
 
     def changed(self, proc: WorkerProcess) -> None:
         self._notify_status()
@@ -468,7 +431,7 @@ class Supervisor(Host):
             if pid == 0:
                 continue
             self.trees.ended(p.name, p.pid)   # nothing the worker started outlives it
-            p.exited(spawn.describe_status(status),
+            p.exited(launch.describe_status(status),
                      os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0)
             if self.shutting_down:
                 self._stop_next()
@@ -478,13 +441,9 @@ class Supervisor(Host):
                                 | {self.zygote and self.zygote.pid})
 
     # ---- worker channels: read, check, run, reply -------------------------------------------
-    def _on_log(self, io: WorkerIO, key, mask):
+    def _on_log(self, io: WorkerIO):
         if io.log_fd is not None and not io.capture.pump(io.log_fd):
             self.sel.unregister(io.log_fd)
-
-    def _on_channel(self, io: WorkerIO, key, mask):
-        if io.channel is not None:
-            self._read_channel(io)
 
     def violation(self, proc: WorkerProcess, err: IpcError, what: str = "") -> None:
         log.warning("event=security worker=%s pid=%s code=%s detail=%r action=killed",
@@ -622,26 +581,22 @@ class Supervisor(Host):
 
     def _reply_result(self, io: WorkerIO, ident, verb, result, err, fds=()) -> None:
         try:
-            self._reply(io, ident, verb, result, err, fds)
-        finally:
-            for fd in fds:   # sent (the worker has its own copy) or not: ours are closed
-                os.close(fd)
-
-    def _reply(self, io: WorkerIO, ident, verb, result, err, fds) -> None:
-        if io.channel is None:
-            return  # the process that asked is gone
-        if err is None:
-            try:
-                check_result(verb, result)
-            except IpcError as e:
-                err = IpcError(INTERNAL, e.message)
-        if err is None:
+            if io.channel is None:
+                return  # the process that asked is gone
+            if err is None:
+                try:
+                    check_result(verb, result)
+                except IpcError as e:
+                    err = IpcError(INTERNAL, e.message)
+            if err is not None:
+                return self._send(io, envelope.error(ident, err.code, err.message))
             self.policy.succeeded(verb.name)
             self._send_frame(io, envelope.reply_frame(ident, result, framing.WORKER_CAP), fds)
             if self.console.echo_fd >= 0:
                 self._console_echo()
-        else:
-            self._send(io, envelope.error(ident, err.code, err.message))
+        finally:
+            for fd in fds:   # sent (the worker has its own copy) or not: ours are closed
+                os.close(fd)
 
     def _send(self, io: WorkerIO, msg: dict) -> None:
         self._send_frame(io, framing.encode(msg, framing.WORKER_CAP))
@@ -661,16 +616,11 @@ class Supervisor(Host):
         except OSError:
             pass
 
-    # ---- control verbs (ipc/verbs/control.py): verb -> handler --------------------------
+    # ---- control verbs (ipc/verbs/control.py; who may call which: control.py) ----------
     # A handler returns the result to reply with now, or None when it has answered itself
-    # or a Waiter will (the worker reaching a state). Who may call which verb (root all,
-    # guestagent-admin the `readonly` ones) was checked by control.Server from the
-    # declaration.
-    def _on_control_request(self, conn: control.Conn, msg) -> None:
-        handler = self.CONTROL.get(msg.verb)
-        if handler is None:
-            raise IpcError(INTERNAL, "no handler for %s" % msg.verb)
-        result = handler(self, conn, msg)
+    # or a Waiter will (the worker reaching a state).
+    def _on_control_request(self, conn: server.Conn, msg) -> None:
+        result = self.CONTROL[msg.verb](self, conn, msg)   # all there: checked at start
         if result is not None:
             self.control.send(conn, envelope.reply(msg.id, result))
 
@@ -766,27 +716,23 @@ class Supervisor(Host):
     def _spawner_record(self) -> dict:
         """The preloaded spawner (Agent.Spawner=zygote), or why workers are fork+exec'd."""
         z = self.zygote
-        pid = z.pid if z is not None else None
         if z is None:
-            state = "off"
-        elif z.disabled:
-            state = "fallback"
-        elif pid is None:
-            state = "restarting"
-        else:
-            state = "ready" if z.proc.ready else "starting"
-        rss = ProcStat(pid).rss() if pid is not None else None
-        return {"method": self.spawn_method if z is None or not z.disabled else "exec",
-                "state": state, "pid": pid, "starts": z.starts if z is not None else 0,
-                "uptime": round(time.monotonic() - z.proc.started, 3) if pid else None,
-                "rss": rss, "message": ((z.disabled or "") if z is not None else "")[:300]}
+            return {"method": self.spawn_method, "state": "off", "pid": None, "starts": 0,
+                    "uptime": None, "rss": None, "message": ""}
+        pid = z.pid
+        state = "fallback" if z.disabled else "restarting" if pid is None else \
+            "ready" if z.ready else "starting"
+        return {"method": "exec" if z.disabled else self.spawn_method, "state": state,
+                "pid": pid, "starts": z.starts,
+                "uptime": round(time.monotonic() - z.started, 3) if pid else None,
+                "rss": ProcStat(pid).rss() if pid else None, "message": (z.disabled or "")[:300]}
 
     def _summary(self) -> str:
         counts = collections.Counter(p.state for p in self.workers.values())
         return ", ".join("%d %s" % (n, s.lower()) for s, n in sorted(counts.items()))
 
     def _notify_status(self) -> None:
-        if not self.notifier or not self.notifier.enabled:
+        if not self.notifier.enabled:
             return
         line = self._summary()
         if line != self.last_status_line:

@@ -45,12 +45,3 @@ class Notifier:
 
     def status(self, text: str) -> bool:
         return self.send("STATUS=" + text.replace("\n", " ")[:200])
-
-    def watchdog(self) -> bool:
-        return self.send("WATCHDOG=1")
-
-    def stopping(self) -> bool:
-        return self.send("STOPPING=1")
-
-    def reloading(self) -> bool:
-        return self.send("RELOADING=1")

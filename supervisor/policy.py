@@ -1,18 +1,11 @@
 """The policy table: which worker may call which verb, and when (OpenSSH's monitor table).
 
-Every verb a worker may send is one row: a `Permit` below for the worker.* lifecycle, a
-`broker.Privileged` row beside its handler for a privileged verb. A verb that is not declared in
-ipc/verbs is UNKNOWN_VERB; declared but with no row for this worker, used twice when ONCE,
-sent before `worker.hello`, or behind a closed gate, is DENIED; arguments that do not fit its
-schema are INVALID_ARGS. All of these are violations: the loop ends the worker and logs a
-security event (DESIGN.md principle 5). There is no generic verb and no getattr dispatch.
-
-The flags (once, gate, closes, test_only) mean what they mean on `broker.Privileged`. A gate
-is closed for the boot and VM id on disk (supervisor/privileged/gates.py), when a verb with
-`closes` succeeds or at start from what the supervisor reads itself (the provisioned marker
-equal to the VM id, the agent disabled): no restart of a worker or of the supervisor reopens it.
-
-Adding a row is a security change: review it as one.
+One row per verb: a `Permit` below for the worker.* lifecycle, a `broker.Privileged` beside
+each privileged handler. Undeclared: UNKNOWN_VERB; no row for this worker, used twice when
+ONCE, before `worker.hello`, or behind a closed gate: DENIED; bad arguments: INVALID_ARGS.
+Each is a violation: the worker is ended (DESIGN.md principle 5). A gate is closed on disk for
+the boot and VM id (privileged/gates.py), by a `closes` verb or at start from what the
+supervisor reads itself: no restart reopens it. Adding a row is a security change.
 """
 
 from dataclasses import dataclass, field
@@ -51,10 +44,8 @@ class Policy:
 
     def __init__(self, table: Optional[Iterable] = None, test_hooks: bool = False,
                  conf=None):
-        """table: the rows (default: the lifecycle and the broker's privileged verbs);
-        conf: the configuration, to load the gates from disk and from what the broker reads
-        itself (supervisor/privileged/gates.py); without it (unit tests) they live in
-        memory."""
+        """table: default the lifecycle and the privileged rows; conf: to load the gates
+        (without it, unit tests, they live in memory)."""
         if table is None:
             table = LIFECYCLE + tuple(verbs.table().values())
         self.permits: Dict[str, object] = {}
@@ -67,20 +58,11 @@ class Policy:
             self.permits[permit.verb] = permit
         self.gates = state.load_gates(conf) if conf is not None else gates.Gates(None, None, None)
 
-    @property
-    def closed_gates(self) -> Set[str]:
-        return self.gates.closed
-
-    def allowed(self, worker: str):
-        """The verbs a worker may call now (for the documentation and the status record)."""
-        return sorted(v for v, p in self.permits.items()
-                      if worker in p.workers and p.gate not in self.closed_gates)
-
     def session(self, worker: str) -> "Session":
         return Session(self, worker)
 
     def succeeded(self, verb: str) -> None:
-        """Called by the loop after a verb's handler succeeded: closes its gate, if any."""
+        """A verb's handler succeeded: close its gate, if any."""
         permit = self.permits.get(verb)
         if permit is not None and permit.closes:
             self.gates.close(permit.closes)
@@ -113,7 +95,7 @@ class Session:
             raise IpcError(DENIED, "%s may be called once" % name)
         if permit.once == BOOT and name in self.policy.gates.done:
             raise IpcError(DENIED, "%s ran already this boot" % name)
-        if permit.gate is not None and permit.gate in self.policy.closed_gates:
+        if permit.gate is not None and permit.gate in self.policy.gates.closed:
             raise IpcError(DENIED, "%s: the %s phase is over" % (name, permit.gate))
         check_args(verb, msg.args)  # INVALID_ARGS
         if permit.once == BOOT and not self.policy.gates.record(name):

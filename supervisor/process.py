@@ -1,14 +1,8 @@
 """One worker's supervision: supervisord's state machine, and the only place it changes.
 
-A `WorkerProcess` holds one worker-table record's run-time state and moves it between the
-states of supervisor/states.py on events: an operator's verb (start, stop, restart, run now),
-what the worker says (hello, ready, heartbeat, status), what the OS says (it exited, with what
-status), and the clock (`tick`: the ready timeout, missed heartbeats, the stop timeout, the
-restart delay, a periodic run or a start after another worker). Everything it does to the
-world goes through one seam, `Host`: spawn a process, send it a signal, stop listening to its
-channel, read what it left, answer the operators waiting, report a change. The loop
-(supervisor/loop.py) is the real Host; tests/unit/test_worker_process.py fakes it, so every
-transition is tested without a process.
+Events: an operator's verb, what the worker says, its exit, and the clock (`tick`). What it
+does to the world goes through one seam, `Host`; the loop is the real one, and
+tests/unit/test_worker_process.py fakes it to test every transition without a process.
 """
 
 import abc
@@ -28,41 +22,31 @@ CHANNEL_CLOSED_GRACE = 1.0  # a worker that closed its channel but lives on is k
 
 
 class Host(abc.ABC):
-    """The seam: what a WorkerProcess asks of the world. Every call is quick (never blocks)."""
-
+    """What a WorkerProcess asks of the world; every call is quick (never blocks)."""
     @abc.abstractmethod
-    def now(self) -> float:
-        """The monotonic clock."""
+    def now(self) -> float: ...   # the monotonic clock
 
-    @abc.abstractmethod
-    def spawn(self, proc: "WorkerProcess") -> int:
-        """Start a process for proc.spec with a fresh channel and log pipe; its pid. Raises
-        (any exception) when it could not."""
+    @abc.abstractmethod   # a fresh process, channel and log pipe: its pid; raises if not
+    def spawn(self, proc: "WorkerProcess") -> int: ...
 
-    @abc.abstractmethod
-    def kill(self, proc: "WorkerProcess", signum: int) -> None:
-        """Send signum to the worker's process (proc.pid is set and not yet reaped)."""
+    @abc.abstractmethod   # to its live process (pid set, not yet reaped)
+    def kill(self, proc: "WorkerProcess", signum: int) -> None: ...
 
-    @abc.abstractmethod
-    def drop_channel(self, proc: "WorkerProcess") -> None:
-        """Stop listening to the worker's channel: an ended worker says nothing more."""
+    @abc.abstractmethod   # an ended worker says nothing more
+    def drop_channel(self, proc: "WorkerProcess") -> None: ...
 
-    @abc.abstractmethod
-    def drain(self, proc: "WorkerProcess") -> None:
-        """The process was reaped: read what it left on its channel and log pipe, close them."""
+    @abc.abstractmethod   # reaped: read what it left on its channel and log pipe, close them
+    def drain(self, proc: "WorkerProcess") -> None: ...
 
-    @abc.abstractmethod
+    @abc.abstractmethod   # answer the operators waiting on it: a state reached, or failed
     def settled(self, proc: "WorkerProcess", reached: Optional[str] = None,
-                error: Optional[str] = None) -> None:
-        """Answer the operators waiting on this worker: it reached a state, or failed."""
+                error: Optional[str] = None) -> None: ...
 
-    @abc.abstractmethod
-    def changed(self, proc: "WorkerProcess") -> None:
-        """The state changed (the loop updates the service status line)."""
+    @abc.abstractmethod   # its state changed (the service status line)
+    def changed(self, proc: "WorkerProcess") -> None: ...
 
-    @abc.abstractmethod
-    def state_of(self, name: str) -> Optional[str]:
-        """Another worker's state (for `after`), None if there is no such worker."""
+    @abc.abstractmethod   # another worker's state (for `after`); None: no such worker
+    def state_of(self, name: str) -> Optional[str]: ...
 
 
 class WorkerProcess:

@@ -1,8 +1,5 @@
-"""RSS and CPU% of a process from /proc, for `agentctl status` and the memory limit.
-
-The two figures the supervisor needs, read from /proc/PID/statm and /proc/PID/stat (Linux
-only, as the agent is): psutil costs the resident supervisor ~1.9 MiB of imports for them.
-"""
+"""RSS and CPU% of a process from /proc, for `agentctl status` and the memory limit (psutil
+would cost the resident supervisor ~1.9 MiB of imports for them)."""
 
 import os
 import time
@@ -25,18 +22,13 @@ class ProcStat:
         except (OSError, ValueError, IndexError):
             return None
 
-    def cpu_seconds(self) -> Optional[float]:
+    def cpu_percent(self) -> Optional[float]:
+        """CPU% since the previous call (psutil's cpu_percent(None)); 0.0 on the first."""
         try:
             with open("/proc/%d/stat" % self.pid, "rb") as f:
                 fields = f.read().rsplit(b")", 1)[1].split()
-            return (int(fields[11]) + int(fields[12])) / TICKS   # utime + stime
+            now, used = time.monotonic(), (int(fields[11]) + int(fields[12])) / TICKS
         except (OSError, ValueError, IndexError):
-            return None
-
-    def cpu_percent(self) -> Optional[float]:
-        """CPU% since the previous call (psutil's cpu_percent(None)); 0.0 on the first."""
-        now, used = time.monotonic(), self.cpu_seconds()
-        if used is None:
             return None
         last, self._last = self._last, (now, used)
         if last is None or now <= last[0]:

@@ -1,9 +1,8 @@
-"""The supervisor's handle on the preloaded spawner (the spawner itself: spawner/, run as
-`python -I -m spawner`; why a zygote and how it keeps a worker's image clean: its
-package's docstring). Here: start it fork+exec'd before any worker, wait for
-`spawner.ready`, give it `spawner.spawn` orders, restart it when it dies, and fall back to
-fork+exec for good (with a log line) when it cannot be started or dies too often.
-`Agent.Spawner=exec` skips it altogether. This module never imports `workers/`.
+"""The supervisor's handle on the preloaded spawner (the process: spawner/, whose docstring
+says why a zygote and how it keeps a worker's image clean). Started fork+exec'd before any
+worker, it gets `spawner.spawn` orders; it is restarted when it dies, and given up for
+fork+exec for good (with a log line) when it cannot start or dies too often. Loop thread
+only; never imports `workers/`.
 """
 
 import os
@@ -12,14 +11,16 @@ import socket
 import time
 from typing import Dict, Optional
 
+import launch
 from ipc import envelope
 from ipc.channel import Channel
 from ipc.errors import IpcError
 from ipc.verbs.spawner import SPAWN
-from supervisor import spawn
 
 READY_TIMEOUT = 30.0     # start-up: imports of requests + cryptography on a slow, busy VM
-ORDER_TIMEOUT = SPAWN.timeout   # one spawn: two forks; the loop waits this long at most
+ATTEMPTS = 3             # tries at start-up before falling back to fork+exec
+MAX_DEATHS = 5           # deaths within DEATH_WINDOW before falling back
+DEATH_WINDOW = 300.0
 
 
 def _close(fd: int) -> None:
@@ -29,87 +30,17 @@ def _close(fd: int) -> None:
         pass
 
 
-# ==== the supervisor's side ================================================================
-class SpawnerError(Exception):
-    pass
-
-
-class SpawnerProcess:
-    """The supervisor's handle on one running spawner: start it, wait for ready, give orders.
-
-    Used from the supervisor's loop thread only. Orders are synchronous with a deadline
-    (ORDER_TIMEOUT): a spawn is two forks in a process that does nothing else, a few ms —
-    what the supervisor's own fork cost on the exec path.
-    """
-
-    def __init__(self, python: str, env: Dict[str, str]):
-        self.child = spawn.spawn("spawner", None, env, python)
-        self.pid = self.child.pid
-        self.log_fd = self.child.log_fd
-        self.channel = Channel(self.child.channel)
-        self.child.channel.setblocking(True)
-        self.ready = False
-        self.started = time.monotonic()
-
-    def wait_ready(self, timeout: float = READY_TIMEOUT) -> None:
-        try:
-            msg, fds = self.channel.receive(time.monotonic() + timeout, want_fds=False)
-        except IpcError as e:
-            raise SpawnerError("no spawner.ready: %s" % e.message) from None
-        if not isinstance(msg, envelope.Notice) or msg.notice != "spawner.ready" \
-                or msg.args.get("pid") != self.pid:
-            raise SpawnerError("unexpected first message from the spawner")
-        self.ready = True
-
-    def spawn(self, name: str, module: str, identity, env: Dict[str, str],
-              cgroup: Optional[str] = None):
-        """Order a worker; returns spawn.Spawned like spawn.spawn does."""
-        parent_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        log_r, log_w = os.pipe()
-        try:
-            try:
-                result, fds = self.channel.call("spawner.spawn", {
-                    "worker": name, "module": module,
-                    "uid": None if identity is None else identity.uid,
-                    "gid": None if identity is None else identity.gid,
-                    "env": env, "cgroup": cgroup},
-                    timeout=ORDER_TIMEOUT, fds=[child_end.fileno(), log_w])
-            except IpcError as e:
-                raise SpawnerError("spawner.spawn: %s %s" % (e.code, e.message)) from None
-            for fd in fds:
-                _close(fd)
-        except BaseException:
-            parent_end.close()
-            _close(log_r)
-            raise
-        finally:
-            child_end.close()
-            _close(log_w)
-        parent_end.setblocking(False)
-        os.set_blocking(log_r, False)
-        return spawn.Spawned(result["pid"], parent_end, log_r)
-
-    def close(self) -> None:
-        """Tell it to leave (EOF on its channel); the supervisor reaps it."""
-        self.channel.close()
-
-
 class Zygote:
-    """The supervisor's spawner, kept alive: started at open(), restarted when it dies, and
-    given up for fork+exec (with a log line) when it cannot be started or dies too often.
-
-    `sel` is the supervisor's selector (the spawner's log pipe is read in its loop);
-    `capture()` returns the Capture its log lines go to (spawner.log).
-    """
-
-    ATTEMPTS = 3            # tries per (re)start before falling back to fork+exec
-    MAX_DEATHS = 5          # deaths within DEATH_WINDOW before falling back
-    DEATH_WINDOW = 300.0
+    """`sel` is the supervisor's selector (the spawner's log pipe and, after a restart, its
+    `spawner.ready` are read in its loop); `capture()` makes the Capture for spawner.log."""
 
     def __init__(self, python: str, env: Dict[str, str], sel, capture, log):
         self.python, self.env, self.sel, self.make_capture, self.log = \
             python, env, sel, capture, log
-        self.proc: Optional[SpawnerProcess] = None
+        self.child: Optional[launch.Spawned] = None
+        self.channel: Optional[Channel] = None
+        self.ready = False
+        self.started = 0.0
         self.capture = None
         self.disabled: Optional[str] = None   # why we fell back to fork+exec
         self.deaths = []
@@ -117,157 +48,174 @@ class Zygote:
 
     @property
     def pid(self) -> Optional[int]:
-        return self.proc.pid if self.proc is not None else None
+        return self.child.pid if self.child is not None else None
 
     @property
     def deadline(self) -> Optional[float]:
-        """When reap() must look again: a restarted spawner's READY_TIMEOUT (the loop sleeps
-        until its nearest deadline)."""
-        if self.proc is None or self.proc.ready:
-            return None
-        return self.proc.started + READY_TIMEOUT
+        """When reap() must look again: a restarted spawner's READY_TIMEOUT."""
+        return None if self.child is None or self.ready else self.started + READY_TIMEOUT
 
     def start(self, wait: bool = True) -> None:
-        """(Re)start the spawner. wait=True (start-up, before any worker): block until it
-        is ready, trying ATTEMPTS times. wait=False (a restart while workers run): the loop
-        must not block for a fresh interpreter's imports, so its `spawner.ready` is read by
-        the loop; spawns until then use fork+exec."""
+        """wait=True (start-up, before any worker): block until it is ready, ATTEMPTS times.
+        wait=False (a restart): the loop must not wait for a fresh interpreter's imports, so
+        it reads `spawner.ready` itself; spawns until then are fork+exec."""
         if self.disabled:
             return
         try:
-            spawn.set_child_subreaper()
+            launch.set_child_subreaper()
         except OSError as e:
-            self.fall_back("cannot become a child subreaper: %s" % e)
-            return
+            return self.fall_back("cannot become a child subreaper: %s" % e)
         last = ""
-        for _ in range(self.ATTEMPTS if wait else 1):
+        for _ in range(ATTEMPTS if wait else 1):
             try:
-                self.proc = SpawnerProcess(self.python, self.env)
+                self.child = launch.spawn("spawner", None, self.env, self.python)
             except OSError as e:
                 last = "spawn failed: %s" % e
                 continue
+            self.child.channel.setblocking(True)
+            self.channel, self.ready, self.started = Channel(self.child.channel), False, \
+                time.monotonic()
             self.capture = self.make_capture()
-            self.sel.register(self.proc.log_fd, 1, self._on_log)   # 1: EVENT_READ
+            self.sel.register(self.child.log_fd, 1, self._on_log)   # 1: EVENT_READ
             if not wait:
-                self.sel.register(self.proc.channel.sock, 1, self._on_ready)
+                self.sel.register(self.child.channel, 1, self._on_ready)
                 return
-            try:
-                self.proc.wait_ready()
-            except SpawnerError as e:
-                last = str(e)
-                self._kill_and_reap()
-                continue
-            self._started()
-            return
+            why = self._wait_ready(READY_TIMEOUT)
+            if why is None:
+                return
+            last = why
+            self._kill(wait=True)
         self.fall_back("the spawner did not start (%d attempt(s)): %s"
-                       % (self.ATTEMPTS if wait else 1, last))
+                       % (ATTEMPTS if wait else 1, last))
 
-    def _started(self) -> None:
+    def _wait_ready(self, timeout: float) -> Optional[str]:
+        """Read `spawner.ready`; None when it came, else why not."""
+        try:
+            msg, _ = self.channel.receive(time.monotonic() + timeout, want_fds=False)
+        except IpcError as e:
+            return "no spawner.ready: %s" % e.message
+        if not isinstance(msg, envelope.Notice) or msg.notice != "spawner.ready" \
+                or msg.args.get("pid") != self.pid:
+            return "unexpected first message from the spawner"
+        self.ready = True
         self.starts += 1
         self.log.info("event=spawner_start pid=%d starts=%d ready_after=%.3fs",
-                      self.proc.pid, self.starts, time.monotonic() - self.proc.started)
+                      self.pid, self.starts, time.monotonic() - self.started)
+        return None
 
     def _on_ready(self, key, mask) -> None:
         self.sel.unregister(key.fileobj)
-        if self.proc is None or self.proc.channel.sock is not key.fileobj:
-            return
-        try:
-            self.proc.wait_ready(timeout=1.0)
-        except SpawnerError as e:
-            self.log.error("event=spawner_failed pid=%d error=%r", self.proc.pid, str(e))
-            os.kill(self.proc.pid, signal.SIGKILL)   # reap() counts it and starts another
-            return
-        self._started()
+        if self.child is not None and self.child.channel is key.fileobj:
+            why = self._wait_ready(1.0)
+            if why is not None:
+                self.log.error("event=spawner_failed pid=%d error=%r", self.pid, why)
+                self._kill()   # reap() counts it and starts another
 
     def fall_back(self, why: str) -> None:
         self.disabled = why
         self.log.error("event=spawner_fallback method=exec reason=%r", why[:300])
 
     def spawn(self, name: str, module: str, identity, env: Dict[str, str],
-              cgroup: Optional[str] = None):
+              cgroup: Optional[str] = None) -> Optional[launch.Spawned]:
         """A worker forked by the spawner, or None: the caller uses fork+exec this time."""
-        if self.proc is None or not self.proc.ready:
+        if self.child is None or not self.ready:
             return None
+        parent_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        log_r, log_w = os.pipe()
         try:
-            return self.proc.spawn(name, module, identity, env, cgroup)
-        except SpawnerError as e:
+            result, fds = self.channel.call("spawner.spawn", {
+                "worker": name, "module": module,
+                "uid": None if identity is None else identity.uid,
+                "gid": None if identity is None else identity.gid,
+                "env": env, "cgroup": cgroup},
+                timeout=SPAWN.timeout, fds=[child_end.fileno(), log_w])
+        except BaseException as e:
+            parent_end.close()
+            _close(log_r)
+            if not isinstance(e, IpcError):
+                raise
             self.log.error("event=spawner_failed pid=%d worker=%s error=%r action=restart",
-                           self.proc.pid, name, str(e)[:300])
-            os.kill(self.proc.pid, signal.SIGKILL)   # reap() counts it and starts another
+                           self.pid, name, ("spawner.spawn: %s %s" % (e.code, e.message))[:300])
+            self._kill()   # reap() counts it and starts another
             return None
+        finally:
+            child_end.close()
+            _close(log_w)
+        for fd in fds:
+            _close(fd)
+        parent_end.setblocking(False)
+        os.set_blocking(log_r, False)
+        return launch.Spawned(result["pid"], parent_end, log_r)
 
     def reap(self, restart: bool) -> None:
         """After SIGCHLD: has the spawner died? Log it and start another."""
-        if self.proc is None:
+        if self.child is None:
             return
         try:
-            pid, status = os.waitpid(self.proc.pid, os.WNOHANG)
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
         except ChildProcessError:
-            pid, status = self.proc.pid, 0
+            pid, status = self.pid, 0
         if pid == 0:
-            if not self.proc.ready and time.monotonic() - self.proc.started > READY_TIMEOUT:
+            if not self.ready and time.monotonic() - self.started > READY_TIMEOUT:
                 self.log.error("event=spawner_failed pid=%d error='no spawner.ready in %.0fs'"
-                               % (self.proc.pid, READY_TIMEOUT))
-                os.kill(self.proc.pid, signal.SIGKILL)
+                               % (self.pid, READY_TIMEOUT))
+                self._kill()
             return
-        self.log.warning("event=spawner_exit pid=%d status=%r", pid, spawn.describe_status(status))
+        self.log.warning("event=spawner_exit pid=%d status=%r", pid,
+                         launch.describe_status(status))
         self._forget()
         if not restart:
             return
         now = time.monotonic()
-        self.deaths = [t for t in self.deaths if now - t < self.DEATH_WINDOW] + [now]
-        if len(self.deaths) > self.MAX_DEATHS:
-            self.fall_back("died %d times within %.0fs" % (len(self.deaths), self.DEATH_WINDOW))
-            return
+        self.deaths = [t for t in self.deaths if now - t < DEATH_WINDOW] + [now]
+        if len(self.deaths) > MAX_DEATHS:
+            return self.fall_back("died %d times within %.0fs" % (len(self.deaths), DEATH_WINDOW))
         self.start(wait=False)
 
     def close(self, timeout: float = 5.0) -> None:
-        """At the supervisor's end: EOF tells it to leave; SIGKILL if it does not."""
-        if self.proc is None:
+        """At the supervisor's end: EOF on its channel tells it to leave; SIGKILL if not."""
+        if self.child is None:
             return
-        self.proc.close()
+        self.channel.close()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
-                pid, _ = os.waitpid(self.proc.pid, os.WNOHANG)
+                if os.waitpid(self.pid, os.WNOHANG)[0]:
+                    break
             except ChildProcessError:
-                break
-            if pid:
                 break
             time.sleep(0.01)
         else:
-            self._kill_and_reap()
-            return
+            return self._kill(wait=True)
         self._forget()
 
-    def _kill_and_reap(self) -> None:
+    def _kill(self, wait: bool = False) -> None:
+        """SIGKILL; with wait, reap it and forget it (else reap() will)."""
         try:
-            os.kill(self.proc.pid, signal.SIGKILL)
+            os.kill(self.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
-        try:
-            os.waitpid(self.proc.pid, 0)
-        except ChildProcessError:
-            pass
-        self._forget()
+        if wait:
+            try:
+                os.waitpid(self.pid, 0)
+            except ChildProcessError:
+                pass
+            self._forget()
 
     def _forget(self) -> None:
-        proc, self.proc = self.proc, None
-        try:
-            self.sel.unregister(proc.channel.sock)
-        except (KeyError, ValueError):
-            pass
-        proc.channel.close()
-        try:
-            self.sel.unregister(proc.log_fd)
-        except (KeyError, ValueError):
-            pass
+        child, self.child = self.child, None
+        for fileobj in (child.channel, child.log_fd):
+            try:
+                self.sel.unregister(fileobj)
+            except (KeyError, ValueError):
+                pass
+        self.channel.close()
         if self.capture is not None:
             # What it wrote last (a traceback) still goes to spawner.log.
-            self.capture.pump(proc.log_fd, reads=64)
+            self.capture.pump(child.log_fd, reads=64)
             self.capture.close()
             self.capture = None
-        _close(proc.log_fd)
+        _close(child.log_fd)
 
     def _on_log(self, key, mask) -> None:
         if not self.capture.pump(key.fd):

@@ -1,7 +1,5 @@
-"""Supervision states (supervisord's set) and the transitions the loop may make.
-
-A worker is RUNNING when it has said `worker.ready`, not when it has lived N seconds.
-"""
+"""Supervision states (supervisord's set) and their transitions. RUNNING: it has said
+`worker.ready` (not: it has lived N seconds)."""
 
 STOPPED = "STOPPED"      # not running, and not meant to (initial, or stopped by an operator)
 STARTING = "STARTING"    # spawned, has not said worker.ready yet
@@ -24,10 +22,8 @@ TRANSITIONS = {
     FATAL: {STARTING, STOPPED},
 }
 
-# A process exists in these states.
-ALIVE = frozenset((STARTING, RUNNING, STOPPING))
-# agentctl start is accepted in these.
-STARTABLE = frozenset((STOPPED, EXITED, FATAL, BACKOFF))
+ALIVE = frozenset((STARTING, RUNNING, STOPPING))             # a process exists
+STARTABLE = frozenset((STOPPED, EXITED, FATAL, BACKOFF))     # agentctl start is accepted
 
 
 class TransitionError(AssertionError):

@@ -1,21 +1,10 @@
-"""The worker table: one frozen record per worker (DESIGN.md, Worker table).
+"""The worker table: one frozen record per worker, in start order (stopped in reverse).
 
-The order of WORKERS is the start order; the supervisor stops them in reverse.
-
-Lifetimes (DESIGN.md, Processes): a SERVICE stays resident and is restarted per its policy; a
-ONCE worker (provisioning) runs its job once per boot and exits 0 when done — shown EXITED
-with its last status message, not restarted; a failure is retried with backoff (never sooner
-than Agent.BackoffDelay, as it has reported to the platform), then FATAL until `agentctl
-start`; a PERIODIC worker (logcollector) is started by the supervisor's timer — first
-`initial_delay` after start, then every `period` (0: on demand only) — and on demand
-(`agentctl collect-logs`), does its run and exits; a failed run is logged and waits for the
-next one. Non-resident workers cost nothing between runs. Timings come
-from the `Agent.*` keys of waagent.conf so one file tunes a fleet (and lets the tests run the
-real paths in milliseconds); what differs per worker (user, restart policy, memory limit,
-slice) is written here and reviewed with the code.
-
-Which verbs a worker may call is not a field here but the policy table (policy.py), so that a
-new privileged verb is one reviewed entry in one place.
+Lifetimes (DESIGN.md, Processes): a SERVICE stays resident; a ONCE worker (provisioning)
+runs once per boot and exits 0 when done (EXITED, not restarted; a failure is retried with
+backoff, then FATAL until `agentctl start`); a PERIODIC worker (logcollector) runs on the
+supervisor's timer and on demand, then exits. Timings come from the `Agent.*` keys; what
+differs per worker is written here. Which verbs a worker may call: policy.py.
 """
 
 import signal

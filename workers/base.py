@@ -9,7 +9,7 @@
 - SIGTERM ends the job cleanly (WorkerStop is raised in the main thread) and exits 0;
 - the supervisor going away (EOF on the channel) ends the worker;
 - logs to stderr only, one line per record: `<UTC time> <LEVEL> <worker>[<pid>]: <message>`;
-  the supervisor files, rotates, redacts and forwards the lines (supervisor/logcapture.py).
+  the supervisor files, rotates, redacts and forwards the lines (loglines/).
 
 A worker module is `Worker("name").run(job)` where `job(worker)` sets up, calls
 `worker.ready()`, then loops calling `worker.tick()` and `worker.wait(seconds)` until it

@@ -1,5 +1,5 @@
-"""Log capture as the supervisor does it (supervisor/logcapture.py): the worker's name from the
-pipe, control characters escaped, whole lines redacted however they arrive, and security.log."""
+"""Log capture as the supervisor does it (loglines/, supervisor/logs.py): the worker's name from
+the pipe, control characters escaped, whole lines redacted however they arrive, and security.log."""
 
 import io
 import logging
@@ -10,8 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from redaction import MARK
-from supervisor.logcapture import (MAX_LINE, SECURITY, Capture, Console, LogFile, SecurityLog,
-                                   SupervisorHandler)
+from loglines import MAX_LINE, Capture, Console, LogFile
+from supervisor.logs import SECURITY, SecurityLog, SupervisorHandler
 
 
 class Sink:

@@ -36,3 +36,13 @@ def test_the_supervisor_imports_no_worker_code():
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
 
+
+
+def test_the_machinery_moved_out_of_the_supervisor_is_neutral():
+    # launch/, cgroups/, loglines/ and ipc/ serve the supervisor, the spawner and the reaper:
+    # none of them may reach back into supervisor/, workers/ or spawner/.
+    for package in ("launch", "cgroups", "loglines", "ipc"):
+        assert [(m, f) for m, f in imported(package)
+                if m.split(".")[0] in ("supervisor", "workers", "spawner")] == [], package
+    # The reaper runs it with -S (no site-packages): the standard library only.
+    assert {m.split(".")[0] for m, _ in imported("cgroups")} <= {"errno", "os", "signal", "time"}

@@ -12,11 +12,11 @@ from ipc import envelope
 from ipc.errors import BAD_ENVELOPE, DENIED, INVALID_ARGS, UNKNOWN_VERB, IpcError
 from supervisor import broker, control, states, table
 from supervisor.backoff import BackoffPolicy, FailureHistory, next_step
-from supervisor.logcapture import Capture, Console, LogFile
+from loglines import Capture, Console, LogFile
 from supervisor.policy import LIFECYCLE, Permit, Policy
 from supervisor.privileged import verbs
 from redaction import MARK, LineRedactor, redact
-from supervisor.spawn import worker_env
+from launch import worker_env
 
 TABLE = LIFECYCLE + tuple(verbs.table().values())   # the lifecycle and privileged rows
 

@@ -8,8 +8,7 @@ import time
 
 import pytest
 
-import reaper
-from supervisor import spawn, trees
+import cgroups
 
 
 def test_the_v2_mount_is_found_and_v1_ignored(tmp_path):
@@ -20,21 +19,21 @@ def test_the_v2_mount_is_found_and_v1_ignored(tmp_path):
     info.write_text(
         "30 25 0:26 / /sys/fs/cgroup/memory rw,relatime shared:9 - cgroup cgroup rw,memory\n"
         "31 25 0:27 / %s rw,relatime shared:10 - cgroup2 cgroup2 rw\n" % v2)
-    assert trees.find_hierarchy(str(info)) == str(v2)
+    assert cgroups.find_hierarchy(str(info)) == str(v2)
     info.write_text("30 25 0:26 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory\n")
-    assert trees.find_hierarchy(str(info)) is None
+    assert cgroups.find_hierarchy(str(info)) is None
     freezer = tmp_path / "freezer"
     freezer.mkdir()
     (freezer / "cgroup.procs").write_text("")
     info.write_text("30 25 0:26 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory\n"
                     "32 25 0:28 / %s rw - cgroup cgroup rw,freezer\n" % freezer)
-    assert trees.find_hierarchy(str(info)) == str(freezer)
+    assert cgroups.find_hierarchy(str(info)) == str(freezer)
 
 
 def real_cgroup(name, hierarchy):
     if os.geteuid() != 0:
         pytest.skip("needs root")
-    own = trees.own_cgroup(hierarchy=hierarchy) if hierarchy else None
+    own = cgroups.own_cgroup(hierarchy=hierarchy) if hierarchy else None
     if hierarchy is None or own is None or not os.access(hierarchy, os.F_OK):
         pytest.skip("no such writable cgroup hierarchy here")
     path = os.path.join(hierarchy + own.rstrip("/"), "%s.%d" % (name, os.getpid()))
@@ -56,7 +55,7 @@ V1_FREEZER = "/sys/fs/cgroup/freezer"
 @pytest.mark.parametrize("version", ["v2", "v1 freezer"])
 def test_kill_cgroup_ends_a_tree_that_left_its_session_and_remove_cleans_up(version):
     if version == "v2":
-        hierarchy = trees.find_hierarchy()
+        hierarchy = cgroups.find_hierarchy()
         if hierarchy and os.path.exists(os.path.join(hierarchy, "tasks")):
             hierarchy = None   # a v1-only host: that is the other case
     else:
@@ -66,7 +65,7 @@ def test_kill_cgroup_ends_a_tree_that_left_its_session_and_remove_cleans_up(vers
     pid = os.fork()
     if pid == 0:   # the "worker": in the cgroup, then a child that escapes the session
         try:
-            spawn.enter_cgroup(path)
+            cgroups.enter_cgroup(path)
             if os.fork() == 0:
                 os.setsid()
                 if os.fork() == 0:
@@ -83,17 +82,17 @@ def test_kill_cgroup_ends_a_tree_that_left_its_session_and_remove_cleans_up(vers
         data += os.read(r, 16 - len(data))
     pids = [int(data[:8]), int(data[8:])]
     try:
-        assert reaper.populated(path)
-        assert set(pids) <= set(reaper._procs(path))
-        assert reaper.kill_cgroup(path)
-        assert not reaper.populated(path)
+        assert cgroups.populated(path)
+        assert set(pids) <= set(cgroups.procs(path))
+        assert cgroups.kill_cgroup(path)
+        assert not cgroups.populated(path)
         os.waitpid(pid, 0)
         deadline = time.monotonic() + 5
         while any(alive(p) for p in pids) and time.monotonic() < deadline:
             time.sleep(0.01)
         assert not any(alive(p) for p in pids)   # the orphan went to init, and died
         os.mkdir(os.path.join(path, "child"))
-        assert reaper.remove_cgroup(path)
+        assert cgroups.remove_cgroup(path)
         assert not os.path.exists(path)
     finally:
         for p in pids + [pid]:
@@ -102,13 +101,14 @@ def test_kill_cgroup_ends_a_tree_that_left_its_session_and_remove_cleans_up(vers
             except ProcessLookupError:
                 pass
         if os.path.isdir(path):
-            reaper.remove_cgroup(path)
+            cgroups.remove_cgroup(path)
 
 
 FALLBACK = r"""
 import json, logging, os, sys, time
-from supervisor import spawn, trees
-spawn.set_child_subreaper()                    # as the supervisor is
+import launch
+from supervisor import trees
+launch.set_child_subreaper()                    # as the supervisor is
 t = trees.Trees(logging.getLogger("t"), hierarchy=None)
 t.uids["w"] = 65534
 r, w = os.pipe()

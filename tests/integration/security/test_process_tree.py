@@ -122,8 +122,8 @@ def test_kill9_of_the_supervisor_leaves_no_worker_descendant(agent):
     assert all_dead([pid] + tree) == [], "a worker's tree survived kill -9 of the supervisor"
     # A new supervisor starts over what the old one left, its cgroup folder included.
     agent.start()
-    from supervisor import trees
-    hierarchy, own = trees.find_hierarchy(), trees.own_cgroup(str(agent.proc.pid))
+    import cgroups
+    hierarchy, own = cgroups.find_hierarchy(), cgroups.own_cgroup(str(agent.proc.pid))
     if hierarchy and own is not None:
         assert not os.path.exists("%s%s/guestagent.%d" % (hierarchy, own.rstrip("/"), killed))
 
@@ -146,8 +146,8 @@ attempt("worker.hello", {"worker": "monitoring", "pid": os.getpid(), "protocol":
 def test_a_cgroup_holds_each_workers_tree_when_there_is_one(agent):
     """Where a cgroup v2 hierarchy is mounted (here the hybrid one), each worker runs in a
     cgroup of its own under the supervisor's, which lists its whole tree."""
-    from supervisor import trees
-    hierarchy = trees.find_hierarchy()
+    import cgroups
+    hierarchy = cgroups.find_hierarchy()
     if hierarchy is None or os.path.exists(os.path.join(hierarchy, "tasks")):
         pytest.skip("no cgroup v2 hierarchy on this host (v1 freezer: tests/unit)")
     pid, tree = launch(agent, "monitoring", TREE + LIVE)

@@ -1,7 +1,9 @@
-"""Fork+exec a worker into a clean, unprivileged image (DESIGN.md principle 7).
+"""Start a process in a clean, unprivileged image (DESIGN.md principle 7): the worker
+(fork+exec, or forked by the spawner), the spawner and the reaper. Used by the supervisor
+and by spawner/; imports neither.
 
-In the child, between fork and exec, in this order:
-0. into its own cgroup, when the supervisor made one (supervisor/trees.py): from then on
+In a worker, between fork and exec, between fork and exec, in this order:
+0. into its own cgroup, when the supervisor made one (cgroups/): from then on
    nothing it starts can leave it, whatever it does with sessions and forks;
 1. its own session and process group (a terminal's ^C reaches the supervisor only; it
    decides; and the supervisor signals the group, so children that stay in it go too);
@@ -30,6 +32,7 @@ import sys
 from dataclasses import dataclass
 from typing import Dict, Optional
 
+from cgroups import enter_cgroup
 # What the worker must agree on, from the one neutral module (re-exported for loop.py).
 from ipc.handshake import (CHANNEL_FD, ENV_CHANNEL_FD, ENV_CONFIG,  # noqa: F401
                            ENV_LOG_LEVEL, ENV_TEST_DIR, ENV_WORKER)
@@ -208,20 +211,40 @@ def _become_worker(channel_fd, log_fd, devnull, identity, supervisor_pid, cgroup
     os.chdir("/")
 
 
-def enter_cgroup(cgroup: str) -> None:
-    """Move the calling process into `cgroup` (v2, or v1 freezer: its cgroup.procs)."""
-    fd = os.open(os.path.join(cgroup, "cgroup.procs"), os.O_WRONLY | os.O_CLOEXEC)
-    try:
-        os.write(fd, str(os.getpid()).encode())
-    finally:
-        os.close(fd)
-
-
 def _max_fd() -> int:
     try:
         return os.sysconf("SC_OPEN_MAX")
     except (OSError, ValueError):
         return 65536
+
+
+CAP_KILL = 5
+
+
+def spawn_reaper(argv, stdin: int, python: str = sys.executable) -> int:
+    """Fork+exec the reaper (reaper/__init__.py) with `stdin` as its fd 0, holding CAP_KILL
+    alone; its pid."""
+    pid = os.fork()
+    if pid == 0:   # nothing but os calls and prctl until exec, as in spawn()
+        try:
+            os.dup2(stdin, 0)   # dup2 clears O_CLOEXEC; 1, 2 kept
+            os.closerange(3, _max_fd())
+            if os.geteuid() == 0:
+                # Root's permitted set after execve is its bounding set: CAP_KILL only.
+                drop_capabilities(keep={CAP_KILL})
+                prctl(PR_SET_NO_NEW_PRIVS, 1)
+            reset_signals()
+            # Inherited across exec: a ^C or a stop of our process group is not for it.
+            for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGPIPE):
+                signal.signal(signum, signal.SIG_IGN)
+            os.chdir("/")
+            os.execve(python, argv, {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
+        except BaseException as e:  # noqa: B902 - never return into the caller's code
+            try:
+                os.write(2, ("reaper: exec failed: %s\n" % e).encode())
+            finally:
+                os._exit(SPAWN_FAILED)
+    return pid
 
 
 def describe_status(status: int) -> str:

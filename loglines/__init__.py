@@ -1,4 +1,5 @@
-"""Per-worker log capture: each worker's stdout+stderr is one pipe read by the supervisor.
+"""Log lines from a pipe to a rotated file and the journal: each worker's stdout+stderr is
+one pipe, read by the supervisor (the spawner's too).
 
 Every line has its control characters escaped and is redacted (the redaction package), whole,
 then written to `<Agent.LogDir>/<worker>.log` (rotated by size here, not by logrotate:
@@ -10,9 +11,8 @@ The worker's name comes from the pipe, never from the line: every line is filed 
 as `<name>[<pid>]: <text>` with the name of the worker whose pipe it came from. A line in the
 worker's own format under its own name keeps its time, level and pid; anything else (a
 print, a traceback, a line claiming to be the supervisor's) is kept whole as that worker's
-text. The supervisor's own lines are `supervisor: …` in the journal and live in
-supervisor.log, which no worker line reaches; its security events are also kept in
-security.log (SecurityLog), which worker volume never rotates.
+text. The supervisor's own lines (supervisor/logs.py) are `supervisor: …` in the journal and live
+in supervisor.log and security.log, which no worker line reaches.
 
 Why a pipe and not a log verb: a pipe also carries tracebacks and anything printed before
 logging is set up or after it broke, and a worker cannot write another's log. Lines are capped
@@ -21,14 +21,13 @@ written up to the cap with a marker, and the rest of it is dropped (never writte
 of its own, where a secret cut in two would pass the filter).
 """
 
-import logging
 import os
 import re
 import sys
 import time
 from typing import Callable, Optional
 
-from redaction import LineRedactor, escape_controls, redact
+from redaction import LineRedactor, escape_controls
 
 MAX_LINE = 8 * 1024
 FILE_MODE = 0o640
@@ -42,8 +41,6 @@ WORKER_LINE = re.compile(
     r"(?P<who>(?P<name>[a-z][a-z0-9_-]*)\[\d+\]): (?P<msg>.*)$")
 
 PRIORITY = {"DEBUG": 7, "INFO": 6, "WARNING": 4, "ERROR": 3, "CRITICAL": 2}
-PRIORITY_BY_NO = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3,
-                  logging.CRITICAL: 2}
 
 
 def utc_stamp(t: Optional[float] = None) -> str:
@@ -243,98 +240,3 @@ class Console:
                     "utf-8", "replace"))
             except OSError:
                 pass  # full (EAGAIN) or gone: the line is in the log file all the same
-
-
-# The supervisor's own events kept in security.log as well (by the `event=` name its log
-# call starts with). Any other record joins them with `extra=SECURITY`.
-SECURITY_EVENTS = frozenset({
-    "security", "control_denied", "test_hooks", "not_root", "provisioning_gate_closed",
-    "user_created", "password_set", "root_password_locked", "sudoers", "authorized_key",
-    "key_pair", "sshd_config", "host_keys_generated", "custom_data_executed",
-    "previous_vm_forgotten"})
-SECURITY = {"security": True}
-SECURITY_LOG = "security.log"
-SECURITY_MODE = 0o600
-SECURITY_MAX_BYTES = 1024 * 1024
-SECURITY_BACKUPS = 4
-# At most this many lines of one event per window; the rest are counted and the count
-# written once, so a flood of one kind (a denied control verb in a loop) cannot rotate the
-# history of the others away.
-SECURITY_BURST = 200
-SECURITY_WINDOW = 60.0
-
-
-def security_event(record: logging.LogRecord) -> Optional[str]:
-    """The event name of a supervisor record that belongs in security.log, or None. Decided
-    from the format string, the supervisor's own code, never from the arguments."""
-    msg = record.msg
-    if not isinstance(msg, str):
-        return None
-    name = msg[6:].split(" ", 1)[0] if msg.startswith("event=") else ""
-    if getattr(record, "security", False):
-        return name or "security"
-    return name if name in SECURITY_EVENTS else None
-
-
-class SecurityLog:
-    """`<Agent.LogDir>/security.log`, root 0600: the supervisor's own security events, with
-    a size budget of their own that no worker's volume touches (worker lines never reach it;
-    supervisor.log rotates with Agent.LogMaxBytes)."""
-
-    def __init__(self, path: str, max_bytes: int = SECURITY_MAX_BYTES,
-                 backups: int = SECURITY_BACKUPS, burst: int = SECURITY_BURST,
-                 window: float = SECURITY_WINDOW, clock=time.monotonic):
-        self.file = LogFile(path, max_bytes, backups, SECURITY_MODE)
-        self.burst, self.window, self.clock = burst, window, clock
-        self.counts = {}   # event -> [window start, lines written, lines suppressed]
-
-    def write(self, event: str, line: str) -> None:
-        now = self.clock()
-        c = self.counts.get(event)
-        if c is None or now - c[0] >= self.window:
-            if c is not None and c[2]:
-                self.file.write("%s WARNING supervisor[%d]: event=security_log_suppressed "
-                                "suppressed_event=%s count=%d seconds=%.0f" % (
-                                    utc_stamp(), os.getpid(), event, c[2], self.window))
-            c = self.counts[event] = [now, 0, 0]
-            if len(self.counts) > 256:   # event names are the supervisor's; bounded anyway
-                self.counts = {event: c}
-        if c[1] >= self.burst:
-            c[2] += 1
-            return
-        c[1] += 1
-        self.file.write(line)
-
-    def close(self) -> None:
-        self.file.close()
-
-
-class SupervisorHandler(logging.Handler):
-    """The supervisor's own log: `supervisor.log` (same format and rotation), security.log
-    for its security events (next to supervisor.log unless given), and the console."""
-
-    def __init__(self, logfile: Optional[LogFile], console: Console,
-                 security: Optional[SecurityLog] = None):
-        super().__init__()
-        self.logfile = logfile
-        self.console = console
-        if security is None and logfile is not None:
-            security = SecurityLog(os.path.join(os.path.dirname(logfile.path), SECURITY_LOG))
-        self.security = security
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            msg = redact(escape_controls(record.getMessage()))
-            if record.exc_info:
-                msg += " | " + redact(escape_controls(
-                    logging.Formatter().formatException(record.exc_info).replace("\n", " | ")))
-            line = "%s %s supervisor[%d]: %s" % (
-                utc_stamp(record.created), record.levelname, record.process, msg)
-            if self.logfile is not None:
-                self.logfile.write(line)
-            event = security_event(record)
-            if event is not None and self.security is not None:
-                self.security.write(event, line)
-            self.console(PRIORITY_BY_NO.get(record.levelno, 6), "supervisor: %s" % msg)
-        except Exception:  # logging must never take the supervisor down
-            self.handleError(record)
