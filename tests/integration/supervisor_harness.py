@@ -205,6 +205,10 @@ class Agent:
         """Replace `worker`'s code with `code` (workers/base.py _TestHooks.attack) and (re)start
         it: the script runs as that worker, under its own uid, on its own channel. Returns
         at once; attack() waits for the end, attack_records() reads what it reported."""
+        if start:
+            # Stop it first: a resident worker restarted on its own between the hook being
+            # written and our restart would run the script and then be ended by that restart.
+            self.ctl("stop", worker)
         results = os.path.join(self.test_dir, "results")
         os.makedirs(results, exist_ok=True)
         os.chmod(results, 0o1777)
@@ -217,7 +221,7 @@ class Agent:
         os.chmod(path, 0o644)
         self.behave(worker, "attack")
         if start:
-            r = self.ctl("restart" if self.worker(worker)["pid"] else "start", worker)
+            r = self.ctl("start", worker)
             # A worker killed for a violation before it was RUNNING fails the restart: fine.
             assert r.returncode in (0, 1, 6), r.stderr
 
