@@ -95,3 +95,21 @@ def test_a_reader_that_leaves_early_gets_no_traceback():
     os.close(r)   # before the interpreter has even started: every write gets EPIPE
     _, err = p.communicate(timeout=60)
     assert (p.returncode, err.decode()) == (0, "")
+
+
+@pytest.mark.parametrize("verb, instead", [
+    ("-provision", "systemctl restart guestagent.service"),
+    ("-run-exthandlers", "agentctl status extensions"),
+    ("-setup-firewall=168.63.129.16", "waagent-network-setup.service"),
+])
+def test_verbs_done_by_workers_say_what_to_run_instead(verb, instead):
+    out = run(verb)
+    assert out.returncode == 3
+    assert instead in out.stderr and len(out.stderr.strip().splitlines()) == 1
+
+
+def test_deprovision_refuses_a_non_root_caller():
+    out = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                          sys.executable, "-m", "cli.waagent", "-deprovision", "-force"],
+                         capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 1 and "must run as root" in out.stderr
