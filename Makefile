@@ -112,3 +112,12 @@ install:
 	$(if $(DESTDIR),,! command -v systemd-tmpfiles >/dev/null || \
 	    systemd-tmpfiles --create $(TMPFILESDIR)/guestagent.conf)
 	$(if $(DESTDIR),,[ ! -d /run/systemd/system ] || systemctl daemon-reload)
+
+# ---- deb: the Debian package (packaging/build_deb.py; dpkg-deb only, no network) ----------
+#   make deb                     dist/guestagent_<version>_all.deb
+# Installs the code under /usr/lib/guestagent, depends on Debian's python3-* packages, and
+# replaces Debian's waagent package: dpkg -i dist/guestagent_*_all.deb
+DEB_DIR ?= dist
+.PHONY: deb
+deb:
+	$(PYTHON) packaging/build_deb.py $(DEB_DIR)
