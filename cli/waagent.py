@@ -7,7 +7,8 @@ prints the help. Verbs: -daemon (the supervisor, in the foreground), -start (the
 detached), -version, -show-configuration, -help, -collect-logs [-full], -deprovision,
 -deprovision+user [-force], -provision, -run-exthandlers, -register-service,
 -setup-firewall=IP, -serialconsole; flags -verbose, -force, -debug, -full,
--configuration-path:PATH.
+-configuration-path:PATH. Deprovisioning is cli/deprovision.py; the verbs whose work a worker
+does by itself (-provision, -run-exthandlers, -setup-firewall) say what to run instead.
 """
 
 import os

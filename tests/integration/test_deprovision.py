@@ -197,3 +197,29 @@ def test_a_misconfigured_folder_is_refused_not_deleted(image):
     assert out.returncode == 1
     assert "refusing to delete" in out.stderr
     assert (root / "var/log/syslog").exists()
+
+
+def test_ctrl_c_once_it_acts_does_not_leave_half_an_image(image):
+    # SIGINT arrives in the middle of the steps (from the step itself, so the moment is
+    # certain): the run goes on to the end instead of raising KeyboardInterrupt.
+    import io
+    import signal
+
+    from cli.deprovision import Deprovision
+    from config import load
+    root, conf = image
+
+    class InterruptedMidway(Deprovision):
+        def delete_leases(self):
+            os.kill(os.getpid(), signal.SIGINT)
+            super().delete_leases()
+
+    before = snapshot(root)
+    previous = signal.getsignal(signal.SIGINT)
+    try:
+        job = InterruptedMidway(load(str(conf), report=False), root=str(root),
+                                out=io.StringIO(), err=io.StringIO())
+        assert job.run(force=True) == 0
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    check_deprovisioned(root, before)
