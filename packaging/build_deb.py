@@ -132,7 +132,7 @@ def build(out_dir: str) -> str:
     write(os.path.join(debian, "control"),
           "".join("%s: %s\n" % kv for kv in control.items()))
     write(os.path.join(debian, "conffiles"), "/etc/waagent.conf\n")
-    for script in ("postinst", "prerm", "postrm"):
+    for script in ("preinst", "postinst", "prerm", "postrm"):
         shutil.copy(os.path.join(ROOT, "packaging", "debian", script),
                     os.path.join(debian, script))
         os.chmod(os.path.join(debian, script), 0o755)

@@ -23,9 +23,19 @@ FORMER = {
     "DEBIAN/control": "Package: waagent\nVersion: 2.9.0.4-1\nArchitecture: all\n"
                       "Maintainer: stand-in <root@localhost>\nDescription: stand-in for "
                       "Debian's waagent package\n",
-    "DEBIAN/conffiles": "/etc/waagent.conf\n",
-    "DEBIAN/postinst": "#!/bin/sh\nsystemctl --root=/ enable walinuxagent.service\n",
+    "DEBIAN/conffiles": "/etc/waagent.conf\n/etc/init.d/walinuxagent\n",
+    # As Debian's: a native unit and an init script with its rc links, and a postrm that
+    # removes Lib.Dir.
+    "DEBIAN/postinst": "#!/bin/sh\nmkdir -p -m 0700 /var/lib/waagent\n"
+                       "update-rc.d walinuxagent defaults\n"
+                       "systemctl --root=/ enable walinuxagent.service\n",
+    "DEBIAN/postrm": "#!/bin/sh\n[ \"$1\" = remove ] && rm -rf /var/lib/waagent\nexit 0\n",
     "etc/waagent.conf": "Provisioning.Agent=auto\n",
+    "etc/init.d/walinuxagent": "#!/bin/sh\n### BEGIN INIT INFO\n# Provides: walinuxagent\n"
+                               "# Required-Start: $remote_fs\n# Required-Stop: $remote_fs\n"
+                               "# Default-Start: 2 3 4 5\n# Default-Stop: 0 1 6\n"
+                               "# Short-Description: former agent\n### END INIT INFO\n"
+                               "exec /usr/sbin/waagent -daemon\n",
     "usr/sbin/waagent": "#!/bin/sh\necho former waagent\n",
     "lib/systemd/system/walinuxagent.service":
         "[Unit]\nDescription=former agent\n[Service]\nExecStart=/usr/sbin/waagent -daemon\n"
@@ -50,6 +60,9 @@ dpkg --purge guestagent >/dev/null 2>&1 || true
 dpkg -i "$FORMER" > "$T/former.log" 2>&1 || { cat "$T/former.log"; exit 1; }
 w=/etc/systemd/system/multi-user.target.wants
 [ -L $w/walinuxagent.service ] && echo "check: former enabled"
+ls /etc/rc2.d/S*walinuxagent >/dev/null 2>&1 && echo "check: former rc enabled"
+# A VM the former agent provisioned.
+echo 0d0c0b0a-0f0e-1110-1213-141516171819 > /var/lib/waagent/provisioned
 # The image maintainer's own setting, which the package must keep.
 echo "Logs.Verbose=y" >> /etc/waagent.conf
 
@@ -57,6 +70,8 @@ dpkg --force-confold -i "$DEB" > "$T/install.log" 2>&1 || { cat "$T/install.log"
 echo "check: former $(dpkg-query -W -f='${db:Status-Status}' waagent 2>/dev/null || echo gone)"
 echo "check: installed $(dpkg-query -W -f='${db:Status-Status} ${Version}' guestagent)"
 [ -L $w/walinuxagent.service ] || echo "check: former disabled"
+ls /etc/rc2.d/S*walinuxagent >/dev/null 2>&1 || echo "check: former rc disabled"
+echo "check: marker $(cat /var/lib/waagent/provisioned) $(stat -c %a /var/lib/waagent)"
 [ -L $w/guestagent.service ] && echo "check: enabled $(readlink $w/guestagent.service)"
 echo "check: conf $(tr '\n' ' ' < /etc/waagent.conf)"
 echo "check: waagent $(/usr/sbin/waagent -version | head -1)"
@@ -89,7 +104,7 @@ def build_former(tmp_path):
         p = tree / rel
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_text(text)
-        p.chmod(0o755 if rel.startswith(("DEBIAN/post", "usr/sbin")) else 0o644)
+        p.chmod(0o755 if rel.startswith(("DEBIAN/post", "usr/sbin", "etc/init.d")) else 0o644)
     out = tmp_path / "waagent_2.9.0.4-1_all.deb"
     subprocess.run(["dpkg-deb", "--root-owner-group", "--build", str(tree), str(out)],
                    check=True, capture_output=True)
@@ -169,11 +184,15 @@ def test_dpkg_installs_it_over_a_former_waagent_and_removes_it_cleanly(deb, tmp_
     checks = [line[len("check: "):] for line in p.stdout.splitlines()
               if line.startswith("check: ")]
     log = (tmp_path / "install.log").read_text()
-    assert "former enabled" in checks
+    assert {"former enabled", "former rc enabled"} <= set(checks), checks
     # Conflicts + Replaces: dpkg removed the former package, its unit is disabled.
     assert any(c in ("former gone", "former not-installed", "former config-files")
                for c in checks), (checks, log)
     assert "former disabled" in checks, (checks, log)
+    # Its init script stays (a conffile of a removed package) but can no longer start.
+    assert "former rc disabled" in checks, (checks, log)
+    # The former package's postrm removed Lib.Dir; the VM's provisioned marker is back.
+    assert "marker 0d0c0b0a-0f0e-1110-1213-141516171819 700" in checks, (checks, log)
     assert "installed installed 0.1.0" in checks, (checks, log)
     # (/lib or /usr/lib: the same folder on a merged-/usr Debian.)
     assert any(c.startswith("enabled ") and c.endswith("/lib/systemd/system/guestagent.service")
