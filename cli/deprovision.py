@@ -220,8 +220,9 @@ class Deprovision:
     # ---- the steps -----------------------------------------------------------------------
     def stop_agent(self) -> None:
         if self.live and os.path.isdir("/run/systemd/system"):
-            # 5: unit not loaded (a former waagent's unit that is not installed).
-            self._command(["systemctl", "stop"] + list(SERVICES), quiet_codes=(5,))
+            # One at a time: 5 is "unit not loaded" (a former waagent's unit not installed).
+            for service in SERVICES:
+                self._command(["systemctl", "stop", service], quiet_codes=(5,))
 
     def delete_host_keys(self) -> None:
         folder = self.conf_path("OS.SshDir")
