@@ -25,7 +25,7 @@ pytestmark = pytest.mark.system
 
 SCENARIO_FILE = PROJECT / "emulator" / "scenarios" / "default.json"
 USER = json.loads(SCENARIO_FILE.read_text())["vm"]["username"]
-FORMER_PACKAGES = ("waagent", "python3-distro", "python3-pkg-resources")
+FORMER_PACKAGES = ("waagent", "python3-distro", "lsb-release")
 PROVISION_TIMEOUT = 300
 VM_UUID = "2468ace0-1357-9bdf-0246-8ace13579bdf"
 # Keep service scripts from starting anything in the chroot (policy-rc.d(8)).
@@ -35,7 +35,7 @@ POLICY_RC = "#!/bin/sh\nexit 101\n"
 def former_debs():
     """Debian's waagent and what it needs beyond the base image, downloaded once."""
     cache = _image.cache_root()
-    folder = cache / "former-waagent-debs"
+    folder = cache / ("former-debs-" + "-".join(FORMER_PACKAGES))
     with _Lock(cache / ".former-waagent.lock"):
         if not (folder / ".complete").exists():
             shutil.rmtree(folder, ignore_errors=True)
@@ -69,9 +69,13 @@ def deb_image(tmp_path_factory, timings):
         shutil.copy(f, drop)
     # The image as it was: Debian's waagent, its unit enabled by its own postinst.
     _run(["chroot", str(rootfs), "sh", "-c", "dpkg -i /tmp/debs/*.deb"], log=log)
-    # The maintainer's settings for this platform (QEMU: no vmbus, the emulator's address).
-    with open(rootfs / "etc/waagent.conf", "a") as f:
-        f.write(QEMU_CONFIG)
+    # The maintainer's settings: Debian's file has Provisioning.Agent=cloud-init, this image
+    # is provisioned by the agent; and QEMU's (no vmbus, the emulator's address).
+    conf = rootfs / "etc/waagent.conf"
+    text = conf.read_text()
+    assert "Provisioning.Agent=cloud-init\n" in text
+    conf.write_text(text.replace("Provisioning.Agent=cloud-init\n", "Provisioning.Agent=waagent\n")
+                    + QEMU_CONFIG)
     shutil.copy(deb, drop / "guestagent.deb")
     _run(["chroot", str(rootfs), "dpkg", "--force-confold", "-i", "/tmp/debs/guestagent.deb"],
          log=log)
@@ -121,6 +125,9 @@ def test_installed_over_waagent_the_agent_provisions_the_vm(deb_vm):
     assert lines[3] != "active", r
     assert lines[4] == USER, r
     assert lines[5].startswith("WALinuxAgent-2.15"), r
+    # dpkg --force-confold kept the image's /etc/waagent.conf (Debian's, as edited above).
+    conf = vm.run("cat /etc/waagent.conf").out
+    assert "Provisioning.Agent=waagent" in conf and "Protocol.Endpoint=" in conf
     # The former agent's init script (kept: a conffile) has no start link.
     assert vm.run("ls /etc/rc2.d/S*walinuxagent").rc != 0
 
