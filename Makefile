@@ -18,7 +18,7 @@ export GUESTAGENT_VENV := $(VENV)
 DEB_LISTS := packaging/debian-runtime.txt .ci/apt-packages.txt
 .DEFAULT_GOAL := venv
 # Checked before anything runs, so a non-root user gets this one line and nothing else.
-NEEDS_ROOT := deps venv test test-host test-system demo check-config
+NEEDS_ROOT := deps venv test test-host test-system demo check-config venv-pypi test-pypi
 ifneq ($(shell id -u),0)
 ifneq ($(filter $(NEEDS_ROOT),$(MAKECMDGOALS)),)
 $(error make $(firstword $(filter $(NEEDS_ROOT),$(MAKECMDGOALS))) needs root: run it as root (e.g. sudo make $(firstword $(filter $(NEEDS_ROOT),$(MAKECMDGOALS)))); it installs the Debian packages it needs, then runs)
@@ -112,3 +112,34 @@ install:
 	$(if $(DESTDIR),,! command -v systemd-tmpfiles >/dev/null || \
 	    systemd-tmpfiles --create $(TMPFILESDIR)/guestagent.conf)
 	$(if $(DESTDIR),,[ ! -d /run/systemd/system ] || systemctl daemon-reload)
+
+# ---- deb: the Debian package (packaging/build_deb.py; dpkg-deb only, no network) ----------
+#   make deb                     dist/guestagent_<version>_all.deb
+# Installs the code under /usr/lib/guestagent, depends on Debian's python3-* packages, and
+# replaces Debian's waagent package: dpkg -i dist/guestagent_*_all.deb
+DEB_DIR ?= dist
+.PHONY: deb
+deb:
+	$(PYTHON) packaging/build_deb.py $(DEB_DIR)
+
+# ---- the same host suite on current PyPI releases (DESIGN.md "Dependencies": the code runs on
+# Debian 12's versions, which `make venv` sees, and on PyPI's). A venv without the system's
+# site-packages, the dependencies of setup.cfg at their newest releases (needs PyPI).
+PYPI_VENV ?= $(VENV)-pypi
+PYPI_TESTS ?= tests/unit tests/contract tests/integration
+.PHONY: venv-pypi test-pypi
+venv-pypi: deps
+	[ -x $(PYPI_VENV)/bin/python ] || $(PYTHON) -m venv $(PYPI_VENV)
+	rm -rf build
+	$(PYPI_VENV)/bin/python -m pip install --quiet --disable-pip-version-check --upgrade \
+	    pip setuptools wheel
+	$(PYPI_VENV)/bin/python -m pip install --quiet --disable-pip-version-check --upgrade \
+	    --upgrade-strategy eager '.[test]'
+	$(PYPI_VENV)/bin/python -m pip install --quiet --disable-pip-version-check --no-deps \
+	    --force-reinstall .
+	@$(PYPI_VENV)/bin/python -c "import cryptography, requests, psutil; \
+	    print('venv-pypi: cryptography', cryptography.__version__, 'requests', \
+	    requests.__version__, 'psutil', psutil.__version__)"
+
+test-pypi: venv-pypi
+	GUESTAGENT_VENV=$(PYPI_VENV) $(PYPI_VENV)/bin/python -m pytest $(PYPI_TESTS) -m 'not system' $(PYTEST_ARGS)

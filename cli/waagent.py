@@ -7,7 +7,8 @@ prints the help. Verbs: -daemon (the supervisor, in the foreground), -start (the
 detached), -version, -show-configuration, -help, -collect-logs [-full], -deprovision,
 -deprovision+user [-force], -provision, -run-exthandlers, -register-service,
 -setup-firewall=IP, -serialconsole; flags -verbose, -force, -debug, -full,
--configuration-path:PATH.
+-configuration-path:PATH. Deprovisioning is cli/deprovision.py; the verbs whose work a worker
+does by itself (-provision, -run-exthandlers, -setup-firewall) say what to run instead.
 """
 
 import os
@@ -27,7 +28,9 @@ CONFIG_PATH_RE = re.compile(r"[\w/.\-_]+")
 USAGE = """\
 usage: waagent [-verbose] [-force] [-help] -configuration-path:<path>
                -deprovision[+user] | -version | -show-configuration | -daemon | -start
-               | -collect-logs [-full] | -provision | -setup-firewall=<IPv4> | -help
+               | -collect-logs [-full] | -serialconsole | -register-service | -help
+               (-provision, -run-exthandlers, -setup-firewall=<IPv4>: done by guestagentd's
+               workers; each says what to run instead)
 
 guestagent %s (compatible with WALinuxAgent %s). Operators: see also `agentctl --help`.
 """ % (GUESTAGENT_VERSION, WAAGENT_VERSION)
@@ -148,8 +151,74 @@ def _main(argv: Optional[List[str]] = None) -> int:
             return code
         print(NOT_COLLECTED, file=sys.stderr)
         return EXIT_UNSUPPORTED
-    print("waagent: -%s is not supported by guestagent yet" % verb, file=sys.stderr)
+    if verb in ("deprovision", "deprovision+user"):
+        return deprovision(path, verb == "deprovision+user", "force" in inv.flags,
+                           "verbose" in inv.flags)
+    if verb == "serialconsole":
+        return serial_console(path)
+    if verb == "register-service":
+        return register_service()
+    print("waagent: -%s: %s" % (verb, INSTEAD[verb]), file=sys.stderr)
     return EXIT_UNSUPPORTED
+
+
+# The verbs whose work a guestagentd worker does by itself: what to run instead, in one line.
+INSTEAD = {
+    "provision": "provisioning is done by guestagentd's provisioning worker at start: run "
+                 "`systemctl restart guestagent.service`, then `agentctl status provisioning`",
+    "run-exthandlers": "extensions are handled by guestagentd's extensions worker: run "
+                       "`systemctl start guestagent.service`, then `agentctl status extensions`",
+    "setup-firewall": "the WireServer firewall belongs to guestagentd (OS.EnableFirewall=y): a "
+                      "former waagent's waagent-network-setup.service should be removed "
+                      "(`waagent -deprovision` does)",
+}
+
+
+def _require_root(what: str) -> bool:
+    if os.geteuid() != 0:
+        print("waagent: %s must run as root" % what, file=sys.stderr)
+        return False
+    return True
+
+
+def deprovision(path: str, with_user: bool, force: bool, verbose: bool) -> int:
+    from cli.deprovision import Deprovision
+    from config import ConfigError, load
+    if not _require_root("-deprovision"):
+        return EXIT_FAILED
+    try:
+        conf = load(path, report=False)
+    except ConfigError as e:
+        print("waagent: %s" % e, file=sys.stderr)
+        return EXIT_FAILED
+    job = Deprovision(conf, root=conf["OS.SysRoot"] or "/", with_user=with_user,
+                      verbose=verbose)
+    return job.run(force)
+
+
+def serial_console(path: str) -> int:
+    # The kernel command line (console=ttyS0 earlyprintk=ttyS0, as waagent 2.0 did) is the
+    # per-boot tweaks' business (issue 12): this verb calls theirs once it exists.
+    try:
+        from cli.serialconsole import main as serial_main
+    except ImportError:
+        print("waagent: -serialconsole: not yet (the serial console setting comes with the "
+              "per-boot tweaks, issue 12)", file=sys.stderr)
+        return EXIT_UNSUPPORTED
+    return serial_main(path)
+
+
+def register_service() -> int:
+    # waagent registers its own unit; ours is installed by the package: enable and start it.
+    if not _require_root("-register-service"):
+        return EXIT_FAILED
+    if not os.path.isdir("/run/systemd/system"):
+        print("waagent: -register-service: systemd is not running; start the agent with "
+              "`waagent -start`", file=sys.stderr)
+        return EXIT_FAILED
+    import subprocess
+    return subprocess.call(["systemctl", "enable", "--now", "guestagent.service"],
+                           stdin=subprocess.DEVNULL)
 
 
 if __name__ == "__main__":

@@ -280,7 +280,7 @@ NOT_APPLIED = {
     "OS.MonitorDhcpClientRestartPeriod": _MONITORING, "Debug.EtpCollectionPeriod": _MONITORING,
     "Extensions.Enabled": _EXTENSIONS, "Extensions.GoalStatePeriod": _EXTENSIONS,
     "Extensions.InitialGoalStatePeriod": _EXTENSIONS, "Extensions.WaitForCloudInit": _EXTENSIONS,
-    "Extensions.WaitForCloudInitTimeout": _EXTENSIONS, "Extension.LogDir": _EXTENSIONS,
+    "Extensions.WaitForCloudInitTimeout": _EXTENSIONS,
     "OS.AllowHTTP": _EXTENSIONS, "EnableOverProvisioning": _EXTENSIONS,
     "Policy.PolicyFilePath": _EXTENSIONS, "AutoUpdate.GAFamily": _EXTENSIONS,
     "Debug.EnableExtensionPolicy": _EXTENSIONS,

@@ -95,3 +95,69 @@ def test_a_reader_that_leaves_early_gets_no_traceback():
     os.close(r)   # before the interpreter has even started: every write gets EPIPE
     _, err = p.communicate(timeout=60)
     assert (p.returncode, err.decode()) == (0, "")
+
+
+@pytest.mark.parametrize("verb, instead", [
+    ("-provision", "systemctl restart guestagent.service"),
+    ("-run-exthandlers", "agentctl status extensions"),
+    ("-setup-firewall=168.63.129.16", "waagent-network-setup.service"),
+])
+def test_verbs_done_by_workers_say_what_to_run_instead(verb, instead):
+    out = run(verb)
+    assert out.returncode == 3
+    assert instead in out.stderr and len(out.stderr.strip().splitlines()) == 1
+
+
+def test_deprovision_refuses_a_non_root_caller():
+    out = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                          sys.executable, "-m", "cli.waagent", "-deprovision", "-force"],
+                         capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 1 and "must run as root" in out.stderr
+
+
+EXTENSION_HELPER = r'''
+import imp, json, sys, warnings
+# As Azure/azure-linux-extensions' Utils/WAAgentUtil.py and Utils/HandlerUtil.py do.
+waagent = imp.load_source("waagent", sys.argv[1])
+from waagent import LoggerInit
+fallbacks = [n for n in ("AddExtensionEvent", "WALAEventOperation") if not hasattr(waagent, n)]
+proxy = waagent.ConfigurationProvider(sys.argv[3])
+LoggerInit(sys.argv[2] + "/extension.log", sys.argv[2] + "/console.log")
+waagent.Log("enabling")
+waagent.Error("a failure")
+ok = waagent.SetFileContents(sys.argv[2] + "/mrseq", "7")
+bad = waagent.SetFileContents(sys.argv[2] + "/no/such/folder/x", "7")
+code, text = waagent.RunSendStdin("tr a-z A-Z", b"secret settings")
+print(json.dumps({"lib": waagent.LibDir, "seq": waagent.GetFileContents(sys.argv[2] + "/mrseq"),
+                  "ok": ok, "bad": bad, "missing": waagent.GetFileContents("/nonexistent"),
+                  "run": [code, text], "fallbacks": fallbacks,
+                  "proxy": [proxy.get("HttpProxy.Host"), proxy.get("HttpProxy.Port"),
+                            proxy.get("HttpProxy.Nothing")],
+                  "guestagent": sorted(m for m in sys.modules if m.split(".")[0] in
+                                       ("cli", "supervisor", "workers", "config"))}))
+'''
+
+
+def test_extension_helpers_load_usr_sbin_waagent_and_find_what_they_use(tmp_path):
+    # Under the system python (no guestagent package importable), with imp.load_source as the
+    # helpers call it: every waagent name they use without a fallback is there and works.
+    script = tmp_path / "waagent"
+    script.write_text((ROOT / "cli" / "usr-sbin-waagent.in").read_text()
+                      .replace("@VENV@", "/opt/guestagent"))
+    conf = tmp_path / "waagent.conf"
+    conf.write_text("HttpProxy.Host=proxy.example  # a comment\nHttpProxy.Port=3128\n")
+    helper = tmp_path / "helper.py"
+    helper.write_text(EXTENSION_HELPER)
+    out = subprocess.run(["/usr/bin/python3", "-I", "-W", "ignore::DeprecationWarning",
+                          str(helper), str(script), str(tmp_path), str(conf)],
+                         capture_output=True, text=True, cwd=str(tmp_path))
+    assert out.returncode == 0, out.stderr
+    import json
+    got = json.loads(out.stdout)
+    assert got == {"lib": "/var/lib/waagent", "seq": "7", "ok": 0, "bad": None, "missing": None,
+                   "run": [0, "SECRET SETTINGS"],
+                   "fallbacks": ["AddExtensionEvent", "WALAEventOperation"],
+                   "proxy": ["proxy.example", "3128", None], "guestagent": []}
+    log = (tmp_path / "extension.log").read_text()
+    assert "INFO:enabling" in log and "ERROR:a failure" in log
+    assert "INFO:enabling" in (tmp_path / "console.log").read_text()

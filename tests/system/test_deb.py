@@ -1,0 +1,146 @@
+"""The Debian package in a real VM (issue 16): an image that had Debian's waagent package gets
+guestagent's .deb with `dpkg -i`, boots with the emulator's DVD and is provisioned as in
+test_provisioning.py; then `dpkg -r guestagent` leaves no unit and no worker running.
+
+The guest has no network: the host fetches Debian's waagent and the two packages it needs that
+the base image lacks with `apt-get download` (kept in the image cache), and both installs run in
+the image's root with chroot, as an image maintainer builds an image. One VM boot.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+import pytest
+
+from guestvm import image as _image
+from guestvm.image import PROJECT, QEMU_CONFIG, AgentImage, _Lock, _run
+from guestvm.services import Emulator
+from guestvm.vm import VM
+
+pytestmark = pytest.mark.system
+
+SCENARIO_FILE = PROJECT / "emulator" / "scenarios" / "default.json"
+USER = json.loads(SCENARIO_FILE.read_text())["vm"]["username"]
+FORMER_PACKAGES = ("waagent", "python3-distro", "lsb-release")
+PROVISION_TIMEOUT = 300
+VM_UUID = "2468ace0-1357-9bdf-0246-8ace13579bdf"
+# Keep service scripts from starting anything in the chroot (policy-rc.d(8)).
+POLICY_RC = "#!/bin/sh\nexit 101\n"
+
+
+def former_debs():
+    """Debian's waagent and what it needs beyond the base image, downloaded once."""
+    cache = _image.cache_root()
+    folder = cache / ("former-debs-" + "-".join(FORMER_PACKAGES))
+    with _Lock(cache / ".former-waagent.lock"):
+        if not (folder / ".complete").exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir()
+            cmd = ["apt-get", "download", *FORMER_PACKAGES]
+            if subprocess.run(cmd, cwd=folder, capture_output=True).returncode != 0:
+                subprocess.run(["apt-get", "update", "-q"], check=True, capture_output=True)
+                subprocess.run(cmd, cwd=folder, check=True, capture_output=True)
+            (folder / ".complete").touch()
+    return sorted(folder.glob("*.deb"))
+
+
+@pytest.fixture(scope="module")
+def deb_image(tmp_path_factory, timings):
+    if os.geteuid() != 0 or _image.missing_host_tools():
+        pytest.fail("the VM suite needs root and %s" % _image.missing_host_tools())
+    t0 = time.monotonic()
+    base = _image.build_base()
+    out = tmp_path_factory.mktemp("deb-image")
+    log = out / "build.log"
+    deb = subprocess.run([sys.executable, str(PROJECT / "packaging" / "build_deb.py"),
+                          str(out)], check=True, capture_output=True, text=True,
+                         cwd=PROJECT).stdout.strip()
+    rootfs = out / "rootfs"
+    _run(["cp", "-a", "--reflink=auto", str(base.rootfs), str(rootfs)], log=log)
+    (rootfs / "usr/sbin/policy-rc.d").write_text(POLICY_RC)
+    os.chmod(rootfs / "usr/sbin/policy-rc.d", 0o755)
+    drop = rootfs / "tmp/debs"
+    drop.mkdir()
+    for f in former_debs():
+        shutil.copy(f, drop)
+    # The image as it was: Debian's waagent, its unit enabled by its own postinst.
+    _run(["chroot", str(rootfs), "sh", "-c", "dpkg -i /tmp/debs/*.deb"], log=log)
+    # The maintainer's settings: Debian's file has Provisioning.Agent=cloud-init, this image
+    # is provisioned by the agent; and QEMU's (no vmbus, the emulator's address).
+    conf = rootfs / "etc/waagent.conf"
+    text = conf.read_text()
+    assert "Provisioning.Agent=cloud-init\n" in text
+    conf.write_text(text.replace("Provisioning.Agent=cloud-init\n", "Provisioning.Agent=waagent\n")
+                    + QEMU_CONFIG)
+    shutil.copy(deb, drop / "guestagent.deb")
+    _run(["chroot", str(rootfs), "dpkg", "--force-confold", "-i", "/tmp/debs/guestagent.deb"],
+         log=log)
+    shutil.rmtree(drop)
+    os.unlink(rootfs / "usr/sbin/policy-rc.d")
+    _run(["mkfs.ext4", "-q", "-F", "-L", "vmroot", "-E", "root_owner=0:0", "-d", str(rootfs),
+          str(out / "root.raw"), _image.DISK_SIZE], log=log)
+    shutil.rmtree(rootfs)
+    timings["deb image (dpkg -i over waagent)"] = time.monotonic() - t0
+    return AgentImage(out, base)
+
+
+@pytest.fixture(scope="module")
+def deb_vm(deb_image, run_dir, timings):
+    emu = Emulator(SCENARIO_FILE, run_dir / "deb-emulator").start()
+    vm = VM(deb_image, run_dir / "deb-vm", name="deb-vm", forwards=emu.forwards,
+            dvd=emu.media(run_dir / "deb-vm-dvd", iso=True), vm_uuid=VM_UUID)
+    try:
+        t0 = time.monotonic()
+        vm.start()
+        deadline = t0 + PROVISION_TIMEOUT
+        while time.monotonic() < deadline:
+            states = [((r.get("document") or {}).get("state"))
+                      for r in emu.state()["received"]["health"]]
+            if "Ready" in states:
+                break
+            time.sleep(1)
+        timings["deb-vm: power-on to Ready recorded"] = time.monotonic() - t0
+        yield vm, emu
+    finally:
+        vm.stop()
+        vm.discard_disks()
+        emu.stop()
+
+
+def test_installed_over_waagent_the_agent_provisions_the_vm(deb_vm):
+    vm, emu = deb_vm
+    healths = [((r.get("document") or {}).get("state")) for r in emu.state()["received"]["health"]]
+    assert "Ready" in healths, (healths, vm.run("journalctl -u guestagent --no-pager | tail -40").out)
+    r = vm.run("dpkg-query -W -f='${db:Status-Status}' waagent; echo;"
+               "dpkg-query -W -f='${db:Status-Status}' guestagent; echo;"
+               "systemctl is-active guestagent.service; systemctl is-active walinuxagent.service;"
+               "getent passwd %s | cut -d: -f1; /usr/sbin/waagent -version | head -1" % USER)
+    lines = r.out.splitlines()
+    assert lines[0] in ("config-files", "not-installed"), r
+    assert lines[1:3] == ["installed", "active"], r
+    assert lines[3] != "active", r
+    assert lines[4] == USER, r
+    assert lines[5].startswith("WALinuxAgent-2.15"), r
+    # dpkg --force-confold kept the image's /etc/waagent.conf (Debian's, as edited above).
+    conf = vm.run("cat /etc/waagent.conf").out
+    assert "Provisioning.Agent=waagent" in conf and "Protocol.Endpoint=" in conf
+    # The former agent's init script (kept: a conffile) has no start link.
+    assert vm.run("ls /etc/rc2.d/S*walinuxagent").rc != 0
+
+
+def test_dpkg_r_leaves_no_unit_running(deb_vm):
+    vm, _ = deb_vm
+    r = vm.run("dpkg -r guestagent", timeout=300)
+    assert r.rc == 0, r
+    units = vm.run("systemctl list-units --all --no-legend --plain 'guestagent*' "
+                   "--state=active,activating,deactivating").out.strip()
+    assert units == "", units
+    procs = vm.run("pgrep -a -u guestagent-prov,guestagent-ext,guestagent-mon,guestagent-logs;"
+                   "pgrep -af guestagentd").out.strip()
+    assert procs == "", procs
+    assert vm.run("systemctl is-active walinuxagent.service").out.strip() != "active"
+    assert vm.run("test -e /usr/lib/guestagent || test -e /usr/sbin/waagent").rc != 0
