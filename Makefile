@@ -37,8 +37,11 @@ venv: deps $(PY)
 	rm -rf build
 	$(PY) -m pip install --quiet --no-deps --no-build-isolation --force-reinstall .
 
-test: venv
+# The whole suite on Debian 12's library versions (host, then VM), then the host suite again on
+# current PyPI releases (below): the code must run on both.
+test: venv venv-pypi
 	$(PY) -m pytest tests $(PYTEST_ARGS)
+	$(PYPI_PYTEST) $(PYPI_TESTS) -m 'not system' $(PYTEST_ARGS)
 
 test-host: venv
 	$(PY) -m pytest tests -m 'not system' $(PYTEST_ARGS)
@@ -127,6 +130,7 @@ deb:
 # site-packages, the dependencies of setup.cfg at their newest releases (needs PyPI).
 PYPI_VENV ?= $(VENV)-pypi
 PYPI_TESTS ?= tests/unit tests/contract tests/integration
+PYPI_PYTEST = GUESTAGENT_VENV=$(PYPI_VENV) $(PYPI_VENV)/bin/python -m pytest
 .PHONY: venv-pypi test-pypi
 venv-pypi: deps
 	[ -x $(PYPI_VENV)/bin/python ] || $(PYTHON) -m venv $(PYPI_VENV)
@@ -142,4 +146,4 @@ venv-pypi: deps
 	    requests.__version__, 'psutil', psutil.__version__)"
 
 test-pypi: venv-pypi
-	GUESTAGENT_VENV=$(PYPI_VENV) $(PYPI_VENV)/bin/python -m pytest $(PYPI_TESTS) -m 'not system' $(PYTEST_ARGS)
+	$(PYPI_PYTEST) $(PYPI_TESTS) -m 'not system' $(PYTEST_ARGS)
