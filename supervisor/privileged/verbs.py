@@ -9,11 +9,12 @@ from ipc.verbs import REGISTRY
 from supervisor.broker import BOOT, PROCESS, UNPRIVILEGED_DOMAINS, Privileged
 from supervisor.privileged import (accounts, customdata, debug, dvd, hostname, platform, ssh,
                                    state)
+from supervisor.privileged import resource_disk
 
 
 def modules():
     """The modules of supervisor/privileged/ whose VERBS rows make the table: the list."""
-    return (accounts, customdata, debug, dvd, hostname, platform, ssh, state)
+    return (accounts, customdata, debug, dvd, hostname, platform, ssh, state, resource_disk)
 
 
 HANDLERS: Dict[str, Privileged] = {}

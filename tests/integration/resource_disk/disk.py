@@ -1,10 +1,17 @@
 """A resource disk on the host: a sparse file on a loop device (`losetup -P`, so the kernel
 makes the partition nodes), laid out as Azure hands it over (an MBR with one NTFS partition,
 type 7), blank, or as a GPT with several partitions; and a vmbus fixture tree under an
-OS.SysRoot that names it as Gen1's or Gen2's resource disk (protocol.md §5)."""
+OS.SysRoot that names it as Gen1's or Gen2's resource disk (protocol.md §5).
+
+A kernel built without partition parsers (CONFIG_MSDOS_PARTITION and CONFIG_EFI_PARTITION
+off, as some CI hosts' are) makes no /dev/loopNp1. There, and only there, the test makes
+the node the kernel would: a second loop device over partition 1's bytes (where the broker's
+own table puts it), its node named loopNp1. Everything else is the real path; the VM test
+proves the kernel's own partition nodes."""
 
 import contextlib
 import os
+import stat
 import struct
 import subprocess
 import uuid
@@ -59,15 +66,51 @@ def loop_disk(folder, size_mib=96, layout="azure"):
             for offset, data in gpt(sectors, [(2048, half - 1), (half, sectors - 34)]).items():
                 f.seek(offset)
                 f.write(data)
-    p = subprocess.run(["losetup", "-f", "--show", "-P", path], capture_output=True,
-                       text=True)
+    dev = _losetup(["-P", path])
+    name = os.path.basename(dev)
+    stand_in = node = None
+    try:
+        if not kernel_parses_partitions():
+            # Partition 1 where the broker's table puts it: from 1 MiB, to the end (MBR as
+            # Azure's) or to the last whole MiB before the backup GPT (a table the broker wrote).
+            end = size_mib * MiB if layout == "azure" else \
+                ((sectors - 34 + 1) // 2048 * 2048) * 512
+            stand_in = _losetup(["-o", str(MiB), "--sizelimit", str(end - MiB), path])
+            node = dev + "p1"
+            os.mknod(node, stat.S_IFBLK | 0o600, os.stat(stand_in).st_rdev)
+        yield name
+    finally:
+        if node:
+            os.unlink(node)
+        for d in (stand_in, dev):
+            if d:
+                subprocess.run(["losetup", "-d", d], capture_output=True)
+
+
+def _losetup(args):
+    p = subprocess.run(["losetup", "-f", "--show"] + args, capture_output=True, text=True)
     if p.returncode != 0:
         pytest.skip("no loop device: %s" % p.stderr.strip())
-    dev = p.stdout.strip()
-    try:
-        yield os.path.basename(dev)
-    finally:
-        subprocess.run(["losetup", "-d", dev], capture_output=True)
+    return p.stdout.strip()
+
+
+_PARSES = []
+
+
+def kernel_parses_partitions() -> bool:
+    """Does this kernel make partition nodes from an MBR (probed once, on a loop device)?"""
+    if not _PARSES:
+        import tempfile
+        with tempfile.NamedTemporaryFile() as f:
+            f.truncate(4 * MiB)
+            f.write(mbr(0x83, 2048, 4096))
+            f.flush()
+            dev = _losetup(["-P", f.name])
+            try:
+                _PARSES.append(os.path.exists("/sys/block/%s/%sp1" % ((os.path.basename(dev),) * 2)))
+            finally:
+                subprocess.run(["losetup", "-d", dev], capture_output=True)
+    return _PARSES[0]
 
 
 def vmbus_tree(sysroot, device, gen=2):

@@ -68,7 +68,7 @@ def mounted_at(agent, mp):
 
 def test_the_worker_run_mounts_the_disk_the_broker_found(disk_agent):
     agent, dev, mp = disk_agent
-    assert mounted_at(agent, mp) == ["/dev/%sp1" % dev], agent.log("supervisor")[-3000:]
+    assert mounted_at(agent, mp) == ["/dev/%sp1" % dev], agent.log("provisioning")[-3000:]
     readme = "/proc/%d/root%s/DATALOSS_WARNING_README.txt" % (agent.proc.pid, mp)
     assert open(readme).read().startswith("WARNING: THIS IS A TEMPORARY DISK.")
 
@@ -130,4 +130,5 @@ attempt("resource_disk.activate")
     assert mounted_at(agent, mp) == []
     subprocess.run(["nsenter", "-t", str(agent.proc.pid), "-m", "mount",
                     "/dev/%sp1" % dev, mp], check=True)
+    mine = "/proc/%d/root%s/owner-data" % (agent.proc.pid, mp)
     assert open(mine).read() == "the owner's data\n"
