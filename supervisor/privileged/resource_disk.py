@@ -30,7 +30,7 @@ import re
 import stat
 import subprocess
 import time
-from typing import Dict, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 from ipc.verbs import resource_disk as R
 from supervisor.broker import BOOT, PROV, Context, Privileged
@@ -173,19 +173,20 @@ def _unescape(field: str) -> str:
     return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
 
 
-def mounted_at(device: str) -> Optional[str]:
-    """Where the disk or one of its partitions is mounted (in our namespace), if anywhere."""
+def mounted_at(device: str) -> List[str]:
+    """Where the disk or its partitions are mounted (in our namespace), in mount order."""
     name = os.path.basename(device)
     ours = re.compile(re.escape(name) + r"(p?\d+)?")
     data = read_capped("/proc/self/mounts", 4 * MiB, follow=True) or b""
+    found = []
     for line in data.decode("utf-8", "replace").splitlines():
         fields = line.split()
         if len(fields) < 2 or not fields[0].startswith("/dev/"):
             continue
         source = os.path.realpath(_unescape(fields[0]))
         if os.path.dirname(source) == "/dev" and ours.fullmatch(os.path.basename(source)):
-            return _unescape(fields[1])
-    return None
+            found.append(_unescape(fields[1]))
+    return found
 
 
 # ---- partition, mkfs, mount --------------------------------------------------------------
@@ -394,7 +395,10 @@ def activate(ctx: Context, args: dict) -> dict:
     steps = Steps()
     device, how = steps.timed("detect", find_device, conf)
     partition = partition_of(device)
-    already = steps.timed("detect", mounted_at, device)
+    mounts = steps.timed("detect", mounted_at, device)
+    if "/" in mounts:
+        raise fail("%s holds the root filesystem: not the resource disk, refused" % device)
+    already = mounts[0] if mounts else None
     formatted = False
     if already:
         mp = already
@@ -425,7 +429,6 @@ def activate(ctx: Context, args: dict) -> dict:
             formatted = True
             if not steps.timed("mount", mount, ctx, fs, options, partition, mp):
                 raise fail("cannot mount %s on %s" % (partition, mp))
-        os.chmod(mp, 0o755)
     from statefiles import write_atomic   # lazily, as supervisor.privileged.atomic_write
     write_atomic(os.path.join(mp, README), README_TEXT, 0o644)
     swap_mb, swap_error = 0, None

@@ -107,7 +107,8 @@ def kernel_parses_partitions() -> bool:
             f.flush()
             dev = _losetup(["-P", f.name])
             try:
-                _PARSES.append(os.path.exists("/sys/block/%s/%sp1" % ((os.path.basename(dev),) * 2)))
+                name = os.path.basename(dev)
+                _PARSES.append(os.path.exists("/sys/block/%s/%sp1" % (name, name)))
             finally:
                 subprocess.run(["losetup", "-d", dev], capture_output=True)
     return _PARSES[0]
