@@ -213,6 +213,11 @@ def prepare_partition(device: str, fs: str) -> Tuple[bool, str]:
 
 
 def wait_for_node(path: str, ctx: Context) -> None:
+    """The partition node, once udev is done: closing the disk after writing it makes udev
+    re-read the table itself, which removes and re-adds the partition nodes for a moment."""
+    if which("udevadm"):
+        run(["udevadm", "settle", "--timeout=%d" % PARTITION_WAIT], timeout=PARTITION_WAIT + 5,
+            cancel=ctx.cancel, check=False)
     deadline = time.monotonic() + PARTITION_WAIT
     while not os.path.exists(path):
         if time.monotonic() > deadline:
@@ -222,6 +227,7 @@ def wait_for_node(path: str, ctx: Context) -> None:
 
 
 def mkfs(ctx: Context, fs: str, partition: str) -> None:
+    wait_for_node(partition, ctx)
     force = "-f" if fs in ("xfs", "btrfs") else "-F"
     run(["mkfs." + fs, force, partition], timeout=MKFS_TIMEOUT, cancel=ctx.cancel)
 
