@@ -5,7 +5,8 @@ device, no mount point, no size. The broker decides everything from waagent.conf
 (ResourceDisk.*, Provisioning.Agent) and from what it reads itself (vmbus ids under
 OS.SysRoot, /proc/self/mounts, /proc/swaps, the disk's partition table). Once per boot and VM
 id, recorded on the broker's disk before it runs: a second call (a retry, a restart, an
-attacker) is refused, so a disk its owner repartitioned later in the boot is never touched.
+attacker) is answered `skipped` and touches nothing, so a disk its owner repartitioned later
+in the boot is left as it is.
 """
 
 from ipc.schema import Bool, Int, Nullable, Num, Obj, Str
@@ -18,7 +19,7 @@ ACTIVATE = declare(
     "resource_disk.activate",
     """Format (if fresh) and mount the resource disk, write DATALOSS_WARNING_README.txt, and
     turn on the swap file, as ResourceDisk.* says. skipped names why nothing was done
-    (Format=n, cloud-init provisions); the disk found and its mount point; formatted when mkfs
+    (Format=n, cloud-init provisions, done already this boot); the disk found and its mount point; formatted when mkfs
     ran; already_mounted when it was mounted before (left alone); swap_mb the active swap
     file's size (0: none), swap_error why it is off when it should be on; seconds per step.
     FAILED when the disk cannot be found or mounted (never fatal to the caller).""",

@@ -20,7 +20,8 @@ The worker names nothing; the broker decides from waagent.conf and what it reads
   (swapoff first), a new one made O_EXCL 0600 and filled (fallocate on ext4/xfs, zeros
   elsewhere), an existing one's group/other bits stripped; mkswap on /dev/fd/N and swapon(2)
   on /proc/self/fd/N, so a name swapped under us is never what is formatted or enabled.
-Once per boot and VM id (the row's once=BOOT): the owner may repartition the disk after boot.
+Once per boot and VM id, recorded on the broker's disk before anything is done (gates.py): the
+owner may repartition the disk after boot, and no later call this boot touches it.
 """
 
 import errno
@@ -33,8 +34,8 @@ import time
 from typing import Dict, List, Optional, Tuple
 
 from ipc.verbs import resource_disk as R
-from supervisor.broker import BOOT, PROV, Context, Privileged
-from supervisor.privileged import (SAFE_PATH, ensure_root_dir, fail, read_capped, run,
+from supervisor.broker import PROV, Context, Privileged
+from supervisor.privileged import (SAFE_PATH, ensure_root_dir, fail, gates, read_capped, run,
                                    supervise, which)
 from supervisor.privileged import partition_table as pt
 
@@ -61,6 +62,7 @@ SWAPFILE = "swapfile"
 MiB = 1024 * 1024
 PARTITION_WAIT = 25.0        # waagent: 5 tries 5 s apart for the partition node
 MKFS_TIMEOUT = 900.0
+DONE = "done already this boot"
 CLOUD_INIT_UNIT = "cloud-init-local.service"
 UNIT_DIRS = ("etc/systemd/system", "lib/systemd/system", "usr/lib/systemd/system")
 
@@ -391,6 +393,11 @@ def result(**fields) -> dict:
 
 def activate(ctx: Context, args: dict) -> dict:
     conf = ctx.conf
+    # Once per boot and VM id, on the broker's disk (gates.py), recorded before anything is
+    # done. A later call is answered, not a violation: the worker need not know whether a
+    # run of it before a restart got this far, and nothing is touched.
+    if not gates.current().record(R.ACTIVATE.name):
+        return result(skipped=DONE)
     if not conf["ResourceDisk.Format"]:
         return result(skipped="ResourceDisk.Format=n")
     if cloud_init_provisions(conf):
@@ -461,5 +468,5 @@ def activate(ctx: Context, args: dict) -> dict:
 
 
 VERBS = (
-    Privileged(R.ACTIVATE, activate, PROV, once=BOOT, slow=True),
+    Privileged(R.ACTIVATE, activate, PROV, slow=True),
 )

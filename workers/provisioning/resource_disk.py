@@ -1,8 +1,8 @@
 """The provisioning worker's every-boot resource disk and swap (protocol.md §5): one broker
 verb, resource_disk.activate, that takes no argument (the broker decides the device, the
 mount point and the swap file from waagent.conf and what it reads itself). Once per boot and
-VM id on the broker's disk: a rerun of this worker (a retry, a supervisor restart) sees it in
-provisioning.state's `done` and does not knock again (a refused verb is a violation).
+VM id on the broker's disk: a rerun of this worker (a retry, a supervisor restart) is answered
+`skipped`, and nothing is touched.
 
 Never fatal, as in waagent: a failure is logged and provisioning goes on. The per-step
 seconds land in one `event=resource_disk_done` line (benchmarks/resource_disk.py reads the
@@ -20,12 +20,8 @@ VERB = "resource_disk.activate"
 
 def every_boot(worker) -> None:
     try:
-        state, fds = worker.call("provisioning.state", {})
-        if VERB in state["done"]:
-            log.info("event=resource_disk_already_done this boot: not asked again")
-            return
         worker.status("provisioning: resource disk")
-        r, fds = worker.call(VERB, {})
+        r, _ = worker.call(VERB, {})
     except IpcError as e:
         log.error("event=resource_disk_done ok=false error=%r", e.message[:500])
         return

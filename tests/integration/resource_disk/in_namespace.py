@@ -3,8 +3,8 @@
 
     python -m tests.integration.resource_disk.in_namespace CONF ACTIONS_JSON
 
-Actions (a JSON list, each a list): ["activate"], ["swap"] (enable_swap with a recorder in
-place of swapon(2)/swapoff(2): swap is the whole kernel's), ["mounts"], ["readme"],
+Actions (a JSON list, each a list): ["activate"], ["swap"] (enable_swap); swapon(2) and
+swapoff(2) are recorded, never called (swap is the whole host kernel's); ["mounts"], ["readme"],
 ["sh", "command"]. Prints one JSON list of outcomes."""
 
 import json
@@ -19,7 +19,16 @@ from supervisor.broker import Context
 from supervisor.privileged import resource_disk as rd
 
 
+SWAP_CALLS = []
+
+
+def recorded(name, fd):
+    """In place of swapon(2)/swapoff(2): swap is the whole host kernel's, never the test's."""
+    SWAP_CALLS.append(name)
+
+
 def main(conf_path, actions):
+    rd.swap_call = recorded
     conf = config.load(conf_path)
     ctx = Context(worker="provisioning", conf=conf, cancel=threading.Event())
     mp = conf["ResourceDisk.MountPoint"]
@@ -28,7 +37,9 @@ def main(conf_path, actions):
         verb = action[0]
         if verb == "activate":
             try:
-                out.append({"ok": True, "result": rd.activate(ctx, {})})
+                del SWAP_CALLS[:]
+                out.append({"ok": True, "result": rd.activate(ctx, {}),
+                            "swap_calls": list(SWAP_CALLS)})
             except IpcError as e:
                 out.append({"ok": False, "error": e.message})
         elif verb == "swap":

@@ -21,6 +21,16 @@ from tests.integration.resource_disk.disk import MiB, loop_disk, vmbus_tree
 SWAP_MB = 8
 
 
+@pytest.fixture(autouse=True)
+def host_swap_untouched():
+    """Swap is the whole host kernel's: no test here may turn any on (or off)."""
+    with open("/proc/swaps") as f:
+        before = f.read()
+    yield
+    with open("/proc/swaps") as f:
+        assert f.read() == before
+
+
 def boot(tmp_path, conf, *actions):
     """One boot's worth of actions in a mount namespace of its own; their outcomes."""
     p = subprocess.run(["unshare", "--mount", "--propagation", "private", harness.PYTHON, "-m",
@@ -70,6 +80,7 @@ def test_azure_disk_is_retyped_formatted_mounted_and_kept_on_the_next_boot(tmp_p
         first, mounts, readme, again, mine = boot(
             tmp_path, conf, ["activate"], ["mounts"], ["readme"], ["activate"],
             ["sh", "echo kept > %s/mine" % mp])
+        assert mine["rc"] == 0, mine
         assert first["ok"], first
         r = first["result"]
         assert (r["device"], r["mount_point"], r["formatted"], r["already_mounted"]) == \
@@ -80,16 +91,28 @@ def test_azure_disk_is_retyped_formatted_mounted_and_kept_on_the_next_boot(tmp_p
         assert table_of(tmp_path) == ("mbr", pt.LINUX)
         assert ext4_at(tmp_path)
         assert r["swap_mb"] == SWAP_MB and r["swap_error"] is None, r
+        assert first["swap_calls"] == ["swapon"], first
         assert set(r["seconds"]) == {"detect", "partition", "mkfs", "mount", "swap"}
-        # An already-mounted disk is left alone: no mkfs, its mount point used.
-        assert again["ok"] and again["result"]["already_mounted"], again
-        assert not again["result"]["formatted"], again
+        # Once a boot: a second call is answered and does nothing.
+        assert again["ok"] and again["result"]["skipped"] == "done already this boot", again
+        assert again["result"]["device"] is None and again["swap_calls"] == [], again
         # The next boot (not a redeploy): a type-83 partition with a filesystem is mounted
         # as it is, what was on it still there.
         nxt, mounts, kept = boot(tmp_path, conf, ["activate"], ["mounts"],
                                  ["sh", "cat %s/mine" % mp])
         assert nxt["ok"] and not nxt["result"]["formatted"], nxt
         assert mounts and kept["out"] == "kept\n", (mounts, kept)
+        # A boot where something else mounted it first (fstab, an admin): left alone, no
+        # mkfs, the README and the swap file go where it is.
+        elsewhere = str(tmp_path / "elsewhere")
+        _, r, readme = boot(
+            tmp_path, conf,
+            ["sh", "mkdir -p %s && mount /dev/%sp1 %s" % (elsewhere, dev, elsewhere)],
+            ["activate"], ["sh", "head -1 %s/DATALOSS_WARNING_README.txt" % elsewhere])
+        assert r["ok"] and r["result"]["already_mounted"], r
+        assert (r["result"]["mount_point"], r["result"]["formatted"]) == (elsewhere, False), r
+        assert r["result"]["seconds"]["mkfs"] == 0 and r["result"]["swap_mb"] == SWAP_MB, r
+        assert readme["out"] == "WARNING: THIS IS A TEMPORARY DISK.\n", readme
 
 
 @pytest.mark.parametrize("layout", ["blank", "gpt2"])
