@@ -443,7 +443,10 @@ def activate(ctx: Context, args: dict) -> dict:
             if not steps.timed("mount", mount, ctx, fs, options, partition, mp):
                 raise fail("cannot mount %s on %s" % (partition, mp))
     from statefiles import write_atomic   # lazily, as supervisor.privileged.atomic_write
-    write_atomic(os.path.join(mp, README), README_TEXT, 0o644)
+    try:
+        write_atomic(os.path.join(mp, README), README_TEXT, 0o644)
+    except OSError as e:   # e.g. MountOptions=ro: the disk is mounted all the same
+        log.warning("event=resource_disk_readme_unwritable at=%s error=%r", mp, e.strerror)
     swap_mb, swap_error = 0, None
     if conf["ResourceDisk.EnableSwapEncryption"]:
         log.warning("event=swap_encryption_unsupported (FreeBSD only in waagent): plain swap")
