@@ -214,10 +214,11 @@ def prepare_partition(device: str, fs: str) -> Tuple[bool, str]:
         os.close(fd)
 
 
-def wait_for_node(path: str, ctx: Context) -> None:
+def wait_for_node(path: str, ctx: Context, settle: bool = True) -> None:
     """The partition node, once udev is done: closing the disk after writing it makes udev
-    re-read the table itself, which removes and re-adds the partition nodes for a moment."""
-    if which("udevadm"):
+    re-read the table itself, which removes and re-adds the partition nodes for a moment
+    (settle=False: nothing was written, the node is there since boot)."""
+    if settle and which("udevadm"):
         run(["udevadm", "settle", "--timeout=%d" % PARTITION_WAIT], timeout=PARTITION_WAIT + 5,
             cancel=ctx.cancel, check=False)
     deadline = time.monotonic() + PARTITION_WAIT
@@ -427,7 +428,7 @@ def activate(ctx: Context, args: dict) -> dict:
             need_mkfs, found = steps.timed("partition", prepare_partition, device, fs)
         except OSError as e:
             raise fail("%s: %s" % (device, e.strerror)) from None
-        steps.timed("partition", wait_for_node, partition, ctx)
+        steps.timed("partition", wait_for_node, partition, ctx, need_mkfs)
         log.info("event=resource_disk_partition device=%s found=%r mkfs=%s", device, found,
                  need_mkfs)
         if need_mkfs:
