@@ -12,7 +12,6 @@ waagent gives up on one; QEMU's blank disk and a wiped one are formatted instead
 import fcntl
 import os
 import struct
-import uuid
 import zlib
 from typing import Optional, Tuple
 
@@ -21,7 +20,9 @@ BLKGETSIZE64 = 0x80081272    # size in bytes
 BLKRRPART = 0x125F           # re-read the partition table
 NTFS, LINUX = 0x07, 0x83
 PROTECTIVE = 0xEE
-LINUX_FS = uuid.UUID("0fc63daf-8483-4772-8e79-3d69d8477de4")
+# The Linux filesystem type GUID 0fc63daf-8483-4772-8e79-3d69d8477de4, as GPT stores it (the
+# first three groups little-endian); a literal, so that the resident supervisor needs no uuid.
+LINUX_FS_LE = bytes.fromhex("af3dc60f838472478e793d69d8477de4")
 ENTRIES, ENTRY_SIZE = 128, 128
 ALIGN = 1024 * 1024          # the partition starts at 1 MiB, as parted's 0% does
 BLANK_PROBE = 1024 * 1024    # a disk whose first MiB is zeros holds nothing
@@ -73,6 +74,14 @@ def set_mbr_type(fd: int, part_type: int) -> None:
     os.fsync(fd)
 
 
+def random_guid() -> bytes:
+    """A version-4 GUID in GPT's byte order (only its uniqueness matters)."""
+    b = bytearray(os.urandom(16))
+    b[7] = (b[7] & 0x0F) | 0x40     # version 4 (the third group, stored little-endian)
+    b[8] = (b[8] & 0x3F) | 0x80     # the RFC 4122 variant
+    return bytes(b)
+
+
 def _gpt_header(sector, current, backup, first, last, disk_guid, entries_lba, entries_crc):
     fields = struct.pack("<8sIIIIQQQQ16sQIII", b"EFI PART", 0x10000, 92, 0, 0, current, backup,
                          first, last, disk_guid, entries_lba, ENTRIES, ENTRY_SIZE, entries_crc)
@@ -94,11 +103,11 @@ def write_single_gpt(fd: int) -> Tuple[int, int]:
         last = last_usable
     if last <= first:
         raise ValueError("the disk is too small for a partition (%d bytes)" % size)
-    entry = LINUX_FS.bytes_le + uuid.uuid4().bytes_le + struct.pack("<QQQ", first, last, 0) + \
+    entry = LINUX_FS_LE + random_guid() + struct.pack("<QQQ", first, last, 0) + \
         "primary".encode("utf-16-le").ljust(72, b"\0")
     entries = entry.ljust(ENTRIES * ENTRY_SIZE, b"\0")
     crc = zlib.crc32(entries)
-    disk_guid = uuid.uuid4().bytes_le
+    disk_guid = random_guid()
     count = min(total - 1, 0xFFFFFFFF)
     pmbr = b"\0" * 446 + struct.pack("<B3sB3sII", 0, b"\0\x02\0", PROTECTIVE, b"\xff\xff\xff",
                                      1, count) + b"\0" * 48 + b"\x55\xaa"

@@ -9,7 +9,8 @@ import pytest
 
 from supervisor.privileged import partition_table as pt
 from supervisor.privileged import resource_disk as rd
-from tests.integration.resource_disk.disk import GEN1_ID, GEN2_ID, MiB, gpt, mbr, vmbus_tree
+from tests.integration.resource_disk.disk import (GEN1_ID, GEN2_ID, LINUX_FS, MiB, gpt, mbr,
+                                                  vmbus_tree)
 
 
 @pytest.mark.parametrize("gen", [1, 2])
@@ -83,6 +84,7 @@ def test_new_gpt_is_valid_with_one_aligned_partition_and_a_backup(tmp_path):
         entries = os.pread(fd, 128 * 128, entries_lba * 512)
         assert zlib.crc32(entries) == struct.unpack_from("<I", header, 88)[0]
         assert struct.unpack_from("<QQ", entries, 32) == (first, last)
+        assert entries[:16] == LINUX_FS.bytes_le   # the Linux filesystem type
         assert not entries[128:].strip(b"\0")
     assert os.pread(fd, 2, 510) == b"\x55\xaa" and os.pread(fd, 1, 450) == b"\xee"
     os.close(fd)
