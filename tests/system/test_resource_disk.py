@@ -35,6 +35,14 @@ def wait_done(vm):
     pytest.fail("no event=resource_disk_done in %ds:\n%s" % (TIMEOUT, journal(vm)[-4000:]))
 
 
+def record_steps(log, timings, boot):
+    """The broker's per-step seconds of this boot (event=resource_disk_mounted) as timings."""
+    line = log.split("event=resource_disk_mounted", 1)[1].split("\n")[0]
+    for step in ("detect", "partition", "mkfs", "mount", "swap"):
+        timings[f"agent-vm: {boot}: resource disk {step}"] = float(
+            line.split(f" {step}=", 1)[1].split()[0])
+
+
 def check_mounted_with_readme_and_swap(vm):
     log = wait_done(vm)
     assert "event=resource_disk_done ok=true device=/dev/vdb mount_point=%s" % MP in log, log
@@ -51,8 +59,9 @@ def check_mounted_with_readme_and_swap(vm):
     return log
 
 
-def test_first_boot_mounts_the_blank_disk_with_its_readme_and_swap(agent_vm):
+def test_first_boot_mounts_the_blank_disk_with_its_readme_and_swap(agent_vm, timings):
     log = check_mounted_with_readme_and_swap(agent_vm)
+    record_steps(log, timings, "first boot")
     assert "formatted=True" in log.split("event=resource_disk_done", 1)[1].split("\n")[0], log
     # The blank disk got one Linux partition in a GPT (read by the guest's own tools).
     r = agent_vm.run("sfdisk --dump /dev/vdb", check=True)
@@ -64,6 +73,7 @@ def test_after_a_reboot_both_again_and_the_disk_is_not_formatted(agent_vm, timin
     agent_vm.run(f"echo kept > {MP}/owner-file", check=True)
     timings["agent-vm: reboot to ssh (resource disk)"] = agent_vm.reboot()
     log = check_mounted_with_readme_and_swap(agent_vm)
+    record_steps(log, timings, "reboot")
     assert "formatted=False" in log.split("event=resource_disk_done", 1)[1].split("\n")[0], log
     assert agent_vm.run(f"cat {MP}/owner-file", check=True).out == "kept\n"
 
@@ -91,6 +101,7 @@ def test_a_redeploy_with_a_fresh_disk_formats_it_again(agent_vm, timings):
     timings["agent-vm: redeploy (fresh resource disk) to ssh"] = \
         agent_vm.power_cycle(vm_uuid=agent_vm.uuid)
     log = check_mounted_with_readme_and_swap(agent_vm)
+    record_steps(log, timings, "redeploy")
     assert "formatted=True" in log.split("event=resource_disk_done", 1)[1].split("\n")[0], log
     assert agent_vm.run(f"test -e {MP}/owner-file").rc == 1
     r = agent_vm.run("sfdisk --part-type /dev/vdb 1", check=True)
