@@ -253,7 +253,6 @@ KEYS = (
        ours=True),
 )
 
-_RESOURCE_DISK = "no resource disk or swap yet (issue 12: Every boot: resource disk, swap, ...)"
 _EVERY_BOOT = ("not done yet (issue 12: Every boot: resource disk, swap, kernel and network "
                "tweaks, ...)")
 _MONITORING = ("no monitoring yet (issue 14: Monitoring: the WireServer firewall, hostname "
@@ -265,10 +264,6 @@ _LIMITS = ("guestagent's limits are its systemd slices', not cgroups it manages 
 
 #: Every key that is parsed but not acted on (grep the code: none of them is read), and why.
 NOT_APPLIED = {
-    "ResourceDisk.Format": _RESOURCE_DISK, "ResourceDisk.Filesystem": _RESOURCE_DISK,
-    "ResourceDisk.MountPoint": _RESOURCE_DISK, "ResourceDisk.MountOptions": _RESOURCE_DISK,
-    "ResourceDisk.EnableSwap": _RESOURCE_DISK, "ResourceDisk.SwapSizeMB": _RESOURCE_DISK,
-    "ResourceDisk.EnableSwapEncryption": _RESOURCE_DISK, "ResourceDisk.Device": _RESOURCE_DISK,
     "OS.RootDeviceScsiTimeout": _EVERY_BOOT, "OS.RootDeviceScsiTimeoutPeriod": _EVERY_BOOT,
     "OS.EnableRDMA": _EVERY_BOOT, "OS.UpdateRdmaDriver": _EVERY_BOOT,
     "OS.CheckRdmaDriver": _EVERY_BOOT, "DetectScvmmEnv": _EVERY_BOOT,

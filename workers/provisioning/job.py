@@ -34,7 +34,7 @@ from typing import Dict, List, Optional
 import config
 from ipc.errors import IpcError
 from ipc.schema import HOSTNAME, USERNAME, SchemaError
-from workers.provisioning import identity, ovf
+from workers.provisioning import identity, ovf, resource_disk
 from workers.provisioning.password import PasswordError, hash_password
 
 log = logging.getLogger("provisioning")
@@ -499,6 +499,7 @@ def job(worker) -> Optional[int]:
     """Provision (once per boot), then return: the worker exits 0 (EXIT_FAILED on failure)."""
     conf = config.load(os.environ.get(ENV_CONFIG, config.DEFAULT_PATH))
     worker.ready()
+    resource_disk.every_boot(worker)   # every boot, before provisioning, as waagent (§5)
     # A worker started again after provisioning ended this boot (agentctl start, a supervisor
     # restart, a retry after the Ready report failed) must not knock on the closed gate (a
     # DENIED verb is a violation): it knows from its own state folder, keyed by the boot id.
@@ -529,5 +530,4 @@ def job(worker) -> Optional[int]:
         worker.status("provisioning: %s" % outcome)
     except IpcError:
         pass
-    # The per-boot work of later issues (resource disk, swap) will run here; then the worker
-    # exits 0 and the supervisor shows it EXITED with the status line above.
+    # The worker exits 0 and the supervisor shows it EXITED with the status line above.

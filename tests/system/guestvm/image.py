@@ -88,6 +88,11 @@ Protocol.HostPluginPort={GUEST_PORTS["hostgaplugin"]}
 Protocol.ImdsEndpoint={WIRE_ADDRESS}:{GUEST_PORTS["imds"]}
 DVD.Device=/dev/sr0
 ResourceDisk.Device=/dev/vdb
+# the shipped conf's resource disk, with a small swap file (tests/system/test_resource_disk.py)
+ResourceDisk.Format=y
+ResourceDisk.Filesystem=ext4
+ResourceDisk.EnableSwap=y
+ResourceDisk.SwapSizeMB=64
 """
 
 
