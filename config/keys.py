@@ -32,10 +32,13 @@ class Key:
     # Parsed but not acted on yet: why, and where it will be. A file that sets such a key gets
     # one `event=config_not_applied` line at start and a warning from --check-config.
     not_applied: str = ""
+    # The value an out-of-choice setting means, when it is not the default (waagent reads
+    # any Provisioning.Agent it does not know as "do not provision", protocol.md §3.1).
+    otherwise: Optional[str] = None
 
 
-def _k(name, kind, default, doc, choices=(), minimum=None, ours=False):
-    return Key(name, kind, default, doc, tuple(choices), minimum, ours)
+def _k(name, kind, default, doc, choices=(), minimum=None, ours=False, otherwise=None):
+    return Key(name, kind, default, doc, tuple(choices), minimum, ours, otherwise=otherwise)
 
 
 KEYS = (
@@ -53,8 +56,9 @@ KEYS = (
     # --- Provisioning -----------------------------------------------------------------------
     _k("Provisioning.Enabled", SWITCH, True,
        "Provision the VM at all. n is the same as Provisioning.Agent=disabled (older images set it)."),
-    _k("Provisioning.Agent", STRING, "auto", "Which agent provisions the VM.",
-       choices=("auto", "waagent", "cloud-init", "disabled")),
+    _k("Provisioning.Agent", STRING, "auto", "Which agent provisions the VM; any other value "
+       "means disabled, as in waagent.",
+       choices=("auto", "waagent", "cloud-init", "disabled"), otherwise="disabled"),
     _k("Provisioning.DeleteRootPassword", SWITCH, False,
        "Lock the root password during provisioning."),
     _k("Provisioning.RegenerateSshHostKeyPair", SWITCH, False,
