@@ -260,6 +260,9 @@ KEYS = (
 _RESOURCE_DISK = "no resource disk or swap yet (issue 12: Every boot: resource disk, swap, ...)"
 _EVERY_BOOT = ("not done yet (issue 12: Every boot: resource disk, swap, kernel and network "
                "tweaks, ...)")
+_RDMA = ("RDMA is not set up: waagent's RDMA (the Hyper-V Network Direct driver, the RDMA "
+         "address from SharedConfig.xml into /dev/hvnd_rdma, /etc/dat.conf) needs Azure's HPC "
+         "sizes, which nothing here can run or test")
 _MONITORING = ("no monitoring yet (issue 14: Monitoring: the WireServer firewall, hostname "
                "monitor, ...)")
 _EXTENSIONS = "no extension handling yet (issue 13: VM extensions: the goal-state loop, ...)"
@@ -273,9 +276,9 @@ NOT_APPLIED = {
     "ResourceDisk.MountPoint": _RESOURCE_DISK, "ResourceDisk.MountOptions": _RESOURCE_DISK,
     "ResourceDisk.EnableSwap": _RESOURCE_DISK, "ResourceDisk.SwapSizeMB": _RESOURCE_DISK,
     "ResourceDisk.EnableSwapEncryption": _RESOURCE_DISK, "ResourceDisk.Device": _RESOURCE_DISK,
-    "OS.RootDeviceScsiTimeout": _EVERY_BOOT, "OS.RootDeviceScsiTimeoutPeriod": _EVERY_BOOT,
-    "OS.EnableRDMA": _EVERY_BOOT, "OS.UpdateRdmaDriver": _EVERY_BOOT,
-    "OS.CheckRdmaDriver": _EVERY_BOOT, "DetectScvmmEnv": _EVERY_BOOT,
+    "OS.RootDeviceScsiTimeoutPeriod": "the SCSI timeout is applied at every boot, not again "
+    "every period (a data disk attached later keeps its timeout until the next boot)",
+    "OS.EnableRDMA": _RDMA, "OS.UpdateRdmaDriver": _RDMA, "OS.CheckRdmaDriver": _RDMA,
     "OS.EnableFirewall": _MONITORING, "OS.EnableFirewallPeriod": _MONITORING,
     "Debug.FirewallRulesLogPeriod": _MONITORING,
     "Provisioning.MonitorHostName": _MONITORING, "Provisioning.MonitorHostNamePeriod": _MONITORING,

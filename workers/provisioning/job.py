@@ -34,7 +34,7 @@ from typing import Dict, List, Optional
 import config
 from ipc.errors import IpcError
 from ipc.schema import HOSTNAME, USERNAME, SchemaError
-from workers.provisioning import identity, ovf
+from workers.provisioning import everyboot, identity, ovf
 from workers.provisioning.password import PasswordError, hash_password
 
 log = logging.getLogger("provisioning")
@@ -410,6 +410,7 @@ class Provisioning:
         with self.step("hostname"):
             _check(HOSTNAME, env.hostname, "HostName", "hostname")
             self.call("provisioning.hostname", {"hostname": env.hostname})
+        everyboot.publish_hostname(self.worker)
         with self.step("user"):
             _check(USERNAME, env.username, "UserName", "user")
             user = self.call("provisioning.user", {"username": env.username})
@@ -548,6 +549,8 @@ def job(worker) -> Optional[int]:
     # restart, a retry after the Ready report failed) must not knock on the closed gate (a
     # DENIED verb is a violation): it knows from its own state folder, keyed by the boot id.
     prov = Provisioning(worker, conf)
+    if everyboot.run(worker, conf):   # per-boot kernel and network steps; SCVMM provisions
+        return
     boot = boot_id(conf["OS.SysRoot"])
     try:
         with open(prov.state_path(FINISHED)) as f:
