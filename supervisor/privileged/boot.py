@@ -24,7 +24,7 @@ from typing import List, Optional, Tuple
 from ipc.verbs import boot as B
 from supervisor.broker import BOOT, PROCESS, PROV, Context, Privileged
 from supervisor.privileged import (atomic_write, ensure_root_dir, fail, lib_dir, read_capped,
-                                   run)
+                                   run, which)
 
 log = logging.getLogger("guestagent.broker.boot")
 
@@ -44,9 +44,9 @@ AZURE_ASSET_TAG = b"7783-7084-3265-9085-8269-3286-77"
 
 def _machine_is_ours(conf) -> bool:
     """Whether the verbs that change the machine's configuration (routes, udev rules) may:
-    an Azure VM (SMBIOS chassis asset tag), an agent pointed at a platform
-    (Protocol.Endpoint), or a fixture root. Never a developer's box that runs the agent."""
-    if conf["Protocol.Endpoint"] or _root(conf) != "/":
+    an Azure VM (SMBIOS chassis asset tag) or a fixture root. Never a developer's box that
+    runs the agent (pointed at an emulator by Protocol.Endpoint or not)."""
+    if _root(conf) != "/":
         return True
     try:
         tag = read_capped(_under(conf, "sys/class/dmi/id/chassis_asset_tag"), 128, follow=True)
@@ -55,10 +55,10 @@ def _machine_is_ours(conf) -> bool:
     return (tag or b"").strip() == AZURE_ASSET_TAG
 
 
-def _refuse_unless_ours(conf) -> None:
-    if not _machine_is_ours(conf):
-        raise fail("not an Azure VM (no Azure chassis asset tag, no Protocol.Endpoint): "
-                   "the machine's network configuration is left alone")
+def _refuse_unless_ours(conf, told: bool = False) -> None:
+    if not (told or _machine_is_ours(conf)):
+        raise fail("not an Azure VM (no Azure chassis asset tag): the machine's network "
+                   "configuration is left alone")
 
 
 # ---- SCSI timeouts (protocol.md §9.3 SetRootDeviceScsiTimeout) -----------------------------
@@ -185,10 +185,11 @@ def _default_route(conf) -> Optional[Tuple[str, str]]:
 
 
 def wireserver_route(ctx: Context, args: dict) -> dict:
-    _refuse_unless_ours(ctx.conf)
     endpoint = (ctx.conf["Protocol.Endpoint"] or "").split(":")[0]
     if endpoint and endpoint != WIRESERVER:
         return {"added": False, "reason": "Protocol.Endpoint is %s" % endpoint[:64]}
+    # Protocol.Endpoint=168.63.129.16 says so explicitly: a WireServer is reached this way.
+    _refuse_unless_ours(ctx.conf, told=endpoint == WIRESERVER)
     ws = int(ipaddress.IPv4Address(WIRESERVER))
     routes = _routes(ctx.conf)
     for iface, dest, gw, mask in routes:
@@ -370,7 +371,8 @@ def scvmm(ctx: Context, args: dict) -> dict:
     from supervisor.privileged import dvd
     if not ctx.conf["DetectScvmmEnv"]:
         return {"found": False, "exit_code": None}
-    run(["modprobe", "ata_piix"], timeout=30, check=False, cancel=ctx.cancel)
+    if which("modprobe"):    # waagent loads the IDE driver the SCVMM DVD may sit on
+        run(["modprobe", "ata_piix"], timeout=30, check=False, cancel=ctx.cancel)
     device = dvd.find_device(ctx.conf)
     if device is None:
         return {"found": False, "exit_code": None}

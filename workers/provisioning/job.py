@@ -350,19 +350,26 @@ class Provisioning:
 
     def disabled(self, vm_id) -> str:
         """§3.1: marker and Ready on every start. The broker wrote the marker and closed the
-        gate at its start; the Ready is owed until reported (a failure is retried)."""
+        gate at its start; the Ready is owed until reported. The platform client has retried
+        already (Protocol.DetectionAttempts: an hour by default), so a failure ends the run
+        as done, not failed (the agent's only job here is this report): the debt stays, and
+        the next start of the worker pays it (`agentctl start provisioning`, the next boot)."""
         log.info("event=provisioning_disabled agent=%s: marker and Ready only",
                  self.conf.provisioning_agent)
         try:
             self.close(vm_id)
             self.fetch_goal_state()
+            reported = self.ready_after_marker(vm_id)
         except StepFailed as failure:
-            log.error("event=ready_failed step=%s reason=%r", failure.step, failure.reason)
             self.failure = failure
-            return "disabled; Ready NOT reported (%s)" % failure
-        if not self.ready_after_marker(vm_id):
-            return "disabled; Ready NOT reported (%s)" % self.failure
-        return "disabled; Ready reported"
+            reported = False
+        if reported:
+            return "disabled; Ready reported"
+        log.error("event=ready_failed reason=%r: Ready stays owed to the platform (the next "
+                  "start of the worker reports it)", str(self.failure))
+        outcome = "disabled; Ready owed (%s)" % self.failure
+        self.failure = None
+        return outcome
 
     def legacy_marker(self, vm_id) -> str:
         log.warning("event=legacy_empty_marker: an older agent provisioned this VM; the marker "

@@ -41,22 +41,28 @@ def test_a_thumbprint_the_platform_refuses_does_not_fail_provisioning(emu, make_
     assert states(emu)[-1] == ("Ready", None)
 
 
-def test_disabled_a_ready_that_fails_is_owed_and_retried_not_a_violation(emu, make_host):
-    """§3.1: Ready on every start. All three attempts of the first Ready fail: the run fails,
-    the supervisor retries it, the retry pays the Ready; the broker sees no second finish."""
+def test_disabled_a_ready_that_fails_is_owed_not_a_violation(emu, make_host):
+    """§3.1: Ready on every start. All three attempts of the Ready fail: no second finish
+    (the broker would end the worker for it), the Ready is owed, and the next start of the
+    worker in this boot (agentctl start) reports it."""
     emu.faults({"health": [{"kind": "status", "code": 500, "repeat": 3}]})
-    host = make_host({"Provisioning.Agent": "disabled", "Agent.FlapMaxFailures": "3",
-                      "Agent.BackoffDelay": "0.2"})
-    host.start()
-    log = host.wait_log(DONE, 60, count=2)
-    assert "Ready stays owed to the platform" in log, log
-    assert "outcome='already provisioned; the owed Ready reported'" in log, log
-    assert states(emu) == [("Ready", None)]
+    host = make_host({"Provisioning.Agent": "disabled"})
+    log = provision(host)
+    assert "Ready stays owed to the platform" in log and "outcome='disabled; Ready owed" in log
+    assert states(emu) == []
     sup = host.log("supervisor")
-    assert "event=security" not in sup and "violation" not in sup, sup
+    assert "event=security" not in sup and "verb=provisioning.finish" not in sup, sup
     assert open(host.lib("provisioned")).read().strip() == VM_ID
     workers, _ = _status(host)
     assert workers["provisioning"]["last_exit"] == "exit 0", workers["provisioning"]
+    from emulator.confinement import VENV
+    r = host.run_inside([os.path.join(VENV, "bin", "agentctl"), "--config", host.conf_path,
+                         "start", "provisioning"])
+    assert r.returncode == 0, r.stderr
+    log = host.wait_log(DONE, 30, count=2)
+    assert "outcome='already provisioned; the owed Ready reported'" in log, log
+    assert states(emu) == [("Ready", None)]
+    assert "event=security" not in host.log("supervisor")
 
 
 def test_an_unknown_provisioning_agent_does_not_provision(emu, make_host):
