@@ -54,7 +54,13 @@ def run(worker, conf) -> Optional[str]:
             if r and r["found"]:
                 log.warning("event=scvmm installer_exit=%s: System Center VMM provisions this "
                             "VM", r["exit_code"])
-                return "SCVMM provisions this VM"
+                outcome = "SCVMM provisions this VM"
+                log.info("event=provisioning_done outcome=%r", outcome)
+                try:
+                    worker.status("provisioning: %s" % outcome)
+                except IpcError:
+                    pass
+                return outcome
     for verb in STEPS:
         _call(worker, verb, timings)
     log.info("event=boot_steps total=%.3f %s", sum(t for _, t in timings),
