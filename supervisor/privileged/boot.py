@@ -258,7 +258,7 @@ DHCP_SERVER_PORT, DHCP_CLIENT_PORT = 67, 68
 MAGIC = b"\x63\x82\x53\x63"
 SIOCGIFADDR = 0x8915
 SO_BINDTODEVICE = getattr(socket, "SO_BINDTODEVICE", 25)
-ACK_WAIT = 3.0
+ACK_WAIT = 1.0     # per send: a DHCP server on the link answers in milliseconds
 SENDS = 2
 
 
@@ -333,13 +333,16 @@ def publish_hostname(ctx: Context, args: dict) -> dict:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         s.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
         s.setsockopt(socket.SOL_SOCKET, SO_BINDTODEVICE, iface.encode())
+        sends = SENDS
         try:
             s.bind(("", DHCP_CLIENT_PORT))
         except OSError:
-            # The DHCP client holds port 68: the server's ACK goes to it, not to us; the
-            # server has the name all the same.
+            # The DHCP client holds port 68: the server's ACK goes to it, not to us, so there
+            # is nothing to wait for; the server has the name all the same.
             s.bind(("", 0))
-        for _ in range(SENDS):
+            sends = 0
+            s.sendto(packet, ("255.255.255.255", DHCP_SERVER_PORT))
+        for _ in range(sends):
             s.sendto(packet, ("255.255.255.255", DHCP_SERVER_PORT))
             deadline = time.monotonic() + ACK_WAIT
             while not acked:
