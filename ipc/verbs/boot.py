@@ -10,7 +10,7 @@ installer once per boot and VM id, on the broker's disk). A failure is an answer
 never fatal to provisioning: the worker logs it and goes on.
 """
 
-from ipc.schema import EMPTY, Bool, Int, List, Nullable, Obj, Str
+from ipc.schema import Bool, Int, List, Nullable, Obj, Str
 from ipc.verbs import declare
 
 REASON = Str(300)

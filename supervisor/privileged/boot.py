@@ -10,10 +10,8 @@ following a symlink, never a FIFO or device but the one /dev/random (checked: ch
 
 import errno
 import glob
-import ipaddress
 import logging
 import os
-import random
 import select
 import socket
 import stat
@@ -180,7 +178,7 @@ def _default_route(conf) -> Optional[Tuple[str, str]]:
     """(interface, gateway) of the first default route, or None."""
     for iface, dest, gw, mask in _routes(conf):
         if dest == 0 and mask == 0 and gw:
-            return iface, str(ipaddress.IPv4Address(gw))
+            return iface, socket.inet_ntoa(struct.pack("!I", gw))
     return None
 
 
@@ -190,7 +188,7 @@ def wireserver_route(ctx: Context, args: dict) -> dict:
         return {"added": False, "reason": "Protocol.Endpoint is %s" % endpoint[:64]}
     # Protocol.Endpoint=168.63.129.16 says so explicitly: a WireServer is reached this way.
     _refuse_unless_ours(ctx.conf, told=endpoint == WIRESERVER)
-    ws = int(ipaddress.IPv4Address(WIRESERVER))
+    ws = struct.unpack("!I", socket.inet_aton(WIRESERVER))[0]
     routes = _routes(ctx.conf)
     for iface, dest, gw, mask in routes:
         if mask and (ws & mask) == dest:
@@ -325,7 +323,7 @@ def publish_hostname(ctx: Context, args: dict) -> dict:
     if len(mac) != 6:
         raise fail("%s has no Ethernet address" % iface)
     address = _interface_address(iface)
-    xid = random.getrandbits(32)
+    xid = struct.unpack("!I", os.urandom(4))[0]
     packet = dhcp_request(xid, mac, address, name)
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     acked = False

@@ -187,7 +187,7 @@ def test_a_developers_box_keeps_its_network_configuration():
     assert boot._machine_is_ours(plain) is is_azure
 
 
-# ---- the DHCP request ------------------------------------------------------------------------------
+# ---- the DHCP request ----------------------------------------------------------------------
 def test_the_dhcp_request_carries_the_hostname_as_option_12():
     mac = bytes.fromhex("00155d012345")
     packet = boot.dhcp_request(0x12345678, mac, "10.0.0.4", "web-01")
@@ -200,7 +200,7 @@ def test_the_dhcp_request_carries_the_hostname_as_option_12():
     assert b"\x32" not in options[:3] and b"\x36\x04" not in options   # no server id (rebinding)
 
 
-# ---- grub -------------------------------------------------------------------------------------------
+# ---- grub ----------------------------------------------------------------------------------
 GRUB_CFG = b"""menuentry 'Debian GNU/Linux' {
 \tlinux\t/boot/vmlinuz-6.1.0 root=UUID=abcd ro quiet
 \tinitrd\t/boot/initrd.img-6.1.0
