@@ -141,6 +141,8 @@ def _main(argv: Optional[List[str]] = None) -> int:
         # Returns once the detached supervisor answers on its control socket.
         from supervisor import daemon
         return daemon.start_detached(path)
+    if verb == "serialconsole":
+        return __import__("cli.serialconsole").serialconsole.main(path)   # issue 12
     if verb == "collect-logs":
         # The supervisor runs the log collector and this returns when it has exited. -full
         # (waagent's larger manifest) is accepted; the manifests come with the collector. The

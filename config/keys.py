@@ -32,10 +32,13 @@ class Key:
     # Parsed but not acted on yet: why, and where it will be. A file that sets such a key gets
     # one `event=config_not_applied` line at start and a warning from --check-config.
     not_applied: str = ""
+    # The value an out-of-choice setting means, when it is not the default (waagent reads
+    # any Provisioning.Agent it does not know as "do not provision", protocol.md §3.1).
+    otherwise: Optional[str] = None
 
 
-def _k(name, kind, default, doc, choices=(), minimum=None, ours=False):
-    return Key(name, kind, default, doc, tuple(choices), minimum, ours)
+def _k(name, kind, default, doc, choices=(), minimum=None, ours=False, otherwise=None):
+    return Key(name, kind, default, doc, tuple(choices), minimum, ours, otherwise=otherwise)
 
 
 KEYS = (
@@ -53,8 +56,9 @@ KEYS = (
     # --- Provisioning -----------------------------------------------------------------------
     _k("Provisioning.Enabled", SWITCH, True,
        "Provision the VM at all. n is the same as Provisioning.Agent=disabled (older images set it)."),
-    _k("Provisioning.Agent", STRING, "auto", "Which agent provisions the VM.",
-       choices=("auto", "waagent", "cloud-init", "disabled")),
+    _k("Provisioning.Agent", STRING, "auto", "Which agent provisions the VM; any other value "
+       "means disabled, as in waagent.",
+       choices=("auto", "waagent", "cloud-init", "disabled"), otherwise="disabled"),
     _k("Provisioning.DeleteRootPassword", SWITCH, False,
        "Lock the root password during provisioning."),
     _k("Provisioning.RegenerateSshHostKeyPair", SWITCH, False,
@@ -253,8 +257,9 @@ KEYS = (
        ours=True),
 )
 
-_EVERY_BOOT = ("not done yet (issue 12: Every boot: resource disk, swap, kernel and network "
-               "tweaks, ...)")
+_RDMA = ("RDMA is not set up: waagent's RDMA (the Hyper-V Network Direct driver, the RDMA "
+         "address from SharedConfig.xml into /dev/hvnd_rdma, /etc/dat.conf) needs Azure's HPC "
+         "sizes, which nothing here can run or test")
 _MONITORING = ("no monitoring yet (issue 14: Monitoring: the WireServer firewall, hostname "
                "monitor, ...)")
 _EXTENSIONS = "no extension handling yet (issue 13: VM extensions: the goal-state loop, ...)"
@@ -264,9 +269,9 @@ _LIMITS = ("guestagent's limits are its systemd slices', not cgroups it manages 
 
 #: Every key that is parsed but not acted on (grep the code: none of them is read), and why.
 NOT_APPLIED = {
-    "OS.RootDeviceScsiTimeout": _EVERY_BOOT, "OS.RootDeviceScsiTimeoutPeriod": _EVERY_BOOT,
-    "OS.EnableRDMA": _EVERY_BOOT, "OS.UpdateRdmaDriver": _EVERY_BOOT,
-    "OS.CheckRdmaDriver": _EVERY_BOOT, "DetectScvmmEnv": _EVERY_BOOT,
+    "OS.RootDeviceScsiTimeoutPeriod": "the SCSI timeout is applied at every boot, not again "
+    "every period (a data disk attached later keeps its timeout until the next boot)",
+    "OS.EnableRDMA": _RDMA, "OS.UpdateRdmaDriver": _RDMA, "OS.CheckRdmaDriver": _RDMA,
     "OS.EnableFirewall": _MONITORING, "OS.EnableFirewallPeriod": _MONITORING,
     "Debug.FirewallRulesLogPeriod": _MONITORING,
     "Provisioning.MonitorHostName": _MONITORING, "Provisioning.MonitorHostNamePeriod": _MONITORING,

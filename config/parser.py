@@ -78,6 +78,9 @@ def convert(key: Key, raw: Optional[str]):
         return value, None
     if key.kind == STRING:
         if key.choices and raw not in key.choices:
+            if key.otherwise is not None:
+                return key.otherwise, "expected one of %s, got %r (read as %s)" % (
+                    ", ".join(key.choices), raw, key.otherwise)
             return key.default, "expected one of %s, got %r" % (", ".join(key.choices), raw)
         return raw, None
     raise AssertionError("unknown kind %r" % key.kind)

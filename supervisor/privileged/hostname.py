@@ -3,8 +3,9 @@ and DHCP publication: `send host-name "<name>";` in the first dhclient.conf that
 it already sends gethostname()), and Lib.Dir/published_hostname.
 
 The interface is not bounced (waagent's ifdown/ifup costs up to a minute of boot and has
-dropped the primary IP; peers-and-pain.md rows 19, 26): the name reaches DHCP at the client's
-next request.
+dropped the primary IP; peers-and-pain.md rows 19, 26): the worker then asks for
+`boot.publish_hostname` (supervisor/privileged/boot.py), a DHCPREQUEST carrying the name, and
+the DHCP client's own later requests carry it too.
 """
 
 import logging

@@ -7,13 +7,13 @@ from typing import Dict
 
 from ipc.verbs import REGISTRY
 from supervisor.broker import BOOT, PROCESS, UNPRIVILEGED_DOMAINS, Privileged
-from supervisor.privileged import (accounts, customdata, debug, dvd, hostname, platform,
+from supervisor.privileged import (accounts, boot, customdata, debug, dvd, hostname, platform,
                                    resource_disk, ssh, state, tenant_certificates)
 
 
 def modules():
     """The modules of supervisor/privileged/ whose VERBS rows make the table: the list."""
-    return (accounts, customdata, debug, dvd, hostname, platform, resource_disk, ssh, state,
+    return (accounts, boot, customdata, debug, dvd, hostname, platform, resource_disk, ssh, state,
             tenant_certificates)
 
 

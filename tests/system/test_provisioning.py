@@ -173,6 +173,16 @@ def test_platform_recorded_starting_then_one_ready(emulator):
     assert not [s for s in states if s[1] == "ProvisioningFailed"], states
 
 
+def test_platform_recorded_the_vms_host_key_thumbprint(prov_vm, emulator):
+    """roleProperties (protocol.md §1.10) after Ready: the thumbprint is what ssh-keygen -lf
+    says of the VM's host key (rsa: Provisioning.SshHostKeyPairType's default), colons out."""
+    received = emulator.state()["received"].get("role_properties", [])
+    assert len(received) == 1 and received[0]["valid"], received
+    props = [i["properties"] for i in received[0]["document"]["instances"]]
+    r = prov_vm.run("ssh-keygen -lf /etc/ssh/ssh_host_rsa_key.pub", check=True)
+    assert props == [{"CertificateThumbprint": r.out.split()[1].replace(":", "")}], (props, r)
+
+
 def test_user_groups_password_and_sudoers(prov_vm):
     r = prov_vm.run(f"getent passwd {USER}", check=True)
     name, _, uid, gid, _, home, shell = r.out.strip().split(":")

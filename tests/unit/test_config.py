@@ -45,7 +45,7 @@ def test_unknown_keys_are_reported_with_file_and_line(fixtures_dir):
     ("ResourceDisk.SwapSizeMB=2g", "ResourceDisk.SwapSizeMB", 0),  # unparsable: default
     ("ResourceDisk.SwapSizeMB=-5", "ResourceDisk.SwapSizeMB", 0),  # below minimum: default
     ("Provisioning.Agent=cloud-init", "Provisioning.Agent", "cloud-init"),
-    ("Provisioning.Agent=cloudinit", "Provisioning.Agent", "auto"),
+    ("Provisioning.Agent=cloudinit", "Provisioning.Agent", "disabled"),
     ("HttpProxy.Host=None", "HttpProxy.Host", None),
     ("Protocol.RetryDelay=0.01", "Protocol.RetryDelay", 0.01),
     ("Protocol.RetryDelay=nan", "Protocol.RetryDelay", 1.0),
@@ -69,6 +69,15 @@ def test_provisioning_enabled_is_honoured():
     assert parse("").provisioning_agent == "auto"
     assert parse("Provisioning.Enabled=n").provisioning_agent == "disabled"
     assert parse("Provisioning.Agent=waagent").provisioning_agent == "waagent"
+
+
+def test_an_unknown_provisioning_agent_means_disabled_as_in_waagent():
+    """protocol.md §3.1: any value but auto/waagent/cloud-init means no provisioning (marker
+    and Ready only), never the default auto; --check-config still names it."""
+    conf = parse("Provisioning.Agent=none-please\n", "f")
+    assert conf.provisioning_agent == "disabled"
+    assert [p.key for p in conf.problems] == ["Provisioning.Agent"]
+    assert "read as disabled" in conf.problems[0].message
 
 
 def test_derived_defaults():

@@ -34,7 +34,7 @@ from typing import Dict, List, Optional
 import config
 from ipc.errors import IpcError
 from ipc.schema import HOSTNAME, USERNAME, SchemaError
-from workers.provisioning import identity, ovf, resource_disk
+from workers.provisioning import everyboot, identity, ovf, resource_disk
 from workers.provisioning.password import PasswordError, hash_password
 
 log = logging.getLogger("provisioning")
@@ -242,16 +242,33 @@ class Provisioning:
             self.fetch_goal_state()
         except StepFailed as failure:
             self.failure = failure
-            return "already provisioned; Ready NOT reported (%s)" % failure
-        if self.ready_after_marker(vm_id or None):
-            return "already provisioned; the owed Ready reported"
-        return "already provisioned; Ready NOT reported (%s)" % self.failure
+        else:
+            if self.ready_after_marker(vm_id or None):
+                return "already provisioned; the owed Ready reported"
+        outcome = "already provisioned; Ready NOT reported (%s)" % self.failure
+        if self.conf.provisioning_agent == "disabled":
+            # As disabled() ends: done, the debt kept for the worker's next start.
+            self.failure = None
+        return outcome
+
+    def owe_ready(self, vm_id: Optional[str]) -> None:
+        """Note the debt *before* the marker is written and the gate closed: a kill between
+        the two then leaves a debt the next run pays, never a marker with no Ready. If the
+        note cannot be written, the marker is not written either (the run fails, retried)."""
+        from statefiles import write_atomic
+        with self.step("owe_ready"):
+            write_atomic(self.state_path(READY_PENDING), (vm_id or "").encode(), 0o600)
+
+    def close(self, vm_id: Optional[str], disable_agent: bool = False) -> None:
+        """The debt noted, then the marker written and the gate closed."""
+        self.owe_ready(vm_id)
+        with self.step("finish"):
+            self.finish(vm_id, disable_agent=disable_agent)
 
     def ready_after_marker(self, vm_id: Optional[str]) -> bool:
-        """Report Ready once the marker is written; on failure the run fails (the supervisor
-        retries it with backoff) and the debt stays noted for the next run."""
-        from statefiles import write_atomic
-        write_atomic(self.state_path(READY_PENDING), (vm_id or "").encode(), 0o600)
+        """Report Ready once the marker is written (the debt is noted already); on failure the
+        run fails (the supervisor retries it with backoff) and the debt stays for the next
+        run. Then the SSH host key's thumbprint, if this run knows one (§1.10)."""
         try:
             self.report_ready()
         except StepFailed as failure:
@@ -260,7 +277,21 @@ class Provisioning:
             self.failure = failure
             return False
         os.unlink(self.state_path(READY_PENDING))
+        self.publish_thumbprint()
         return True
+
+    def publish_thumbprint(self) -> None:
+        """roleProperties with CertificateThumbprint, as waagent meant to (2.15 computes it and
+        never sends it): the platform learns the host key to show a first-time SSH user.
+        After Ready, and not fatal: Ready is what the platform waits for."""
+        if not self.thumbprint:
+            return
+        try:
+            with self.step("role_properties"), busy(self.worker):
+                self.platform().report_role_properties(self.thumbprint, self.goal_state)
+            log.info("event=thumbprint_published thumbprint=%s", self.thumbprint)
+        except StepFailed as failure:
+            log.warning("event=thumbprint_not_published reason=%r", failure.reason)
 
     # ---- the job ----------------------------------------------------------------------------
     def run(self) -> str:
@@ -285,6 +316,10 @@ class Provisioning:
             log.warning("event=no_vm_id product_uuid unreadable; the marker cannot be checked")
         if agent not in ("auto", "waagent", "cloud-init"):
             return self.disabled(vm_id)
+        if state["marker"] == "" and vm_id is not None:
+            # protocol.md §3.4 step 1: an empty marker is an older waagent's "provisioned":
+            # the marker rewritten with the VM id and Ready reported, nothing provisioned.
+            return self.legacy_marker(vm_id)
         if identity.marker_matches(state["marker"], vm_id):
             self.finish(None)
             if self.owed_ready() == (vm_id or ""):
@@ -318,17 +353,40 @@ class Provisioning:
             return "failed at %s" % failure
 
     def disabled(self, vm_id) -> str:
+        """§3.1: marker and Ready on every start. The broker wrote the marker and closed the
+        gate at its start; the Ready is owed until reported. The platform client has retried
+        already (Protocol.DetectionAttempts: an hour by default), so a failure ends the run
+        as done, not failed (the agent's only job here is this report): the debt stays, and
+        the next start of the worker pays it (`agentctl start provisioning`, the next boot)."""
         log.info("event=provisioning_disabled agent=%s: marker and Ready only",
                  self.conf.provisioning_agent)
         try:
+            self.close(vm_id)
             self.fetch_goal_state()
-            self.finish(vm_id)
-            self.report_ready()
+            reported = self.ready_after_marker(vm_id)
         except StepFailed as failure:
-            log.error("event=ready_failed step=%s reason=%r", failure.step, failure.reason)
-            self.finish(None)
-            return "disabled; Ready not reported"
-        return "disabled; Ready reported"
+            self.failure = failure
+            reported = False
+        if reported:
+            return "disabled; Ready reported"
+        log.error("event=ready_failed reason=%r: Ready stays owed to the platform (the next "
+                  "start of the worker reports it)", str(self.failure))
+        outcome = "disabled; Ready owed (%s)" % self.failure
+        self.failure = None
+        return outcome
+
+    def legacy_marker(self, vm_id) -> str:
+        log.warning("event=legacy_empty_marker: an older agent provisioned this VM; the marker "
+                    "is rewritten with vm_id=%s and Ready reported", vm_id)
+        try:
+            self.close(vm_id)
+            self.fetch_goal_state()
+        except StepFailed as failure:
+            self.failure = failure
+            return "provisioned by an older agent; Ready NOT reported (%s)" % failure
+        if not self.ready_after_marker(vm_id):
+            return "provisioned by an older agent; Ready NOT reported (%s)" % self.failure
+        return "provisioned by an older agent; Ready reported"
 
     def with_waagent(self, vm_id, changed) -> str:
         with self.step("ovf"):
@@ -339,7 +397,7 @@ class Provisioning:
                     # A captured image booted as a specialized disk: nothing to provision.
                     log.warning("event=no_media_on_new_vm: reporting Ready as waagent does")
                     self.fetch_goal_state()
-                    self.finish(vm_id)
+                    self.close(vm_id)
                     if not self.ready_after_marker(vm_id):
                         return "new VM id without media; Ready NOT reported"
                     return "new VM id without media; Ready reported"
@@ -350,8 +408,7 @@ class Provisioning:
             from workers.platform import reports
             self.platform().report_not_ready(reports.PROVISIONING, STARTING, self.goal_state)
         self.apply(env)
-        with self.step("finish"):
-            self.finish(vm_id, disable_agent=not env.provision_guest_agent)
+        self.close(vm_id, disable_agent=not env.provision_guest_agent)
         if not env.provision_guest_agent:
             log.info("event=disable_agent ProvisionGuestAgent=false: extensions stay idle")
         if not self.ready_after_marker(vm_id):
@@ -364,6 +421,7 @@ class Provisioning:
         with self.step("hostname"):
             _check(HOSTNAME, env.hostname, "HostName", "hostname")
             self.call("provisioning.hostname", {"hostname": env.hostname})
+        everyboot.publish_hostname(self.worker)
         with self.step("user"):
             _check(USERNAME, env.username, "UserName", "user")
             user = self.call("provisioning.user", {"username": env.username})
@@ -466,8 +524,7 @@ class Provisioning:
                 self.worker.wait(POLL)
             self.thumbprint = host_key_thumbprint(pub)
             log.info("event=ssh_host_key thumbprint=%s", self.thumbprint)
-        with self.step("finish"):
-            self.finish(vm_id, disable_agent=not env.provision_guest_agent)
+        self.close(vm_id, disable_agent=not env.provision_guest_agent)
         if not self.ready_after_marker(vm_id):
             return "cloud-init provisioned; Ready NOT reported (%s)" % self.failure
         self.summary(None)
@@ -504,6 +561,8 @@ def job(worker) -> Optional[int]:
     # restart, a retry after the Ready report failed) must not knock on the closed gate (a
     # DENIED verb is a violation): it knows from its own state folder, keyed by the boot id.
     prov = Provisioning(worker, conf)
+    if everyboot.run(worker, conf):   # per-boot kernel and network steps; SCVMM provisions
+        return
     boot = boot_id(conf["OS.SysRoot"])
     try:
         with open(prov.state_path(FINISHED)) as f:

@@ -1,0 +1,422 @@
+"""The per-boot verbs (ipc/verbs/boot.py): SCSI timeouts, Hyper-V entropy, virtual NUMA on
+2.6.37, the WireServer route, persistent net rules, the hostname's DHCP publication, SCVMM.
+
+No verb takes an argument: every value comes from waagent.conf, from what the broker reads
+under OS.SysRoot (the root whose /sys, /proc, /dev/random, grub and udev files are meant: "/"
+on a VM, a fixture tree in the host tests) or from the kernel. Every file is opened without
+following a symlink, never a FIFO or device but the one /dev/random (checked: char device
+1:8), with a size cap.
+"""
+
+import errno
+import glob
+import logging
+import os
+import select
+import socket
+import stat
+import struct
+import time
+from typing import List, Optional, Tuple
+
+from ipc.verbs import boot as B
+from supervisor.broker import BOOT, PROCESS, PROV, Context, Privileged
+from supervisor.privileged import (atomic_write, ensure_root_dir, fail, lib_dir, read_capped,
+                                   run, which)
+
+log = logging.getLogger("guestagent.broker.boot")
+
+WIRESERVER = "168.63.129.16"
+
+
+def _root(conf) -> str:
+    return conf["OS.SysRoot"] or "/"
+
+
+def _under(conf, relative: str) -> str:
+    return os.path.join(_root(conf), relative)
+
+
+AZURE_ASSET_TAG = b"7783-7084-3265-9085-8269-3286-77"
+
+
+def _machine_is_ours(conf) -> bool:
+    """Whether the verbs that change the machine's configuration (routes, udev rules) may:
+    an Azure VM (SMBIOS chassis asset tag) or a fixture root. Never a developer's box that
+    runs the agent (pointed at an emulator by Protocol.Endpoint or not)."""
+    if _root(conf) != "/":
+        return True
+    try:
+        tag = read_capped(_under(conf, "sys/class/dmi/id/chassis_asset_tag"), 128, follow=True)
+    except Exception:  # noqa: B902 - unreadable: not known to be Azure
+        return False
+    return (tag or b"").strip() == AZURE_ASSET_TAG
+
+
+def _refuse_unless_ours(conf, told: bool = False) -> None:
+    if not (told or _machine_is_ours(conf)):
+        raise fail("not an Azure VM (no Azure chassis asset tag): the machine's network "
+                   "configuration is left alone")
+
+
+# ---- SCSI timeouts (protocol.md §9.3 SetRootDeviceScsiTimeout) -----------------------------
+
+def _write_attribute(path: str, data: bytes) -> None:
+    """A sysfs attribute: a regular file, never a link (O_NOFOLLOW), never a FIFO (O_NONBLOCK
+    and fstat before writing)."""
+    fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC |
+                 os.O_NOCTTY)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file")
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+
+
+def scsi_timeouts(ctx: Context, args: dict) -> dict:
+    timeout = ctx.conf["OS.RootDeviceScsiTimeout"]
+    if timeout is None:
+        return {"timeout": None, "devices": []}
+    if not 1 <= timeout <= 3600:
+        raise fail("OS.RootDeviceScsiTimeout=%d is outside 1..3600" % timeout)
+    written, failed = [], []
+    for block in sorted(glob.glob(os.path.join(glob.escape(_under(ctx.conf, "sys/block")),
+                                               "sd*")))[:256]:
+        name = os.path.basename(block)
+        try:
+            _write_attribute(os.path.join(block, "device", "timeout"), b"%d\n" % timeout)
+            written.append(name)
+        except OSError as e:
+            failed.append(name)
+            log.warning("event=scsi_timeout_failed device=%s error=%r", name,
+                        e.strerror or str(e))
+    log.info("event=scsi_timeouts timeout=%d devices=%s failed=%s", timeout,
+             ",".join(written) or "-", ",".join(failed) or "-")
+    return {"timeout": timeout, "devices": written}
+
+
+# ---- Hyper-V entropy -------------------------------------------------------------------------
+
+OEM0 = "sys/firmware/acpi/tables/OEM0"
+MAX_OEM0 = 64 * 1024
+
+
+def _random_device(conf) -> int:
+    """/dev/random of the root: on a VM the real device (char 1:8, nothing else); under a
+    fixture root a regular file stands in for it."""
+    path = _under(conf, "dev/random")
+    fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC |
+                 os.O_NOCTTY | (os.O_APPEND if _root(conf) != "/" else 0))
+    st = os.fstat(fd)
+    ok = (stat.S_ISCHR(st.st_mode) and os.major(st.st_rdev) == 1 and
+          os.minor(st.st_rdev) == 8) or (_root(conf) != "/" and stat.S_ISREG(st.st_mode))
+    if not ok:
+        os.close(fd)
+        raise fail("%s is not the random device" % path)
+    return fd
+
+
+def entropy(ctx: Context, args: dict) -> dict:
+    data = read_capped(_under(ctx.conf, OEM0), MAX_OEM0)
+    if not data:
+        log.info("event=entropy bytes=0 reason='no ACPI OEM0 table (not Hyper-V)'")
+        return {"bytes": 0}
+    try:
+        fd = _random_device(ctx.conf)
+    except OSError as e:
+        raise fail("cannot open the random device: %s" % e.strerror) from None
+    try:
+        written = os.write(fd, data)
+    finally:
+        os.close(fd)
+    log.info("event=entropy bytes=%d source=OEM0", written)
+    return {"bytes": written}
+
+
+# ---- virtual NUMA on 2.6.37 -------------------------------------------------------------------
+
+def numa(ctx: Context, args: dict) -> dict:
+    from supervisor.privileged import grub
+    release = read_capped(_under(ctx.conf, "proc/sys/kernel/osrelease"), 256, follow=True)
+    release = (release or b"").decode("ascii", "replace").strip()
+    if not release.startswith("2.6.37"):
+        return {"changed": False, "reason": "kernel %s is not 2.6.37" % (release[:64] or "?")}
+    nodes = glob.glob(os.path.join(glob.escape(_under(ctx.conf, "sys/devices/system/node")),
+                                   "node[0-9]*"))
+    if len(nodes) < 2:
+        return {"changed": False, "reason": "one NUMA node"}
+    changed = grub.add_kernel_words(_root(ctx.conf), ["numa=off"])
+    log.warning("event=numa_off kernel=%s nodes=%d files=%s: reboot to apply", release[:64],
+                len(nodes), ",".join(changed) or "-")
+    return {"changed": bool(changed),
+            "reason": ("numa=off added to %s; applies at the next boot" % ", ".join(changed))
+            if changed else "numa=off already on the kernel command line"}
+
+
+# ---- the WireServer route ---------------------------------------------------------------------
+
+def _routes(conf) -> List[Tuple[str, int, int, int]]:
+    """(interface, destination, gateway, mask) of <root>/proc/net/route, addresses as ints."""
+    data = read_capped(_under(conf, "proc/net/route"), 1024 * 1024, follow=True) or b""
+    out = []
+    for line in data.decode("ascii", "replace").splitlines()[1:]:
+        f = line.split()
+        if len(f) < 8:
+            continue
+        try:
+            # The kernel prints each address's network-order bytes as a host-order number.
+            dest, gw, mask = (struct.unpack("!I", struct.pack("<I", int(x, 16)))[0]
+                              for x in (f[1], f[2], f[7]))
+        except (ValueError, struct.error):
+            continue
+        out.append((f[0], dest, gw, mask))
+    return out
+
+
+def _default_route(conf) -> Optional[Tuple[str, str]]:
+    """(interface, gateway) of the first default route, or None."""
+    for iface, dest, gw, mask in _routes(conf):
+        if dest == 0 and mask == 0 and gw:
+            return iface, socket.inet_ntoa(struct.pack("!I", gw))
+    return None
+
+
+def wireserver_route(ctx: Context, args: dict) -> dict:
+    endpoint = (ctx.conf["Protocol.Endpoint"] or "").split(":")[0]
+    if endpoint and endpoint != WIRESERVER:
+        return {"added": False, "reason": "Protocol.Endpoint is %s" % endpoint[:64]}
+    # Protocol.Endpoint=168.63.129.16 says so explicitly: a WireServer is reached this way.
+    _refuse_unless_ours(ctx.conf, told=endpoint == WIRESERVER)
+    ws = struct.unpack("!I", socket.inet_aton(WIRESERVER))[0]
+    routes = _routes(ctx.conf)
+    for iface, dest, gw, mask in routes:
+        if mask and (ws & mask) == dest:
+            return {"added": False, "reason": "present via %s" % iface[:32]}
+    default = _default_route(ctx.conf)
+    if default is None:
+        return {"added": False, "reason": "no default route to add it by"}
+    iface, gateway = default
+    if _root(ctx.conf) != "/":
+        # The routing table is the live kernel's, not the fixture root's: decide, not act.
+        return {"added": False, "reason": "would add via %s dev %s (OS.SysRoot is not /)"
+                % (gateway, iface[:32])}
+    if not os.path.isdir(os.path.join("/sys/class/net", iface)) or "/" in iface:
+        raise fail("no interface %s" % iface[:32])
+    run(["ip", "route", "add", WIRESERVER + "/32", "via", gateway, "dev", iface], timeout=20,
+        cancel=ctx.cancel)
+    log.info("event=wireserver_route_added via=%s dev=%s", gateway, iface)
+    return {"added": True, "reason": "via %s dev %s" % (gateway, iface)}
+
+
+# ---- persistent net rules (protocol.md §9.3 RemovePersistentNetworkRules) --------------------
+
+NET_RULES = ("lib/udev/rules.d/75-persistent-net-generator.rules",
+             "etc/udev/rules.d/70-persistent-net.rules")
+
+
+def persistent_net_rules(ctx: Context, args: dict) -> dict:
+    _refuse_unless_ours(ctx.conf)
+    moved = []
+    for relative in NET_RULES:
+        src = _under(ctx.conf, relative)
+        try:
+            st = os.lstat(src)
+        except FileNotFoundError:
+            continue
+        if not (stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode)):
+            log.warning("event=net_rules_skipped path=%s reason='not a file or link'", src)
+            continue
+        dst = os.path.join(lib_dir(ctx.conf), os.path.basename(relative))
+        try:
+            os.rename(src, dst)              # a link is moved as a link
+        except OSError as e:
+            if e.errno != errno.EXDEV:
+                raise fail("cannot move %s: %s" % (src, e.strerror)) from None
+            if stat.S_ISLNK(st.st_mode):
+                target = os.readlink(src)
+                try:
+                    os.unlink(dst)
+                except FileNotFoundError:
+                    pass
+                os.symlink(target, dst)
+            else:
+                atomic_write(dst, read_capped(src, 1024 * 1024) or b"", 0o644)
+            os.unlink(src)
+        moved.append(relative)
+    if moved:
+        log.info("event=persistent_net_rules_moved files=%s to=%s", ",".join(moved),
+                 ctx.conf["Lib.Dir"])
+    return {"moved": moved}
+
+
+# ---- the hostname's publication by DHCP -------------------------------------------------------
+
+DHCP_SERVER_PORT, DHCP_CLIENT_PORT = 67, 68
+MAGIC = b"\x63\x82\x53\x63"
+SIOCGIFADDR = 0x8915
+SO_BINDTODEVICE = getattr(socket, "SO_BINDTODEVICE", 25)
+ACK_WAIT = 1.0     # per send: a DHCP server on the link answers in milliseconds
+SENDS = 2
+
+
+def _interface_address(iface: str) -> str:
+    import fcntl
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        packed = fcntl.ioctl(s.fileno(), SIOCGIFADDR,
+                             struct.pack("256s", iface.encode()[:15]))
+    except OSError as e:
+        raise fail("%s has no IPv4 address: %s" % (iface, e.strerror)) from None
+    finally:
+        s.close()
+    return socket.inet_ntoa(packed[20:24])
+
+
+def dhcp_request(xid: int, mac: bytes, address: str, hostname: str) -> bytes:
+    """A DHCPREQUEST in the rebinding state (RFC 2131 §4.3.2: ciaddr set, no server id, no
+    requested address) with the hostname as option 12 and the MAC as client id (61)."""
+    header = struct.pack("!BBBBIHH4s4s4s4s16s64s128s", 1, 1, 6, 0, xid, 0, 0,
+                         socket.inet_aton(address), b"\0" * 4, b"\0" * 4, b"\0" * 4,
+                         mac.ljust(16, b"\0"), b"", b"")
+    name = hostname.encode("ascii")
+    options = (b"\x35\x01\x03" + b"\x3d\x07\x01" + mac + bytes((12, len(name))) + name +
+               b"\x37\x06\x01\x03\x06\x0c\x0f\x33" + b"\xff")
+    return header + MAGIC + options
+
+
+def _is_ack(data: bytes, xid: int) -> bool:
+    if len(data) < 244 or data[0] != 2 or struct.unpack("!I", data[4:8])[0] != xid or \
+            data[236:240] != MAGIC:
+        return False
+    i = 240
+    while i + 1 < len(data) and data[i] != 255:
+        if data[i] == 0:
+            i += 1
+            continue
+        code, size = data[i], data[i + 1]
+        if code == 53 and size == 1 and i + 2 < len(data):
+            return data[i + 2] == 5
+        i += 2 + size
+    return False
+
+
+def publish_hostname(ctx: Context, args: dict) -> dict:
+    name = socket.gethostname()
+    if not name or len(name) > 255 or not all(c.isalnum() or c in "-." for c in name) \
+            or not name.isascii():
+        raise fail("the hostname %r cannot be published" % name[:64])
+    if _root(ctx.conf) != "/":
+        raise fail("OS.SysRoot is not /: the network is the live kernel's, not that root's")
+    default = _default_route(ctx.conf)
+    if default is None:
+        raise fail("no default route: no interface to publish the hostname on")
+    iface = default[0]
+    if "/" in iface or iface in (".", ".."):
+        raise fail("no interface %r" % iface[:32])
+    mac_text = read_capped(_under(ctx.conf, "sys/class/net/%s/address" % iface), 64,
+                           follow=True)
+    try:
+        mac = bytes.fromhex((mac_text or b"").decode("ascii").strip().replace(":", ""))
+    except ValueError:
+        mac = b""
+    if len(mac) != 6:
+        raise fail("%s has no Ethernet address" % iface)
+    address = _interface_address(iface)
+    xid = struct.unpack("!I", os.urandom(4))[0]
+    packet = dhcp_request(xid, mac, address, name)
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    acked = False
+    try:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+        s.setsockopt(socket.SOL_SOCKET, SO_BINDTODEVICE, iface.encode())
+        sends = SENDS
+        try:
+            s.bind(("", DHCP_CLIENT_PORT))
+        except OSError:
+            # The DHCP client holds port 68: the server's ACK goes to it, not to us, so there
+            # is nothing to wait for; the server has the name all the same.
+            s.bind(("", 0))
+            sends = 0
+            s.sendto(packet, ("255.255.255.255", DHCP_SERVER_PORT))
+        for _ in range(sends):
+            s.sendto(packet, ("255.255.255.255", DHCP_SERVER_PORT))
+            deadline = time.monotonic() + ACK_WAIT
+            while not acked:
+                left = deadline - time.monotonic()
+                if left <= 0 or ctx.cancel.is_set():
+                    break
+                if select.select([s], [], [], min(left, 0.2))[0]:
+                    acked = _is_ack(s.recv(2048), xid)
+            if acked or ctx.cancel.is_set():
+                break
+    except OSError as e:
+        raise fail("DHCP on %s: %s" % (iface, e.strerror)) from None
+    finally:
+        s.close()
+    log.info("event=hostname_published hostname=%s interface=%s address=%s acked=%s", name,
+             iface, address, acked)
+    return {"hostname": name, "interface": iface, "acked": acked}
+
+
+# ---- SCVMM (protocol.md §3.3) ---------------------------------------------------------------
+
+SCVMM_MARK = "linuxosconfiguration.xml"
+SCVMM_INSTALLER = "install"
+MAX_INSTALLER = 4 * 1024 * 1024
+SCVMM_TIMEOUT = 300.0
+
+
+def scvmm(ctx: Context, args: dict) -> dict:
+    from supervisor.privileged import dvd
+    if not ctx.conf["DetectScvmmEnv"]:
+        return {"found": False, "exit_code": None}
+    if which("modprobe"):    # waagent loads the IDE driver the SCVMM DVD may sit on
+        run(["modprobe", "ata_piix"], timeout=30, check=False, cancel=ctx.cancel)
+    device = dvd.find_device(ctx.conf)
+    if device is None:
+        return {"found": False, "exit_code": None}
+    mount_point = ctx.conf["DVD.MountPoint"]
+    ensure_root_dir(mount_point, 0o700)
+    is_folder = stat.S_ISDIR(os.stat(device).st_mode)
+    argv = (["mount", "--bind", "-o", "ro", device, mount_point] if is_folder else
+            ["mount", "-o", "ro,nosuid,nodev", "-t", "udf,iso9660", device, mount_point])
+    code, out = run(argv, timeout=60, check=False, cancel=ctx.cancel)
+    if code != 0:
+        raise fail("cannot mount %s: %s" % (device, out[-200:]))
+    try:
+        if is_folder:
+            run(["mount", "-o", "remount,bind,ro", mount_point], timeout=30, check=False)
+        if read_capped(os.path.join(mount_point, SCVMM_MARK), 1024 * 1024) is None:
+            return {"found": False, "exit_code": None}
+        script = read_capped(os.path.join(mount_point, SCVMM_INSTALLER), MAX_INSTALLER)
+        if script is None:
+            raise fail("SCVMM media without its %s script" % SCVMM_INSTALLER)
+        # The bytes read off the root-mounted media, run from a root-only copy: no path a
+        # worker could write, no file on the media executed in place.
+        folder = os.path.join(ctx.conf["Agent.StateDir"], "broker", "scvmm")
+        ensure_root_dir(os.path.dirname(folder), 0o700)
+        ensure_root_dir(folder, 0o700)
+        copy = os.path.join(folder, SCVMM_INSTALLER)
+        atomic_write(copy, script, 0o700)
+        log.warning("event=scvmm_found device=%s: running its installer", device)
+        code, out = run(["/bin/bash", copy, "-p", mount_point], timeout=SCVMM_TIMEOUT,
+                        check=False, cancel=ctx.cancel, cwd=folder)
+        log.info("event=scvmm_installer exit=%d output=%r", code, out[-300:])
+        return {"found": True, "exit_code": max(-255, min(255, code))}
+    finally:
+        code, out = run(["umount", mount_point], timeout=60, check=False)
+        if code != 0:
+            log.warning("event=scvmm_umount_failed at=%s output=%r", mount_point, out[-200:])
+
+
+VERBS = (
+    Privileged(B.SCSI_TIMEOUTS, scsi_timeouts, PROV, once=PROCESS),
+    Privileged(B.ENTROPY, entropy, PROV, once=PROCESS),
+    Privileged(B.NUMA, numa, PROV, once=PROCESS),
+    Privileged(B.WIRESERVER_ROUTE, wireserver_route, PROV, once=PROCESS, slow=True),
+    Privileged(B.PERSISTENT_NET_RULES, persistent_net_rules, PROV, once=PROCESS),
+    Privileged(B.PUBLISH_HOSTNAME, publish_hostname, PROV, once=PROCESS, slow=True),
+    Privileged(B.SCVMM, scvmm, PROV, once=BOOT, slow=True),
+)
