@@ -92,12 +92,14 @@ class Worker:
     def status(self, message: str) -> None:
         self.channel.notify("worker.status", {"message": message[:200]})
 
-    def call(self, verb: str, args: Optional[dict] = None, timeout: Optional[float] = None):
-        """A privileged verb through the broker; heartbeats continue while it runs."""
+    def call(self, verb: str, args: Optional[dict] = None, timeout: Optional[float] = None,
+             fds=()):
+        """A privileged verb through the broker (with descriptors to pass, if any);
+        heartbeats continue while it runs."""
         with self._calls_lock:
             self._calls += 1
         try:
-            result, fds = self.channel.call(verb, args, timeout)
+            result, fds = self.channel.call(verb, args, timeout, fds)
             return result, fds
         finally:
             with self._calls_lock:

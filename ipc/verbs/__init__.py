@@ -81,4 +81,5 @@ from ipc.verbs import control, worker  # noqa: E402,F401
 from ipc.verbs import debug  # noqa: E402,F401  (test-only verbs; see policy)
 from ipc.verbs import provisioning  # noqa: E402,F401  (issue 7)
 from ipc.verbs import platform  # noqa: E402,F401  (issue 10 §2: the transport key)
+from ipc.verbs import extensions  # noqa: E402,F401  (issue 13: VM extensions)
 from ipc.verbs import spawner  # noqa: E402,F401  (the zygote: supervisor <-> spawner only)
