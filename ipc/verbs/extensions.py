@@ -70,7 +70,7 @@ RUN = declare(
     guestagent-extensions.slice under systemd) with the environment of protocol.md §4.10,
     within the operation's timeout (Extensions.<Op>Timeout); on timeout the whole cgroup is
     killed. The run is recorded before it starts: the same operation with the same sequence
-    number twice in a row (install, update and uninstall: twice at all) is FAILED. Output is
+    number twice in a row (install and uninstall: twice at all) is FAILED. Output is
     captured with a bound (head and tail kept). `exit_code` null: killed (`reason`).""",
     args=Obj({"name": NAME, "version": VERSION, "operation": Enum(*OPERATIONS),
               "seq": SEQ, "extension": EXTENSION},

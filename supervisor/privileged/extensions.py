@@ -48,7 +48,8 @@ MANIFEST = "HandlerManifest.json"
 MAX_MANIFEST_BYTES = 64 * 1024
 MAX_STATUS_BYTES = 128 * 1024
 MAX_RUNS = 32
-ONCE_PER_FOLDER = ("install", "update", "uninstall")
+# An update runs in a folder twice at most: upgrading into it, then downgrading out of it.
+ONCE_PER_FOLDER = ("install", "uninstall")
 COMMAND_KEYS = {"install": "installCommand", "enable": "enableCommand",
                 "disable": "disableCommand", "update": "updateCommand",
                 "uninstall": "uninstallCommand"}

@@ -469,8 +469,12 @@ class Job:
             failure = S.CODE_TIMEOUT if result["reason"].startswith("timeout") else \
                 (code or OP_CODES[op])
         else:
+            output = result["output"]
+            if len(output) > 2800:   # the head and the tail of what it printed (§4.10)
+                output = "%s\n... [%d characters not kept] ...\n%s" % (
+                    output[:1000], len(output) - 2800, output[-1800:])
             message = "Non-zero exit code: %d, %s\n%s" % (result["exit_code"],
-                                                          result["command"], result["output"])
+                                                          result["command"], output)
             failure = code or OP_CODES[op]
         log.warning("event=extension_command_failed name=%s operation=%s reason=%s",
                     name, op, result["reason"])

@@ -19,6 +19,7 @@ from workers.platform.identity import AGENT_VERSION
 HANDLER_STATUSES = ("Ready", "NotReady", "Unresponsive", "Installing")
 EXT_STATUSES = ("transitioning", "warning", "error", "success")
 MAX_MESSAGE = 1024
+MAX_COMMAND_MESSAGE = 3200      # our own error messages: a command's output, as waagent's
 MAX_SUBSTATUS_FIELD = 10 * 1024
 TRUNCATED = " ... [TRUNCATED]"
 STATUS_CAP = 128 * 1024
@@ -73,7 +74,7 @@ class HandlerReport:
         base = {"handlerName": self.name, "handlerVersion": self.version, "status": self.status,
                 "code": self.code, "useExactVersion": True}
         if self.message:
-            base["formattedMessage"] = formatted(self.message[:MAX_MESSAGE])
+            base["formattedMessage"] = formatted(self.message[:MAX_COMMAND_MESSAGE])
         if not self.extensions:
             return [base]
         out = []
@@ -129,7 +130,7 @@ def _cut(text, limit: int) -> str:
 
 def error_status(name: str, operation: str, code: int, message: str) -> dict:
     return {"name": name, "operation": operation, "status": "error", "code": code,
-            "formattedMessage": formatted(message[:MAX_MESSAGE])}
+            "formattedMessage": formatted(message[:MAX_COMMAND_MESSAGE])}
 
 
 def extension_status(name: str, seq: int, text: Optional[str], size: int,

@@ -1,5 +1,6 @@
 #!/bin/sh
-# An extension that floods stdout (about 8 MB) and stderr, then succeeds.
+# An extension whose enable floods stdout (about 8 MB), writes a line on stderr and exits 7:
+# its error status shows the head and the tail of what it printed.
 . "$(dirname "$0")/common.sh"
 record
 if [ "$op" = enable ]; then
@@ -8,6 +9,6 @@ if [ "$op" = enable ]; then
     echo
     echo "LAST-LINE-OF-STDOUT"
     echo "stderr line" >&2
-    write_status success "flooded"
+    exit 7
 fi
 exit 0
