@@ -125,6 +125,7 @@ class Job:
                 self.incarnation = gs.incarnation
                 return False
             self.incarnation = gs.incarnation
+            self.certificates_changed(gs)
             if full.extensions_config is not None:
                 self.config = full.extensions_config
                 self.goal_state_error = None
@@ -134,6 +135,17 @@ class Job:
         if self.conf["Debug.EnableFastTrack"]:
             new = self._fast_track() or new
         return new
+
+    def certificates_changed(self, gs) -> None:
+        """CALL POINT for issue 13 §7 (engineer `platform`): on every new goal state, the
+        tenant certificates (`self.client.certificates(gs)`, decrypted here with the transport
+        key) go to the broker, which writes /var/lib/waagent/<THUMBPRINT>.crt|.prv (root, 0600)
+        and removes the ones that left the goal state, before any extension command of this
+        goal state runs (extensions decrypt their protectedSettings with them). Not done yet:
+        protectedSettings reach the settings file still encrypted, with their thumbprint."""
+        if gs.certificates_url:
+            log.debug("certificates of incarnation %s: not installed yet (issue 13 §7)",
+                      gs.incarnation)
 
     def _fast_track(self) -> bool:
         try:
@@ -412,8 +424,23 @@ class Job:
     def _code_of(run: dict, op: str) -> int:
         return S.CODE_TIMEOUT if run["reason"].startswith("timeout") else OP_CODES[op]
 
+    def _manifest_path(self, name: str, version: str) -> str:
+        return os.path.join(self.folder, "manifests", "%s-%s.json" % (name, version))
+
+    def manifest(self, name: str, version: str) -> Optional[packages.HandlerManifest]:
+        """The HandlerManifest.json of an installed version, as read from the package it
+        verified (kept in the worker's folder; the broker reads its own copy to run)."""
+        try:
+            with open(self._manifest_path(name, version), "rb") as f:
+                return packages.parse_handler_manifest(f.read(packages.MAX_MANIFEST_BYTES))
+        except (OSError, packages.PackageError):
+            return None
+
     def download_and_install(self, h: ExtensionHandler):
         data, manifest = packages.fetch(self.client, h, self.conf["Extensions.MaxPackageBytes"])
+        os.makedirs(os.path.join(self.folder, "manifests"), 0o700, exist_ok=True)
+        from statefiles import write_atomic
+        write_atomic(self._manifest_path(h.name, h.version), packages.manifest_json(manifest))
         fd = packages.package_fd(data, self.folder)
         try:
             result, _ = self.worker.call("extensions.install",
@@ -498,6 +525,7 @@ class Job:
             if rep is None or rep.status not in ("Ready",) or h.state != "enabled":
                 continue
             exts = []
+            heartbeat = None
             for s in (h.settings or (None,)):
                 seq = s.sequence_number if s is not None else 0
                 try:
@@ -511,7 +539,13 @@ class Job:
                 st = S.extension_status(h.name, seq, got["status"], got["status_size"],
                                         got["status_error"])
                 exts.append(S.ExtensionReport(seq, st, s.name if s is not None else None))
+                heartbeat = got
             rep.extensions = exts
+            manifest = self.manifest(h.name, rep.version)
+            if manifest is not None and manifest.report_heartbeat and heartbeat is not None:
+                state, code, message = S.heartbeat_status(heartbeat["heartbeat"],
+                                                          heartbeat["heartbeat_age"])
+                rep.status, rep.code, rep.message = state, code, message
 
     def upload_status(self) -> None:
         handlers = sorted(self.reports.values(), key=lambda r: r.name.lower())

@@ -97,6 +97,18 @@ def parse_handler_manifest(data: bytes) -> HandlerManifest:
         str(m.get("updateMode", "UpdateWithInstall")).lower() != "updatewithoutinstall")
 
 
+def manifest_json(m: HandlerManifest) -> bytes:
+    """The fields the worker decides on, as a HandlerManifest.json it parses back."""
+    return json.dumps([{"handlerManifest": {
+        "installCommand": m.install, "uninstallCommand": m.uninstall,
+        "updateCommand": m.update, "enableCommand": m.enable, "disableCommand": m.disable,
+        "reportHeartbeat": m.report_heartbeat,
+        "continueOnUpdateFailure": m.continue_on_update_failure,
+        "supportsMultipleExtensions": m.supports_multiple_extensions,
+        "updateMode": "UpdateWithInstall" if m.update_with_install
+        else "UpdateWithoutInstall"}}]).encode()
+
+
 def manifest_of_package(data: bytes) -> HandlerManifest:
     """The HandlerManifest.json of a zip (at its root, or the shallowest one)."""
     try:

@@ -123,6 +123,26 @@ def vm_status(handlers: List[HandlerReport], goal_state: Optional[dict],
     return json.dumps(doc, separators=(",", ":")).encode()
 
 
+HEARTBEAT_STALE = 600.0   # seconds (§4.8): older than this, the handler is Unresponsive
+
+
+def heartbeat_status(text: Optional[str], age: Optional[float]):
+    """(handler status, code, message) from heartbeat.log of a reportHeartbeat handler."""
+    if text is None:
+        return "NotReady", -1, "heartbeat.log is missing (the handler reports heartbeats)"
+    if age is not None and age > HEARTBEAT_STALE:
+        return "Unresponsive", -1, "The extension has not reported a heartbeat for %.0f s" % age
+    try:
+        hb = json.loads(text)[0]["heartbeat"]
+        state = hb["status"]
+        if state not in HANDLER_STATUSES:
+            raise ValueError(state)
+        fm = hb.get("formattedMessage") or {}
+        return state, int(hb.get("code", 0)), _cut(str(fm.get("message", "")), MAX_MESSAGE)
+    except (ValueError, KeyError, IndexError, TypeError):
+        return "NotReady", -1, "heartbeat.log is malformed"
+
+
 def _cut(text, limit: int) -> str:
     text = text if isinstance(text, str) else str(text)
     return text if len(text) <= limit else text[:limit] + TRUNCATED
