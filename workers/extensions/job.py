@@ -318,6 +318,9 @@ class Job:
             versions = dict(self._installed(self.broker_state()).get(h.name.lower(), {}))
         record = versions.get(current, {"runs": []})
         old = [v for v in versions if v != current]
+        if not old and self._up_to_date(h, record):
+            self._report(h.name, h.version, "Ready", 0, "Plugin enabled")
+            return
         try:
             for s in (h.settings or (None,)):
                 self.configure(h, current, s)
@@ -401,6 +404,15 @@ class Job:
             log.info("event=extension_uninstalled name=%s version=%s", name, version)
 
     # ---- helpers --------------------------------------------------------------------------
+    def _up_to_date(self, h: ExtensionHandler, record: dict) -> bool:
+        """Installed, and enabled at this sequence number with success: nothing to run (the
+        settings file of that sequence number was written before its enable)."""
+        if not self._ran(record, "install") or len(h.settings) > 1:
+            return False
+        last = self._last(record, ("enable", "disable"))
+        return (last is not None and last["operation"] == "enable" and last["seq"] ==
+                self._seq(h) and last["state"] == "done" and last["exit_code"] == 0)
+
     @staticmethod
     def _seq(h: ExtensionHandler) -> int:
         return h.settings[0].sequence_number if h.settings else 0
