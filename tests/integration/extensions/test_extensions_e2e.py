@@ -13,7 +13,9 @@ import zipfile
 
 import pytest
 
-from tests.integration.extensions.conftest import DATA, azure_log, ext_status
+from emulator.confinement import ConfinedHost
+from tests.integration.extensions.conftest import (DATA, FAST, ExtensionsPlatform, azure_log,
+                                                   ext_status, write_scenario)
 from tests.integration.supervisor_harness import pid_alive, wait_for
 
 
@@ -229,3 +231,43 @@ def test_upgrade_then_downgrade_in_waagents_order(platform, make_host):
            for line in azure_log(host, "Test.Good", "ops.log").splitlines()][7:]
     assert ops == [("disable", "1.1.0"), ("update", "1.1.0"), ("uninstall", "1.1.0"),
                    ("install", "1.0.0"), ("enable", "1.0.0")], ops
+
+
+def test_a_package_the_storage_refuses_comes_through_the_hostgaplugin(platform, make_host):
+    # Every direct download of the package fails: /extensionArtifact serves it.
+    platform.faults({"storage_package": [{"kind": "status", "code": 503, "repeat": 50}]})
+    platform.add("Test.Good", "good")
+    host = make_host()
+    platform.wait_handler("Test.Good", _success, host=host)
+    by_endpoint = platform.state()["requests"]["by_endpoint"]
+    assert by_endpoint.get("hgap_extensionArtifact", 0) >= 1, by_endpoint
+
+
+def test_a_package_over_the_size_cap_is_not_downloaded_whole(platform, make_host):
+    platform.add("Test.Good", "good")
+    host = make_host({"Extensions.MaxPackageBytes": "1024"})
+    entry = platform.wait_handler("Test.Good", lambda e: e["code"] == 1004, host=host)
+    assert "package download failed" in ext_status(entry)["formattedMessage"]["message"]
+    assert not os.path.exists(_lib(host, "Test.Good-1.0.0"))
+
+
+def test_a_fasttrack_goal_state_is_acted_on_by_its_etag(folder, make_host):
+    emu = ExtensionsPlatform(write_scenario(folder, vm_settings="fasttrack"))
+    try:
+        values = dict(emu.conf())
+        values.update(FAST)
+        host = ConfinedHost(values)
+        try:
+            host.start()
+            emu.add("Test.Good", "good", public_settings={"via": "fasttrack"})
+            entry = emu.wait_handler("Test.Good", _success, host=host)
+            doc = emu.latest()
+            assert {"Key": "FastTrack", "Value": "1.0"} in doc["supportedFeatures"]
+            assert entry["runtimeSettingsStatus"]["sequenceNumber"] == 0
+            history = os.path.join(host.varlib, "guestagent", "extensions", "history")
+            assert any(os.path.exists(os.path.join(history, d, "VmSettings.json"))
+                       for d in os.listdir(history))
+        finally:
+            host.close()
+    finally:
+        emu.stop()
