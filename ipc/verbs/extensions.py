@@ -23,8 +23,8 @@ SEQ = Int(0, 2 ** 31 - 1)
 OPERATIONS = ("install", "enable", "disable", "update", "uninstall")
 EXIT_CODE = Nullable(Int(-255, 255))
 IPV4 = Str(15, 7, r"[0-9]{1,3}(\.[0-9]{1,3}){3}")
-RUN_RECORD = Obj({"operation": Enum(*OPERATIONS), "seq": SEQ, "state": Enum("running", "done"),
-                  "exit_code": EXIT_CODE, "reason": Str(64)})
+RUN_RECORD = Obj({"operation": Enum(*OPERATIONS), "seq": SEQ, "extension": EXTENSION,
+                  "state": Enum("running", "done"), "exit_code": EXIT_CODE, "reason": Str(64)})
 
 STATE = declare(
     "extensions.state",
@@ -70,7 +70,8 @@ RUN = declare(
     guestagent-extensions.slice under systemd) with the environment of protocol.md §4.10,
     within the operation's timeout (Extensions.<Op>Timeout); on timeout the whole cgroup is
     killed. The run is recorded before it starts: the same operation with the same sequence
-    number twice in a row (install and uninstall: twice at all) is FAILED. Output is
+    number twice in a row for one extension (install and uninstall: twice at all) is
+    FAILED. Output is
     captured with a bound (head and tail kept). `exit_code` null: killed (`reason`).""",
     args=Obj({"name": NAME, "version": VERSION, "operation": Enum(*OPERATIONS),
               "seq": SEQ, "extension": EXTENSION},

@@ -151,7 +151,8 @@ def state(ctx: Context, args: dict) -> dict:
         out = []
         for r in runs[-MAX_RUNS:]:
             try:
-                rec = {"operation": r["operation"], "seq": int(r["seq"]), "state": r["state"],
+                rec = {"operation": r["operation"], "seq": int(r["seq"]),
+                       "extension": r.get("extension"), "state": r["state"],
                        "exit_code": r.get("exit_code"), "reason": str(r.get("reason", ""))[:64]}
             except (KeyError, TypeError, ValueError):
                 continue
@@ -468,10 +469,12 @@ def _command_log(conf, name: str, line: str) -> None:
         log.warning("event=command_log_failed name=%s error=%r", name, e.strerror)
 
 
-def _check_order(runs: list, op: str, seq: int) -> None:
+def _check_order(runs: list, op: str, seq: int, extension: Optional[str]) -> None:
     if op in ONCE_PER_FOLDER and any(r.get("operation") == op for r in runs):
         raise fail("%s ran already in this folder: refused" % op)
-    if runs and runs[-1].get("operation") == op and runs[-1].get("seq") == seq:
+    # A multi-config handler's extensions each have their own sequence numbers.
+    mine = [r for r in runs if r.get("extension") == extension]
+    if mine and mine[-1].get("operation") == op and mine[-1].get("seq") == seq:
         raise fail("%s with sequence number %d ran already: refused" % (op, seq))
 
 
@@ -483,7 +486,7 @@ def run(ctx: Context, args: dict) -> dict:
         raise fail("a command of %s %s is running: refused" % (name, version))
     try:
         runs = _runs(folder) or []
-        _check_order(runs, op, seq)
+        _check_order(runs, op, seq, args["extension"])
         manifest = _manifest(folder)
         command = manifest.get(COMMAND_KEYS[op])
         if not isinstance(command, str) or not command.strip():
@@ -491,8 +494,8 @@ def run(ctx: Context, args: dict) -> dict:
         if len(command) > 1024 or "\x00" in command:
             raise fail("%s of %s is unusable" % (COMMAND_KEYS[op], MANIFEST))
         command = os.path.join(folder, command.strip().lstrip("/"))
-        record = {"operation": op, "seq": seq, "state": "running", "exit_code": None,
-                  "reason": "", "started": time.time()}
+        record = {"operation": op, "seq": seq, "extension": args["extension"],
+                  "state": "running", "exit_code": None, "reason": "", "started": time.time()}
         runs.append(record)
         _save_runs(folder, runs)   # before it runs: no restart makes it run twice
         _running.add(folder)

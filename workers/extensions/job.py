@@ -318,6 +318,15 @@ class Job:
             versions = dict(self._installed(self.broker_state()).get(h.name.lower(), {}))
         record = versions.get(current, {"runs": []})
         old = [v for v in versions if v != current]
+        known = manifest or self.manifest(h.name, current)
+        if h.is_multi_config and known is not None and not known.supports_multiple_extensions:
+            message = ("the goal state has several extensions for %s, whose HandlerManifest.json "
+                       "does not support multiple extensions" % h.name)
+            self._report(h.name, h.version, "NotReady", S.CODE_PROCESSING, message,
+                         [S.ExtensionReport(s.sequence_number, S.error_status(
+                             h.name, "Enable", S.CODE_PROCESSING, message), s.name)
+                          for s in h.settings])
+            return
         if not old and self._up_to_date(h, record):
             self._report(h.name, h.version, "Ready", 0, "Plugin enabled")
             return
@@ -341,9 +350,20 @@ class Job:
 
     def enable(self, h: ExtensionHandler, version: str, record: dict) -> None:
         settings = h.settings or (None,)
+        failures = []
         for s in settings:
             seq = s.sequence_number if s is not None else 0
-            last = self._last(record, ("enable", "disable"))
+            ext = s.name if s is not None else None
+            last = self._last(record, ("enable", "disable"), ext)
+            if s is not None and s.state == "disabled":
+                # A multi-config extension disabled: disable it if it is enabled (§4.9).
+                if last is not None and last["operation"] == "enable":
+                    try:
+                        self.command(h.name, version, "disable", seq, ext)
+                    except CommandFailed as e:
+                        log.warning("event=disable_failed name=%s extension=%s error=%r",
+                                    h.name, ext, str(e)[:300])
+                continue
             if last is not None and last["operation"] == "enable" and last["seq"] == seq:
                 if last["state"] == "running":
                     raise Busy()
@@ -352,7 +372,15 @@ class Job:
                                         "enable of seq %d failed before (%s)" % (
                                             seq, last["reason"]))
                 continue   # ran already for this sequence number (before a restart, say)
-            self.command(h.name, version, "enable", seq, s.name if s is not None else None)
+            try:
+                self.command(h.name, version, "enable", seq, ext)
+            except CommandFailed as e:
+                if len(settings) == 1:
+                    raise
+                failures.append((s, e))   # one extension's failure never blocks the others
+        if failures:
+            s, e = failures[0]
+            raise CommandFailed(e.code, "enable of %s failed: %s" % (s.name, e))
         self._report(h.name, h.version, "Ready", 0, "Plugin enabled")
 
     def upgrade(self, h, new: str, old: str, versions, manifest) -> None:
@@ -422,9 +450,10 @@ class Job:
         return any(r["operation"] == op for r in record.get("runs", ()))
 
     @staticmethod
-    def _last(record: dict, ops) -> Optional[dict]:
+    def _last(record: dict, ops, extension="*") -> Optional[dict]:
+        """The last run of one of ops (of that multi-config extension, unless "*")."""
         for r in reversed(record.get("runs", ())):
-            if r["operation"] in ops:
+            if r["operation"] in ops and (extension == "*" or r.get("extension") == extension):
                 return r
         return None
 

@@ -271,3 +271,31 @@ def test_a_fasttrack_goal_state_is_acted_on_by_its_etag(folder, make_host):
             host.close()
     finally:
         emu.stop()
+
+
+def test_multi_config_extensions_run_and_report_each_on_their_own(platform, make_host):
+    platform.add("Test.Multi", "good", multi_config=[
+        {"name": "first", "seq_no": 0, "public_settings": {"n": 1}},
+        {"name": "second", "seq_no": 0, "public_settings": {"n": 2}}])
+    host = make_host()
+
+    def both():
+        entries = platform.handler_entries("Test.Multi")
+        names = {e["runtimeSettingsStatus"]["extensionName"]: ext_status(e)["status"]
+                 for e in entries if e.get("runtimeSettingsStatus")}
+        return names if names == {"first": "success", "second": "success"} else None
+    wait_for(both, 40, 0.1, "both extensions reported")
+    assert os.path.exists(_lib(host, "Test.Multi-1.0.0", "config", "first.0.settings"))
+    assert os.path.exists(_lib(host, "Test.Multi-1.0.0", "status", "second.0.status"))
+    ops = [line.split()[:3] for line in azure_log(host, "Test.Multi", "ops.log").splitlines()]
+    assert ops == [["install", "seq=0", "ext=none"], ["enable", "seq=0", "ext=first"],
+                   ["enable", "seq=0", "ext=second"]], ops
+    # One extension disabled: only it is disabled; the other keeps its status.
+    platform.add("Test.Multi", "good", multi_config=[
+        {"name": "first", "seq_no": 0, "public_settings": {"n": 1}},
+        {"name": "second", "seq_no": 0, "state": "disabled", "public_settings": {"n": 2}}])
+    wait_for(lambda: "disable seq=0 ext=second" in azure_log(host, "Test.Multi", "ops.log"),
+             30, 0.1, "second disabled")
+    time.sleep(1)
+    ops = [line.split()[:3] for line in azure_log(host, "Test.Multi", "ops.log").splitlines()]
+    assert ops[3:] == [["disable", "seq=0", "ext=second"]], ops

@@ -4,7 +4,6 @@ the broker decides from its own state (the folders it extracted itself, the runs
 on disk), never from what the worker says."""
 
 import io
-import json
 import os
 import stat
 import zipfile

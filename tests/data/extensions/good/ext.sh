@@ -5,9 +5,9 @@ set -eu
 record
 save_env
 if [ "$op" = enable ]; then
-    cp "$config_dir/$seq.settings" "$log_dir/settings.$seq"
-    ls -ln "$config_dir/$seq.settings" > "$log_dir/settings.$seq.ls"
+    cp "$config_dir/$name.settings" "$log_dir/settings.$name"
+    ls -ln "$config_dir/$name.settings" > "$log_dir/settings.$name.ls"
     cat /proc/self/cgroup > "$log_dir/cgroup"
-    write_status success "good enabled seq $seq"
+    write_status success "good enabled seq $seq${ext:+ ext $ext}"
 fi
 exit 0
