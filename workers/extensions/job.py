@@ -203,9 +203,25 @@ class Job:
         broker = self.broker_state()
         installed = self._installed(broker)
         failed = []
-        for handler in self._ordered(config.handlers):
+        ordered = self._ordered(config.handlers)
+        levels = [self._level(h) for h in ordered if h.state == "enabled"]
+        top = max(levels) if levels else 0
+        deadline = time.monotonic() + float(self.conf["Extensions.DependencyTimeout"])
+        blocked = None      # the dependency whose failure stops the later levels (§4.11)
+        for handler in ordered:
+            if blocked is not None and handler.state == "enabled":
+                message = ("Skipping processing of extensions since execution of dependent "
+                           "extension %s failed" % blocked)
+                self._report(handler.name, handler.version, "NotReady", -1, message,
+                             [S.ExtensionReport(s.sequence_number, S.error_status(
+                                 handler.name, "Enable", -1, message), s.name)
+                              for s in handler.settings])
+                continue
             try:
                 self.handle(handler, installed.get(handler.name.lower(), {}))
+                if handler.state == "enabled" and self._level(handler) < top and \
+                        not self.wait_terminal(handler, deadline):
+                    blocked = handler.name
             except Busy:
                 self.pending = True
             except IpcError as e:
@@ -245,14 +261,35 @@ class Job:
         return out
 
     @staticmethod
-    def _ordered(handlers) -> List[ExtensionHandler]:
+    def _level(h: ExtensionHandler) -> int:
+        if h.settings:
+            return max(s.dependency_level for s in h.settings)
+        return h.dependency_level
+
+    @classmethod
+    def _ordered(cls, handlers) -> List[ExtensionHandler]:
         """§4.11: enabled handlers by dependencyLevel; removals first, in reverse order."""
         def key(h):
-            level = h.dependency_level
-            if h.settings:
-                level = max(s.dependency_level for s in h.settings)
+            level = cls._level(h)
             return level if h.state == "enabled" else -level - 1
         return sorted(handlers, key=key)
+
+    def wait_terminal(self, h: ExtensionHandler, deadline: float) -> bool:
+        """A dependency of later levels: wait (heartbeats flowing) until its status files say
+        success or error, within the goal state's deadline; True only for success."""
+        rep = self.reports.get(h.name.lower())
+        if rep is None or rep.status != "Ready":
+            return False
+        interval = min(5.0, float(self.conf["Extensions.GoalStatePeriod"]))
+        while True:
+            self.refresh_extension_statuses(only=h.name.lower())
+            states = [e.status.get("status") for e in rep.extensions]
+            if states and all(st in ("success", "error") for st in states):
+                return all(st == "success" for st in states)
+            if time.monotonic() >= deadline:
+                return False
+            self.worker.tick()
+            self.worker.wait(min(interval, max(0.0, deadline - time.monotonic())))
 
     def _report(self, name, version, state, code=0, message=None, extensions=None):
         rep = self.reports.get(name.lower())
@@ -557,11 +594,13 @@ class Job:
         return host if len(parts) == 4 and all(p.isdigit() for p in parts) else None
 
     # ---- status ---------------------------------------------------------------------------
-    def refresh_extension_statuses(self) -> None:
+    def refresh_extension_statuses(self, only: Optional[str] = None) -> None:
         """Read each enabled extension's status file back through the broker (128 KiB cap)."""
         if self.config is None:
             return
         for h in self.config.handlers:
+            if only is not None and h.name.lower() != only:
+                continue
             rep = self.reports.get(h.name.lower())
             if rep is None or rep.status not in ("Ready",) or h.state != "enabled":
                 continue

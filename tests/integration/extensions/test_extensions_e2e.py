@@ -299,3 +299,20 @@ def test_multi_config_extensions_run_and_report_each_on_their_own(platform, make
     time.sleep(1)
     ops = [line.split()[:3] for line in azure_log(host, "Test.Multi", "ops.log").splitlines()]
     assert ops[3:] == [["disable", "seq=0", "ext=second"]], ops
+
+
+def test_a_failed_dependency_skips_the_later_levels_only(platform, make_host):
+    platform.add("Test.First", "good", dependency_level=1)
+    platform.add("Test.Broken", "fail_install", dependency_level=2)
+    platform.add("Test.Last", "good", dependency_level=3)
+    platform.add("Test.Zero", "good")
+    host = make_host()
+    entry = platform.wait_handler("Test.Last", lambda e: e["code"] == -1, host=host)
+    assert "dependent extension Test.Broken failed" in entry["formattedMessage"]["message"]
+    platform.wait_handler("Test.First", _success, host=host)
+    platform.wait_handler("Test.Zero", _success, host=host)
+    assert platform.handler_entries("Test.Broken")[0]["code"] == 1007
+    assert azure_log(host, "Test.Last", "ops.log") == ""
+    first = os.path.getmtime(os.path.join(host.log_dir, "azure", "Test.First", "ops.log"))
+    zero = os.path.getmtime(os.path.join(host.log_dir, "azure", "Test.Zero", "ops.log"))
+    assert zero <= first          # level 0 before level 1
