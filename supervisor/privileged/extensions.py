@@ -21,11 +21,11 @@ import json
 import logging
 import os
 import re
-import selectors
 import shutil
 import signal
 import stat
 import subprocess
+import tempfile
 import threading
 import time
 import uuid
@@ -291,6 +291,9 @@ def install(ctx: Context, args: dict) -> dict:
                         files, total = _extract(ctx.conf, zf, tmp)
                 except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError) as e:
                     raise fail("the package is not a valid zip: %s" % e) from None
+                except OSError as e:   # e.g. a file entry where a folder entry was
+                    raise fail("the package could not be extracted: %s" % (
+                        e.strerror or e)) from None
             _place_manifest(tmp)
             for sub in ("config", "status"):
                 path = os.path.join(tmp, sub)
@@ -360,71 +363,36 @@ def _systemd() -> bool:
     return os.path.isdir("/run/systemd/system") and which("systemd-run") is not None
 
 
-class _Stream:
-    """The head and tail of what a command printed on one stream, and how much."""
-
-    def __init__(self):
-        self.head, self.tail, self.size = b"", b"", 0
-
-    def add(self, chunk: bytes) -> None:
-        self.size += len(chunk)
-        if len(self.head) < HEAD:
-            take = HEAD - len(self.head)
-            self.head += chunk[:take]
-            chunk = chunk[take:]
-        if chunk:
-            self.tail = (self.tail + chunk)[-TAIL:]
-
-    def text(self) -> str:
-        skipped = self.size - len(self.head) - len(self.tail)
-        middle = "\n... [%d bytes not kept] ...\n" % skipped if skipped > 0 else ""
-        return (self.head.decode("utf-8", "replace") + middle +
-                self.tail.decode("utf-8", "replace"))
+def _kept(f) -> str:
+    """The head and tail of what a command wrote to one of its output files (a flood keeps
+    both ends, never all of it in memory)."""
+    size = os.fstat(f.fileno()).st_size
+    f.seek(0)
+    head = f.read(min(size, HEAD))
+    tail = b""
+    if size > HEAD:
+        f.seek(max(HEAD, size - TAIL))
+        tail = f.read(TAIL)
+    skipped = size - len(head) - len(tail)
+    middle = "\n... [%d bytes not kept] ...\n" % skipped if skipped > 0 else ""
+    return head.decode("utf-8", "replace") + middle + tail.decode("utf-8", "replace")
 
 
-def _supervise(proc, streams, timeout: float, cancel: threading.Event):
-    """Read both pipes until the command's main process exits (a daemon it leaves behind may
-    keep them open: we do not wait for it), the deadline or cancellation. Returns why it was
-    cut short (None, "timeout", "cancelled")."""
+def _supervise(proc, timeout: float, cancel: threading.Event):
+    """Wait for the command's main process (not for a daemon it leaves behind) until the
+    deadline or cancellation. Returns why it was cut short (None, "timeout", "cancelled")."""
     deadline = time.monotonic() + timeout
-    sel = selectors.DefaultSelector()
-    for pipe, stream in streams:
-        os.set_blocking(pipe.fileno(), False)
-        sel.register(pipe.fileno(), selectors.EVENT_READ, stream)
-    why = None
-    try:
-        while True:
-            if cancel.is_set():
-                why = "cancelled"
-                break
-            left = deadline - time.monotonic()
-            if left <= 0:
-                why = "timeout"
-                break
-            for key, _ in sel.select(min(left, 0.1)):
-                try:
-                    chunk = os.read(key.fd, 65536)
-                except BlockingIOError:
-                    continue
-                if chunk:
-                    key.data.add(chunk)
-                else:
-                    sel.unregister(key.fd)
-            if proc.poll() is not None:
-                # What is already in the pipes, without waiting for a writer that lives on.
-                for key in list(sel.get_map().values()):
-                    for _ in range(64):
-                        try:
-                            chunk = os.read(key.fd, 65536)
-                        except BlockingIOError:
-                            break
-                        if not chunk:
-                            break
-                        key.data.add(chunk)
-                break
-    finally:
-        sel.close()
-    return why
+    while True:
+        if cancel.is_set():
+            return "cancelled"
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return "timeout"
+        try:
+            proc.wait(timeout=min(left, 0.1))
+            return None
+        except subprocess.TimeoutExpired:
+            continue
 
 
 def _environment(conf, folder: str, version: str, args: dict) -> dict:
@@ -542,33 +510,38 @@ def _execute(ctx: Context, folder: str, name: str, version: str, op: str, comman
     log.info("event=extension_command name=%s version=%s operation=%s seq=%d cgroup=%s unit=%s",
              name, version, op, args["seq"], cgroup or "none", unit or "none")
     started = time.monotonic()
-    out, err = _Stream(), _Stream()
+    # Output to unlinked files in the handler folder, as waagent's temporary files: a daemon
+    # the command leaves behind may keep writing there (a pipe would kill it with SIGPIPE).
+    out = tempfile.TemporaryFile(dir=folder)
+    err = tempfile.TemporaryFile(dir=folder)
     try:
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, env=env, cwd=folder, close_fds=True,
-                                start_new_session=True)
-    except OSError as e:
-        if cgroup:
-            remove_cgroup(cgroup)
-        raise fail("%s could not start: %s" % (op, e.strerror)) from None
-    why = _supervise(proc, ((proc.stdout, out), (proc.stderr, err)), timeout, ctx.cancel)
-    if why is not None:
-        if cgroup is not None:
-            kill_cgroup(cgroup)
-        if unit is not None:
-            subprocess.run([which("systemctl") or "systemctl", "kill", "--signal=SIGKILL",
-                            unit + ".scope"], stdout=subprocess.DEVNULL,
-                           stderr=subprocess.DEVNULL, timeout=30)
         try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
+            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+                                    env=env, cwd=folder, close_fds=True, start_new_session=True)
+        except OSError as e:
+            if cgroup:
+                remove_cgroup(cgroup)
+            raise fail("%s could not start: %s" % (op, e.strerror)) from None
+        why = _supervise(proc, timeout, ctx.cancel)
+        if why is not None:
+            if cgroup is not None:
+                kill_cgroup(cgroup)
+            if unit is not None:
+                subprocess.run([which("systemctl") or "systemctl", "kill", "--signal=SIGKILL",
+                                unit + ".scope"], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, timeout=30)
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
             pass
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        pass
-    proc.stdout.close()
-    proc.stderr.close()
+        output = "[stdout]\n%s\n\n[stderr]\n%s" % (_kept(out), _kept(err))
+    finally:
+        out.close()
+        err.close()
     seconds = time.monotonic() - started
     if cgroup is not None and why is not None:
         remove_cgroup(cgroup)
@@ -581,7 +554,6 @@ def _execute(ctx: Context, folder: str, name: str, version: str, op: str, comman
     reason = why or ("exited" if code is not None and code >= 0 else "signal")
     if code is not None and code < 0:
         code = None
-    output = "[stdout]\n%s\n\n[stderr]\n%s" % (out.text(), err.text())
     _command_log(ctx.conf, name, "end %s %s seq=%d: %s%s after %.1fs" % (
         op, version, args["seq"], reason, "" if code is None else " %d" % code, seconds))
     log.info("event=extension_command_end name=%s operation=%s reason=%s exit_code=%s "
