@@ -316,3 +316,12 @@ def test_a_failed_dependency_skips_the_later_levels_only(platform, make_host):
     first = os.path.getmtime(os.path.join(host.log_dir, "azure", "Test.First", "ops.log"))
     zero = os.path.getmtime(os.path.join(host.log_dir, "azure", "Test.Zero", "ops.log"))
     assert zero <= first          # level 0 before level 1
+
+
+def test_a_daemon_left_by_enable_keeps_writing_to_its_inherited_output(platform, make_host):
+    platform.add("Test.Daemon", "daemon")
+    host = make_host()
+    platform.wait_handler("Test.Daemon", _success, host=host)
+    # Not waited for, not killed, and its writes do not kill it (no closed pipe).
+    wait_for(lambda: azure_log(host, "Test.Daemon", "daemon-done"), 20, 0.2,
+             "the daemon to finish its writes")
