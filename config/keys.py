@@ -308,7 +308,7 @@ NOT_APPLIED = {
     "OS.MonitorDhcpClientRestartPeriod": _MONITORING, "Debug.EtpCollectionPeriod": _MONITORING,
     "Extensions.InitialGoalStatePeriod": _EXTENSIONS, "Extensions.WaitForCloudInit": _EXTENSIONS,
     "Extensions.WaitForCloudInitTimeout": _EXTENSIONS,
-    "OS.AllowHTTP": _EXTENSIONS, "EnableOverProvisioning": _EXTENSIONS,
+    "OS.AllowHTTP": _EXTENSIONS,
     "Policy.PolicyFilePath": _EXTENSIONS, "AutoUpdate.GAFamily": _SELF_UPDATE,
     "Debug.EnableExtensionPolicy": _EXTENSIONS,
     "Debug.EnableSignatureValidation": _EXTENSIONS,

@@ -12,6 +12,7 @@ restarted finds the install recorded (running, or done with its exit code) and d
 it again.
 """
 
+import json
 import logging
 import os
 import time
@@ -23,6 +24,7 @@ from workers.extensions.history import History
 from workers.platform import PlatformClient
 from workers.platform.errors import DocumentError, PlatformError, ResourceGoneError
 from workers.platform.extensionsconfig import ExtensionHandler, ExtensionsConfig
+from workers.platform.vmsettings import VmSettingsGoalState
 
 log = logging.getLogger("extensions")
 
@@ -200,6 +202,12 @@ class Job:
                 "message": "Failing GS as Unsupported features found: %s" % ", ".join(unsupported),
                 "in_svd_seq_no": self._in_svd()}
             return
+        if self.conf["EnableOverProvisioning"] and self.on_hold(config):
+            log.info("event=extensions_on_hold reason='Extension handling is on hold'")
+            self.goal_state_report = {"status": "Success", "code": 0,
+                                      "message": "Extension handling is on hold",
+                                      "in_svd_seq_no": self._in_svd()}
+            return
         broker = self.broker_state()
         installed = self._installed(broker)
         failed = []
@@ -252,6 +260,22 @@ class Job:
             "code": 0 if not self.goal_state_error else S.CODE_UNKNOWN,
             "message": self.goal_state_error or "GoalState executed successfully",
             "in_svd_seq_no": self._in_svd()}
+
+    def on_hold(self, config: ExtensionsConfig) -> bool:
+        """The artifacts profile's onHold (vmSettings carries it; ExtensionsConfig names a
+        blob, fetched like a manifest). Any failure is "not on hold", as waagent."""
+        if isinstance(config, VmSettingsGoalState):
+            return config.on_hold
+        if not config.artifacts_profile_blob:
+            return False
+        try:
+            data = self.client.download([config.artifacts_profile_blob], is_manifest=True,
+                                        max_bytes=64 * 1024)
+            value = json.loads(data).get("onHold", False)
+        except (PlatformError, ValueError, AttributeError) as e:
+            log.info("event=artifacts_profile_unusable error=%r", str(e)[:200])
+            return False
+        return value is True or (isinstance(value, str) and value.lower() == "true")
 
     @staticmethod
     def _installed(broker: dict) -> Dict[str, Dict[str, dict]]:
@@ -530,7 +554,6 @@ class Job:
         return manifest
 
     def configure(self, h: ExtensionHandler, version: str, s) -> None:
-        import json
         if s is None:
             handler_settings = {"publicSettings": None, "protectedSettings": None,
                                 "protectedSettingsCertThumbprint": None}

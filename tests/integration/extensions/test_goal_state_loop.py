@@ -4,7 +4,9 @@ import json
 import os
 import time
 
-from tests.integration.extensions.conftest import ext_status
+from emulator.confinement import ConfinedHost
+from tests.integration.extensions.conftest import (FAST, ExtensionsPlatform, ext_status,
+                                                   write_scenario)
 from tests.integration.supervisor_harness import wait_for
 
 
@@ -84,3 +86,24 @@ def test_a_goal_state_that_fails_to_parse_keeps_the_last_good_one(platform, make
              if h["handlerName"] == "Test.Good"][0]
     assert entry["status"] == "Ready" and ext_status(entry)["status"] == "success"
     assert "goal_state_invalid" in host.log("extensions")
+
+
+def test_extension_handling_on_hold_installs_nothing(folder, make_host):
+    emu = ExtensionsPlatform(write_scenario(folder, in_vm_artifacts_profile={"onHold": True}))
+    try:
+        values = dict(emu.conf())
+        values.update(FAST)
+        host = ConfinedHost(values)
+        try:
+            host.start()
+            emu.add("Test.Good", "good")
+            host.wait_log("event=extensions_on_hold", name="extensions")
+            doc = wait_for(emu.latest, 20, 0.1, "a blob")
+            gsa = doc["aggregateStatus"]["vmArtifactsAggregateStatus"]["goalStateAggregateStatus"]
+            assert gsa["formattedMessage"]["message"] == "Extension handling is on hold"
+            time.sleep(1)
+            assert not os.path.exists(os.path.join(host.varlib, "waagent", "Test.Good-1.0.0"))
+        finally:
+            host.close()
+    finally:
+        emu.stop()
