@@ -379,6 +379,15 @@ class Job:
             versions = dict(self._installed(self.broker_state()).get(h.name.lower(), {}))
         record = versions.get(current, {"runs": []})
         old = [v for v in versions if v != current]
+        last_install = self._last(record, ("install",))
+        if last_install is not None and last_install["state"] == "running":
+            raise Busy()
+        if manifest is None and last_install is not None and last_install["exit_code"] != 0:
+            # waagent's NotInstalled: on a new goal state a failed install is tried again
+            # from a fresh download and a fresh folder (the broker runs install once a folder).
+            self.worker.call("extensions.remove", {"name": h.name, "version": current})
+            self.handle(h, {v: r for v, r in versions.items() if v != current})
+            return
         known = manifest or self.manifest(h.name, current)
         if h.is_multi_config and known is not None and not known.supports_multiple_extensions:
             message = ("the goal state has several extensions for %s, whose HandlerManifest.json "

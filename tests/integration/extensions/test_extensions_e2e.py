@@ -109,6 +109,14 @@ def test_a_failed_install_is_reported_with_its_output_and_others_still_run(platf
     # Not retried on every loop: install ran once.
     time.sleep(1.5)
     assert azure_log(host, "Test.FailInstall", "ops.log").count("install") == 1
+    # A new goal state tries it again (a fresh folder: the broker runs install once per
+    # folder), and enable never runs after a failed install.
+    platform.control("POST", "incarnation", {})
+    wait_for(lambda: azure_log(host, "Test.FailInstall", "ops.log").count("install") == 2, 30,
+             0.1, "the install tried again")
+    time.sleep(1)
+    assert "enable" not in azure_log(host, "Test.FailInstall", "ops.log")
+    assert platform.handler_entries("Test.FailInstall")[0]["code"] == 1007
 
 
 def test_a_hanging_enable_is_killed_whole_at_its_timeout(platform, make_host):
