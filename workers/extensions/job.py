@@ -210,7 +210,6 @@ class Job:
             return
         broker = self.broker_state()
         installed = self._installed(broker)
-        failed = []
         ordered = self._ordered(config.handlers)
         levels = [self._level(h) for h in ordered if h.state == "enabled"]
         top = max(levels) if levels else 0
@@ -233,13 +232,15 @@ class Job:
             except Busy:
                 self.pending = True
             except IpcError as e:
-                failed.append(handler.name)
                 self._report(handler.name, handler.version, "NotReady", S.CODE_PROCESSING,
                              "the broker refused: %s" % e.message)
-            if handler.state == "enabled" and handler.valid:
-                rep = self.reports.get(handler.name.lower())
-                if rep is not None and rep.status != "Ready":
-                    failed.append(handler.name)
+            except CommandFailed as e:   # a disable or uninstall of this handler
+                self._report(handler.name, handler.version, "NotReady", e.code, str(e))
+            except (PlatformError, OSError) as e:
+                # One handler's trouble never stops the others (§6).
+                log.warning("event=handler_failed name=%s error=%r", handler.name, str(e)[:300])
+                self._report(handler.name, handler.version, "NotReady", S.CODE_PROCESSING,
+                             str(e)[:1000])
         wanted = {h.name.lower() for h in config.handlers}
         for lname, versions in installed.items():
             if lname in wanted:

@@ -333,3 +333,17 @@ def test_a_daemon_left_by_enable_keeps_writing_to_its_inherited_output(platform,
     # Not waited for, not killed, and its writes do not kill it (no closed pipe).
     wait_for(lambda: azure_log(host, "Test.Daemon", "daemon-done"), 20, 0.2,
              "the daemon to finish its writes")
+
+
+def test_disabled_then_enabled_again(platform, make_host):
+    platform.add("Test.Good", "good")
+    host = make_host()
+    platform.wait_handler("Test.Good", _success, host=host)
+    platform.control("POST", "extensions/Test.Good/disable", {})
+    entry = platform.wait_handler("Test.Good", lambda e: e["status"] == "NotReady", host=host)
+    assert entry["formattedMessage"]["message"] == "Plugin disabled"
+    platform.control("POST", "extensions/Test.Good/enable", {})
+    platform.wait_handler("Test.Good", _success, host=host)
+    ops = [line.split()[:2] for line in azure_log(host, "Test.Good", "ops.log").splitlines()]
+    assert ops == [["install", "seq=0"], ["enable", "seq=0"], ["disable", "seq=0"],
+                   ["enable", "seq=0"]], ops
