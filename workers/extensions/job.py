@@ -81,7 +81,7 @@ class Job:
             w.status("idle: the agent is disabled (ProvisionGuestAgent=false, disable_agent)")
             while True:
                 w.tick()
-                w.wait(max(w.heartbeat_interval, 1.0))
+                w.wait(w.heartbeat_interval)
         enabled = self.conf["Extensions.Enabled"]
         if not enabled:
             log.info("event=extensions_disabled reason='Extensions.Enabled=n'")
@@ -92,12 +92,26 @@ class Job:
             w.tick()
             started = time.monotonic()
             try:
-                self.iteration(enabled)
+                # Every step is bounded by its own timeouts (HTTP, downloads, the broker's
+                # command deadlines): heartbeats flow while it runs.
+                with w.working():
+                    self.iteration(enabled)
             except (PlatformError, OSError) as e:
                 self.errors_logged += 1
                 if self.errors_logged <= 3 or self.errors_logged % 600 == 0:
                     log.warning("event=goal_state_loop_error error=%r", str(e)[:500])
-            w.wait(max(0.0, period - (time.monotonic() - started)))
+            self.sleep(max(0.0, period - (time.monotonic() - started)))
+
+    def sleep(self, seconds: float) -> None:
+        """Wait between polls, the loop turning at least once per heartbeat interval."""
+        w = self.worker
+        deadline = time.monotonic() + seconds
+        while True:
+            w.tick()
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            w.wait(min(left, w.heartbeat_interval))
 
     def broker_state(self) -> dict:
         result, _ = self.worker.call("extensions.state", {})
@@ -313,8 +327,7 @@ class Job:
                 return all(st == "success" for st in states)
             if time.monotonic() >= deadline:
                 return False
-            self.worker.tick()
-            self.worker.wait(min(interval, max(0.0, deadline - time.monotonic())))
+            self.sleep(min(interval, max(0.0, deadline - time.monotonic())))
 
     def _report(self, name, version, state, code=0, message=None, extensions=None):
         rep = self.reports.get(name.lower())
