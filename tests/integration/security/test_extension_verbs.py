@@ -6,6 +6,7 @@ on disk), never from what the worker says."""
 import io
 import os
 import stat
+import time
 import zipfile
 
 import pytest
@@ -126,6 +127,10 @@ report("install2", attempt("extensions.run", {"name": "Test.Good", "version": "1
     assert got["enable2"][:2] == ["error", "FAILED"] and "ran already" in got["enable2"][2]
     assert got["install2"][:2] == ["error", "FAILED"] and "ran already" in got["install2"][2]
     # A new worker process (as after a crash) replays the same run: the record is on disk.
+    # (First let a rerun of the first script by the restarted worker, if any, end: its
+    # records must not mix with the second's.)
+    attacked.wait_state("extensions", "RUNNING", timeout=30)
+    time.sleep(2)
     second = attacked.attack("extensions", """
 report("uid", os.getuid())
 report("state", attempt("extensions.state", {}))
