@@ -44,7 +44,8 @@ def _k(name, kind, default, doc, choices=(), minimum=None, ours=False, otherwise
 KEYS = (
     # --- Extensions -------------------------------------------------------------------------
     _k("Extensions.Enabled", SWITCH, True, "Enable extension handling."),
-    _k("Extensions.GoalStatePeriod", INT, 6, "Seconds between goal-state polls.", minimum=1),
+    _k("Extensions.GoalStatePeriod", FLOAT, 6, "Seconds between goal-state polls.",
+       minimum=0.05),
     _k("Extensions.InitialGoalStatePeriod", INT, None,
        "Seconds between the first goal-state polls; defaults to Extensions.GoalStatePeriod.",
        minimum=1),
@@ -253,6 +254,32 @@ KEYS = (
        "children are killed.", minimum=1, ours=True),
     _k("ResourceDisk.Device", STRING, None,
        "Resource disk device; found by discovery (vmbus) when unset.", ours=True),
+    # Extensions (issue 13): waagent's hard-coded timeouts and guestagent's package caps.
+    _k("Extensions.InstallTimeout", FLOAT, 900.0, "Seconds an extension's install may run.",
+       minimum=0.1, ours=True),
+    _k("Extensions.EnableTimeout", FLOAT, 300.0, "Seconds an extension's enable may run.",
+       minimum=0.1, ours=True),
+    _k("Extensions.DisableTimeout", FLOAT, 900.0, "Seconds an extension's disable may run.",
+       minimum=0.1, ours=True),
+    _k("Extensions.UpdateTimeout", FLOAT, 900.0, "Seconds an extension's update may run.",
+       minimum=0.1, ours=True),
+    _k("Extensions.UninstallTimeout", FLOAT, 300.0, "Seconds an extension's uninstall may run.",
+       minimum=0.1, ours=True),
+    _k("Extensions.MaxPackageBytes", INT, 256 * 1024 * 1024,
+       "Largest extension package (zip) downloaded.", minimum=1024, ours=True),
+    _k("Extensions.MaxExtractedBytes", INT, 1024 * 1024 * 1024,
+       "Largest total size an extension package may expand to.", minimum=1024, ours=True),
+    _k("Extensions.MaxPackageEntries", INT, 20000, "Most entries in an extension package.",
+       minimum=1, ours=True),
+    _k("Extensions.MaxCompressionRatio", INT, 200,
+       "Largest compression ratio of an entry above 1 MiB (zip bombs).", minimum=2, ours=True),
+    _k("Extensions.DependencyTimeout", FLOAT, 5400.0,
+       "Seconds a goal state waits for the extensions later levels depend on (dependencyLevel).",
+       minimum=0, ours=True),
+    _k("Extensions.GoalStateHistoryCount", INT, 50, "Goal states kept in the history.",
+       minimum=1, ours=True),
+    _k("Extensions.GoalStateHistoryBytes", INT, 16 * 1024 * 1024,
+       "Bytes the goal-state history may take.", minimum=1024, ours=True),
     _k("OS.SysRoot", STRING, "/", "Read /sys and /proc under this root (fixture trees in tests).",
        ours=True),
 )
@@ -262,7 +289,8 @@ _RDMA = ("RDMA is not set up: waagent's RDMA (the Hyper-V Network Direct driver,
          "sizes, which nothing here can run or test")
 _MONITORING = ("no monitoring yet (issue 14: Monitoring: the WireServer firewall, hostname "
                "monitor, ...)")
-_EXTENSIONS = "no extension handling yet (issue 13: VM extensions: the goal-state loop, ...)"
+_EXTENSIONS = ("not done yet by the extensions worker (issue 13: VM extensions: the goal-state "
+               "loop, ...)")
 _SELF_UPDATE = "guestagent does not update itself"
 _LIMITS = ("guestagent's limits are its systemd slices', not cgroups it manages "
            "(issue 17: Footprint)")
@@ -278,11 +306,10 @@ NOT_APPLIED = {
     "Monitor.NetworkConfigurationChanges": _MONITORING,
     "OS.RemovePersistentNetRulesPeriod": _MONITORING,
     "OS.MonitorDhcpClientRestartPeriod": _MONITORING, "Debug.EtpCollectionPeriod": _MONITORING,
-    "Extensions.Enabled": _EXTENSIONS, "Extensions.GoalStatePeriod": _EXTENSIONS,
     "Extensions.InitialGoalStatePeriod": _EXTENSIONS, "Extensions.WaitForCloudInit": _EXTENSIONS,
     "Extensions.WaitForCloudInitTimeout": _EXTENSIONS,
-    "OS.AllowHTTP": _EXTENSIONS, "EnableOverProvisioning": _EXTENSIONS,
-    "Policy.PolicyFilePath": _EXTENSIONS, "AutoUpdate.GAFamily": _EXTENSIONS,
+    "OS.AllowHTTP": _EXTENSIONS,
+    "Policy.PolicyFilePath": _EXTENSIONS, "AutoUpdate.GAFamily": _SELF_UPDATE,
     "Debug.EnableExtensionPolicy": _EXTENSIONS,
     "Debug.EnableSignatureValidation": _EXTENSIONS,
     "Pid.File": "no pid file is written yet (issue 16: The waagent command line, ...)",

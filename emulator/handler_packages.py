@@ -8,6 +8,19 @@ MAX_PACKAGE_BYTES = 64 << 20
 _EPOCH = (2024, 1, 1, 0, 0, 0)
 
 
+def package_bytes(source):
+    """The package served for a scenario's `handler`: a folder is zipped (build_zip); a file
+    ending in .zip is served byte for byte, so tests can serve hostile packages (zip-slip,
+    zip bombs, symlinks) that no folder could produce."""
+    if os.path.isfile(source) and source.endswith(".zip"):
+        with open(source, "rb") as f:
+            data = f.read(MAX_PACKAGE_BYTES + 1)
+        if len(data) > MAX_PACKAGE_BYTES:
+            raise ValueError("package %s is larger than %d bytes" % (source, MAX_PACKAGE_BYTES))
+        return data
+    return build_zip(source)
+
+
 def build_zip(folder):
     buf = io.BytesIO()
     total = 0

@@ -175,9 +175,9 @@ class Platform:
     def _build_package(self, name, version, folder):
         key = (name.lower(), version)
         if key not in self.packages:
-            if not os.path.isdir(folder):
+            if not os.path.isdir(folder) and not (os.path.isfile(folder) and folder.endswith(".zip")):
                 raise ScenarioError("handler folder %s does not exist" % folder)
-            self.packages[key] = handler_packages.build_zip(folder)
+            self.packages[key] = handler_packages.package_bytes(folder)
             self.package_sources[key] = folder
 
     # --- URLs --------------------------------------------------------------------------------

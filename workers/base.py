@@ -17,6 +17,7 @@ returns or WorkerStop is raised. A job that ends (a once-per-boot or periodic wo
 supervisor/table.py) returns; what it returns (an int, None for 0) is the exit status. Privileged effects: `worker.call("domain.verb", {...})`.
 """
 
+import contextlib
 import logging
 import os
 import signal
@@ -92,13 +93,29 @@ class Worker:
     def status(self, message: str) -> None:
         self.channel.notify("worker.status", {"message": message[:200]})
 
-    def call(self, verb: str, args: Optional[dict] = None, timeout: Optional[float] = None):
-        """A privileged verb through the broker; heartbeats continue while it runs."""
+    def call(self, verb: str, args: Optional[dict] = None, timeout: Optional[float] = None,
+             fds=()):
+        """A privileged verb through the broker (with descriptors to pass, if any);
+        heartbeats continue while it runs."""
         with self._calls_lock:
             self._calls += 1
         try:
-            result, fds = self.channel.call(verb, args, timeout)
+            result, fds = self.channel.call(verb, args, timeout, fds)
             return result, fds
+        finally:
+            with self._calls_lock:
+                self._calls -= 1
+            self._last_tick = time.monotonic()
+
+    @contextlib.contextmanager
+    def working(self):
+        """A step of the job that is not a broker call but may take long and is bounded by
+        its own deadlines (HTTP with timeouts, a package download within
+        Protocol.DownloadTimeout): heartbeats continue meanwhile, as during a call."""
+        with self._calls_lock:
+            self._calls += 1
+        try:
+            yield
         finally:
             with self._calls_lock:
                 self._calls -= 1

@@ -60,7 +60,7 @@ def _read_keys():
             for name in files:
                 if name.endswith(".py"):
                     text = open(os.path.join(dirpath, name)).read()
-                    found.update(m for m in re.findall(r"[\"']([A-Za-z]+(?:\.[A-Za-z.]+)?)[\"']", text)
+                    found.update(m for m in re.findall(r"[\"']([A-Za-z][A-Za-z.]*)[\"']", text)
                                  if m in BY_NAME)
     return found
 

@@ -20,6 +20,7 @@ mkdir -p "$log_dir" "$status_dir"
 echo "$(date -u +%Y-%m-%dT%H:%M:%SZ) hello $op seq=$seq ext=${ext:-none}" >> "$log_dir/hello.log"
 
 if [ "$op" = "enable" ]; then
+    cat /proc/self/cgroup > "$log_dir/hello.cgroup" 2>/dev/null || true   # where the agent ran it
     now="$(date -u +%Y-%m-%dT%H:%M:%SZ)"
     tmp="$status_dir/$status_name.tmp"
     printf '[{"version":"1.0","timestampUTC":"%s","status":{"name":"HelloWorld","operation":"Enable","status":"success","code":0,"formattedMessage":{"lang":"en-US","message":"Hello from the emulator extension (seq %s)"}}}]\n' "$now" "$seq" > "$tmp"

@@ -1,0 +1,210 @@
+"""Attacks on the extensions.* verbs (issue 13): a real extensions-worker process (its code
+replaced by the script, under guestagent-ext, on its own channel) asks for the worst it can;
+the broker decides from its own state (the folders it extracted itself, the runs it recorded
+on disk), never from what the worker says."""
+
+import io
+import os
+import stat
+import time
+import zipfile
+
+import pytest
+
+from emulator.handler_packages import build_zip
+from tests.integration.supervisor_harness import wait_for
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(
+    __file__)))))
+GOOD = os.path.join(ROOT, "tests", "data", "extensions", "good")
+
+
+@pytest.fixture
+def attacked(make_agent):
+    agent = make_agent()
+    # Never the host's /var/log/azure: the broker writes the extension logs there.
+    agent.write_conf({"Extension.LogDir": os.path.join(agent.dir, "azure"),
+                      "Extensions.EnableTimeout": "10"})
+    agent.start()
+    return agent
+
+
+def _put(agent, name, data):
+    path = os.path.join(agent.test_dir, name)
+    with open(path, "wb") as f:
+        f.write(data)
+    os.chmod(path, 0o644)
+    return path
+
+
+def _zip(entries):
+    """entries: (name, data, mode) with mode None for a file, or a ZipInfo external mode."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, data, mode in entries:
+            info = zipfile.ZipInfo(name, (2024, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_DEFLATED
+            info.external_attr = (mode or 0o100644) << 16
+            zf.writestr(info, data)
+    return buf.getvalue()
+
+
+MANIFEST = open(os.path.join(GOOD, "HandlerManifest.json"), "rb").read()
+
+
+def _lib(agent):
+    lib = os.path.join(agent.dir, "lib")
+    return sorted(os.listdir(lib)) if os.path.isdir(lib) else []
+
+
+def _outcomes(records):
+    return {r["key"]: r["value"] for r in records}
+
+
+def test_running_what_was_never_installed_is_refused(attacked):
+    records = attacked.attack("extensions", """
+report("uid", os.getuid())
+attempt("extensions.run", {"name": "Test.Good", "version": "1.0.0", "operation": "enable",
+                           "seq": 0, "extension": None})
+attempt("extensions.configure", {"name": "Test.Good", "version": "1.0.0", "extension": None,
+                                 "seq": 0, "settings": '{"runtimeSettings": []}'})
+attempt("extensions.read_status", {"name": "Test.Good", "version": "1.0.0", "seq": 0,
+                                   "extension": None})
+attempt("extensions.remove", {"name": "Test.Good", "version": "1.0.0"})
+""")
+    got = _outcomes(records)
+    assert got["extensions.run"][:2] == ["error", "FAILED"]
+    assert "not installed" in got["extensions.run"][2]
+    assert got["extensions.configure"][:2] == ["error", "FAILED"]
+    assert got["extensions.read_status"][:2] == ["error", "FAILED"]
+    assert got["extensions.remove"] == ["ok", {"removed": False}]
+    assert records[-1]["key"] == "done"
+
+
+@pytest.mark.parametrize("name", ["..", "../etc", "Test.Good/../../etc", ".hidden",
+                                  "Test..Good", "a/b"])
+def test_dotdot_and_slashes_in_names_are_a_violation(attacked, name):
+    records = attacked.attack("extensions", """
+report("uid", os.getuid())
+attempt("extensions.run", {"name": %r, "version": "1.0.0", "operation": "enable",
+                           "seq": 0, "extension": None})
+""" % name)
+    # INVALID_ARGS is a violation: the worker is ended before any reply.
+    assert records[-1]["key"] == "killed", records
+    assert "event=security" in attacked.log("supervisor")
+
+
+def test_a_command_string_is_not_an_argument(attacked):
+    records = attacked.attack("extensions", """
+report("uid", os.getuid())
+attempt("extensions.run", {"name": "Test.Good", "version": "1.0.0", "operation": "enable",
+                           "seq": 0, "extension": None, "command": "id > /tmp/pwned"})
+""")
+    assert records[-1]["key"] == "killed", records
+    assert not os.path.exists("/tmp/pwned")
+
+
+def test_a_sequence_number_already_run_is_refused_even_after_a_restart(attacked):
+    package = _put(attacked, "good.zip", build_zip(GOOD))
+    first = attacked.attack("extensions", """
+report("uid", os.getuid())
+fd = os.open(%r, os.O_RDONLY)
+attempt("extensions.install", {"name": "Test.Good", "version": "1.0.0"}, fds=[fd])
+attempt("extensions.configure", {"name": "Test.Good", "version": "1.0.0", "extension": None,
+                                 "seq": 4, "settings": '{"runtimeSettings": [{"handlerSettings": {}}]}'})
+report("install1", attempt("extensions.run", {"name": "Test.Good", "version": "1.0.0",
+       "operation": "install", "seq": 4, "extension": None}))
+report("enable1", attempt("extensions.run", {"name": "Test.Good", "version": "1.0.0",
+       "operation": "enable", "seq": 4, "extension": None}))
+report("enable2", attempt("extensions.run", {"name": "Test.Good", "version": "1.0.0",
+       "operation": "enable", "seq": 4, "extension": None}))
+report("install2", attempt("extensions.run", {"name": "Test.Good", "version": "1.0.0",
+       "operation": "install", "seq": 5, "extension": None}))
+""" % package)
+    got = _outcomes(first)
+    assert got["install1"][0] == "ok" and got["install1"][1]["exit_code"] == 0, got
+    assert got["enable1"][0] == "ok" and got["enable1"][1]["exit_code"] == 0, got
+    assert got["enable2"][:2] == ["error", "FAILED"] and "ran already" in got["enable2"][2]
+    assert got["install2"][:2] == ["error", "FAILED"] and "ran already" in got["install2"][2]
+    # A new worker process (as after a crash) replays the same run: the record is on disk.
+    # (First let a rerun of the first script by the restarted worker, if any, end: its
+    # records must not mix with the second's.)
+    attacked.wait_state("extensions", "RUNNING", timeout=30)
+    time.sleep(2)
+    second = attacked.attack("extensions", """
+report("uid", os.getuid())
+report("state", attempt("extensions.state", {}))
+report("replay", attempt("extensions.run", {"name": "Test.Good", "version": "1.0.0",
+       "operation": "enable", "seq": 4, "extension": None}))
+""")
+    got = _outcomes(second)
+    assert got["replay"][:2] == ["error", "FAILED"] and "ran already" in got["replay"][2]
+    runs = got["state"][1]["handlers"][0]["runs"]
+    assert [(r["operation"], r["seq"], r["exit_code"]) for r in runs] == [
+        ("install", 4, 0), ("enable", 4, 0)]
+    ops = open(os.path.join(attacked.dir, "azure", "Test.Good", "ops.log")).read()
+    assert ops.count("enable seq=4") == 1 and ops.count("install seq=4") == 1, ops
+    assert "uid=0 " in ops   # root: the platform's contract
+
+
+def test_a_fifo_or_a_folder_as_the_package_is_refused_without_blocking(attacked):
+    fifo = os.path.join(attacked.test_dir, "package.fifo")
+    os.mkfifo(fifo, 0o666)
+    records = attacked.attack("extensions", """
+report("uid", os.getuid())
+fd = os.open(%r, os.O_RDONLY | os.O_NONBLOCK)
+report("fifo", attempt("extensions.install", {"name": "Test.Fifo", "version": "1.0.0"},
+                       fds=[fd], timeout=10))
+fd = os.open("/etc", os.O_RDONLY | os.O_DIRECTORY)
+report("dir", attempt("extensions.install", {"name": "Test.Dir", "version": "1.0.0"},
+                      fds=[fd], timeout=10))
+report("none", attempt("extensions.install", {"name": "Test.None", "version": "1.0.0"},
+                       timeout=10))
+""" % fifo)
+    got = _outcomes(records)
+    for key in ("fifo", "dir"):
+        assert got[key][:2] == ["error", "FAILED"], got
+        assert "not a regular file" in got[key][2]
+    assert got["none"][:2] == ["error", "FAILED"]
+    assert _lib(attacked) == []
+
+
+HOSTILE = {
+    "zip-slip": [("HandlerManifest.json", MANIFEST, None), ("../../evil.sh", b"#!/bin/sh\n", None)],
+    "absolute": [("HandlerManifest.json", MANIFEST, None), ("/etc/evil", b"x", None)],
+    "symlink": [("HandlerManifest.json", MANIFEST, None),
+                ("passwd", b"/etc/shadow", stat.S_IFLNK | 0o777)],
+    "bomb": [("HandlerManifest.json", MANIFEST, None), ("zeros", b"\0" * (40 << 20), None)],
+    "no-manifest": [("ext.sh", b"#!/bin/sh\n", None)],
+}
+
+
+@pytest.mark.parametrize("kind", sorted(HOSTILE))
+def test_hostile_packages_are_refused_whole_with_a_clear_reason(attacked, kind):
+    package = _put(attacked, "hostile.zip", _zip(HOSTILE[kind]))
+    records = attacked.attack("extensions", """
+report("uid", os.getuid())
+fd = os.open(%r, os.O_RDONLY)
+report("install", attempt("extensions.install", {"name": "Test.Hostile", "version": "1.0.0"},
+                          fds=[fd]))
+report("state", attempt("extensions.state", {}))
+""" % package)
+    got = _outcomes(records)
+    assert got["install"][:2] == ["error", "FAILED"], got
+    reason = {"zip-slip": "zip-slip", "absolute": "zip-slip", "symlink": "symlink",
+              "bomb": "zip bomb", "no-manifest": "HandlerManifest.json"}[kind]
+    assert reason in got["install"][2], got["install"]
+    assert got["state"][1]["handlers"] == []
+    # Nothing left behind, not even a temporary folder (once a rerun of the script by the
+    # restarted worker, which the harness ignores, is over too).
+    wait_for(lambda: _lib(attacked) == [], 20, 0.1, "no folder left in Lib.Dir")
+    assert not os.path.exists(os.path.join(attacked.dir, "evil.sh"))
+
+
+def test_monitoring_may_not_call_the_extension_verbs(attacked):
+    records = attacked.attack("monitoring", """
+report("uid", os.getuid())
+attempt("extensions.state", {})
+""")
+    assert records[-1]["key"] == "killed", records
+    assert "event=security" in attacked.log("supervisor")

@@ -1,0 +1,64 @@
+"""The goal-state history: one folder per processed goal state in the worker's own folder
+(`history/<UTC time>__<incarnation>[-<etag>]`), with the redacted documents and the status
+blob that followed, capped by count and bytes (oldest removed first)."""
+
+import os
+import re
+import shutil
+import time
+from typing import Dict
+
+from statefiles import write_atomic
+
+SAFE = re.compile(r"[^A-Za-z0-9_.-]")
+
+
+def _size(path: str) -> int:
+    total = 0
+    for root, _, files in os.walk(path):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(root, name)).st_size
+            except OSError:
+                pass
+    return total
+
+
+class History:
+    def __init__(self, folder: str, max_count: int, max_bytes: int):
+        self.folder = folder
+        self.max_count = max_count
+        self.max_bytes = max_bytes
+        self.current = None
+
+    def add(self, incarnation: str, etag: str, documents: Dict[str, bytes]) -> str:
+        os.makedirs(self.folder, 0o700, exist_ok=True)
+        name = "%s__%s%s" % (time.strftime("%Y-%m-%dT%H-%M-%S", time.gmtime()),
+                             SAFE.sub("_", incarnation or "none")[:40],
+                             ("-" + SAFE.sub("_", etag)[:40]) if etag else "")
+        path = os.path.join(self.folder, name)
+        os.makedirs(path, 0o700, exist_ok=True)
+        for file, data in documents.items():
+            write_atomic(os.path.join(path, file), data, 0o600)
+        self.current = path
+        self.trim()
+        return path
+
+    def save(self, file: str, data: bytes) -> None:
+        """A document of the current goal state (e.g. the last status blob)."""
+        if self.current and os.path.isdir(self.current):
+            write_atomic(os.path.join(self.current, file), data, 0o600)
+
+    def trim(self) -> None:
+        try:
+            entries = sorted(e for e in os.listdir(self.folder) if "__" in e)
+        except OSError:
+            return
+        sizes = {e: _size(os.path.join(self.folder, e)) for e in entries}
+        total = sum(sizes.values())
+        while entries and (len(entries) > self.max_count or total > self.max_bytes):
+            oldest = entries.pop(0)
+            if os.path.join(self.folder, oldest) == self.current and not entries:
+                break
+            shutil.rmtree(os.path.join(self.folder, oldest), ignore_errors=True)
+            total -= sizes[oldest]
