@@ -139,15 +139,11 @@ def _main(argv: Optional[List[str]] = None) -> int:
         from supervisor import daemon
         return daemon.start_detached(path)
     if verb == "collect-logs":
-        # The supervisor runs the log collector and this returns when it has exited. -full
-        # (waagent's larger manifest) is accepted; the manifests come with the collector. The
-        # run collects nothing yet: a script that expects a bundle must not be told it got one.
+        # The supervisor runs the log collector and this returns when it has exited, with
+        # the bundle's path, size and what was left out (agentctl collect-logs). -full is
+        # accepted; the broker's manifest is the normal one.
         from cli import agentctl
-        code = agentctl.main(["--config", path, "collect-logs"])
-        if code != 0:
-            return code
-        print(NOT_COLLECTED, file=sys.stderr)
-        return EXIT_UNSUPPORTED
+        return agentctl.main(["--config", path, "collect-logs"])
     print("waagent: -%s is not supported by guestagent yet" % verb, file=sys.stderr)
     return EXIT_UNSUPPORTED
 

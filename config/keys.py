@@ -251,6 +251,19 @@ KEYS = (
        "Resource disk device; found by discovery (vmbus) when unset.", ours=True),
     _k("OS.SysRoot", STRING, "/", "Read /sys and /proc under this root (fixture trees in tests).",
        ours=True),
+    _k("Logs.CollectRoot", STRING, "/",
+       "The log collector reads the system paths of its manifest (/etc, /var/log, "
+       "/var/log/azure) under this root (fixture trees in tests).", ours=True),
+    _k("Logs.CollectorMemoryLimit", INT, 256 * 1024 * 1024,
+       "Memory limit in bytes of the collector (MemoryMax of its scope in "
+       "guestagent-logcollector.slice, or of the cgroup the supervisor makes without "
+       "systemd); the collector stops cleanly before it.",
+       minimum=4 * 1024 * 1024, ours=True),
+    _k("Logs.CollectorAnonLimit", INT, 25 * 1024 * 1024,
+       "The collector's own budget of anonymous memory in bytes: above it, it ends the "
+       "bundle early, marked partial.", minimum=1024 * 1024, ours=True),
+    _k("Logs.CollectorCpuQuota", INT, 5, "CPU quota of the log collector, percent of one CPU.",
+       minimum=1, ours=True),
 )
 
 _RESOURCE_DISK = "no resource disk or swap yet (issue 12: Every boot: resource disk, swap, ...)"

@@ -39,7 +39,7 @@ from ipc.channel import recv_some
 from ipc.errors import (BUSY, FAILED, INTERNAL, NOT_FOUND, TIMEOUT, UNAVAILABLE,
                         VIOLATIONS, FrameError, IpcError)
 from ipc.verbs import REGISTRY, check_result, lookup
-from supervisor import VERSION, WAAGENT_VERSION, broker, control, spawn, table, trees
+from supervisor import VERSION, WAAGENT_VERSION, broker, control, slices, spawn, table, trees
 from supervisor.privileged import platform as platform_handlers
 from supervisor.privileged import verbs
 from supervisor.flood import FLOOD, Budget
@@ -385,10 +385,21 @@ class Supervisor(Host):
             spec.name, self.config_path, "DEBUG" if self.conf["Logs.Verbose"] else "INFO",
             os.environ.get(spawn.ENV_TEST_DIR) if self.test_hooks else None)
         cgroup = self.trees.prepare(spec.name, identity and identity.uid)
-        child = None
-        if self.zygote is not None:
+        child, method = None, "exec"
+        if slices.limited(spec) and identity is not None:
+            # Its own CPU and memory limits, fork+exec'd (supervisor/slices.py).
+            method = "scope" if slices.under_systemd() else "cgroup"
+            if method == "scope":
+                child = spawn.spawn(spec.module, None, env, self.python, cgroup,
+                                    slices.scope_wrapper(spec, self.conf, identity,
+                                                         self.python))
+            else:
+                child = spawn.spawn(spec.module, identity, env, self.python,
+                                    (cgroup,) * (cgroup is not None) +
+                                    slices.cgroups(spec, self.conf, cgroup))
+        if child is None and self.zygote is not None:
             child = self.zygote.spawn(spec.name, spec.module, identity, env, cgroup)
-        method = "zygote" if child is not None else "exec"
+            method = "zygote" if child is not None else "exec"
         if child is None:
             child = spawn.spawn(spec.module, identity, env, self.python, cgroup)
         self.trees.started(spec.name, child.pid)
