@@ -104,10 +104,14 @@ class Entry:
 
     @property
     def name(self) -> str:
-        """The archive name: the path without its leading / (under Logs.CollectRoot: the
-        path the file has on the system it stands for)."""
-        path = "/".join(self.rel) if self.kind == ROOT else self.path.lstrip("/")
-        return path[:300]
+        return archive_name(self.kind, self.base, self.rel)
+
+
+def archive_name(kind: str, base: str, rel: List[str]) -> str:
+    """The path without its leading / (under Logs.CollectRoot: the path the file has on the
+    system it stands for)."""
+    path = "/".join(rel) if kind == ROOT else os.path.join(base, *rel).lstrip("/")
+    return path[:300]
 
 
 # The broker's own list, per worker name (one collector): what logs.open indexes.
@@ -183,8 +187,9 @@ def expand(conf, full: bool):
                         st = os.lstat(path)
                     except OSError:
                         continue
+                    name = archive_name(kind, base, here)
                     if stat.S_ISLNK(st.st_mode):
-                        skipped[path] = "a symlink (never followed)"
+                        skipped[name] = "a symlink (never followed)"
                         continue
                     if not last:
                         if stat.S_ISDIR(st.st_mode):
@@ -193,11 +198,11 @@ def expand(conf, full: bool):
                     if stat.S_ISDIR(st.st_mode):
                         continue
                     if not stat.S_ISREG(st.st_mode):
-                        skipped[path] = "not a regular file"
+                        skipped[name] = "not a regular file"
                         continue
                     why = _never(kind, here)
                     if why:
-                        skipped[path] = why
+                        skipped[name] = why
                         continue
                     if path in found or matches >= MAX_PER_PATTERN:
                         continue
@@ -260,7 +265,7 @@ def manifest(ctx: Context, args: dict) -> dict:
              len(files), len(skipped), dropped)
     return {"files": [{"name": e.name, "size": e.size, "mtime": max(0.0, e.mtime),
                        "priority": e.priority} for e in files],
-            "skipped": [{"name": p.lstrip("/")[:300], "why": w}
+            "skipped": [{"name": p, "why": w}
                         for p, w in sorted(skipped.items())[:L.MAX_ENTRIES]],
             "dropped": dropped}
 
