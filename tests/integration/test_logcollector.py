@@ -163,7 +163,9 @@ def make_log(path, size, tag):
 
 
 def test_a_150_mib_log_set_fits_the_caps_with_little_anonymous_memory(make_agent):
-    agent = make_agent({"Logs.Collect": "n"})
+    # Heartbeats as tight as the harness's (0.6 s) would test the machine's load here, not
+    # the collector: 5 s of misses.
+    agent = make_agent({"Logs.Collect": "n", "Agent.HeartbeatMisses": "25"})
     big = os.path.join(agent.dir, "sysroot", "var", "log", "azure", "Big.Ext")
     now = time.time()
     # Newest first: a 40 MiB log (kept as its last 30 MiB), four of 28 MiB, then one that
@@ -199,7 +201,8 @@ def test_a_150_mib_log_set_fits_the_caps_with_little_anonymous_memory(make_agent
     with open(os.path.join(agent.state_dir, "logcollector", "last-collection.json")) as f:
         summary = json.load(f)
     assert summary["partial"] is None
-    assert 0 < summary["peak_anon"] < 25 * MiB, summary
+    assert 0 < summary["peak_anon_collection"] < 25 * MiB, summary
+    assert 0 < summary["peak_anon"] < 25 * MiB, summary   # the upload included
     assert 0 < peak[0] < 25 * MiB, peak
 
 

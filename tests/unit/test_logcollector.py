@@ -77,7 +77,7 @@ def test_a_stop_mid_file_closes_a_valid_partial_bundle(tmp_path):
 
     def stop():
         calls[0] += 1
-        return "over budget" if calls[0] > 50 else None
+        return "over budget" if calls[0] > 3 else None
     out = tmp_path / "logs.zip"
     b = Bundle(str(out), stop)
     with pytest.raises(Stopped):
@@ -137,3 +137,15 @@ def test_the_dropper_becomes_the_worker_with_nothing_of_roots():
     r = subprocess.run([sys.executable, "-I", "-m", "spawner.drop", "0", "0", str(os.getpid()),
                         "--", "/bin/true"], capture_output=True, text=True, timeout=60)
     assert r.returncode == spawn.SPAWN_FAILED and "not root" in r.stderr
+
+
+def test_the_quick_clue_scan_misses_nothing_the_filter_redacts():
+    from redaction import MARK, may_hold_secret, redact
+    samples = ['"adminPassword": "x1"', "PASSWD=x2", "passphrase=x3", '"Secret": "x4"',
+               '"protectedSettings": "x5"', "protected_settings=x6", "CustomData: x7",
+               "custom_data=x8", "<![CDATA[x9]]>", "-----BEGIN RSA PRIVATE KEY-----\nMIIEx9\n",
+               "https://h/c?sv=1&sig=x10", "url=https%3A%2F%2Fh%2Fc%3Fsig%3Dx11"]
+    for text in samples:
+        assert MARK in redact(text), text     # the filter touches it...
+        assert may_hold_secret(text.encode()), text   # ...so the scan must not skip it
+    assert not may_hold_secret(b"2026-12-04T09:00:00Z INFO enable succeeded seq=3\n" * 100)

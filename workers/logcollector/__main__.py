@@ -51,7 +51,8 @@ def collect(worker) -> int:
     started, cpu0 = time.monotonic(), time.process_time()
     watch = Watch(conf["Logs.CollectorAnonLimit"]).start()
     path = os.path.join(folder, BUNDLE)
-    bundle = Bundle(path, _ticking(worker, watch))
+    bundle = Bundle(path, _ticking(worker, watch),
+                    sync=lambda fd: _in_thread(worker, os.fdatasync, fd))
     worker.log.info("event=collect_start bundle=%s budget_mib=%.1f cgroup_limit_mib=%s",
                     path, watch.budget / MiB,
                     "%.1f" % (watch.limit / MiB) if watch.limit else "none")
@@ -59,14 +60,14 @@ def collect(worker) -> int:
         _fill(worker, bundle, watch)
         size = bundle.close()
     except BaseException:
+        watch.stop()
         bundle.abandon()
         raise
-    finally:
-        watch.stop()
     summary = {"path": path, "size": size, "partial": bundle.partial,
                "files": len(bundle.collected), "bytes": bundle.used,
                "left_out": [{"name": n, "why": w} for n, w in bundle.left_out],
-               "peak_anon": watch.peak, "budget": watch.budget, "cgroup_limit": watch.limit,
+               "peak_anon_collection": watch.peak, "budget": watch.budget,
+               "cgroup_limit": watch.limit,
                "wall": round(time.monotonic() - started, 3),
                "cpu": round(time.process_time() - cpu0, 3)}
     worker.log.info("event=collect_done bundle=%s size=%d files=%d left_out=%d partial=%s "
@@ -81,6 +82,8 @@ def collect(worker) -> int:
         summary["upload_error"] = ("not uploaded: the memory limit (%.1f MiB) leaves no room "
                                    "for the platform client" % (watch.limit / MiB))
         worker.log.warning("event=collect_upload_skipped reason=%r", summary["upload_error"])
+    watch.stop()
+    summary["peak_anon"] = max(watch.peak, watch.check_peak())   # the upload included
     _write_summary(os.path.join(folder, SUMMARY), summary)
     worker.status("bundle %s, %d bytes%s%s" % (path, size,
                                                ", PARTIAL" if bundle.partial else "",

@@ -101,6 +101,10 @@ class Watch:
                             if self.limit is not None else ""))
         return self.over
 
+    def check_peak(self) -> int:
+        self.peak = max(self.peak, anon_bytes())
+        return self.peak
+
     def room_for_upload(self) -> bool:
         return self.limit is None or self.limit - anon_bytes() >= UPLOAD_ROOM
 
