@@ -15,6 +15,7 @@ A limit that cannot be set is logged and the worker runs without it: its own mem
 (workers/logcollector/memory.py) still ends the collection in time.
 """
 
+import itertools
 import logging
 import os
 import shutil
@@ -23,6 +24,7 @@ from typing import Optional, Tuple
 log = logging.getLogger("guestagent.slices")
 
 SAFE_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
+_RUNS = itertools.count(1)
 CFS_PERIOD = 100000
 
 
@@ -41,7 +43,8 @@ def scope_wrapper(spec, conf, identity, python: str) -> Tuple[str, ...]:
     memory = conf["Logs.CollectorMemoryLimit"]
     argv = [shutil.which("systemd-run", path=SAFE_PATH), "--scope", "--quiet", "--collect",
             "--slice=" + spec.slice,
-            "--unit=guestagent-%s-%d.scope" % (spec.name, os.getpid()),
+            # Unique per run: the last run's scope may not be gone yet.
+            "--unit=guestagent-%s-%d-%d.scope" % (spec.name, os.getpid(), next(_RUNS)),
             "--property=CPUAccounting=yes", "--property=MemoryAccounting=yes",
             "--property=CPUQuota=%d%%" % quota, "--property=MemoryMax=%d" % memory,
             "--", python, "-I", "-m", "spawner.drop",

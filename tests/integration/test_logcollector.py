@@ -263,3 +263,34 @@ except OSError as e:
     with open("/sys/fs/cgroup/cpu" + cpu + "/cpu.cfs_quota_us") as f:
         assert int(f.read()) == 50000
     assert r.returncode in (0, 1)
+
+
+def test_on_a_terminal_collect_logs_shows_progress(make_agent):
+    import pty
+    import subprocess
+    from tests.integration.supervisor_harness import AGENTCTL
+    agent = make_agent({"Logs.Collect": "n"})
+    plant(agent)
+    agent.start()
+    master, slave = pty.openpty()
+    try:
+        r = subprocess.run([AGENTCTL, "--config", agent.conf, "collect-logs"], stdout=subprocess.PIPE,
+                           stderr=slave, text=True, timeout=300)
+        os.close(slave)
+        shown = b""
+        while True:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:   # EIO: the terminal's other side is closed and drained
+                break
+            if not chunk:
+                break
+            shown += chunk
+    finally:
+        os.close(master)
+    assert r.returncode == 0, shown
+    text = shown.decode()
+    assert "collect-logs: event=collect_start bundle=" in text, text
+    assert "collect-logs: event=collect_progress done=" in text, text
+    assert "collect-logs: event=collect_done" in text, text
+    assert r.stdout.startswith("bundle: ")
