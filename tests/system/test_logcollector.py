@@ -32,7 +32,9 @@ def test_the_collector_runs_in_its_slice_with_limits_as_itself(agent_vm):
         if pid:
             r = vm.run("cat /proc/%d/cgroup /proc/%d/status; cat /proc/%d/cmdline | tr '\\0' ' '"
                        % (pid, pid, pid))
-            if r.rc == 0 and "workers.logcollector" in r.out:
+            # The worker itself (its process title), not spawner.drop, still root on its
+            # way there.
+            if r.rc == 0 and "guestagent: logcollector [unpriv]" in r.out:
                 seen = (pid, r.out)
                 break
         time.sleep(0.5)
