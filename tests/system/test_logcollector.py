@@ -56,7 +56,10 @@ def test_the_collector_runs_in_its_slice_with_limits_as_itself(agent_vm):
     assert limits.split() == ["5000", "100000", str(256 << 20), str(256 << 20)], limits
     r = vm.run("for i in $(seq 1 1200); do [ -s /root/cl.rc ] && break; sleep 1; done; "
                "cat /root/cl.rc /root/cl.out", timeout=1300)
-    assert r.out.split()[0] == "0", r
+    diag = vm.run("tail -n 40 /var/log/guestagent/logcollector.log; journalctl -u guestagent "
+                  "--no-pager -n 40 | grep -i -e logcollector -e oom -e slice; "
+                  "journalctl -k --no-pager | grep -i -e oom -e killed | tail -5").out
+    assert r.out.split()[0] == "0", (r, diag)
     assert "bundle: /var/lib/guestagent/logcollector/logs.zip (" in r.out, r
     mode = vm.run("stat -c '%a %U' /var/lib/guestagent/logcollector/logs.zip", check=True).out
     assert mode.split() == ["600", "guestagent-logs"], mode

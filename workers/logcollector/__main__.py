@@ -25,6 +25,7 @@ after the bundle is closed: the collection runs in a third of waagent's 25 MiB.
 import importlib
 import json
 import os
+import sys
 import threading
 import time
 import uuid
@@ -32,7 +33,7 @@ import uuid
 import config
 from ipc.errors import IpcError
 from ipc.handshake import ENV_CONFIG
-from workers.base import main
+from workers.base import Worker
 from workers.logcollector.bundle import Bundle, Stopped
 from workers.logcollector.memory import MiB, Watch
 
@@ -224,4 +225,8 @@ def _write_summary(path: str, summary: dict) -> None:
 
 
 if __name__ == "__main__":
-    main("logcollector", collect)
+    # Out at once when the run is over: at the slice's 5 % of a CPU the interpreter's teardown
+    # can take longer than the supervisor's grace between a closed channel and the exit.
+    code = Worker("logcollector").run(collect)
+    sys.stderr.flush()
+    os._exit(code)
