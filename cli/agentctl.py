@@ -224,6 +224,100 @@ def tail_lines(fd: int, n: int) -> bytes:
     return b"".join(lines[-n:])
 
 
+SUMMARY = "last-collection.json"
+PROGRESS_EVENTS = ("event=collect_start", "event=collect_progress", "event=collect_partial",
+                   "event=collect_done", "event=collect_upload")
+
+
+def _follow_progress(fd, pos, stop, out):
+    """Print the collector's progress lines from its log as they come (a terminal only)."""
+    rest = b""
+    while not stop.wait(0.3):
+        chunk = os.pread(fd, 65536, pos)
+        if not chunk:
+            continue
+        pos += len(chunk)
+        lines = (rest + chunk).split(b"\n")
+        rest = lines.pop()
+        for line in lines:
+            text = line.decode("utf-8", "replace")
+            if any(e in text for e in PROGRESS_EVENTS):
+                out.write("collect-logs: %s\n" % shown(text.split(": ", 1)[-1][:200]))
+                out.flush()
+
+
+def _read_summary(config_path, since):
+    """The collector's summary of this run (root reads the worker's own folder)."""
+    try:
+        conf = config.load(config_path, report=False)
+    except config.ConfigError:
+        conf = config.defaults()
+    path = os.path.join(conf["Agent.StateDir"], "logcollector", SUMMARY)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(f.fileno())
+        if st.st_mtime < since - 1 or st.st_size > 4 << 20:
+            return None
+        try:
+            summary = json.loads(f.read())
+        except ValueError:
+            return None
+    return summary if isinstance(summary, dict) else None
+
+
+def cmd_collect_logs(path, config_path, out=None):
+    """Run the collector, show its progress on a terminal, end with the bundle's path, size
+    and what was left out and why."""
+    import threading
+    out = out or sys.stdout
+    started = time.time()
+    stop, follower, fd = threading.Event(), None, None
+    if sys.stderr.isatty():
+        try:
+            _, fds = call(path, "control.logs", {"worker": "logcollector"})
+            fd = fds[0] if fds else None
+        except (Refused, Failure):
+            fd = None
+        if fd is not None:
+            follower = threading.Thread(target=_follow_progress,
+                                        args=(fd, os.fstat(fd).st_size, stop, sys.stderr),
+                                        daemon=True)
+            follower.start()
+    try:
+        result, _ = call(path, "control.collect_logs", {}, timeout=900)
+    finally:
+        stop.set()
+        if follower is not None:
+            follower.join(2)
+        if fd is not None:
+            os.close(fd)
+    w = result["worker"]
+    summary = _read_summary(config_path, started)
+    if summary is None:
+        print(shown("%s: %s (%s)%s" % (w["name"], w["state"], w["last_exit"] or "-",
+                                       (": " + w["message"]) if w["message"] else "")), file=out)
+        print("agentctl: the collector left no summary of this run: no bundle", file=sys.stderr)
+        return EXIT_FAILED
+    partial = summary.get("partial")
+    print(shown("bundle: %s (%s bytes, %s files, %s bytes before compression)%s" % (
+        summary.get("path"), summary.get("size"), summary.get("files"), summary.get("bytes"),
+        "" if not partial else " PARTIAL: %s" % partial)), file=out)
+    print(shown("uploaded to the HostGAPlugin" if summary.get("uploaded") else
+                "not uploaded: %s" % summary.get("upload_error")), file=out)
+    left = summary.get("left_out") or []
+    print("left out: %d" % len(left), file=out)
+    for item in left[:200]:
+        if isinstance(item, dict):
+            print(shown("  %s: %s" % (item.get("name"), item.get("why"))), file=out)
+    if len(left) > 200:
+        print("  ... %d more (results.txt in the bundle lists them all)" % (len(left) - 200),
+              file=out)
+    return EXIT_OK
+
+
 def cmd_logs(path, worker, n, follow, out=None):
     out = LogOutput(out or sys.stdout.buffer)
     result, fds = call(path, "control.logs", {"worker": worker})
@@ -290,15 +384,7 @@ def main(argv=None) -> int:
                                 " (pid %d)" % w["pid"] if w["pid"] else ""))
             return EXIT_OK
         if args.command == "collect-logs":
-            # Waits for the run (the collection itself comes in a later issue).
-            result, _ = call(path, "control.collect_logs", {}, timeout=900)
-            w = result["worker"]
-            print(shown("%s: %s (%s)%s" % (w["name"], w["state"], w["last_exit"] or "-",
-                                           (": " + w["message"]) if w["message"] else "")))
-            # The run is real (and succeeded); what it does is not there yet: say so.
-            print("agentctl: log collection is not implemented yet (issue 15): nothing was "
-                  "collected", file=sys.stderr)
-            return EXIT_OK
+            return cmd_collect_logs(path, args.config)
         if args.command == "logs":
             return cmd_logs(path, args.worker, args.n, args.follow)
         if args.command == "version":

@@ -38,10 +38,6 @@ guestagent %s (compatible with WALinuxAgent %s). Operators: see also `agentctl -
 # Exit codes: waagent exits 0 even when a command fails [quirk]; we keep 0 for success and
 # give failures a non-zero status, which no caller of waagent relies on being 0.
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNSUPPORTED = 0, 1, 2, 3
-NOT_COLLECTED = ("waagent: log collection is not implemented yet (issue 15: Log collection "
-                 "inside a limited slice): the collector ran and collected nothing, no bundle "
-                 "was written")
-
 
 class Invocation:
     def __init__(self):
@@ -141,18 +137,12 @@ def _main(argv: Optional[List[str]] = None) -> int:
         # Returns once the detached supervisor answers on its control socket.
         from supervisor import daemon
         return daemon.start_detached(path)
-    if verb == "serialconsole":
-        return __import__("cli.serialconsole").serialconsole.main(path)   # issue 12
     if verb == "collect-logs":
-        # The supervisor runs the log collector and this returns when it has exited. -full
-        # (waagent's larger manifest) is accepted; the manifests come with the collector. The
-        # run collects nothing yet: a script that expects a bundle must not be told it got one.
+        # The supervisor runs the log collector and this returns when it has exited, with
+        # the bundle's path, size and what was left out (agentctl collect-logs). -full is
+        # accepted; the broker's manifest is the normal one.
         from cli import agentctl
-        code = agentctl.main(["--config", path, "collect-logs"])
-        if code != 0:
-            return code
-        print(NOT_COLLECTED, file=sys.stderr)
-        return EXIT_UNSUPPORTED
+        return agentctl.main(["--config", path, "collect-logs"])
     if verb in ("deprovision", "deprovision+user"):
         return deprovision(path, verb == "deprovision+user", "force" in inv.flags,
                            "verbose" in inv.flags)
@@ -199,14 +189,9 @@ def deprovision(path: str, with_user: bool, force: bool, verbose: bool) -> int:
 
 
 def serial_console(path: str) -> int:
-    # The kernel command line (console=ttyS0 earlyprintk=ttyS0, as waagent 2.0 did) is the
-    # per-boot tweaks' business (issue 12): this verb calls theirs once it exists.
-    try:
-        from cli.serialconsole import main as serial_main
-    except ImportError:
-        print("waagent: -serialconsole: not yet (the serial console setting comes with the "
-              "per-boot tweaks, issue 12)", file=sys.stderr)
-        return EXIT_UNSUPPORTED
+    # console=ttyS0 earlyprintk=ttyS0 in /etc/default/grub and the grub config, as waagent 2.0
+    # did (cli/serialconsole.py, issue 12).
+    from cli.serialconsole import main as serial_main
     return serial_main(path)
 
 

@@ -282,6 +282,19 @@ KEYS = (
        "Bytes the goal-state history may take.", minimum=1024, ours=True),
     _k("OS.SysRoot", STRING, "/", "Read /sys and /proc under this root (fixture trees in tests).",
        ours=True),
+    _k("Logs.CollectRoot", STRING, "/",
+       "The log collector reads the system paths of its manifest (/etc, /var/log, "
+       "/var/log/azure) under this root (fixture trees in tests).", ours=True),
+    _k("Logs.CollectorMemoryLimit", INT, 256 * 1024 * 1024,
+       "Memory limit in bytes of the collector (MemoryMax of its scope in "
+       "guestagent-logcollector.slice, or of the cgroup the supervisor makes without "
+       "systemd); the collector stops cleanly before it.",
+       minimum=4 * 1024 * 1024, ours=True),
+    _k("Logs.CollectorAnonLimit", INT, 25 * 1024 * 1024,
+       "The collector's own budget of anonymous memory in bytes: above it, it ends the "
+       "bundle early, marked partial.", minimum=1024 * 1024, ours=True),
+    _k("Logs.CollectorCpuQuota", INT, 5, "CPU quota of the log collector, percent of one CPU.",
+       minimum=1, ours=True),
 )
 
 _RDMA = ("RDMA is not set up: waagent's RDMA (the Hyper-V Network Direct driver, the RDMA "

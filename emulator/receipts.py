@@ -2,6 +2,7 @@
 kept in bounded per-kind lists. An invalid report is kept too, marked with its errors."""
 import collections
 import datetime
+import hashlib
 import io
 import json
 import re
@@ -334,7 +335,8 @@ def log_upload(body, headers, expect):
             headers["x-ms-vmagentlog-deploymentid"] != expect["config_name"].split(".")[0]:
         errors.append("x-ms-vmagentlog-deploymentid %r, expected %r" % (
             headers["x-ms-vmagentlog-deploymentid"], expect["config_name"].split(".")[0]))
-    doc = {"bytes": len(body)}
+    # The digest lets a test prove the bytes received are the bundle it inspected on the VM.
+    doc = {"bytes": len(body), "sha256": hashlib.sha256(body).hexdigest()}
     try:
         with zipfile.ZipFile(io.BytesIO(body)) as zf:
             names = zf.namelist()

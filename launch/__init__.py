@@ -149,9 +149,10 @@ def worker_env(name: str, config_path: str, log_level: str,
 
 
 def spawn(module: str, identity: Optional[Identity], env: Dict[str, str],
-          python: str = sys.executable, cgroup: Optional[str] = None) -> Spawned:
+          python: str = sys.executable, cgroup=None, wrapper=()) -> Spawned:
     """Start `python -I -m module` as identity (None: stay as we are, for a non-root run),
-    in `cgroup` (a cgroup v2 directory; None: none)."""
+    in `cgroup` (a cgroup directory or a tuple of them; None: none); `wrapper`: argv that
+    runs it (systemd-run and spawner.drop, supervisor/slices.py)."""
     parent_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     log_r, log_w = os.pipe()
     devnull = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC)
@@ -168,7 +169,7 @@ def spawn(module: str, identity: Optional[Identity], env: Dict[str, str],
     if pid == 0:  # the child: nothing but os calls until exec
         try:
             _become_worker(child_end.fileno(), log_w, devnull, identity, supervisor_pid, cgroup)
-            os.execve(python, argv, env)
+            os.execve((list(wrapper) or argv)[0], list(wrapper) + argv, env)
         except BaseException as e:  # noqa: B902 - anything: report and leave
             try:
                 os.write(2, ("spawn of %s failed: %s\n" % (module, e)).encode())
@@ -183,10 +184,11 @@ def spawn(module: str, identity: Optional[Identity], env: Dict[str, str],
 
 
 def _become_worker(channel_fd, log_fd, devnull, identity, supervisor_pid, cgroup=None):
-    if cgroup is not None:
-        # Still root: an unprivileged process cannot write a root-owned cgroup.procs, so
-        # neither the worker nor anything it starts can move out of it.
-        enter_cgroup(cgroup)
+    # Still root: an unprivileged process cannot write a root-owned cgroup.procs, so
+    # neither the worker nor anything it starts can move out of it. (A tuple: also the
+    # limits' cgroups of supervisor/slices.py.)
+    for path in (cgroup,) if isinstance(cgroup, str) else (cgroup or ()):
+        enter_cgroup(path)
     os.setsid()
     # Lift the three descriptors above the low numbers first, so no dup2 clobbers another.
     high = [fcntl.fcntl(fd, fcntl.F_DUPFD, 64) for fd in (devnull, log_fd, channel_fd)]
@@ -195,6 +197,11 @@ def _become_worker(channel_fd, log_fd, devnull, identity, supervisor_pid, cgroup
     os.dup2(high[1], 2)
     os.dup2(high[2], CHANNEL_FD)
     os.closerange(CHANNEL_FD + 1, _max_fd())
+    drop_privileges(identity, supervisor_pid)
+
+
+def drop_privileges(identity, supervisor_pid):
+    """Steps 3-5 (also spawner/drop.py's, for a worker started through systemd-run)."""
     if identity is not None:
         drop_capabilities()
         os.setgroups([])

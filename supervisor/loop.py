@@ -32,7 +32,7 @@ from ipc.errors import (BUSY, FAILED, INTERNAL, NOT_FOUND, TIMEOUT, UNAVAILABLE,
                         VIOLATIONS, FrameError, IpcError)
 from ipc.verbs import REGISTRY, check_result, lookup
 from loglines import Capture, LogFile
-from supervisor import VERSION, WAAGENT_VERSION, broker, control, table, trees
+from supervisor import VERSION, WAAGENT_VERSION, broker, control, slices, table, trees
 from supervisor.flood import FLOOD, Budget
 from supervisor.notify import Notifier
 from supervisor.privileged import platform as platform_handlers
@@ -357,9 +357,22 @@ class Supervisor(Host):
         env = launch.worker_env(spec.name, self.config_path,
                                 "DEBUG" if self.conf["Logs.Verbose"] else "INFO", self._test_dir())
         cgroup = self.trees.prepare(spec.name, identity and identity.uid)
-        child = self.zygote and self.zygote.spawn(spec.name, spec.module, identity, env, cgroup)
-        method = "zygote" if child else "exec"
-        if not child:
+        child, method = None, "exec"
+        if slices.limited(spec) and identity is not None:
+            # Its own CPU and memory limits, fork+exec'd (supervisor/slices.py).
+            method = "scope" if slices.under_systemd() else "cgroup"
+            if method == "scope":
+                child = launch.spawn(spec.module, None, env, self.python, cgroup,
+                                     slices.scope_wrapper(spec, self.conf, identity,
+                                                          self.python))
+            else:
+                child = launch.spawn(spec.module, identity, env, self.python,
+                                     (cgroup,) * (cgroup is not None) +
+                                     slices.cgroups(spec, self.conf, cgroup))
+        if child is None and self.zygote is not None:
+            child = self.zygote.spawn(spec.name, spec.module, identity, env, cgroup)
+            method = "zygote" if child is not None else "exec"
+        if child is None:
             child = launch.spawn(spec.module, identity, env, self.python, cgroup)
         self.trees.started(spec.name, child.pid)
         io = proc.io = WorkerIO(proc, child, Capture(spec.name, self.logfile(spec.name),

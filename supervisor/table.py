@@ -85,15 +85,19 @@ def build(conf) -> Dict[str, WorkerSpec]:
     for spec in BASE:
         limit = conf["Agent.MemorySoftLimit"] or spec.memory_soft_limit
         extra = {}
+        ready_timeout = conf["Agent.ReadyTimeout"]
         if spec.lifetime == PERIODIC and spec.name == "logcollector":
             extra = dict(initial_delay=float(conf["Debug.LogCollectorInitialDelay"]),
                          period=float(conf["Logs.CollectPeriod"]) if conf["Logs.Collect"]
                          else 0.0)
+            # Its start-up (two interpreters: spawner.drop, then the worker) runs at its
+            # slice's CPU quota (5 %): the ready timeout scales with it.
+            ready_timeout *= max(1.0, 100.0 / conf["Logs.CollectorCpuQuota"])
         if spec.after:
             extra["after_timeout"] = conf["Agent.StartAfterProvisioning"]
         table[spec.name] = replace(
             spec,
-            ready_timeout=conf["Agent.ReadyTimeout"],
+            ready_timeout=ready_timeout,
             heartbeat_interval=conf["Agent.HeartbeatInterval"],
             heartbeat_misses=conf["Agent.HeartbeatMisses"],
             backoff=backoff,

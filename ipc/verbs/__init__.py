@@ -85,3 +85,4 @@ from ipc.verbs import resource_disk  # noqa: E402,F401  (issue 12: resource disk
 from ipc.verbs import extensions  # noqa: E402,F401  (issue 13: VM extensions)
 from ipc.verbs import spawner  # noqa: E402,F401  (the zygote: supervisor <-> spawner only)
 from ipc.verbs import boot  # noqa: E402,F401  (issue 12: per-boot kernel and network)
+from ipc.verbs import logs  # noqa: E402,F401  (issue 15: the log collector's descriptors)

@@ -43,8 +43,10 @@ FAST = {
     "Agent.LogMaxBytes": "4096",
     "Agent.LogBackups": "2",
     "Agent.TestHooks": "y",
-    # The log collector runs when a test asks (agentctl collect-logs), not on its own timer.
+    # The log collector runs when a test asks (agentctl collect-logs), not on its own timer,
+    # without the 5 % CPU quota that would make each run last seconds here.
     "Debug.LogCollectorInitialDelay": "3600",
+    "Logs.CollectorCpuQuota": "100",
     # Keep the provisioning worker's job local and quick: no platform here, nothing to
     # provision (its own tests drive it against the emulator).
     "Provisioning.Agent": "disabled",
@@ -120,7 +122,9 @@ class Agent:
         # at start (protocol.md §3.1), and a test must never write the host's /var/lib/waagent.
         values.update({"Agent.RuntimeDir": self.run_dir, "Agent.LogDir": self.log_dir,
                        "Agent.StateDir": self.state_dir, "Lib.Dir": os.path.join(self.dir, "lib"),
-                       "Logs.ConsoleDevice": self.console})
+                       "Logs.ConsoleDevice": self.console,
+                       # The collector's /etc and /var/log: an empty tree, never the host's.
+                       "Logs.CollectRoot": os.path.join(self.dir, "sysroot")})
         values.update(overrides)
         with open(self.conf, "w") as f:
             for k, v in values.items():

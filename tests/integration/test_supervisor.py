@@ -518,7 +518,7 @@ def test_logcollector_runs_on_its_period_and_is_not_resident_in_between(make_age
     assert elapsed >= 2 - 0.2, elapsed   # at least one period between the two runs
     log = agent.log()
     assert "event=run_done worker=logcollector status='exit 0' next_run_in=2s" in log
-    assert agent.log("logcollector").count("nothing to collect yet") >= 2
+    assert agent.log().count("event=logs_manifest worker=logcollector") >= 2   # two collections
     w = agent.worker("logcollector")
     # Between runs: no process, and the next run is announced.
     assert w["state"] == "EXITED" and w["pid"] is None and w["last_exit"] == "exit 0"
@@ -536,7 +536,7 @@ def test_collect_logs_runs_it_now_and_waits_root_only(make_agent, test_users):
     assert "event=spawn worker=logcollector" not in agent.log()
     r = agent.ctl("collect-logs")
     assert r.returncode == 0, r.stderr
-    assert r.stdout == "logcollector: EXITED (exit 0): logcollector: nothing to collect yet\n"
+    assert r.stdout.startswith("bundle: %s/logcollector/logs.zip (" % agent.state_dir), r.stdout
     assert agent.log().count("event=spawn worker=logcollector") == 1
     assert agent.worker("logcollector")["pid"] is None   # returned when the run had exited
     r = agent.ctl("collect-logs", user="ga-it-admin")
@@ -562,9 +562,7 @@ def test_waagent_collect_logs_asks_the_supervisor(make_agent):
     waagent = os.path.join(os.path.dirname(AGENTCTL), "waagent")
     r = subprocess.run([waagent, "-collect-logs", "-full", "-configuration-path:" + agent.conf],
                        capture_output=True, text=True, timeout=120)
-    # It ran, collected nothing, and says so with a non-zero exit (issue 11): a script that
-    # expects a bundle is not told it got one.
-    assert r.returncode == 3, r.stderr
-    assert r.stdout.startswith("logcollector: EXITED (exit 0)")
-    assert "waagent: log collection is not implemented yet (issue 15" in r.stderr
+    # It ran and ends with the bundle's path (issue 15).
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("bundle: %s/logcollector/logs.zip (" % agent.state_dir), r.stdout
     assert agent.log().count("event=spawn worker=logcollector") == 1
