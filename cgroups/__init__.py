@@ -137,24 +137,33 @@ def killpg(pgid: int, signum: int) -> None:
         pass
 
 
+def mounts(mountinfo: str = "/proc/self/mountinfo"):
+    """The cgroup mounts: (v2 mount points, {v1 controller: its mount point}). OSError if
+    mountinfo cannot be read."""
+    v2, v1 = [], {}
+    with open(mountinfo) as f:
+        for line in f:
+            fields = line.split()
+            try:
+                sep = fields.index("-")
+            except ValueError:
+                continue
+            if fields[sep + 1] == "cgroup2":
+                v2.append(fields[4])
+            elif fields[sep + 1] == "cgroup":
+                for controller in fields[sep + 3].split(","):
+                    v1.setdefault(controller, fields[4])
+    return v2, v1
+
+
 def find_hierarchy(mountinfo: str = "/proc/self/mountinfo"):
     """The mount point of a writable cgroup v2 hierarchy (the pure one at /sys/fs/cgroup
     first, else a hybrid host's unified one), else the v1 freezer's; None: none we may write."""
-    v2, freezer = [], []
     try:
-        with open(mountinfo) as f:
-            for line in f:
-                fields = line.split()
-                try:
-                    sep = fields.index("-")
-                except ValueError:
-                    continue
-                if fields[sep + 1] == "cgroup2":
-                    v2.append(fields[4])
-                elif fields[sep + 1] == "cgroup" and "freezer" in fields[sep + 3].split(","):
-                    freezer.append(fields[4])
+        v2, v1 = mounts(mountinfo)
     except OSError:
         return None
+    freezer = [v1["freezer"]] if "freezer" in v1 else []
     for mount in sorted(v2, key=lambda m: (m != "/sys/fs/cgroup", m)) + freezer:
         if os.access(os.path.join(mount, "cgroup.procs"), os.W_OK):
             return mount

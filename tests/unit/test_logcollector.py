@@ -11,7 +11,8 @@ import zipfile
 import pytest
 
 from config import defaults
-from supervisor import slices, spawn, table
+import launch as spawn
+from supervisor import slices, table
 from workers.logcollector import memory
 from workers.logcollector.bundle import Bundle, Stopped
 

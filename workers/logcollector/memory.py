@@ -13,6 +13,8 @@ import os
 import threading
 from typing import Optional
 
+import cgroups
+
 MiB = 1024 * 1024
 UPLOAD_ROOM = 16 * MiB
 WATCH_PERIOD = 0.2
@@ -29,27 +31,10 @@ def anon_bytes(status: str = "/proc/self/status") -> int:
     return total
 
 
-def _mounts():
-    v2, v1 = [], {}
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            fields = line.split()
-            try:
-                sep = fields.index("-")
-            except ValueError:
-                continue
-            if fields[sep + 1] == "cgroup2":
-                v2.append(fields[4])
-            elif fields[sep + 1] == "cgroup":
-                for opt in fields[sep + 3].split(","):
-                    v1.setdefault(opt, fields[4])
-    return v2, v1
-
-
 def cgroup_limit() -> Optional[int]:
     """The memory limit of the cgroup we run in (v1 memory controller or v2), None if none."""
     try:
-        v2, v1 = _mounts()
+        v2, v1 = cgroups.mounts()
         with open("/proc/self/cgroup") as f:
             lines = [line.rstrip("\n").split(":", 2) for line in f]
     except OSError:
