@@ -34,7 +34,7 @@ commands:
                              periodic worker: runs it now)
   stop WORKER                stop a worker (it stays stopped until started; no timer runs it)
   restart WORKER             stop then start; returns when RUNNING again or says why not
-  collect-logs               run the log collector now; returns when it has exited (root)
+  collect-logs [--full]      run the log collector now; returns when it has exited (root)
   logs WORKER [-n N] [-f]    the last N lines of the worker's log; -f follows it
   version                    the supervisor's version
 
@@ -75,7 +75,8 @@ def parse_args(argv):
     lg.add_argument("-n", type=int, default=20, metavar="N", help="lines (default 20)")
     lg.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
     sub.add_parser("version", help="the supervisor's version")
-    sub.add_parser("collect-logs", help="run the log collector now and wait for it")
+    sub.add_parser("collect-logs", help="run the log collector now and wait for it").add_argument(
+        "--full", action="store_true", help="waagent's -full manifest too (system configuration)")
     return p.parse_args(argv)
 
 
@@ -268,7 +269,7 @@ def _read_summary(config_path, since):
     return summary if isinstance(summary, dict) else None
 
 
-def cmd_collect_logs(path, config_path, out=None):
+def cmd_collect_logs(path, config_path, out=None, full=False):
     """Run the collector, show its progress on a terminal, end with the bundle's path, size
     and what was left out and why."""
     import threading
@@ -287,7 +288,8 @@ def cmd_collect_logs(path, config_path, out=None):
                                         daemon=True)
             follower.start()
     try:
-        result, _ = call(path, "control.collect_logs", {}, timeout=900)
+        result, _ = call(path, "control.collect_logs", {"full": True} if full else {},
+                         timeout=900)
     finally:
         stop.set()
         if follower is not None:
@@ -384,7 +386,7 @@ def main(argv=None) -> int:
                                 " (pid %d)" % w["pid"] if w["pid"] else ""))
             return EXIT_OK
         if args.command == "collect-logs":
-            return cmd_collect_logs(path, args.config)
+            return cmd_collect_logs(path, args.config, full=args.full)
         if args.command == "logs":
             return cmd_logs(path, args.worker, args.n, args.follow)
         if args.command == "version":

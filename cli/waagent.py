@@ -139,10 +139,10 @@ def _main(argv: Optional[List[str]] = None) -> int:
         return daemon.start_detached(path)
     if verb == "collect-logs":
         # The supervisor runs the log collector and this returns when it has exited, with
-        # the bundle's path, size and what was left out (agentctl collect-logs). -full is
-        # accepted; the broker's manifest is the normal one.
+        # the bundle's path, size and what was left out (agentctl collect-logs); -full adds
+        # waagent's full manifest (system configuration).
         from cli import agentctl
-        return agentctl.main(["--config", path, "collect-logs"])
+        return agentctl.main(["--config", path, "collect-logs"] + ["--full"] * ("full" in inv.flags))
     if verb in ("deprovision", "deprovision+user"):
         return deprovision(path, verb == "deprovision+user", "force" in inv.flags,
                            "verbose" in inv.flags)

@@ -35,6 +35,7 @@ from loglines import Capture, LogFile
 from supervisor import VERSION, WAAGENT_VERSION, broker, control, slices, table, trees
 from supervisor.flood import FLOOD, Budget
 from supervisor.notify import Notifier
+from supervisor.privileged import logs as logs_handlers
 from supervisor.privileged import platform as platform_handlers
 from supervisor.privileged import verbs
 from supervisor.policy import PROVISIONING, Policy
@@ -671,6 +672,7 @@ class Supervisor(Host):
 
     def _c_collect_logs(self, conn, msg):
         p = self._operate(conn, msg, "logcollector")
+        logs_handlers.full_next(msg.args.get("full", False))
         p.run_now()
         return self._wait(conn, msg, p, EXITED)
 

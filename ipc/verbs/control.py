@@ -58,8 +58,9 @@ COLLECT_LOGS = declare(
     "control.collect_logs",
     """Run the logcollector now (or join the run under way); returns when it has exited,
     with its record, or fails with its exit status. Root only: a collection reads every log.
-    The collection itself (manifest, zip, upload) comes in a later issue: until then a run
-    is the worker's lifecycle and a "nothing to collect yet" log line.""",
+    full: the run collects waagent's -full manifest too (the broker keeps that request itself
+    and applies it to the next manifest it expands; the worker has no say).""",
+    args=Obj(optional={"full": Bool()}),
     result=Obj({"worker": WORKER_RECORD}),
     timeout=900.0,
 )

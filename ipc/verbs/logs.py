@@ -8,7 +8,7 @@ way (a folder under /var/log/azure pointing at /root/.ssh) ends the walk, and pa
 descriptor. `.prv` files are never listed.
 """
 
-from ipc.schema import EMPTY, Bool, Int, List, Num, Obj, Str
+from ipc.schema import EMPTY, Int, List, Num, Obj, Str
 from ipc.verbs import declare
 
 MAX_ENTRIES = 2000
@@ -24,11 +24,12 @@ SKIPPED = Obj({"name": ENTRY_NAME, "why": Str(120)})
 
 MANIFEST = declare(
     "logs.manifest",
-    """Expand the collection manifest (full: waagent's -full additions too) in the broker: the
+    """Expand the collection manifest in the broker (waagent's -full additions too when root
+    asked for them with `agentctl collect-logs --full`, the broker's own record): the
     files found, in collection order (priority, then newest first), and what the expansion
     left out and why (a symlink, not a regular file, a private key). Replaces the list a
     previous call made.""",
-    args=Obj({"full": Bool()}),
+    args=EMPTY,
     result=Obj({"files": List(ENTRY, MAX_ENTRIES),
                 "skipped": List(SKIPPED, MAX_ENTRIES),
                 "dropped": Int(0, 1 << 31)}),

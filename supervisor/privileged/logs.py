@@ -257,8 +257,22 @@ def _why(e: OSError) -> str:
     return e.strerror or str(e)
 
 
+_FULL_NEXT = threading.Event()
+
+
+def full_next(full: bool) -> None:
+    """Root asked for a collection (control.collect_logs): whether its manifest is -full.
+    Set by the supervisor, never by a worker; taken by the next logs.manifest."""
+    if full:
+        _FULL_NEXT.set()
+    else:
+        _FULL_NEXT.clear()
+
+
 def manifest(ctx: Context, args: dict) -> dict:
-    files, skipped, dropped = expand(ctx.conf, args["full"])
+    full = _FULL_NEXT.is_set()
+    _FULL_NEXT.clear()
+    files, skipped, dropped = expand(ctx.conf, full)
     with _LOCK:
         _LISTS[ctx.worker] = files
     log.info("event=logs_manifest worker=%s files=%d skipped=%d dropped=%d", ctx.worker,

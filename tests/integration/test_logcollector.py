@@ -133,6 +133,23 @@ def test_the_emulator_receives_the_bundle_and_no_secret_is_in_it(make_agent, emu
     assert "var/log/azure/%s/handler.log" % EXT in uploads[-1]["document"]["names"]
 
 
+def test_full_adds_the_system_configuration_only_when_root_asks(make_agent):
+    agent = make_agent({"Logs.Collect": "n"})
+    sysroot, _ = plant(agent)
+    write(os.path.join(sysroot, "etc", "fstab"), "UUID=1234 / ext4 defaults 0 1\n")
+    agent.start()
+    r, path = collect(agent)
+    assert r.returncode == 0, r.stderr
+    assert "etc/fstab" not in members(path)[0]
+    r = agent.ctl("collect-logs", "--full", timeout=300)
+    assert r.returncode == 0, r.stderr
+    files = members(path)[0]
+    assert files["etc/fstab"] == b"UUID=1234 / ext4 defaults 0 1\n"
+    # The request was for that run only: the next periodic or plain run is the normal one.
+    r, path = collect(agent)
+    assert r.returncode == 0 and "etc/fstab" not in members(path)[0]
+
+
 def _sample_anon(pid_of, peak, stop):
     """The test's own measure of the collector's anonymous memory (not the worker's word)."""
     while not stop.is_set():

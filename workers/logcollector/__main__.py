@@ -127,7 +127,7 @@ def _in_thread(worker, fn, *args):
 
 
 def _fill(worker, bundle: Bundle, watch: Watch) -> None:
-    result, _ = worker.call("logs.manifest", {"full": False})
+    result, _ = worker.call("logs.manifest", {})
     files = result["files"]
     for item in result["skipped"]:
         bundle.skip(item["name"], item["why"])

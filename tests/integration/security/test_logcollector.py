@@ -14,7 +14,7 @@ SECRET = "ROOT-SECRET-not-for-the-collector"
 
 READ_ALL = """
 import time
-result, _ = worker.call("logs.manifest", {"full": True})
+result, _ = worker.call("logs.manifest", {})
 report("names", [f["name"] for f in result["files"]])
 report("skipped", result["skipped"])
 got = {}
@@ -37,7 +37,7 @@ report("got", got)
 AFTER_SWAP = """
 import time
 worker.ready()   # `agentctl start` returns once RUNNING: the test goes on while we wait
-result, _ = worker.call("logs.manifest", {"full": False})
+result, _ = worker.call("logs.manifest", {})
 names = [f["name"] for f in result["files"]]
 report("names", names)
 flag = os.path.join(os.path.dirname(os.environ["GUESTAGENT_TEST_DIR"] + "/"), "results", "swapped")
@@ -189,7 +189,7 @@ def test_an_index_it_was_not_given_is_an_answer_a_path_is_a_violation(agent):
     setup_tree(agent)
     records = agent.attack("logcollector", """
 report("before", attempt("logs.open", {"index": 1999}))
-worker.call("logs.manifest", {"full": False})
+worker.call("logs.manifest", {})
 report("beyond", attempt("logs.open", {"index": 1999}))
 attempt("logs.open", {"index": 0, "path": "/root/.ssh/authorized_keys"})
 report("after", "still here")
@@ -203,8 +203,21 @@ report("after", "still here")
     assert "event=security" in agent.stderr() + agent.log("supervisor")
 
 
+def test_the_collector_cannot_ask_for_the_full_manifest_itself(agent):
+    # -full reads system configuration (sshd_config, fstab...): only root asks for it, with
+    # `agentctl collect-logs --full`; the broker keeps that request, the worker has no say.
+    setup_tree(agent)
+    records = agent.attack("logcollector", """
+report("uid", os.getuid())
+attempt("logs.manifest", {"full": True})
+report("after", "still here")
+""")
+    assert records[-1]["key"] == "killed" and "after" not in by_key(records), records
+    assert "event=security" in agent.stderr() + agent.log("supervisor")
+
+
 def test_other_workers_may_not_call_the_log_verbs(agent):
-    for verb, args in (("logs.manifest", {"full": True}), ("logs.open", {"index": 0}),
+    for verb, args in (("logs.manifest", {}), ("logs.open", {"index": 0}),
                        ("logs.journal", {})):
         records = agent.attack("monitoring", """
 report("uid", os.getuid())
