@@ -21,6 +21,8 @@ import os
 import shutil
 from typing import Optional, Tuple
 
+import cgroups
+
 log = logging.getLogger("guestagent.slices")
 
 SAFE_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
@@ -52,20 +54,6 @@ def scope_wrapper(spec, conf, identity, python: str) -> Tuple[str, ...]:
     return tuple(argv)
 
 
-def _mount_of(controller: str) -> Optional[str]:
-    try:
-        with open("/proc/self/mountinfo") as f:
-            for line in f:
-                fields = line.split()
-                sep = fields.index("-") if "-" in fields else -1
-                if sep > 0 and fields[sep + 1] == "cgroup" and \
-                        controller in fields[sep + 3].split(","):
-                    return fields[4]
-    except OSError:
-        pass
-    return None
-
-
 def _own_v1(controller: str) -> Optional[str]:
     try:
         with open("/proc/self/cgroup") as f:
@@ -89,10 +77,14 @@ def cgroups(spec, conf, tree_cgroup: Optional[str]) -> Tuple[str, ...]:
     memory = conf["Logs.CollectorMemoryLimit"]
     quota = conf["Logs.CollectorCpuQuota"] * CFS_PERIOD // 100
     made = []
+    try:
+        v1 = cgroups.mounts()[1]
+    except OSError:
+        v1 = {}
     for controller, files in (("memory", (("memory.limit_in_bytes", str(memory)),)),
                               ("cpu", (("cpu.cfs_period_us", str(CFS_PERIOD)),
                                        ("cpu.cfs_quota_us", str(quota))))):
-        mount, own = _mount_of(controller), _own_v1(controller)
+        mount, own = v1.get(controller), _own_v1(controller)
         if mount is None or own is None:
             continue
         path = os.path.join(mount, own.lstrip("/"), spec.slice)
