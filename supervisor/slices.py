@@ -21,7 +21,7 @@ import os
 import shutil
 from typing import Optional, Tuple
 
-import cgroups
+from cgroups import mounts as cgroup_mounts
 
 log = logging.getLogger("guestagent.slices")
 
@@ -78,7 +78,7 @@ def cgroups(spec, conf, tree_cgroup: Optional[str]) -> Tuple[str, ...]:
     quota = conf["Logs.CollectorCpuQuota"] * CFS_PERIOD // 100
     made = []
     try:
-        v1 = cgroups.mounts()[1]
+        v1 = cgroup_mounts()[1]
     except OSError:
         v1 = {}
     for controller, files in (("memory", (("memory.limit_in_bytes", str(memory)),)),
