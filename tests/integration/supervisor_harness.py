@@ -40,7 +40,9 @@ FAST = {
     "Agent.FatalRetryPeriod": "0",
     "Agent.StopTimeout": "3",
     "Agent.MemoryCheckPeriod": "0.5",
-    "Agent.LogMaxBytes": "4096",
+    # Room for a run of the log collector (a logs.open line per file) before a rotation
+    # hides what a test looks for; the rotation tests set 4096 themselves (SMALL_LOGS).
+    "Agent.LogMaxBytes": "262144",
     "Agent.LogBackups": "2",
     "Agent.TestHooks": "y",
     # The log collector runs when a test asks (agentctl collect-logs), not on its own timer,

@@ -379,7 +379,11 @@ def test_check_config_reports_every_problem_with_file_and_line(tmp_path):
 
 
 # ---- 5. logs ----------------------------------------------------------------------------
-def test_log_lines_land_in_the_right_file_rotate_and_reach_the_journal(agent):
+SMALL_LOGS = {"Agent.LogMaxBytes": "4096"}
+
+
+def test_log_lines_land_in_the_right_file_rotate_and_reach_the_journal(make_agent):
+    agent = make_agent(SMALL_LOGS).start()
     agent.behave("monitoring", "chatty 150")
     wait_for(lambda: os.path.exists(os.path.join(agent.log_dir, "monitoring.log.2")), 10, 0.1,
              "rotation")
@@ -401,7 +405,8 @@ def test_log_lines_land_in_the_right_file_rotate_and_reach_the_journal(agent):
     assert re.search(r"^<6>supervisor: event=spawn worker=monitoring", agent.stderr(), re.M)
 
 
-def test_agentctl_logs_follow_sees_new_lines_across_rotation(agent):
+def test_agentctl_logs_follow_sees_new_lines_across_rotation(make_agent):
+    agent = make_agent(SMALL_LOGS).start()
     f = subprocess.Popen([AGENTCTL, "--config",
                           agent.conf, "logs", "extensions", "-n", "0", "-f"],
                          stdout=subprocess.PIPE, text=True)

@@ -144,7 +144,7 @@ SECRET_FORMS = [
 
 
 def test_every_secret_form_a_worker_logs_is_redacted(make_agent):
-    # Files big enough to keep every line of the test (the harness rotates at 4 KiB).
+    # Files big enough to keep every line of the test (the harness rotates at 256 KiB).
     agent = make_agent({"Agent.LogMaxBytes": "4000000"}).start()
     lines = ["form-%s %s" % (label, text) for label, text, _ in SECRET_FORMS]
     records = agent.attack("monitoring", r"""

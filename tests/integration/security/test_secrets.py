@@ -151,7 +151,7 @@ def tops(agent):
 
 def supervisor_log(agent):
     """What the supervisor logged: its stderr (the journal's copy; the harness rotates
-    supervisor.log at 4 KiB, and restarts of the attacked workers fill it)."""
+    supervisor.log by size, and restarts of the attacked workers fill it)."""
     return agent.stderr() + agent.log("supervisor")
 
 
