@@ -233,9 +233,12 @@ PROGRESS_EVENTS = ("event=collect_start", "event=collect_progress", "event=colle
 def _follow_progress(fd, pos, stop, out):
     """Print the collector's progress lines from its log as they come (a terminal only)."""
     rest = b""
-    while not stop.wait(0.3):
+    while True:
+        stopped = stop.wait(0.3)
         chunk = os.pread(fd, 65536, pos)
         if not chunk:
+            if stopped:   # the run is over and every line it wrote has been read
+                return
             continue
         pos += len(chunk)
         lines = (rest + chunk).split(b"\n")
