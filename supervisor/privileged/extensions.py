@@ -67,6 +67,12 @@ _locks_lock = threading.Lock()
 _running = set()   # folders with a command running in this supervisor
 
 
+# What zipfile raises for an entry it cannot read: a corrupt archive or entry, a zip64 size,
+# a compression method it does not implement (it raises NotImplementedError), a truncated
+# stream, an encrypted entry (RuntimeError). Each is a refused package, never a crash.
+UNREADABLE_ENTRY = (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, EOFError,
+                    RuntimeError)
+
 def _lock_of(path: str) -> threading.Lock:
     with _locks_lock:
         return _locks.setdefault(path, threading.Lock())
@@ -233,8 +239,7 @@ def _extract(conf, zf: zipfile.ZipFile, dest: str) -> Tuple[int, int]:
                                    % (info.filename[:80], max_ratio))
                     os.write(fd, chunk)
             os.fchmod(fd, mode | 0o700)   # every file u+rwx, as waagent chmods them
-        except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, EOFError,
-                RuntimeError) as e:
+        except UNREADABLE_ENTRY as e:
             raise fail("package entry %r is unreadable: %s" % (info.filename[:80], e)) from None
         finally:
             os.close(fd)
