@@ -19,7 +19,13 @@ FIXTURE_SUITES = ["tests/unit/platform", "tests/unit/provisioning/test_ovf.py",
                   "tests/contract/test_emulator_replay.py",
                   "tests/contract/test_emulator_documents.py",
                   "tests/contract/test_emulator_media.py"]
-BESIDE = re.compile(r"\.\./shared\b|GUESTAGENT_SHARED")
+# The folders beside the checkout are this machine's, never the clone's: a tracked file that
+# names one by a relative path (`../<name>`) would not run from a clone alone.
+BESIDE_NAMES = sorted(n for n in os.listdir(os.path.dirname(ROOT))
+                      if os.path.isdir(os.path.join(os.path.dirname(ROOT), n))
+                      and os.path.join(os.path.dirname(ROOT), n) != ROOT)
+BESIDE = re.compile(r"\.\./(%s)(/|\b)" % "|".join(map(re.escape, BESIDE_NAMES))
+                    if BESIDE_NAMES else r"(?!)")
 
 
 def _tracked_files():
