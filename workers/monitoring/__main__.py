@@ -1,10 +1,11 @@
-"""The monitoring worker: the hostname monitor, HealthService heartbeat, telemetry, the firewall check and periodic OS checks.
+"""The monitoring worker: the WireServer firewall, the hostname monitor, the HealthService
+heartbeat, telemetry and the periodic OS checks (issue 14; workers/monitoring/job.py).
 
-Runs as guestagent-mon with guestagent-wire as its primary group. For now (issue 3) it only does its
-lifecycle — hello, ready, heartbeats, a clean exit on SIGTERM — through workers/base.py; its
-job comes in a later issue. It already imports what that job will import (requests,
-cryptography, defusedxml), so the memory figures of benchmarks/idle_tree.py are honest.
+Runs as guestagent-mon with guestagent-wire as its primary group. It decides; what needs root
+(firewall rules, publishing a hostname, the OS checks) is a broker verb.
 """
+
+import os
 
 # The platform client the real job will use (requests, cryptography, defusedxml), loaded now
 # so an idle worker weighs what a working one does.
@@ -12,5 +13,13 @@ import workers.platform  # noqa: F401
 
 from workers.base import main
 
+
+def job(worker):
+    import config
+    from ipc.handshake import ENV_CONFIG
+    from workers.monitoring.job import run
+    run(worker, config.load(os.environ.get(ENV_CONFIG, config.DEFAULT_PATH)))
+
+
 if __name__ == "__main__":
-    main("monitoring")
+    main("monitoring", job)

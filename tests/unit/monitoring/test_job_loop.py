@@ -1,0 +1,70 @@
+"""The monitoring loop's scheduling: every wanted check runs at start and then on its own
+period, one check's failure never stops another, and an unwanted check never runs.
+
+The worker here is a stand-in for the real one (its channel, heartbeats and SIGTERM are tested
+in tests/integration/): wait() advances a fake clock, so hours of periods run in a millisecond.
+"""
+
+from workers.monitoring.job import Check, run
+
+
+class Stop(BaseException):
+    pass
+
+
+class FakeWorker:
+    heartbeat_interval = 5.0
+
+    def __init__(self, clock, until):
+        self.clock, self.until = clock, until
+        self.ready_called = False
+        self.statuses = []
+
+    def ready(self):
+        self.ready_called = True
+
+    def status(self, message):
+        self.statuses.append(message)
+
+    def tick(self):
+        if self.clock[0] >= self.until:
+            raise Stop()
+
+    def wait(self, seconds):
+        assert 0 <= seconds <= self.heartbeat_interval   # never sleeps past a heartbeat
+        self.clock[0] += max(seconds, 0.001)
+
+
+def drive(table, conf, until):
+    clock = [0.0]
+    w = FakeWorker(clock, until)
+    try:
+        run(w, conf, table, clock=lambda: clock[0])
+    except Stop:
+        pass
+    return w
+
+
+def test_each_check_runs_at_start_and_on_its_own_period_and_failures_stay_contained():
+    seen = {"a": [], "b": [], "off": []}
+
+    def a(ctx):
+        seen["a"].append(1)
+
+    def b(ctx):
+        seen["b"].append(1)
+        raise RuntimeError("b is broken")
+
+    table = (Check("a", "A.Period", lambda c: True, a),
+             Check("b", "B.Period", lambda c: True, b),
+             Check("off", "A.Period", lambda c: False, lambda ctx: seen["off"].append(1)))
+    w = drive(table, {"A.Period": 30, "B.Period": 300}, until=3600)
+    assert w.ready_called
+    assert 119 <= len(seen["a"]) <= 121      # 0, 30, ..., 3570 (+ the one at 3600)
+    assert 12 <= len(seen["b"]) <= 13        # b raised every time and still ran every period
+    assert seen["off"] == []
+
+
+def test_nothing_wanted_is_said_in_status_and_the_loop_still_ticks():
+    w = drive((Check("x", "X", lambda c: False, lambda ctx: None),), {"X": 1}, until=60)
+    assert w.statuses and "nothing to monitor" in w.statuses[0]

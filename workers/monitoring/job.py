@@ -1,0 +1,78 @@
+"""The monitoring worker's job: a table of periodic checks (protocol.md §1.11, §1.13, §9).
+
+Each check is one row of CHECKS: a name, the waagent.conf key that gives its period in
+seconds, whether this configuration wants it at all, and the function that does one round.
+The loop runs every wanted check once at start and then each on its own period. A round that
+raises is logged with the check's name and tried again at its next period: one failing check
+never stops the others, and never the worker (a crash loop would restart them all).
+
+Between rounds the worker sleeps until the next one is due, waking only to tick its heartbeat.
+"""
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Callable, Dict, Optional, Sequence
+
+log = logging.getLogger("monitoring")
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    period_key: str                         # waagent.conf key: seconds between rounds
+    wanted: Callable[[object], bool]        # conf -> does this configuration want it?
+    run: Callable[["Context"], None]        # one round; raises on failure
+
+
+class Context:
+    """What a round may use: the worker (for broker calls), the configuration, and the platform
+    client, made on first use (a configuration with no platform check never builds it)."""
+
+    def __init__(self, worker, conf):
+        self.worker = worker
+        self.conf = conf
+        self._client = None
+        self.state: Dict[str, object] = {}  # per-check memory between rounds, keyed by name
+
+    @property
+    def client(self):
+        if self._client is None:
+            from workers.platform import PlatformClient
+            self._client = PlatformClient.for_worker(self.worker, self.conf)
+        return self._client
+
+
+def checks() -> Sequence[Check]:
+    """Every check monitoring knows, in the order a round of all of them runs."""
+    return ()
+
+
+def run(worker, conf, table: Optional[Sequence[Check]] = None,
+        clock: Callable[[], float] = time.monotonic) -> None:
+    table = checks() if table is None else table
+    ctx = Context(worker, conf)
+    wanted = [c for c in table if c.wanted(conf)]
+    worker.ready()
+    if not wanted:
+        worker.status("nothing to monitor in this configuration")
+        log.info("event=monitoring_idle reason='no check is enabled in the configuration'")
+    else:
+        log.info("event=monitoring_checks %s",
+                 " ".join(f"{c.name}={conf[c.period_key]}s" for c in wanted))
+    due = {c.name: clock() for c in wanted}
+    while True:
+        worker.tick()
+        now = clock()
+        for c in wanted:
+            if due[c.name] > now:
+                continue
+            try:
+                c.run(ctx)
+            except Exception as e:  # noqa: BLE001 — one check's failure is logged, never fatal
+                log.warning("event=check_failed check=%s error=%r", c.name, str(e)[:500])
+            due[c.name] = clock() + float(conf[c.period_key])
+        # Sleep until the next round, waking once per heartbeat interval to tick (a loop that
+        # stops turning stops the heartbeats: that is how a hung round is found and restarted).
+        next_due = min(due.values()) if due else clock() + 3600
+        worker.wait(max(0.0, min(next_due - clock(), worker.heartbeat_interval)))
