@@ -12,7 +12,8 @@ The worker names nothing; the broker decides from waagent.conf and what it reads
   GPT; each of these is then formatted (`mkfs.<ResourceDisk.Filesystem> -F`); anything else is
   mounted as it is (after a reboot: the filesystem made last boot);
 - mounted at ResourceDisk.MountPoint (root's, 0755) with ResourceDisk.MountOptions; a failed
-  mount is followed by mkfs and one more mount, as waagent does;
+  mount is tried again once udev has settled, and only a partition that still will not mount
+  is formatted and mounted once more;
 - DATALOSS_WARNING_README.txt written there;
 - the swap file (ResourceDisk.EnableSwap, SwapSizeMB): `<mount point>/swapfile`, opened
   without following a link and checked (a regular root file with one link) before anything
@@ -193,17 +194,27 @@ def mounted_at(device: str) -> List[str]:
 
 # ---- partition, mkfs, mount --------------------------------------------------------------
 def prepare_partition(device: str, fs: str) -> Tuple[bool, str]:
-    """The partition checks; (mkfs needed, what was found)."""
-    fd = os.open(device, os.O_RDWR | os.O_CLOEXEC | os.O_EXCL)   # O_EXCL: nobody mounted it
+    """The partition checks; (mkfs needed, what was found).
+
+    The disk is read through a read-only descriptor and opened for writing only when its table
+    is to change: udev watches block devices, and closing one that was open for writing makes
+    it re-read the table, removing and re-adding the partition nodes for a moment. A reboot's
+    mount, racing that, once found no /dev/vdb1 and (then) formatted a disk that was fine."""
+    fd = os.open(device, os.O_RDONLY | os.O_CLOEXEC | os.O_EXCL)   # O_EXCL: nobody mounted it
     try:
         kind, detail = pt.inspect(fd)
-        found = "%s %s" % (kind, detail if kind != "mbr" else "type %#x" % detail)
-        if (kind == "gpt" and detail > 1) or kind == "blank":
-            pt.write_single_gpt(fd)
-        elif kind == "mbr" and detail == pt.NTFS and fs != "ntfs":
+    finally:
+        os.close(fd)
+    found = "%s %s" % (kind, detail if kind != "mbr" else "type %#x" % detail)
+    if not ((kind == "gpt" and detail > 1) or kind == "blank"
+            or (kind == "mbr" and detail == pt.NTFS and fs != "ntfs")):
+        return False, found
+    fd = os.open(device, os.O_RDWR | os.O_CLOEXEC | os.O_EXCL)
+    try:
+        if kind == "mbr":
             pt.set_mbr_type(fd, pt.LINUX)
         else:
-            return False, found
+            pt.write_single_gpt(fd)
         try:
             pt.reread(fd)
         except OSError as e:
@@ -438,11 +449,14 @@ def activate(ctx: Context, args: dict) -> dict:
         if options in ("None", ""):
             options = None
         if not steps.timed("mount", mount, ctx, fs, options, partition, mp):
-            # waagent: a partition that will not mount is formatted, then mounted again.
-            steps.timed("mkfs", mkfs, ctx, fs, partition)
-            formatted = True
+            # As waagent: once udev has settled (a node may have been away for a moment), one
+            # more mount; a partition that is there and still will not mount is formatted.
+            steps.timed("mount", wait_for_node, partition, ctx)
             if not steps.timed("mount", mount, ctx, fs, options, partition, mp):
-                raise fail("cannot mount %s on %s" % (partition, mp))
+                steps.timed("mkfs", mkfs, ctx, fs, partition)
+                formatted = True
+                if not steps.timed("mount", mount, ctx, fs, options, partition, mp):
+                    raise fail("cannot mount %s on %s" % (partition, mp))
     from statefiles import write_atomic   # lazily, as supervisor.privileged.atomic_write
     try:
         write_atomic(os.path.join(mp, README), README_TEXT, 0o644)

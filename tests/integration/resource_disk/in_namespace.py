@@ -3,7 +3,9 @@
 
     python -m tests.integration.resource_disk.in_namespace CONF ACTIONS_JSON
 
-Actions (a JSON list, each a list): ["activate"], ["swap"] (enable_swap); swapon(2) and
+Actions (a JSON list, each a list): ["activate"], ["watched_activate", "/dev/loopN"] (activate,
+and how often the disk node was closed after being open for writing: udev watches for that
+and re-reads the table, taking the partition nodes away for a moment), ["swap"] (enable_swap); swapon(2) and
 swapoff(2) are recorded, never called (swap is the whole host kernel's); ["mounts"], ["readme"],
 ["sh", "command"]. Prints one JSON list of outcomes."""
 
@@ -27,6 +29,23 @@ def recorded(name, fd):
     SWAP_CALLS.append(name)
 
 
+def close_writes(device, fn):
+    """fn(), and the IN_CLOSE_WRITE events on device meanwhile (inotify, as udev watches)."""
+    import ctypes
+    import select
+    libc = ctypes.CDLL(None, use_errno=True)
+    ifd = libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
+    assert ifd >= 0 and libc.inotify_add_watch(ifd, device.encode(), 0x8) >= 0   # IN_CLOSE_WRITE
+    try:
+        result = fn()
+        n = 0
+        while select.select([ifd], [], [], 0.2)[0]:
+            n += len(os.read(ifd, 4096)) // 16   # struct inotify_event, no name for a file watch
+        return result, n
+    finally:
+        os.close(ifd)
+
+
 def main(conf_path, actions):
     rd.swap_call = recorded
     conf = config.load(conf_path)
@@ -42,6 +61,15 @@ def main(conf_path, actions):
                             "swap_calls": list(SWAP_CALLS)})
             except IpcError as e:
                 out.append({"ok": False, "error": e.message})
+        elif verb == "watched_activate":
+            def activate():
+                try:
+                    return {"ok": True, "result": rd.activate(ctx, {})}
+                except IpcError as e:
+                    return {"ok": False, "error": e.message}
+            r, n = close_writes(action[1], activate)
+            r["close_writes"] = n
+            out.append(r)
         elif verb == "swap":
             calls = []
             try:

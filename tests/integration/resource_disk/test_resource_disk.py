@@ -98,9 +98,13 @@ def test_azure_disk_is_retyped_formatted_mounted_and_kept_on_the_next_boot(tmp_p
         assert again["result"]["device"] is None and again["swap_calls"] == [], again
         # The next boot (not a redeploy): a type-83 partition with a filesystem is mounted
         # as it is, what was on it still there.
-        nxt, mounts, kept = boot(tmp_path, conf, ["activate"], ["mounts"],
-                                 ["sh", "cat %s/mine" % mp])
+        # The disk is only read: closing it after opening it for writing would make udev
+        # re-read the table and take /dev/...p1 away while the mount looks for it (a VM's
+        # reboot once lost that race and formatted the disk).
+        nxt, mounts, kept = boot(tmp_path, conf, ["watched_activate", "/dev/" + dev],
+                                 ["mounts"], ["sh", "cat %s/mine" % mp])
         assert nxt["ok"] and not nxt["result"]["formatted"], nxt
+        assert nxt["close_writes"] == 0, nxt
         assert mounts and kept["out"] == "kept\n", (mounts, kept)
         # A boot where something else mounted it first (fstab, an admin): left alone, no
         # mkfs, the README and the swap file go where it is.
