@@ -170,14 +170,14 @@ def find_hierarchy(mountinfo: str = "/proc/self/mountinfo"):
     return None
 
 
-def own_cgroup(pid: str = "self", hierarchy=None):
-    """The path of `pid` in `hierarchy` (v1 freezer, or v2 when None or a v2 mount)."""
+def own_cgroup(pid: str = "self", hierarchy=None, controller: str = "freezer"):
+    """The path of `pid` in `hierarchy` (v1 `controller`'s, or v2 when None or a v2 mount)."""
     v1 = hierarchy is not None and os.path.exists(os.path.join(hierarchy, "tasks"))  # v2: none
     try:
         with open("/proc/%s/cgroup" % pid) as f:
             for line in f:
                 num, controllers, path = line.rstrip("\n").split(":", 2)
-                if v1 and "freezer" in controllers.split(","):
+                if v1 and controller in controllers.split(","):
                     return path
                 if not v1 and num == "0" and controllers == "":
                     return path

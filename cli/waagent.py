@@ -14,7 +14,10 @@ does by itself (-provision, -run-exthandlers, -setup-firewall) say what to run i
 import os
 import platform
 import re
+import socket
+import subprocess
 import sys
+import time
 from typing import List, Optional
 
 from config.version import GUESTAGENT_VERSION, WAAGENT_VERSION
@@ -134,9 +137,7 @@ def _main(argv: Optional[List[str]] = None) -> int:
         from supervisor import daemon
         return daemon.main(["--config", path])
     if verb == "start":
-        # Returns once the detached supervisor answers on its control socket.
-        from supervisor import daemon
-        return daemon.start_detached(path)
+        return start_detached(path)
     if verb == "collect-logs":
         # The supervisor runs the log collector and this returns when it has exited, with
         # the bundle's path, size and what was left out (agentctl collect-logs); -full adds
@@ -203,9 +204,39 @@ def register_service() -> int:
         print("waagent: -register-service: systemd is not running; start the agent with "
               "`waagent -start`", file=sys.stderr)
         return EXIT_FAILED
-    import subprocess
     return subprocess.call(["systemctl", "enable", "--now", "guestagent.service"],
                            stdin=subprocess.DEVNULL)
+
+
+def _answers(sock_path: str) -> bool:
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(2.0)
+    try:
+        s.connect(sock_path)
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()
+
+
+def start_detached(config_path: str, timeout: float = 30.0) -> int:
+    """`waagent -start`: a detached supervisor (`guestagentd --daemonize`); returns once its
+    control socket answers (at once if one already does), EXIT_START if it did not come up."""
+    from cli.agentctl import socket_path
+    from supervisor.daemon import EXIT_START
+    config_path = os.path.abspath(config_path)
+    sock_path = socket_path(config_path)
+    if _answers(sock_path):
+        return EXIT_OK
+    rc = subprocess.call([sys.executable, "-m", "supervisor.daemon", "--daemonize",
+                          "--config", config_path], stdin=subprocess.DEVNULL)
+    deadline = time.monotonic() + timeout
+    while rc == 0 and time.monotonic() < deadline:
+        if _answers(sock_path):
+            return EXIT_OK
+        time.sleep(0.05)
+    return rc or EXIT_START
 
 
 if __name__ == "__main__":

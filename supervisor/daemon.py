@@ -3,23 +3,14 @@
     guestagentd [--config PATH] [--foreground | --daemonize]
     guestagentd --check-config [--config PATH]
 
---foreground (the default) is what systemd runs (Type=notify, logs to stderr with journald
-level prefixes). --daemonize detaches with python-daemon for hosts without systemd; `waagent
--start` uses start_detached() and `waagent -daemon` calls main() in the foreground.
---check-config prints every unknown key and bad value with file and line and exits 1 if there
-is any (2 if the file cannot be read at all).
-
-Exit codes: 0 stopped cleanly, 1 config problems (--check-config), 2 unusable config or
-options, 3 could not start (another supervisor runs, a folder is not ours).
+--foreground (the default) is what systemd runs (Type=notify); --daemonize (python-daemon)
+is for hosts without systemd (`waagent -start`, cli/waagent.py). Exit codes: see parse_args.
 """
 
 import argparse
 import logging
 import os
-import socket
-import subprocess
 import sys
-import time
 
 import config
 from ipc import handshake
@@ -88,7 +79,7 @@ def _setup_logging(conf):
         root.removeHandler(h)
     root.addHandler(SupervisorHandler(logfile, console))
     root.setLevel(logging.DEBUG if conf["Logs.Verbose"] else logging.INFO)
-    return console, logfile
+    return console
 
 
 def main(argv=None) -> int:
@@ -119,7 +110,7 @@ def run(conf, path: str) -> int:
     from supervisor.loop import Supervisor
     from supervisor.notify import Notifier
     try:
-        console, _ = _setup_logging(conf)
+        console = _setup_logging(conf)
     except OSError as e:
         print("guestagentd: cannot open the log folder: %s" % e, file=sys.stderr)
         return EXIT_START
@@ -139,43 +130,6 @@ def run(conf, path: str) -> int:
         log.error("event=start_failed error=%r", str(e))
         return EXIT_START
     return sup.run()
-
-
-def control_socket(config_path: str = config.DEFAULT_PATH) -> str:
-    conf = config.load(config_path, report=False)
-    from supervisor.control import SOCKET_NAME
-    return os.path.join(conf["Agent.RuntimeDir"], SOCKET_NAME)
-
-
-def is_running(config_path: str = config.DEFAULT_PATH) -> bool:
-    """Does a supervisor answer on this configuration's control socket?"""
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    s.settimeout(2.0)
-    try:
-        s.connect(control_socket(config_path))
-        return True
-    except OSError:
-        return False
-    finally:
-        s.close()
-
-
-def start_detached(config_path: str = config.DEFAULT_PATH, timeout: float = 30.0) -> int:
-    """`waagent -start`: start a detached supervisor and return once its control socket
-    answers (0), or 0 at once if one already runs; EXIT_START if it did not come up."""
-    config_path = os.path.abspath(config_path)
-    if is_running(config_path):
-        return EXIT_OK
-    rc = subprocess.call([sys.executable, "-m", "supervisor.daemon", "--daemonize",
-                          "--config", config_path], stdin=subprocess.DEVNULL)
-    if rc != 0:
-        return rc
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if is_running(config_path):
-            return EXIT_OK
-        time.sleep(0.05)
-    return EXIT_START
 
 
 if __name__ == "__main__":

@@ -7,11 +7,8 @@ import os
 import time
 from typing import Optional
 
-from loglines import Console, LogFile, utc_stamp
+from loglines import PRIORITY, Console, LogFile, utc_stamp
 from redaction import escape_controls, redact
-
-PRIORITY_BY_NO = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3,
-                  logging.CRITICAL: 2}
 
 # The supervisor's own events kept in security.log as well (by the `event=` name its log
 # call starts with). Any other record joins them with `extra=SECURITY`.
@@ -70,9 +67,6 @@ class SecurityLog:
         c[1] += 1
         self.file.write(line)
 
-    def close(self) -> None:
-        self.file.close()
-
 
 class SupervisorHandler(logging.Handler):
     """supervisor.log, security.log beside it (unless given) and the console."""
@@ -99,6 +93,6 @@ class SupervisorHandler(logging.Handler):
             event = security_event(record)
             if event is not None and self.security is not None:
                 self.security.write(event, line)
-            self.console(PRIORITY_BY_NO.get(record.levelno, 6), "supervisor: %s" % msg)
+            self.console(PRIORITY.get(record.levelname, 6), "supervisor: %s" % msg)
         except Exception:  # logging must never take the supervisor down
             self.handleError(record)

@@ -524,7 +524,7 @@ class Supervisor(Host):
         if mismatch:
             self.violation(proc, IpcError("DENIED", mismatch))
             return
-        proc.hello()
+        proc.heartbeat()
         self._send(io, envelope.reply(msg.id, {
             "heartbeat_interval": proc.spec.heartbeat_interval}))
 
@@ -657,18 +657,13 @@ class Supervisor(Host):
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
         self.control.send(conn, envelope.reply(msg.id, {"path": path}), [fd])
 
-    def _c_start(self, conn, msg):
+    def _c_worker(self, conn, msg):
+        """control.start / stop / restart: answered now if it is there already, else when it
+        gets there."""
         p = self._operate(conn, msg, msg.args["worker"])
-        return self._wait(conn, msg, p, RUNNING) if p.start() else {"worker": self.record(p)}
-
-    def _c_stop(self, conn, msg):
-        p = self._operate(conn, msg, msg.args["worker"])
-        return self._wait(conn, msg, p, STOPPED) if p.stop() else {"worker": self.record(p)}
-
-    def _c_restart(self, conn, msg):
-        p = self._operate(conn, msg, msg.args["worker"])
-        p.restart()
-        return self._wait(conn, msg, p, RUNNING)
+        act, want = {"control.start": (p.start, RUNNING), "control.stop": (p.stop, STOPPED),
+                     "control.restart": (p.restart, RUNNING)}[msg.verb]
+        return self._wait(conn, msg, p, want) if act() else {"worker": self.record(p)}
 
     def _c_collect_logs(self, conn, msg):
         p = self._operate(conn, msg, "logcollector")
@@ -681,9 +676,9 @@ class Supervisor(Host):
         "control.reload": _c_reload,
         "control.status": _c_status,
         "control.logs": _c_logs,
-        "control.start": _c_start,
-        "control.stop": _c_stop,
-        "control.restart": _c_restart,
+        "control.start": _c_worker,
+        "control.stop": _c_worker,
+        "control.restart": _c_worker,
         "control.collect_logs": _c_collect_logs,
     }
 

@@ -162,7 +162,7 @@ class WorkerProcess:
             self._to(STOPPED)
         return False
 
-    def restart(self) -> None:
+    def restart(self) -> bool:
         """control.restart: stop (if alive) then start; the caller waits for RUNNING."""
         if self.state in ALIVE:
             self.intent = "restart"
@@ -171,6 +171,7 @@ class WorkerProcess:
                 self._signal_stop()
         else:
             self._operator_start()
+        return True
 
     def run_now(self) -> None:
         """control.collect_logs: a run now, or the one under way; the caller waits for EXITED."""
@@ -220,9 +221,6 @@ class WorkerProcess:
         return True
 
     # ---- what the worker says ---------------------------------------------------------------
-    def hello(self) -> None:
-        self.last_heartbeat = self.host.now()
-
     def ready(self) -> None:
         if self.state != STARTING:
             return

@@ -12,6 +12,7 @@
 Without any writable cgroupfs only the process groups survive a SIGKILL of the supervisor.
 """
 
+import contextlib
 import os
 import signal
 import time
@@ -110,10 +111,8 @@ class Trees:
         try:
             os.killpg(pid, signum)
         except ProcessLookupError:   # forked, not yet its own group leader
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signum)
-            except ProcessLookupError:
-                pass
         if signum == signal.SIGKILL and self.base is not None:
             kill_tree(os.path.join(self.base, name))
 
@@ -146,7 +145,8 @@ class Trees:
                     continue
                 if str(uid) in ids and not zombie:   # a zombie is dead: reap_adopted
                     found = True
-                    _kill(pid)
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
             if not found:
                 return
             time.sleep(0.01)
@@ -203,13 +203,6 @@ class Trees:
             os.write(self._reaper_w, line.encode())
         except OSError as e:
             self.log.error("event=reaper_lost error=%r", str(e))
-
-
-def _kill(pid: int) -> None:
-    try:
-        os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
 
 
 def _adopted(main_thread_only: bool = False):

@@ -161,3 +161,26 @@ def test_extension_helpers_load_usr_sbin_waagent_and_find_what_they_use(tmp_path
     log = (tmp_path / "extension.log").read_text()
     assert "INFO:enabling" in log and "ERROR:a failure" in log
     assert "INFO:enabling" in (tmp_path / "console.log").read_text()
+
+
+def test_start_is_a_no_op_when_a_supervisor_answers_and_reports_a_failed_start(tmp_path,
+                                                                               monkeypatch):
+    # `waagent -start`: the control socket of *this* configuration is asked first; a
+    # supervisor that answers there is not started twice.
+    import socket
+    conf = tmp_path / "w.conf"
+    conf.write_text("Agent.RuntimeDir=%s\n" % tmp_path)
+    calls = []
+    monkeypatch.setattr(waagent.subprocess, "call", lambda argv, **kw: calls.append(argv) or 2)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(tmp_path / "control.sock"))
+    listener.listen(1)
+    try:
+        assert waagent.start_detached(str(conf)) == 0 and calls == []
+    finally:
+        listener.close()
+    # Nobody answers: guestagentd --daemonize is run, and its failure is the answer.
+    (tmp_path / "control.sock").unlink()
+    assert waagent.start_detached(str(conf), timeout=0.2) == 2
+    assert calls and calls[0][1:4] == ["-m", "supervisor.daemon", "--daemonize"]
+    assert calls[0][-2:] == ["--config", str(conf)]

@@ -81,7 +81,7 @@ def make(**kw):
 def running(**kw):
     p, host = make(**kw)
     p.schedule(host.t, False)
-    p.hello()
+    p.heartbeat()   # worker.hello
     p.ready()
     assert p.state == RUNNING
     return p, host
