@@ -2,11 +2,12 @@
 2.6.37, the WireServer route, persistent net rules, the hostname's DHCP publication, SCVMM,
 RDMA.
 
-No verb takes an argument: every value comes from waagent.conf, from what the broker reads
+No verb but boot.rdma takes an argument: every value comes from waagent.conf, from what the broker reads
 under OS.SysRoot (the root whose /sys, /proc, /dev/random, grub and udev files are meant: "/"
 on a VM, a fixture tree in the host tests) or from the kernel. Every file is opened without
 following a symlink, never a FIFO or device but the one /dev/random (checked: char device
-1:8), with a size cap.
+1:8) and the one /dev/hvnd_rdma (a char device), with a size cap. boot.rdma alone takes
+arguments (SharedConfig's RDMA address, read by the worker): checked here before any write.
 """
 
 import errno
@@ -584,6 +585,8 @@ def _set_address(ctx: Context, iface: str, ipv4: str, up: bool) -> str:
 
 def rdma(ctx: Context, args: dict) -> dict:
     ipv4, mac = args["ipv4"], args["mac"].upper()
+    if not (ctx.conf["OS.EnableRDMA"] or ctx.conf["OS.CheckRdmaDriver"]):
+        raise fail("RDMA is not enabled (OS.EnableRDMA=n in waagent.conf)")
     _refuse_unless_ours(ctx.conf)
     _check_rdma_address(ctx.conf, ipv4)
     nd_version = _nd_version(ctx.conf)
