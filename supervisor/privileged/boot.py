@@ -447,9 +447,11 @@ def _nd_version(conf) -> Optional[str]:
     return None
 
 
-def _check_rdma_address(conf, ipv4: str) -> None:
+def _check_rdma_address(conf, ipv4: str, mac: str) -> None:
     """The worker's address (from SharedConfig.xml) must be a unicast address whose /16
-    takes neither the WireServer's route nor another interface's network."""
+    takes neither the WireServer's route nor another interface's network (the RDMA
+    interfaces' own routes, ib* and the NIC with the RDMA MAC, are its own: a set-up done
+    before)."""
     import ipaddress
     try:
         address = ipaddress.IPv4Address(ipv4)
@@ -462,8 +464,12 @@ def _check_rdma_address(conf, ipv4: str) -> None:
     if ipaddress.IPv4Address(WIRESERVER) in network:
         raise fail("rdmaIPv4Address %s: its /%d would take the WireServer's route"
                    % (address, RDMA_PREFIX))
+    own = _interface_by_mac(conf, mac)
+    default = _default_route(conf)
+    if own is not None and default is not None and own == default[0]:
+        raise fail("rdmaMacAddress %s is %s's, the interface of the default route" % (mac, own))
     for iface, dest, gw, mask in _routes(conf):
-        if not mask or iface.startswith("ib"):
+        if not mask or iface.startswith("ib") or iface == own:
             continue
         theirs = ipaddress.IPv4Network((dest, bin(mask).count("1")), strict=False)
         if theirs.overlaps(network):
@@ -588,7 +594,7 @@ def rdma(ctx: Context, args: dict) -> dict:
     if not (ctx.conf["OS.EnableRDMA"] or ctx.conf["OS.CheckRdmaDriver"]):
         raise fail("RDMA is not enabled (OS.EnableRDMA=n in waagent.conf)")
     _refuse_unless_ours(ctx.conf)
-    _check_rdma_address(ctx.conf, ipv4)
+    _check_rdma_address(ctx.conf, ipv4, mac)
     nd_version = _nd_version(ctx.conf)
     if nd_version is None:
         # SR-IOV (mlx): an InfiniBand device, then ib0 (IPoIB) with the address.

@@ -30,6 +30,7 @@ def tree(base, device="file"):
     put(os.path.join(root, "var/lib/hyperv/.kvp_pool_0"), kvp(NdDriverVersion="142.0"))
     put(os.path.join(root, "etc/rdma/dat.conf"), OLD_DAT)
     put(os.path.join(root, "sys/module/hv_network_direct/version"), b"4.0.1\n")
+    put(os.path.join(root, "sys/class/net/eth0/address"), b"00:0d:3a:10:67:2f\n")
     put(os.path.join(root, "sys/class/net/eth1/address"), b"00:15:5d:34:00:44\n")
     put(os.path.join(root, "proc/net/route"), ROUTES.encode())
     os.makedirs(os.path.join(root, "dev"), exist_ok=True)
@@ -113,6 +114,26 @@ def test_an_address_that_would_take_a_route_is_refused(rdma_agent, ipv4, why):
     got = outcomes(attack(a, {"ipv4": ipv4, "mac": GOOD["mac"]}))
     assert got["boot.rdma"][0][:2] == ["error", "FAILED"], got
     assert why in got["boot.rdma"][0][2]
+    assert device(a) == b"" and dat(a) == OLD_DAT
+
+
+def test_the_rdma_nics_own_route_is_not_an_overlap(rdma_agent):
+    """A /16 already on the RDMA NIC (eth1, the MAC given) is its own, not another's."""
+    a = rdma_agent()
+    put(os.path.join(a.root, "proc/net/route"),
+        ROUTES.encode() + b"eth1\t000010AC\t00000000\t0001\t0\t0\t0\t0000FFFF\t0\t0\t0\n")
+    got = outcomes(attack(a, GOOD))
+    assert got["boot.rdma"][0][0] == "ok", got
+    got = outcomes(attack(a, {"ipv4": "172.16.2.59", "mac": "00:15:5D:34:00:99"}))
+    assert refused(got["boot.rdma"][0]), got      # once per boot, whatever the MAC
+
+
+def test_the_primary_interfaces_mac_is_refused(rdma_agent):
+    """The MAC of eth0 (the default route's) would put the /16 on the VM's own network."""
+    a = rdma_agent()
+    got = outcomes(attack(a, {"ipv4": "10.0.9.9", "mac": "00:0D:3A:10:67:2F"}))
+    assert got["boot.rdma"][0][:2] == ["error", "FAILED"], got
+    assert "interface of the default route" in got["boot.rdma"][0][2]
     assert device(a) == b"" and dat(a) == OLD_DAT
 
 
