@@ -113,9 +113,9 @@ KEYS = (
     _k("OS.MonitorDhcpClientRestartPeriod", INT, 30,
        "Seconds between checks for a restarted DHCP client.", minimum=1),
     _k("OS.AllowHTTP", SWITCH, False, "Allow plain HTTP for storage downloads."),
-    _k("OS.EnableRDMA", SWITCH, False, "RDMA set-up (not supported; parsed and reported)."),
+    _k("OS.EnableRDMA", SWITCH, False, "RDMA set-up after provisioning (SharedConfig.xml's RDMA address: dat.conf, /dev/hvnd_rdma, the interface)."),
     _k("OS.UpdateRdmaDriver", SWITCH, False, "RDMA driver update (not supported)."),
-    _k("OS.CheckRdmaDriver", SWITCH, False, "RDMA driver check (not supported)."),
+    _k("OS.CheckRdmaDriver", SWITCH, False, "RDMA set-up, with the Network Direct driver loaded and its version checked before /dev/hvnd_rdma is written."),
     # --- Proxy, paths -----------------------------------------------------------------------
     _k("HttpProxy.Host", STRING, None, "Proxy host for storage traffic (never the WireServer)."),
     _k("HttpProxy.Port", INT, None, "Proxy port.", minimum=1),
@@ -297,9 +297,9 @@ KEYS = (
        minimum=1, ours=True),
 )
 
-_RDMA = ("RDMA is not set up: waagent's RDMA (the Hyper-V Network Direct driver, the RDMA "
-         "address from SharedConfig.xml into /dev/hvnd_rdma, /etc/dat.conf) needs Azure's HPC "
-         "sizes, which nothing here can run or test")
+_RDMA = ("the Network Direct driver is not installed or updated from the distribution's "
+         "packages (waagent's per-distribution RDMA handlers), and unlike waagent this key alone "
+         "does not turn the RDMA set-up on: set OS.EnableRDMA=y")
 _MONITORING = ("no monitoring yet (issue 14: Monitoring: the WireServer firewall, hostname "
                "monitor, ...)")
 _EXTENSIONS = ("not done yet by the extensions worker (issue 13: VM extensions: the goal-state "
@@ -312,7 +312,7 @@ _LIMITS = ("guestagent's limits are its systemd slices', not cgroups it manages 
 NOT_APPLIED = {
     "OS.RootDeviceScsiTimeoutPeriod": "the SCSI timeout is applied at every boot, not again "
     "every period (a data disk attached later keeps its timeout until the next boot)",
-    "OS.EnableRDMA": _RDMA, "OS.UpdateRdmaDriver": _RDMA, "OS.CheckRdmaDriver": _RDMA,
+    "OS.UpdateRdmaDriver": _RDMA,
     "OS.EnableFirewall": _MONITORING, "OS.EnableFirewallPeriod": _MONITORING,
     "Debug.FirewallRulesLogPeriod": _MONITORING,
     "Provisioning.MonitorHostName": _MONITORING, "Provisioning.MonitorHostNamePeriod": _MONITORING,

@@ -97,6 +97,11 @@ class Platform:
         self.artifacts_profile = scenario.get("in_vm_artifacts_profile")
         self.ga_families = scenario.get("ga_families", [{"name": "Prod"}, {"name": "Test"}])
         self.with_certificates_url = scenario.get("certificates_url", True)
+        # A SharedConfig served verbatim (e.g. an RDMA size's, with rdmaIPv4Address and
+        # rdmaMacAddress on its Instance) instead of the generated one.
+        self.shared_config_bytes = None
+        if scenario.get("shared_config"):
+            self.shared_config_bytes = read_capped(self._path(scenario["shared_config"]), MAX_SCENARIO_BYTES)
         self.status_sig = secrets.token_urlsafe(24)
         self.in_svd_seq_no = int(scenario.get("in_svd_seq_no", 1))
 
@@ -366,8 +371,8 @@ class Platform:
             goal_state=gs.encode(),
             hosting_env=documents.hosting_environment_config(inc, vm["deployment_name"], vm["role_name"],
                                                              vm["instance_name"]).encode(),
-            shared_config=documents.shared_config(inc, vm["deployment_name"], vm["role_name"], vm["instance_name"],
-                                                  vm["private_ip"]).encode(),
+            shared_config=self.shared_config_bytes or documents.shared_config(
+                inc, vm["deployment_name"], vm["role_name"], vm["instance_name"], vm["private_ip"]).encode(),
             extensions_config=ext_conf.encode(),
             vm_settings=vm_settings, etag=etag, pfx=pfx,
             cert_summary=[c.summary() for c in self.certs.values()],

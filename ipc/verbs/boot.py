@@ -2,15 +2,17 @@
 (reference/protocol.md §3.3 SCVMM, §9.1, §9.3; waagent 2.0 for entropy and NUMA), and the
 hostname's publication by DHCP.
 
-None takes an argument: the broker decides every value from its own state — waagent.conf
-(OS.RootDeviceScsiTimeout, DetectScvmmEnv, Protocol.Endpoint), what it reads under
-OS.SysRoot (/sys, /proc, the grub and udev files of that root), the kernel's hostname. Only
-the provisioning worker calls them, each at most once per worker process (the SCVMM
-installer once per boot and VM id, on the broker's disk). A failure is an answer (FAILED),
-never fatal to provisioning: the worker logs it and goes on.
+None but boot.rdma takes an argument: the broker decides every value from its own state —
+waagent.conf (OS.RootDeviceScsiTimeout, DetectScvmmEnv, Protocol.Endpoint), what it reads
+under OS.SysRoot (/sys, /proc, the grub and udev files of that root), the kernel's hostname.
+boot.rdma's two addresses come from SharedConfig.xml, which only the worker fetches: the
+broker checks them itself (syntax, a /16 that takes no route of this machine) and writes only
+to paths it fixes. Only the provisioning worker calls them, each at most once per worker
+process (the SCVMM installer and RDMA once per boot and VM id, on the broker's disk). A
+failure is an answer (FAILED), never fatal to provisioning: the worker logs it and goes on.
 """
 
-from ipc.schema import Bool, Int, List, Nullable, Obj, Str
+from ipc.schema import Bool, Enum, Int, List, Nullable, Obj, Str
 from ipc.verbs import declare
 
 REASON = Str(300)
@@ -78,4 +80,30 @@ SCVMM = declare(
     installer's exit code.""",
     result=Obj({"found": Bool(), "exit_code": Nullable(Int(-255, 255))}),
     timeout=360.0,
+)
+
+# The RDMA addresses as SharedConfig.xml gives them (the worker's reading of a platform
+# document): the broker checks them again against its own state before any write.
+IPV4 = Str(15, 7, r"(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+                  r"(\.(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])){3}")
+MAC = Str(17, 17, r"[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}")
+
+RDMA = declare(
+    "boot.rdma",
+    """waagent's RDMA set-up (OS.EnableRDMA or OS.CheckRdmaDriver), with the rdmaIPv4Address
+    and rdmaMacAddress of SharedConfig.xml's Instance. With a Network Direct driver (its
+    NdDriverVersion in the Hyper-V KVP pool, var/lib/hyperv/.kvp_pool_0 under OS.SysRoot): the
+    IPv4 into the ofa-v2-ib0 line of the first dat.conf found (etc/dat.conf, etc/rdma/dat.conf,
+    usr/local/etc/dat.conf); with OS.CheckRdmaDriver, the hv_network_direct module loaded and,
+    below version 4.1, `rdmaMacAddress="<mac>" rdmaIPv4Address="<ipv4>"` written to the one
+    device dev/hvnd_rdma (a character device, never a link or FIFO); then the interface with
+    that MAC brought up with <ipv4>/16. Without one (SR-IOV): once an InfiniBand device shows
+    in sys/class/infiniband, ib0 gets <ipv4>/16. The address is refused where its /16 would
+    take the WireServer's or another interface's route. Once per boot. Under a fixture
+    OS.SysRoot the live network is not touched: the interface step says what it would do.""",
+    args=Obj({"ipv4": IPV4, "mac": MAC}),
+    result=Obj({"kind": Enum("network_direct", "sriov"), "nd_version": Nullable(Str(64)),
+                "dat_conf": Nullable(Str(64)), "device_written": Bool(),
+                "interface": Nullable(DEVICE), "reason": REASON}),
+    timeout=240.0,
 )

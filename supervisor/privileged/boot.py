@@ -1,17 +1,20 @@
 """The per-boot verbs (ipc/verbs/boot.py): SCSI timeouts, Hyper-V entropy, virtual NUMA on
-2.6.37, the WireServer route, persistent net rules, the hostname's DHCP publication, SCVMM.
+2.6.37, the WireServer route, persistent net rules, the hostname's DHCP publication, SCVMM,
+RDMA.
 
-No verb takes an argument: every value comes from waagent.conf, from what the broker reads
+No verb but boot.rdma takes an argument: every value comes from waagent.conf, from what the broker reads
 under OS.SysRoot (the root whose /sys, /proc, /dev/random, grub and udev files are meant: "/"
 on a VM, a fixture tree in the host tests) or from the kernel. Every file is opened without
 following a symlink, never a FIFO or device but the one /dev/random (checked: char device
-1:8), with a size cap.
+1:8) and the one /dev/hvnd_rdma (a char device), with a size cap. boot.rdma alone takes
+arguments (SharedConfig's RDMA address, read by the worker): checked here before any write.
 """
 
 import errno
 import glob
 import logging
 import os
+import re
 import select
 import socket
 import stat
@@ -19,6 +22,7 @@ import struct
 import time
 from typing import List, Optional, Tuple
 
+from ipc.errors import IpcError
 from ipc.verbs import boot as B
 from supervisor.broker import BOOT, PROCESS, PROV, Context, Privileged
 from supervisor.privileged import (atomic_write, ensure_root_dir, fail, lib_dir, read_capped,
@@ -411,6 +415,223 @@ def scvmm(ctx: Context, args: dict) -> dict:
             log.warning("event=scvmm_umount_failed at=%s output=%r", mount_point, out[-200:])
 
 
+# ---- RDMA (waagent azurelinuxagent/common/rdma.py; protocol.md §9.1) --------------------------
+
+KVP_POOL = "var/lib/hyperv/.kvp_pool_0"
+KVP_KEY, KVP_VALUE = 512, 2048              # the Hyper-V KVP pool's fixed-size records
+DAT_CONF = ("etc/dat.conf", "etc/rdma/dat.conf", "usr/local/etc/dat.conf")
+DAT_LINE = re.compile(rb'ofa-v2-ib0 u2.0 nonthreadsafe default libdaplofa.so.2 dapl.2.0 "\S+ 0"')
+HVND = "dev/hvnd_rdma"
+ND_MODULE = "hv_network_direct"
+RDMA_PREFIX = 16                             # waagent sets <ipv4>/16
+DEVICE_WAIT, IB_WAIT = 120.0, 60.0           # waagent's waits for the device and for ib0
+
+
+def _nd_version(conf) -> Optional[str]:
+    """NdDriverVersion from the KVP pool the host fills (hv_kvp_daemon): a Network Direct
+    (hvnd) VM; None: SR-IOV (or no KVP daemon), as waagent decides."""
+    try:
+        data = read_capped(_under(conf, KVP_POOL), 4 * 1024 * 1024) or b""
+    except IpcError as e:
+        log.warning("event=rdma_kvp_unreadable reason=%r", e.message)
+        return None
+    step = KVP_KEY + KVP_VALUE
+    for i in range(0, len(data) - step + 1, step):
+        if data[i:i + KVP_KEY].split(b"\0", 1)[0] == b"NdDriverVersion":
+            value = data[i + KVP_KEY:i + step].split(b"\0", 1)[0]
+            text = value.decode("ascii", "replace").strip()
+            if re.fullmatch(r"[0-9A-Za-z._-]{1,64}", text):
+                return text
+            log.warning("event=rdma_nd_version_invalid value=%r", text[:64])
+            return None
+    return None
+
+
+def _check_rdma_address(conf, ipv4: str, mac: str) -> None:
+    """The worker's address (from SharedConfig.xml) must be a unicast address whose /16
+    takes neither the WireServer's route nor another interface's network (the RDMA
+    interfaces' own routes, ib* and the NIC with the RDMA MAC, are its own: a set-up done
+    before)."""
+    import ipaddress
+    try:
+        address = ipaddress.IPv4Address(ipv4)
+    except ValueError:
+        raise fail("rdmaIPv4Address %r is not an IPv4 address" % ipv4[:32]) from None
+    if address.is_loopback or address.is_multicast or address.is_unspecified or \
+            address.is_reserved or address.is_link_local:
+        raise fail("rdmaIPv4Address %s is not a unicast host address" % address)
+    network = ipaddress.IPv4Network("%s/%d" % (address, RDMA_PREFIX), strict=False)
+    if ipaddress.IPv4Address(WIRESERVER) in network:
+        raise fail("rdmaIPv4Address %s: its /%d would take the WireServer's route"
+                   % (address, RDMA_PREFIX))
+    own = _interface_by_mac(conf, mac)
+    default = _default_route(conf)
+    if own is not None and default is not None and own == default[0]:
+        raise fail("rdmaMacAddress %s is %s's, the interface of the default route" % (mac, own))
+    for iface, dest, gw, mask in _routes(conf):
+        if not mask or iface.startswith("ib") or iface == own:
+            continue
+        theirs = ipaddress.IPv4Network((dest, bin(mask).count("1")), strict=False)
+        if theirs.overlaps(network):
+            raise fail("rdmaIPv4Address %s: its /%d overlaps %s on %s" % (
+                address, RDMA_PREFIX, theirs, iface[:32]))
+
+
+def _update_dat_conf(conf, ipv4: str) -> str:
+    """The ofa-v2-ib0 line of the first dat.conf found; FAILED (as waagent) when none is."""
+    for relative in DAT_CONF:
+        path = _under(conf, relative)
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            continue
+        if not stat.S_ISREG(st.st_mode):
+            log.warning("event=rdma_dat_conf_skipped path=%s reason='not a regular file'", path)
+            continue
+        data = read_capped(path, 1024 * 1024) or b""
+        new = DAT_LINE.sub(b'ofa-v2-ib0 u2.0 nonthreadsafe default libdaplofa.so.2 dapl.2.0 "'
+                           + ipv4.encode() + b' 0"', data)
+        if new != data:
+            atomic_write(path, new, stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid)
+        log.info("event=rdma_dat_conf path=%s changed=%s", path, new != data)
+        return "/" + relative
+    raise fail("RDMA: no DAPL configuration file at %s" % ", ".join("/" + p for p in DAT_CONF))
+
+
+def _module_version(ctx: Context) -> Optional[Tuple[int, int]]:
+    """hv_network_direct loaded (the name resolved by modprobe -R, as waagent) and its
+    version, read from sysfs (/sys/module/<name>/version, what modinfo prints for a loaded
+    module). Under a fixture root the live kernel's modules are not touched: the fixture's
+    sys/module says which is loaded."""
+    name = ND_MODULE
+    if _root(ctx.conf) == "/":
+        code, out = run(["modprobe", "-R", ND_MODULE], timeout=30, check=False,
+                        cancel=ctx.cancel)
+        resolved = out.strip().splitlines()[-1] if code == 0 and out.strip() else ""
+        if re.fullmatch(r"[A-Za-z0-9_-]{1,64}", resolved):
+            name = resolved
+        code, out = run(["modprobe", name], timeout=60, check=False, cancel=ctx.cancel)
+        if code != 0:
+            raise fail("RDMA: cannot load %s: %s" % (name, out[-200:]))
+    else:
+        found = sorted(glob.glob(os.path.join(glob.escape(_under(ctx.conf, "sys/module")),
+                                              ND_MODULE + "*")))
+        if not found:
+            raise fail("RDMA: %s is not loaded (fixture root)" % ND_MODULE)
+        name = os.path.basename(found[0])
+    text = read_capped(_under(ctx.conf, "sys/module/%s/version" % name), 256, follow=True)
+    match = re.match(rb"\s*(\d+)\.(\d+)\.(\d+)\D", (text or b"") + b"\n")
+    if match is None:
+        log.info("event=rdma_module_version module=%s version=unknown (assumed 4.0.x or "
+                 "older)", name)
+        return None
+    return int(match.group(1)), int(match.group(2))
+
+
+def _wait(ctx: Context, seconds: float, ready) -> bool:
+    """Poll ready() once a second for up to `seconds` (waagent's waits); a fixture root does
+    not change under us, so it is asked once."""
+    deadline = time.monotonic() + (seconds if _root(ctx.conf) == "/" else 0)
+    while True:
+        if ready():
+            return True
+        if time.monotonic() >= deadline or ctx.cancel.wait(1.0):
+            return False
+
+
+def _write_hvnd(conf, ipv4: str, mac: str) -> None:
+    """The one device dev/hvnd_rdma under OS.SysRoot: never through a link (O_NOFOLLOW),
+    never a FIFO (O_NONBLOCK, fstat first); a character device, or under a fixture root a
+    regular file standing in for it."""
+    path = _under(conf, HVND)
+    data = ('rdmaMacAddress="%s" rdmaIPv4Address="%s"' % (mac, ipv4)).encode("ascii")
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC |
+                     os.O_NOCTTY)
+    except OSError as e:
+        raise fail("RDMA: cannot open %s: %s" % (path, e.strerror)) from None
+    try:
+        st = os.fstat(fd)
+        if not (stat.S_ISCHR(st.st_mode) or (_root(conf) != "/" and stat.S_ISREG(st.st_mode))):
+            raise fail("RDMA: %s is not the hvnd_rdma device" % path)
+        if stat.S_ISREG(st.st_mode):
+            os.ftruncate(fd, 0)
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+    log.info("event=rdma_device_written path=%s mac=%s ipv4=%s", path, mac, ipv4)
+
+
+def _interface_by_mac(conf, mac: str) -> Optional[str]:
+    """The eth* interface whose address is mac (waagent: `ifconfig -a`, eth\\d)."""
+    folder = _under(conf, "sys/class/net")
+    for name in sorted(os.listdir(folder)) if os.path.isdir(folder) else ():
+        if not re.fullmatch(r"eth\d+", name):
+            continue
+        text = read_capped(os.path.join(folder, name, "address"), 128, follow=True) or b""
+        if text.decode("ascii", "replace").strip().lower() == mac.lower():
+            return name
+    return None
+
+
+def _set_address(ctx: Context, iface: str, ipv4: str, up: bool) -> str:
+    cidr = "%s/%d" % (ipv4, RDMA_PREFIX)
+    if _root(ctx.conf) != "/":
+        # The interfaces are the live kernel's, not the fixture root's: decide, not act.
+        return "would set %s on %s (OS.SysRoot is not /)" % (cidr, iface)
+    if up:
+        run(["ip", "link", "set", "dev", iface, "up"], timeout=20, cancel=ctx.cancel)
+    code, out = run(["ip", "addr", "add", cidr, "dev", iface], timeout=20, check=False,
+                    cancel=ctx.cancel)
+    if code != 0 and "File exists" not in out:
+        raise fail("RDMA: cannot set %s on %s: %s" % (cidr, iface, out[-200:]))
+    log.info("event=rdma_address_set interface=%s address=%s", iface, cidr)
+    return "%s set on %s" % (cidr, iface)
+
+
+def rdma(ctx: Context, args: dict) -> dict:
+    ipv4, mac = args["ipv4"], args["mac"].upper()
+    if not (ctx.conf["OS.EnableRDMA"] or ctx.conf["OS.CheckRdmaDriver"]):
+        raise fail("RDMA is not enabled (OS.EnableRDMA=n in waagent.conf)")
+    _refuse_unless_ours(ctx.conf)
+    _check_rdma_address(ctx.conf, ipv4, mac)
+    nd_version = _nd_version(ctx.conf)
+    if nd_version is None:
+        # SR-IOV (mlx): an InfiniBand device, then ib0 (IPoIB) with the address.
+        ib = _under(ctx.conf, "sys/class/infiniband")
+        if not _wait(ctx, DEVICE_WAIT, lambda: os.path.isdir(ib) and bool(os.listdir(ib))):
+            raise fail("RDMA: no InfiniBand device in %s" % ib)
+        net = _under(ctx.conf, "sys/class/net/ib0")
+        if not _wait(ctx, IB_WAIT, lambda: os.path.lexists(net)):
+            raise fail("RDMA: ib0 is not available")
+        reason = _set_address(ctx, "ib0", ipv4, up=False)
+        log.info("event=rdma kind=sriov ipv4=%s %s", ipv4, reason)
+        return {"kind": "sriov", "nd_version": None, "dat_conf": None,
+                "device_written": False, "interface": "ib0", "reason": reason}
+    dat_conf = _update_dat_conf(ctx.conf, ipv4)
+    written = False
+    if not ctx.conf["OS.CheckRdmaDriver"]:
+        log.info("event=rdma_driver_check skipped (OS.CheckRdmaDriver=n)")
+    else:
+        version = _module_version(ctx)
+        if version is not None and (version[0] > 4 or (version[0] == 4 and version[1] > 0)):
+            log.info("event=rdma_device_skipped driver=%d.%d (4.1 or later)" % version)
+        else:
+            path = _under(ctx.conf, HVND)
+            if not _wait(ctx, DEVICE_WAIT, lambda: os.path.lexists(path)):
+                raise fail("RDMA: %s did not show up in %d seconds" % (path, DEVICE_WAIT))
+            _write_hvnd(ctx.conf, ipv4, mac)
+            written = True
+    iface = _interface_by_mac(ctx.conf, mac)
+    if iface is None:
+        raise fail("RDMA: no interface with MAC %s" % mac)
+    reason = _set_address(ctx, iface, ipv4, up=True)
+    log.info("event=rdma kind=network_direct nd_version=%s dat_conf=%s device_written=%s %s",
+             nd_version, dat_conf, written, reason)
+    return {"kind": "network_direct", "nd_version": nd_version, "dat_conf": dat_conf,
+            "device_written": written, "interface": iface, "reason": reason}
+
+
 VERBS = (
     Privileged(B.SCSI_TIMEOUTS, scsi_timeouts, PROV, once=PROCESS),
     Privileged(B.ENTROPY, entropy, PROV, once=PROCESS),
@@ -419,4 +640,5 @@ VERBS = (
     Privileged(B.PERSISTENT_NET_RULES, persistent_net_rules, PROV, once=PROCESS),
     Privileged(B.PUBLISH_HOSTNAME, publish_hostname, PROV, once=PROCESS, slow=True),
     Privileged(B.SCVMM, scvmm, PROV, once=BOOT, slow=True),
+    Privileged(B.RDMA, rdma, PROV, once=BOOT, slow=True),
 )

@@ -156,6 +156,10 @@ class SharedConfig:
     xml: bytes
     deployment_name: Optional[str]
     role_name: Optional[str]
+    # RDMA sizes: the first <Instance>'s rdmaIPv4Address and rdmaMacAddress, as waagent
+    # reads them (rdma.py setup_rdma_device); unchecked text, None when absent.
+    rdma_ipv4: Optional[str] = None
+    rdma_mac: Optional[str] = None
 
 
 def parse_shared_config(data) -> SharedConfig:
@@ -163,8 +167,11 @@ def parse_shared_config(data) -> SharedConfig:
     raw = data.encode("utf-8") if isinstance(data, str) else bytes(data)
     root = parse_xml(raw, doc)
     expect_root(root, doc, doc)
+    instance = next((e for e in root.iter() if local_name(e.tag) == "Instance"), None)
     return SharedConfig(raw, attribute(child(root, "Deployment"), "name"),
-                        attribute(child(root, "Role"), "name"))
+                        attribute(child(root, "Role"), "name"),
+                        attribute(instance, "rdmaIPv4Address"),
+                        attribute(instance, "rdmaMacAddress"))
 
 
 # --- The Certificates envelope (§1.6) ---------------------------------------------------------

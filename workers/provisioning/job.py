@@ -34,7 +34,7 @@ from typing import Dict, List, Optional
 import config
 from ipc.errors import IpcError
 from ipc.schema import HOSTNAME, USERNAME, SchemaError
-from workers.provisioning import everyboot, identity, ovf, resource_disk
+from workers.provisioning import everyboot, identity, ovf, rdma, resource_disk
 from workers.provisioning.password import PasswordError, hash_password
 
 log = logging.getLogger("provisioning")
@@ -552,6 +552,14 @@ def boot_id(sysroot: str) -> str:
         return ""
 
 
+def set_up_rdma(worker, conf, prov) -> None:
+    """After provisioning, as waagent's daemon: RDMA when waagent.conf asks (rdma.py), on an
+    Azure VM or with Protocol.Endpoint (there is a platform to read SharedConfig from)."""
+    if not conf["Protocol.Endpoint"] and not identity.on_azure(conf["OS.SysRoot"]):
+        return
+    rdma.run(worker, conf, prov)
+
+
 def job(worker) -> Optional[int]:
     """Provision (once per boot), then return: the worker exits 0 (EXIT_FAILED on failure)."""
     conf = config.load(os.environ.get(ENV_CONFIG, config.DEFAULT_PATH))
@@ -573,6 +581,7 @@ def job(worker) -> Optional[int]:
         if prov.owed_ready() is None:
             log.info("event=provisioning_done outcome='already finished this boot'")
             worker.status("provisioning: already finished this boot")
+            set_up_rdma(worker, conf, prov)
             return
         outcome = prov.pay_owed_ready()
     else:
@@ -589,4 +598,5 @@ def job(worker) -> Optional[int]:
         worker.status("provisioning: %s" % outcome)
     except IpcError:
         pass
+    set_up_rdma(worker, conf, prov)
     # The worker exits 0 and the supervisor shows it EXITED with the status line above.
