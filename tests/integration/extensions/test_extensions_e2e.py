@@ -354,3 +354,33 @@ def test_disabled_then_enabled_again(platform, make_host):
     ops = [line.split()[:2] for line in azure_log(host, "Test.Good", "ops.log").splitlines()]
     assert ops == [["install", "seq=0"], ["enable", "seq=0"], ["disable", "seq=0"],
                    ["enable", "seq=0"]], ops
+
+
+def test_the_manifests_cpu_quota_limits_the_command(platform, make_host):
+    # resourceLimits.cpuQuotaPercentage=20 (§4.4, §4.12): no systemd here, so the broker puts
+    # the command in a cgroup of the cpu controller with a CFS quota of 20 % of one CPU. The
+    # extension spins for 3 s and reads, from where it runs, the quota and the throttling.
+    platform.add("Test.Limited", "limited")
+    host = make_host()
+    entry = platform.wait_handler("Test.Limited", _success, timeout=60, host=host)
+    assert ext_status(entry)["formattedMessage"]["message"] == "limited enabled seq 0"
+    quota = azure_log(host, "Test.Limited", "cpu_quota").split()
+    assert quota == (["20000", "100000"]), quota
+    stat_lines = dict(line.split() for line in azure_log(host, "Test.Limited",
+                                                         "cpu_stat").splitlines())
+    # 3 s of spinning at 20 %: throttled in most of its 30 periods.
+    assert int(stat_lines["nr_throttled"]) >= 5, stat_lines
+    cgroups = azure_log(host, "Test.Limited", "cgroup")
+    assert "/ext.Test.Limited.enable." in cgroups, cgroups
+    assert "cpu_quota=cpu.cfs_quota_us=20000" in host.log("supervisor")
+
+
+def test_no_cpu_quota_without_resource_limits(platform, make_host):
+    platform.add("Test.Good", "good")
+    host = make_host()
+    platform.wait_handler("Test.Good", _success, host=host)
+    cgroups = azure_log(host, "Test.Good", "cgroup")
+    cpu = [line for line in cgroups.splitlines() if line.split(":")[1] == "cpu"]
+    assert cpu and "ext.Test.Good" not in cpu[0], cgroups
+    assert "operation=enable seq=0 cgroup=" in host.log("supervisor")
+    assert "cpu_quota=none" in host.log("supervisor")
