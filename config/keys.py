@@ -319,8 +319,6 @@ NOT_APPLIED = {
     "Monitor.NetworkConfigurationChanges": _MONITORING,
     "OS.RemovePersistentNetRulesPeriod": _MONITORING,
     "OS.MonitorDhcpClientRestartPeriod": _MONITORING, "Debug.EtpCollectionPeriod": _MONITORING,
-    "Extensions.InitialGoalStatePeriod": _EXTENSIONS, "Extensions.WaitForCloudInit": _EXTENSIONS,
-    "Extensions.WaitForCloudInitTimeout": _EXTENSIONS,
     "OS.AllowHTTP": _EXTENSIONS,
     "Policy.PolicyFilePath": _EXTENSIONS, "AutoUpdate.GAFamily": _SELF_UPDATE,
     "Debug.EnableExtensionPolicy": _EXTENSIONS,
