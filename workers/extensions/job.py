@@ -19,7 +19,7 @@ import time
 from typing import Dict, List, Optional
 
 from ipc.errors import IpcError
-from workers.extensions import packages, status as S
+from workers.extensions import packages, policy, status as S
 from workers.extensions.history import History
 from workers.platform import PlatformClient
 from workers.platform.certificates import install_for_extensions
@@ -306,6 +306,10 @@ class Job:
         top = max(levels) if levels else 0
         deadline = time.monotonic() + float(self.conf["Extensions.DependencyTimeout"])
         blocked = None      # the dependency whose failure stops the later levels (§4.11)
+        rules = policy.load(self.conf)
+        if rules is not None and rules.error is not None:
+            log.error("event=extension_policy_invalid path=%s error=%r", rules.path,
+                      rules.error[:500])
         for handler in ordered:
             if blocked is not None and handler.state == "enabled":
                 message = ("Skipping processing of extensions since execution of dependent "
@@ -314,6 +318,18 @@ class Job:
                              [S.ExtensionReport(s.sequence_number, S.error_status(
                                  handler.name, "Enable", -1, message), s.name)
                               for s in handler.settings])
+                continue
+            refusal = rules.refusal(handler.name) if rules is not None and \
+                handler.state in ("enabled", "disabled") else None
+            if refusal is not None:
+                # Debug.EnableExtensionPolicy: neither downloaded nor run (§4.1).
+                log.warning("event=extension_blocked_by_policy name=%s", handler.name)
+                self._report(handler.name, handler.version, "NotReady", S.CODE_ENABLE, refusal,
+                             [S.ExtensionReport(s.sequence_number, S.error_status(
+                                 handler.name, "Enable", S.CODE_ENABLE, refusal), s.name)
+                              for s in handler.settings])
+                if handler.state == "enabled" and self._level(handler) < top:
+                    blocked = handler.name
                 continue
             try:
                 self.handle(handler, installed.get(handler.name.lower(), {}))

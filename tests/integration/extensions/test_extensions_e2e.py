@@ -384,3 +384,57 @@ def test_no_cpu_quota_without_resource_limits(platform, make_host):
     assert cpu and "ext.Test.Good" not in cpu[0], cgroups
     assert "operation=enable seq=0 cgroup=" in host.log("supervisor")
     assert "cpu_quota=none" in host.log("supervisor")
+
+
+def _policy(doc):
+    def write(host):
+        path = os.path.join(host.etc, "waagent_policy.json")
+        with open(path, "w") as f:
+            f.write(doc if isinstance(doc, str) else json.dumps(doc))
+        os.chmod(path, 0o644)
+    return write
+
+
+def test_the_extension_policy_allows_listed_extensions_only(platform, make_host):
+    # Debug.EnableExtensionPolicy=y and /etc/waagent_policy.json: only listed extensions run
+    # (names matched case-insensitively); one whose signature the policy requires is blocked,
+    # this agent validating no signatures. Blocked ones are neither downloaded nor run.
+    platform.add("Test.Good", "good")
+    platform.add("Test.Signed", "good")
+    platform.add("Test.Other", "good")
+    host = make_host({"Debug.EnableExtensionPolicy": "y"}, before=_policy({
+        "policyVersion": "0.1.0",
+        "extensionPolicies": {"allowListedExtensionsOnly": True, "signatureRequired": True,
+                              "extensions": {"test.good": {"signatureRequired": False},
+                                             "Test.Signed": {}}}}))
+    platform.wait_handler("Test.Good", _success, host=host)
+    other = platform.wait_handler("Test.Other", lambda e: e["status"] == "NotReady", host=host)
+    assert other["code"] == 1009
+    message = other["formattedMessage"]["message"]
+    assert "'Test.Other' because it is not specified as an allowed extension" in message
+    assert "('/etc/waagent_policy.json')" in message
+    assert ext_status(other)["status"] == "error"
+    signed = platform.wait_handler("Test.Signed", lambda e: e["status"] == "NotReady", host=host)
+    assert "requires a signature for extension 'Test.Signed'" in \
+        signed["formattedMessage"]["message"]
+    for name in ("Test.Other", "Test.Signed"):
+        assert azure_log(host, name, "ops.log") == ""
+        assert not os.path.exists(_lib(host, "%s-1.0.0" % name))
+    assert "event=extension_blocked_by_policy name=Test.Other" in host.log("extensions")
+
+
+def test_an_invalid_policy_blocks_every_extension_and_says_why(platform, make_host):
+    platform.add("Test.Good", "good")
+    host = make_host({"Debug.EnableExtensionPolicy": "y"}, before=_policy({
+        "policyVersion": "0.1.0", "extensionPolicies": {"allowListedExtensionsOnly": "yes"}}))
+    entry = platform.wait_handler("Test.Good", lambda e: e["status"] == "NotReady", host=host)
+    assert "invalid type str for attribute 'extensionPolicies.allowListedExtensionsOnly'" in \
+        entry["formattedMessage"]["message"]
+    assert azure_log(host, "Test.Good", "ops.log") == ""
+
+
+def test_the_policy_file_is_ignored_unless_enabled(platform, make_host):
+    platform.add("Test.Other", "good")
+    host = make_host(before=_policy({"policyVersion": "0.1.0",
+                                     "extensionPolicies": {"allowListedExtensionsOnly": True}}))
+    platform.wait_handler("Test.Other", _success, host=host)
