@@ -6,7 +6,8 @@
 The whole agent runs in a confined host (emulator/confinement.py, as the integration tests)
 against the emulator, with one real-contract extension installed and enabled (so every poll
 also reads its status file back through the broker and uploads the blob), at the default
-Extensions.GoalStatePeriod. After the warm-up (the extension installed and enabled):
+Extensions.GoalStatePeriod and the default heartbeat interval (the confined host's test
+settings make it 0.5 s: ten times the supervisor's idle wake-ups). After the warm-up (the extension installed and enabled):
 
 1. CPU: every process of the agent (every process in the confined host's mount namespace:
    supervisor, reaper, spawner, workers, and what they start) has its utime + stime (+ the
@@ -107,7 +108,10 @@ def main():
             json.dump(scenario, f)
         emu = Emulator(path)
         conf = dict(emu.conf())
-        conf.update({"Provisioning.Agent": "disabled"})   # the defaults otherwise: 6 s period
+        # The defaults (a 6 s goal-state period), where the confined host's test settings
+        # would change what runs while idle: its 0.5 s heartbeat back to the default 5 s.
+        conf.update({"Provisioning.Agent": "disabled", "Agent.HeartbeatInterval": "5",
+                     "Agent.MemoryCheckPeriod": "30"})
         host = ConfinedHost(conf)
         try:
             host.start()
