@@ -7,7 +7,8 @@ The whole agent runs in a confined host (emulator/confinement.py, as the integra
 against the emulator, with one real-contract extension installed and enabled (so every poll
 also reads its status file back through the broker and uploads the blob), at the default
 Extensions.GoalStatePeriod and the default heartbeat interval (the confined host's test
-settings make it 0.5 s: ten times the supervisor's idle wake-ups). After the warm-up (the extension installed and enabled):
+settings make it 0.5 s: ten times the supervisor's idle wake-ups). After the warm-up (the
+extension installed and enabled):
 
 1. CPU: every process of the agent (every process in the confined host's mount namespace:
    supervisor, reaper, spawner, workers, and what they start) has its utime + stime (+ the
