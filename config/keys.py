@@ -319,12 +319,13 @@ NOT_APPLIED = {
     "Monitor.NetworkConfigurationChanges": _MONITORING,
     "OS.RemovePersistentNetRulesPeriod": _MONITORING,
     "OS.MonitorDhcpClientRestartPeriod": _MONITORING, "Debug.EtpCollectionPeriod": _MONITORING,
-    "Extensions.InitialGoalStatePeriod": _EXTENSIONS, "Extensions.WaitForCloudInit": _EXTENSIONS,
-    "Extensions.WaitForCloudInitTimeout": _EXTENSIONS,
-    "OS.AllowHTTP": _EXTENSIONS,
-    "Policy.PolicyFilePath": _EXTENSIONS, "AutoUpdate.GAFamily": _SELF_UPDATE,
-    "Debug.EnableExtensionPolicy": _EXTENSIONS,
-    "Debug.EnableSignatureValidation": _EXTENSIONS,
+    "OS.AllowHTTP": "waagent's fallback to plain http when Python has no ssl module; "
+    "guestagent's Python always has it (requests needs it), and the platform's own http "
+    "endpoints and the URLs the goal state names are used as given",
+    "AutoUpdate.GAFamily": _SELF_UPDATE,
+    "Debug.EnableSignatureValidation": "extension package signatures (encodedSignature, "
+    "HandlerManifest signingInfo) are not validated (waagent only reports the result); an "
+    "extension policy that requires a signature blocks the extension instead",
     "Pid.File": "no pid file is written yet (issue 16: The waagent command line, ...)",
     "OS.EnableFIPS": "FIPS mode is not set up (no open issue yet)",
     "OS.OpensslPath": "guestagent never runs openssl",

@@ -33,11 +33,13 @@ import zipfile
 from typing import Dict, Optional, Tuple
 
 from ipc.verbs import extensions as E
-from cgroups import find_hierarchy, kill_cgroup, own_cgroup, remove_cgroup
+from cgroups import find_hierarchy, kill_cgroup, mounts as cgroup_mounts, own_cgroup, \
+    remove_cgroup, write as write_cgroup
 from supervisor.broker import Context, Privileged
 from supervisor.privileged import (SAFE_PATH, atomic_write, ensure_root_dir, fail, lib_dir,
                                    read_capped, which)
 from supervisor.privileged.state import DISABLE_AGENT
+from supervisor.slices import _own_v1
 
 log = logging.getLogger("guestagent.broker.extensions")
 
@@ -60,6 +62,8 @@ SUPPORTED_FEATURES = '[{"Key": "ExtensionTelemetryPipeline", "Value": "1.0"}]'
 HEAD = 2048
 TAIL = 2048
 SLICE = "guestagent-extensions.slice"
+CPU_QUOTA = "\x00cpuQuotaPercentage"   # in _manifest()'s dict; no manifest key has a NUL
+CFS_PERIOD = 100000
 FOLDER_RE = re.compile(r"(?!.*\.\.)([A-Za-z0-9_][A-Za-z0-9_.]*)-([0-9]{1,9}(?:\.[0-9]{1,9}){0,5})")
 
 _locks: Dict[str, threading.Lock] = {}
@@ -125,7 +129,32 @@ def _manifest(folder: str) -> dict:
     data = read_capped(os.path.join(folder, MANIFEST), MAX_MANIFEST_BYTES)
     if data is None:
         raise fail("no %s in %s" % (MANIFEST, os.path.basename(folder)))
-    return _parse_manifest(data)
+    manifest = _parse_manifest(data)
+    return dict(manifest, **{CPU_QUOTA: _cpu_quota(data)})
+
+
+def _cpu_quota(data: bytes) -> Optional[int]:
+    """The manifest's resourceLimits.cpuQuotaPercentage (§4.4, §4.12: percent of one CPU, as
+    systemd's CPUQuota=), or None: no quota ("infinity", as waagent leaves it unset). A value
+    that is not a whole number from 1 to 100 x the CPUs is no quota, and logged."""
+    try:
+        doc = json.loads(data.decode("utf-8-sig"))
+        if isinstance(doc, list):
+            doc = doc[0]
+        limits = doc.get("resourceLimits")
+    except (ValueError, IndexError, AttributeError, UnicodeDecodeError):
+        return None
+    if not isinstance(limits, dict) or limits.get("cpuQuotaPercentage") is None:
+        return None
+    value = limits["cpuQuotaPercentage"]
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value.strip())
+    if isinstance(value, bool) or not isinstance(value, int) or \
+            not 1 <= value <= 100 * (os.cpu_count() or 1):
+        log.warning("event=extension_cpu_quota_ignored value=%r reason='not a whole percent "
+                    "from 1 to 100 x the CPUs'", str(value)[:32])
+        return None
+    return value
 
 
 def _parse_manifest(data: bytes) -> dict:
@@ -473,7 +502,8 @@ def run(ctx: Context, args: dict) -> dict:
         _running.add(folder)
         result = {"exit_code": None, "reason": "error"}
         try:
-            result = _execute(ctx, folder, name, version, op, command, args)
+            result = _execute(ctx, folder, name, version, op, command, args,
+                              manifest[CPU_QUOTA])
         finally:
             _running.discard(folder)
             record.update(state="done", exit_code=result["exit_code"],
@@ -484,35 +514,110 @@ def run(ctx: Context, args: dict) -> dict:
         lock.release()
 
 
+def _v1_cpu_cgroup(leaf: str, quota: int) -> Optional[str]:
+    """cgroup v1 without systemd: the command's cgroup of the cpu controller, beside its
+    freezer one (`<cpu mount><our cpu cgroup>/guestagent.<pid>/<leaf>`), its CFS quota set;
+    None where there is no v1 cpu controller (or it cannot be written: logged)."""
+    try:
+        v1 = cgroup_mounts()[1]
+    except OSError:
+        return None
+    mount, own = v1.get("cpu"), _own_v1("cpu")
+    if mount is None or own is None:
+        return None
+    path = os.path.join(mount, own.lstrip("/"), "guestagent.%d" % os.getpid(), leaf)
+    try:
+        os.makedirs(path, 0o755, exist_ok=True)
+        write_cgroup(os.path.join(path, "cpu.cfs_period_us"), str(CFS_PERIOD))
+        write_cgroup(os.path.join(path, "cpu.cfs_quota_us"), str(quota * CFS_PERIOD // 100))
+    except OSError as e:
+        log.warning("event=extension_cpu_quota_failed path=%s error=%r", path, e.strerror)
+        try:
+            os.rmdir(path)
+        except OSError:
+            pass
+        return None
+    return path
+
+
+def _v2_cpu_quota(cgroup: str, quota: int) -> bool:
+    """cgroup v2 without systemd: cpu.max on the command's own cgroup, the cpu controller
+    enabled down to it (our cgroup's parent, then ours)."""
+    base = os.path.dirname(cgroup)
+    for parent in (os.path.dirname(base), base):
+        try:
+            write_cgroup(os.path.join(parent, "cgroup.subtree_control"), "+cpu")
+        except OSError:
+            pass   # on already, or not ours to change: cpu.max below says
+    try:
+        write_cgroup(os.path.join(cgroup, "cpu.max"),
+                     "%d %d" % (quota * CFS_PERIOD // 100, CFS_PERIOD))
+        return True
+    except OSError as e:
+        log.warning("event=extension_cpu_quota_failed path=%s error=%r", cgroup, e.strerror)
+        return False
+
+
 def _execute(ctx: Context, folder: str, name: str, version: str, op: str, command: str,
-             args: dict) -> dict:
+             args: dict, quota: Optional[int] = None) -> dict:
     timeout = float(ctx.conf[TIMEOUT_KEYS[op]])
     env = _environment(ctx.conf, folder, version, args)
-    cgroup = unit = None
+    cgroup = cpu_cgroup = unit = None
+    applied = "none"
     if _systemd():
         unit = "guestagent-ext-%s-%s-%s" % (re.sub(r"[^A-Za-z0-9_]", "_", name)[:80], op,
                                              uuid.uuid4().hex[:8])
         argv = [which("systemd-run"), "--quiet", "--scope", "--unit=" + unit,
-                "--slice=" + SLICE, "--", "/bin/sh", "-c", command]
+                "--slice=" + SLICE, "--property=CPUAccounting=yes"]
+        if quota is not None:
+            # The manifest's resourceLimits (§4.12): the scope's CPUQuota, as waagent sets
+            # its per-extension slice's.
+            argv.append("--property=CPUQuota=%d%%" % quota)
+            applied = "CPUQuota=%d%%" % quota
+        argv += ["--", "/bin/sh", "-c", command]
     else:
         base = _cgroup_base()
+        leaf = "ext.%s.%s.%s" % (name, op, uuid.uuid4().hex[:8])
         if base is not None:
-            cgroup = os.path.join(base, "ext.%s.%s.%s" % (name, op, uuid.uuid4().hex[:8]))
+            cgroup = os.path.join(base, leaf)
             try:
                 os.mkdir(cgroup, 0o755)
             except OSError as e:
                 log.warning("event=extension_cgroup_failed path=%s error=%r", cgroup, e.strerror)
                 cgroup = None
-        if cgroup is not None:
-            # The shell enters the cgroup before it execs the command: nothing it starts can
-            # be outside it.
-            argv = ["/bin/sh", "-c", 'echo $$ > "$1" || exit 125; exec /bin/sh -c "$2"',
-                    "guestagent-extension", os.path.join(cgroup, "cgroup.procs"), command]
+        if quota is not None:
+            if cgroup is not None and os.path.exists(os.path.join(cgroup, "cpu.cfs_quota_us")):
+                cpu_cgroup = cgroup   # v1 with cpu co-mounted with the freezer
+            else:
+                cpu_cgroup = _v1_cpu_cgroup(leaf, quota)
+            if cpu_cgroup is cgroup and cgroup is not None:
+                write_cgroup(os.path.join(cgroup, "cpu.cfs_period_us"), str(CFS_PERIOD))
+                write_cgroup(os.path.join(cgroup, "cpu.cfs_quota_us"),
+                             str(quota * CFS_PERIOD // 100))
+                cpu_cgroup = None
+                applied = "cpu.cfs_quota_us=%d" % (quota * CFS_PERIOD // 100)
+            elif cpu_cgroup is not None:
+                applied = "cpu.cfs_quota_us=%d" % (quota * CFS_PERIOD // 100)
+            elif cgroup is not None and not os.path.exists(os.path.join(cgroup, "tasks")) and \
+                    _v2_cpu_quota(cgroup, quota):
+                applied = "cpu.max=%d" % (quota * CFS_PERIOD // 100)
+            else:
+                log.warning("event=extension_cpu_quota_not_applied name=%s quota=%d%% "
+                            "reason='no cgroup with the cpu controller we may write'",
+                            name, quota)
+        joined = [os.path.join(c, "cgroup.procs") for c in (cgroup, cpu_cgroup) if c]
+        if joined:
+            # The shell enters the cgroups before it execs the command: nothing it starts can
+            # be outside them.
+            argv = ["/bin/sh", "-c",
+                    'c="$1"; shift; for p; do echo $$ > "$p" || exit 125; done; '
+                    'exec /bin/sh -c "$c"', "guestagent-extension", command] + joined
         else:
             argv = ["/bin/sh", "-c", command]
     _command_log(ctx.conf, name, "start %s %s seq=%d: %s" % (op, version, args["seq"], command))
-    log.info("event=extension_command name=%s version=%s operation=%s seq=%d cgroup=%s unit=%s",
-             name, version, op, args["seq"], cgroup or "none", unit or "none")
+    log.info("event=extension_command name=%s version=%s operation=%s seq=%d cgroup=%s unit=%s "
+             "cpu_quota=%s", name, version, op, args["seq"], cgroup or "none", unit or "none",
+             applied)
     started = time.monotonic()
     # Output to unlinked files in the handler folder, as waagent's temporary files: a daemon
     # the command leaves behind may keep writing there (a pipe would kill it with SIGPIPE).
@@ -523,13 +628,15 @@ def _execute(ctx: Context, folder: str, name: str, version: str, op: str, comman
             proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
                                     env=env, cwd=folder, close_fds=True, start_new_session=True)
         except OSError as e:
-            if cgroup:
-                remove_cgroup(cgroup)
+            for c in (cgroup, cpu_cgroup):
+                if c:
+                    remove_cgroup(c)
             raise fail("%s could not start: %s" % (op, e.strerror)) from None
         why = _supervise(proc, timeout, ctx.cancel)
         if why is not None:
-            if cgroup is not None:
-                kill_cgroup(cgroup)
+            for c in (cgroup, cpu_cgroup):
+                if c is not None:
+                    kill_cgroup(c)
             if unit is not None:
                 subprocess.run([which("systemctl") or "systemctl", "kill", "--signal=SIGKILL",
                                 unit + ".scope"], stdout=subprocess.DEVNULL,
@@ -547,13 +654,14 @@ def _execute(ctx: Context, folder: str, name: str, version: str, op: str, comman
         out.close()
         err.close()
     seconds = time.monotonic() - started
-    if cgroup is not None and why is not None:
-        remove_cgroup(cgroup)
-    elif cgroup is not None:
-        try:
-            os.rmdir(cgroup)   # empty unless the command left a daemon (it stays held there)
-        except OSError:
-            pass
+    for c in (cgroup, cpu_cgroup):
+        if c is not None and why is not None:
+            remove_cgroup(c)
+        elif c is not None:
+            try:
+                os.rmdir(c)   # empty unless the command left a daemon (it stays held there)
+            except OSError:
+                pass
     code = None if why else proc.returncode
     reason = why or ("exited" if code is not None and code >= 0 else "signal")
     if code is not None and code < 0:

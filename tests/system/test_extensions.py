@@ -36,6 +36,9 @@ def test_an_extension_runs_in_the_extensions_slice_and_its_status_reaches_the_bl
     cgroup = agent_vm.run("cat /var/log/azure/%s/hello.cgroup" % NAME, check=True).out
     assert "/guestagent.slice/guestagent-extensions.slice/guestagent-ext-" in cgroup or \
         "/guestagent-extensions.slice/guestagent-ext-" in cgroup, cgroup
+    # The manifest's resourceLimits.cpuQuotaPercentage=50: the scope's CPUQuota=50%.
+    cpu_max = agent_vm.run("cat /var/log/azure/%s/hello.cpu_max" % NAME, check=True).out
+    assert cpu_max.split() == ["50000", "100000"], cpu_max
     ls = agent_vm.run("stat -c '%%U %%a' /var/lib/waagent /var/lib/waagent/%s-1.0.0" % NAME,
                       check=True).out.split("\n")
     assert ls[0] == "root 700", ls

@@ -19,7 +19,7 @@ import time
 from typing import Dict, List, Optional
 
 from ipc.errors import IpcError
-from workers.extensions import packages, status as S
+from workers.extensions import packages, policy, status as S
 from workers.extensions.history import History
 from workers.platform import PlatformClient
 from workers.platform.certificates import install_for_extensions
@@ -27,6 +27,7 @@ from workers.platform.goalstate_tracker import missing_certificates
 from workers.platform.errors import DocumentError, PlatformError, ResourceGoneError
 from workers.platform.extensionsconfig import ExtensionHandler, ExtensionsConfig
 from workers.platform.vmsettings import VmSettingsGoalState
+from workers.provisioning.identity import cloud_init_enabled
 
 log = logging.getLogger("extensions")
 
@@ -36,6 +37,7 @@ OP_CODES = {"install": S.CODE_INSTALL, "enable": S.CODE_ENABLE, "disable": S.COD
 TIMEOUT_KEYS = {"install": "Extensions.InstallTimeout", "enable": "Extensions.EnableTimeout",
                 "disable": "Extensions.DisableTimeout", "update": "Extensions.UpdateTimeout",
                 "uninstall": "Extensions.UninstallTimeout"}
+CLOUD_INIT_DONE = ("/run/cloud-init/result.json", "/run/cloud-init/disabled")
 DISABLED_MESSAGE = ("Extension will not be processed since extension processing is disabled. "
                     "To enable extension processing, set Extensions.Enabled=y in "
                     "/etc/waagent.conf")
@@ -71,6 +73,9 @@ class Job:
         self.reports: Dict[str, S.HandlerReport] = {}
         self.errors_logged = 0
         self.ga_family_logged = False
+        self._converged = False
+        self.cloud_init_done = False
+        self.cloud_init_since: Optional[float] = None
 
     # ---- the loop -------------------------------------------------------------------------
     def run(self) -> None:
@@ -90,7 +95,6 @@ class Job:
             log.info("event=extensions_disabled reason='Extensions.Enabled=n'")
         w.status("running" if enabled else
                  "extension processing disabled (Extensions.Enabled=n); status reported")
-        period = float(self.conf["Extensions.GoalStatePeriod"])
         while True:
             w.tick()
             started = time.monotonic()
@@ -103,7 +107,37 @@ class Job:
                 self.errors_logged += 1
                 if self.errors_logged <= 3 or self.errors_logged % 600 == 0:
                     log.warning("event=goal_state_loop_error error=%r", str(e)[:500])
-            self.sleep(max(0.0, period - (time.monotonic() - started)))
+            self.sleep(max(0.0, self.period() - (time.monotonic() - started)))
+
+    def period(self) -> float:
+        """Extensions.InitialGoalStatePeriod until the first goal state has converged (every
+        extension in it terminal), then Extensions.GoalStatePeriod (§9.2). Converged is
+        remembered in the worker's folder (waagent's initial_goal_state file), so a restart
+        keeps the regular period."""
+        initial = self.conf["Extensions.InitialGoalStatePeriod"]
+        if initial is None or self.converged():
+            return float(self.conf["Extensions.GoalStatePeriod"])
+        return float(initial)
+
+    def converged(self) -> bool:
+        if self._converged:
+            return True
+        marker = os.path.join(self.folder, "initial_goal_state")
+        if os.path.exists(marker):
+            self._converged = True
+        elif self.config is not None and not self.pending and self.goal_state_report and \
+                all(self._terminal(h) for h in self.config.handlers):
+            with open(marker, "w") as f:
+                f.write("%s\n" % (self.incarnation or ""))
+            log.info("event=initial_goal_state_converged incarnation=%s", self.incarnation)
+            self._converged = True
+        return self._converged
+
+    def _terminal(self, h: ExtensionHandler) -> bool:
+        rep = self.reports.get(h.name.lower())
+        if rep is None:
+            return h.state != "enabled"
+        return all(e.status.get("status") != "transitioning" for e in rep.extensions)
 
     def sleep(self, seconds: float) -> None:
         """Wait between polls, the loop turning at least once per heartbeat interval."""
@@ -123,7 +157,7 @@ class Job:
     # ---- one turn -------------------------------------------------------------------------
     def iteration(self, enabled: bool = True) -> None:
         new = self.update_goal_state()
-        if self.config is not None and (new or self.pending):
+        if self.config is not None and (new or self.pending) and not self.cloud_init_running():
             self.pending = False
             if enabled:
                 self.process(self.config)
@@ -131,6 +165,39 @@ class Job:
                 self.report_disabled(self.config)
         self.refresh_extension_statuses()
         self.upload_status()
+
+    def cloud_init_running(self) -> bool:
+        """Extensions.WaitForCloudInit (§9.2, waagent's `cloud-init status --wait`): while
+        cloud-init is enabled and has not finished (no /run/cloud-init/result.json, which it
+        writes at its end and `status --wait` waits for, nor /run/cloud-init/disabled), at
+        most Extensions.WaitForCloudInitTimeout seconds from the first goal state, extensions
+        wait; status is still uploaded every loop (waagent blocks its loop instead). Then,
+        done or not, extensions run, as in waagent."""
+        if not self.conf["Extensions.WaitForCloudInit"] or self.cloud_init_done:
+            return False
+        now = time.monotonic()
+        if self.cloud_init_since is None:
+            self.cloud_init_since = now
+            if not cloud_init_enabled(self.conf["OS.SysRoot"]):
+                log.info("event=cloud_init_not_waited reason='cloud-init is not enabled'")
+                self.cloud_init_done = True
+                return False
+            log.info("event=cloud_init_waiting timeout=%ds",
+                     self.conf["Extensions.WaitForCloudInitTimeout"])
+        for marker in CLOUD_INIT_DONE:
+            if os.path.exists(marker):
+                log.info("event=cloud_init_completed marker=%s seconds=%.1f", marker,
+                         now - self.cloud_init_since)
+                self.cloud_init_done = True
+                return False
+        if now - self.cloud_init_since >= self.conf["Extensions.WaitForCloudInitTimeout"]:
+            log.error("event=cloud_init_wait_timeout seconds=%d reason='will proceed to "
+                      "execute VM extensions; extensions that conflict with cloud-init may "
+                      "fail'", self.conf["Extensions.WaitForCloudInitTimeout"])
+            self.cloud_init_done = True
+            return False
+        self.pending = True   # decide once it is done
+        return True
 
     def update_goal_state(self) -> bool:
         """Fetch the goal state; True when there is a new extensions goal state to act on."""
@@ -239,6 +306,10 @@ class Job:
         top = max(levels) if levels else 0
         deadline = time.monotonic() + float(self.conf["Extensions.DependencyTimeout"])
         blocked = None      # the dependency whose failure stops the later levels (§4.11)
+        rules = policy.load(self.conf)
+        if rules is not None and rules.error is not None:
+            log.error("event=extension_policy_invalid path=%s error=%r", rules.path,
+                      rules.error[:500])
         for handler in ordered:
             if blocked is not None and handler.state == "enabled":
                 message = ("Skipping processing of extensions since execution of dependent "
@@ -247,6 +318,18 @@ class Job:
                              [S.ExtensionReport(s.sequence_number, S.error_status(
                                  handler.name, "Enable", -1, message), s.name)
                               for s in handler.settings])
+                continue
+            refusal = rules.refusal(handler.name) if rules is not None and \
+                handler.state in ("enabled", "disabled") else None
+            if refusal is not None:
+                # Debug.EnableExtensionPolicy: neither downloaded nor run (§4.1).
+                log.warning("event=extension_blocked_by_policy name=%s", handler.name)
+                self._report(handler.name, handler.version, "NotReady", S.CODE_ENABLE, refusal,
+                             [S.ExtensionReport(s.sequence_number, S.error_status(
+                                 handler.name, "Enable", S.CODE_ENABLE, refusal), s.name)
+                              for s in handler.settings])
+                if handler.state == "enabled" and self._level(handler) < top:
+                    blocked = handler.name
                 continue
             try:
                 self.handle(handler, installed.get(handler.name.lower(), {}))

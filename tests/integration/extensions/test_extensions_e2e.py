@@ -354,3 +354,87 @@ def test_disabled_then_enabled_again(platform, make_host):
     ops = [line.split()[:2] for line in azure_log(host, "Test.Good", "ops.log").splitlines()]
     assert ops == [["install", "seq=0"], ["enable", "seq=0"], ["disable", "seq=0"],
                    ["enable", "seq=0"]], ops
+
+
+def test_the_manifests_cpu_quota_limits_the_command(platform, make_host):
+    # resourceLimits.cpuQuotaPercentage=20 (§4.4, §4.12): no systemd here, so the broker puts
+    # the command in a cgroup of the cpu controller with a CFS quota of 20 % of one CPU. The
+    # extension spins for 3 s and reads, from where it runs, the quota and the throttling.
+    platform.add("Test.Limited", "limited")
+    host = make_host()
+    entry = platform.wait_handler("Test.Limited", _success, timeout=60, host=host)
+    assert ext_status(entry)["formattedMessage"]["message"] == "limited enabled seq 0"
+    quota = azure_log(host, "Test.Limited", "cpu_quota").split()
+    assert quota == (["20000", "100000"]), quota
+    stat_lines = dict(line.split() for line in azure_log(host, "Test.Limited",
+                                                         "cpu_stat").splitlines())
+    # 3 s of spinning at 20 %: throttled in most of its 30 periods.
+    assert int(stat_lines["nr_throttled"]) >= 5, stat_lines
+    cgroups = azure_log(host, "Test.Limited", "cgroup")
+    assert "/ext.Test.Limited.enable." in cgroups, cgroups
+    assert "cpu_quota=cpu.cfs_quota_us=20000" in host.log("supervisor")
+
+
+def test_no_cpu_quota_without_resource_limits(platform, make_host):
+    platform.add("Test.Good", "good")
+    host = make_host()
+    platform.wait_handler("Test.Good", _success, host=host)
+    cgroups = azure_log(host, "Test.Good", "cgroup")
+    cpu = [line for line in cgroups.splitlines() if line.split(":")[1] == "cpu"]
+    assert cpu and "ext.Test.Good" not in cpu[0], cgroups
+    assert "operation=enable seq=0 cgroup=" in host.log("supervisor")
+    assert "cpu_quota=none" in host.log("supervisor")
+
+
+def _policy(doc):
+    def write(host):
+        path = os.path.join(host.etc, "waagent_policy.json")
+        with open(path, "w") as f:
+            f.write(doc if isinstance(doc, str) else json.dumps(doc))
+        os.chmod(path, 0o644)
+    return write
+
+
+def test_the_extension_policy_allows_listed_extensions_only(platform, make_host):
+    # Debug.EnableExtensionPolicy=y and /etc/waagent_policy.json: only listed extensions run
+    # (names matched case-insensitively); one whose signature the policy requires is blocked,
+    # this agent validating no signatures. Blocked ones are neither downloaded nor run.
+    platform.add("Test.Good", "good")
+    platform.add("Test.Signed", "good")
+    platform.add("Test.Other", "good")
+    host = make_host({"Debug.EnableExtensionPolicy": "y"}, before=_policy({
+        "policyVersion": "0.1.0",
+        "extensionPolicies": {"allowListedExtensionsOnly": True, "signatureRequired": True,
+                              "extensions": {"test.good": {"signatureRequired": False},
+                                             "Test.Signed": {}}}}))
+    platform.wait_handler("Test.Good", _success, host=host)
+    other = platform.wait_handler("Test.Other", lambda e: e["status"] == "NotReady", host=host)
+    assert other["code"] == 1009
+    message = other["formattedMessage"]["message"]
+    assert "'Test.Other' because it is not specified as an allowed extension" in message
+    assert "('/etc/waagent_policy.json')" in message
+    assert ext_status(other)["status"] == "error"
+    signed = platform.wait_handler("Test.Signed", lambda e: e["status"] == "NotReady", host=host)
+    assert "requires a signature for extension 'Test.Signed'" in \
+        signed["formattedMessage"]["message"]
+    for name in ("Test.Other", "Test.Signed"):
+        assert azure_log(host, name, "ops.log") == ""
+        assert not os.path.exists(_lib(host, "%s-1.0.0" % name))
+    assert "event=extension_blocked_by_policy name=Test.Other" in host.log("extensions")
+
+
+def test_an_invalid_policy_blocks_every_extension_and_says_why(platform, make_host):
+    platform.add("Test.Good", "good")
+    host = make_host({"Debug.EnableExtensionPolicy": "y"}, before=_policy({
+        "policyVersion": "0.1.0", "extensionPolicies": {"allowListedExtensionsOnly": "yes"}}))
+    entry = platform.wait_handler("Test.Good", lambda e: e["status"] == "NotReady", host=host)
+    assert "invalid type str for attribute 'extensionPolicies.allowListedExtensionsOnly'" in \
+        entry["formattedMessage"]["message"]
+    assert azure_log(host, "Test.Good", "ops.log") == ""
+
+
+def test_the_policy_file_is_ignored_unless_enabled(platform, make_host):
+    platform.add("Test.Other", "good")
+    host = make_host(before=_policy({"policyVersion": "0.1.0",
+                                     "extensionPolicies": {"allowListedExtensionsOnly": True}}))
+    platform.wait_handler("Test.Other", _success, host=host)

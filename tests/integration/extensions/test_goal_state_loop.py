@@ -107,3 +107,76 @@ def test_extension_handling_on_hold_installs_nothing(folder, make_host):
             host.close()
     finally:
         emu.stop()
+
+
+def _ops(host, handler):
+    try:
+        with open(os.path.join(host.log_dir, "azure", handler, "ops.log")) as f:
+            return f.read()
+    except FileNotFoundError:
+        return ""
+
+
+def _success(entry):
+    return entry["status"] == "Ready" and ext_status(entry).get("status") == "success"
+
+
+def test_initial_goal_state_period_until_the_first_goal_state_converges(platform, make_host):
+    # The extension's enable says "transitioning" and its success comes 3 s later: the
+    # regular period (120 s) is far longer than the test, so only InitialGoalStatePeriod (1 s)
+    # brings the success into the blob; once that goal state has converged (every extension
+    # terminal) the loop turns at the regular period.
+    platform.add("Test.Late", "late")
+    host = make_host({"Extensions.GoalStatePeriod": "120",
+                      "Extensions.InitialGoalStatePeriod": "1"})
+    platform.wait_handler("Test.Late", lambda e: ext_status(e).get("status") == "transitioning",
+                          timeout=60, host=host)
+    assert "initial_goal_state_converged" not in host.log("extensions")
+    entry = platform.wait_handler("Test.Late", _success, timeout=30, host=host)
+    assert ext_status(entry)["formattedMessage"]["message"] == "late enabled seq 0"
+    wait_for(lambda: "initial_goal_state_converged" in host.log("extensions"), 20, 0.2,
+             "the first goal state converged")
+    time.sleep(1.5)   # the turn after the one that converged may still be on its way
+    before = len(platform.uploads())
+    time.sleep(5)
+    assert len(platform.uploads()) == before, "uploads at the 1 s period after convergence"
+    assert os.path.exists(os.path.join(host.varlib, "guestagent", "extensions",
+                                       "initial_goal_state"))
+
+
+def test_wait_for_cloud_init_holds_extensions_until_it_finishes(platform, make_host):
+    platform.add("Test.Good", "good")
+    host = make_host({"Extensions.WaitForCloudInit": "y"},
+                     before=lambda h: h.enable_cloud_init(b"", host_key=False))
+    wait_for(lambda: "cloud_init_waiting" in host.log("extensions"), 40, 0.2, "the wait")
+    # The status blob still goes up every loop; no command of the extension runs.
+    first = len(platform.uploads())
+    wait_for(lambda: len(platform.uploads()) >= first + 5, 20, 0.1, "uploads while waiting")
+    assert _ops(host, "Test.Good") == ""
+    assert not platform.handler_entries("Test.Good")
+    # cloud-init writes /run/cloud-init/result.json at its end: the extension runs.
+    r = host.run_inside(["sh", "-c", "mkdir -p /run/cloud-init && "
+                         "echo '{\"v1\": {\"errors\": []}}' > /run/cloud-init/result.json"])
+    assert r.returncode == 0, r.stderr
+    platform.wait_handler("Test.Good", _success, timeout=40, host=host)
+    assert [line.split()[0] for line in _ops(host, "Test.Good").splitlines()] == \
+        ["install", "enable"]
+    assert "cloud_init_completed marker=/run/cloud-init/result.json" in host.log("extensions")
+
+
+def test_wait_for_cloud_init_gives_up_at_its_timeout(platform, make_host):
+    platform.add("Test.Good", "good")
+    host = make_host({"Extensions.WaitForCloudInit": "y",
+                      "Extensions.WaitForCloudInitTimeout": "3"},
+                     before=lambda h: h.enable_cloud_init(b"", host_key=False))
+    platform.wait_handler("Test.Good", _success, timeout=60, host=host)
+    log = host.log("extensions")
+    assert "cloud_init_waiting timeout=3s" in log and "cloud_init_wait_timeout" in log, log
+
+
+def test_wait_for_cloud_init_without_cloud_init_does_not_wait(platform, make_host):
+    platform.add("Test.Good", "good")
+    host = make_host({"Extensions.WaitForCloudInit": "y",
+                      "Extensions.WaitForCloudInitTimeout": "3600"})
+    platform.wait_handler("Test.Good", _success, timeout=40, host=host)
+    assert "cloud_init_not_waited reason='cloud-init is not enabled'" in host.log("extensions")

@@ -21,6 +21,8 @@ echo "$(date -u +%Y-%m-%dT%H:%M:%SZ) hello $op seq=$seq ext=${ext:-none}" >> "$l
 
 if [ "$op" = "enable" ]; then
     cat /proc/self/cgroup > "$log_dir/hello.cgroup" 2>/dev/null || true   # where the agent ran it
+    # the CPU quota it runs under (the manifest's resourceLimits), on cgroup v2
+    cat "/sys/fs/cgroup$(sed -n 's/^0:://p' /proc/self/cgroup)/cpu.max" > "$log_dir/hello.cpu_max" 2>/dev/null || true
     now="$(date -u +%Y-%m-%dT%H:%M:%SZ)"
     tmp="$status_dir/$status_name.tmp"
     printf '[{"version":"1.0","timestampUTC":"%s","status":{"name":"HelloWorld","operation":"Enable","status":"success","code":0,"formattedMessage":{"lang":"en-US","message":"Hello from the emulator extension (seq %s)"}}}]\n' "$now" "$seq" > "$tmp"
