@@ -39,7 +39,6 @@ from supervisor.broker import Context, Privileged
 from supervisor.privileged import (SAFE_PATH, atomic_write, ensure_root_dir, fail, lib_dir,
                                    read_capped, which)
 from supervisor.privileged.state import DISABLE_AGENT
-from supervisor.slices import _own_v1
 
 log = logging.getLogger("guestagent.broker.extensions")
 
@@ -522,7 +521,8 @@ def _v1_cpu_cgroup(leaf: str, quota: int) -> Optional[str]:
         v1 = cgroup_mounts()[1]
     except OSError:
         return None
-    mount, own = v1.get("cpu"), _own_v1("cpu")
+    mount = v1.get("cpu")
+    own = own_cgroup(hierarchy=mount, controller="cpu") if mount else None
     if mount is None or own is None:
         return None
     path = os.path.join(mount, own.lstrip("/"), "guestagent.%d" % os.getpid(), leaf)
