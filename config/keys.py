@@ -318,7 +318,7 @@ NOT_APPLIED = {
     "Provisioning.MonitorHostName": _MONITORING, "Provisioning.MonitorHostNamePeriod": _MONITORING,
     "Monitor.NetworkConfigurationChanges": _MONITORING,
     "OS.RemovePersistentNetRulesPeriod": _MONITORING,
-    "OS.MonitorDhcpClientRestartPeriod": _MONITORING, "Debug.EtpCollectionPeriod": _MONITORING,
+    "OS.MonitorDhcpClientRestartPeriod": _MONITORING,
     "Extensions.InitialGoalStatePeriod": _EXTENSIONS, "Extensions.WaitForCloudInit": _EXTENSIONS,
     "Extensions.WaitForCloudInitTimeout": _EXTENSIONS,
     "OS.AllowHTTP": _EXTENSIONS,
