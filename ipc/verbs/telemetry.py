@@ -34,7 +34,8 @@ COLLECT = declare(
     """Hand over (and remove) the oldest event files: the agent's <Lib.Dir>/events/*.tld and
     the <digits>.json files in <Extension.LogDir>/<Handler>/events/ of every handler the broker
     installed, at most 64 files and 96 KiB per call, each file base64. Files that are not
-    regular files, symlinks, hard links, or larger than 96 KiB are removed unread and listed in refused.
+    regular files, symlinks, hard links, or larger than 96 KiB are removed unread and listed
+    in refused.
     more: there are files left; call again.""",
     result=Obj({"files": List(EVENT_FILE, MAX_CALL_FILES),
                 "refused": List(REFUSED, MAX_CALL_FILES),

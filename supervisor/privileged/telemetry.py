@@ -44,7 +44,8 @@ def _handlers(conf) -> List[str]:
     names = set()
     for entry in entries:
         m = FOLDER_RE.fullmatch(entry)
-        if m and _root_dir(os.path.join(lib, entry)) and _runs(os.path.join(lib, entry)) is not None:
+        folder = os.path.join(lib, entry)
+        if m and _root_dir(folder) and _runs(folder) is not None:
             names.add(m.group(1))
     return sorted(names)
 
@@ -73,7 +74,8 @@ def _listed(fd: int, wanted) -> List[str]:
         for n, entry in enumerate(it):
             if n >= MAX_LISTED:
                 break
-            if wanted(entry.name):
+            # A folder named like an event file is left alone (never walked, never removed).
+            if wanted(entry.name) and not entry.is_dir(follow_symlinks=False):
                 names.append(entry.name)
     return sorted(names)
 
@@ -152,6 +154,9 @@ def collect(ctx: Context, args: dict) -> dict:
                     os.unlink(name, dir_fd=dfd)
                 except FileNotFoundError:
                     pass
+                except OSError as e:
+                    log.warning("event=telemetry_file_kept source=%s handler=%s file=%r "
+                                "why=%r", source, handler, shown, e.strerror or str(e))
         finally:
             os.close(dfd)
         if more:

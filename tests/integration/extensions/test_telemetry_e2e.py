@@ -141,7 +141,8 @@ def test_agent_and_extension_events_arrive_once_malformed_dropped_no_sas(platfor
     for why in ("custom_script_invalid_json.tld why='not JSON",
                 "event_with_sas_token.tld why=\"providerId '69B669B9-4AF8-4C50-BDC4-6006FA76E9375'"
                 " is not a GUID\"",
-                "1700000000000003.tld why='307202 bytes, over the 98304-byte cap'", "1700000000000004.tld why=\"eventId 'one'",
+                "1700000000000003.tld why='307202 bytes, over the 98304-byte cap'",
+                "1700000000000004.tld why=\"eventId 'one'",
                 '1591816395.json why="not JSON: Expecting \',\' delimiter'):
         assert why in mon, (why, mon[-3000:])
     assert re.search(r"event=telemetry_event_dropped provider=%s why='\d+ bytes, over the "
@@ -168,7 +169,9 @@ def test_a_flood_of_event_files_is_worked_off_in_bounded_rounds(platform, make_h
     _wait(arrived, 120, "the flood did not arrive", host)
     got = [p["Message"] for _, _, p in _events(platform) if p["Message"].startswith("flood ")]
     assert sorted(got) == sorted("flood %d" % n for n in range(count))
-    sent = [int(n) for n in re.findall(r"event=telemetry_sent events=(\d+)", host.log("monitoring"))]
+    sent = [int(n) for n in re.findall(r"event=telemetry_sent events=(\d+)",
+                                       host.log("monitoring"))]
     assert len(sent) >= 3 and max(sent) <= MAX_FILES_PER_ROUND, sent
     assert os.listdir(_agent_events(host)) == []
-    assert all(r["valid"] and r["bytes"] <= 64512 for r in platform.state()["received"]["telemetry"])
+    assert all(r["valid"] and r["bytes"] <= 64512
+               for r in platform.state()["received"]["telemetry"])
