@@ -108,14 +108,21 @@ def test_agent_and_extension_events_arrive_once_malformed_dropped_no_sas(platfor
     def arrived():
         evs = _events(platform)
         ext = [p for _, pid, p in evs if p.get("EventName", "").startswith("Test.Good-")]
-        agent = [p for _, pid, p in evs if pid == PROVIDER]
-        return len(ext) >= expected_ext and len(agent) >= expected_agent
+        agent = [p for _, pid, p in evs if pid == PROVIDER and p["Name"] != "Test.Good"]
+        ops = [p for _, pid, p in evs if pid == PROVIDER and p["Name"] == "Test.Good"]
+        return len(ext) >= expected_ext and len(agent) >= expected_agent and len(ops) >= 2
     _wait(arrived, 60, "not every well-formed event arrived", host)
     time.sleep(3)     # three more rounds: nothing is sent twice
     evs = _events(platform)
     assert all(valid for valid, _, _ in evs)
-    agent = [p for _, pid, p in evs if pid == PROVIDER]
+    agent = [p for _, pid, p in evs if pid == PROVIDER and p["Name"] != "Test.Good"]
     ext = [p for _, pid, p in evs if p.get("EventName", "").startswith("Test.Good-")]
+    # The broker's own events: each command it ran for the extension, once.
+    ops = [p for _, pid, p in evs if pid == PROVIDER and p["Name"] == "Test.Good"]
+    assert sorted((p["Operation"], p["OperationSuccess"], p["Version"]) for p in ops) == [
+        ("Enable", "True", "1.0.0"), ("Install", "True", "1.0.0")], ops
+    assert all(re.fullmatch(r"(install|enable) exited 0 after [0-9.]+s", p["Message"])
+               and int(p["Duration"]) >= 0 for p in ops), ops
     assert len(agent) == expected_agent, [a.get("Name") for a in agent]
     assert len(ext) == expected_ext, len(ext)
     names = sorted(a["Message"][:40] for a in agent)
