@@ -156,6 +156,8 @@ def test_agent_and_extension_events_arrive_once_malformed_dropped_no_sas(platfor
                      r"64512-byte request'" % PROVIDER, mon), mon[-3000:]
     assert "event=telemetry_event_dropped handler=Test.Good file=1592350454.json" in mon
     assert "check_failed" not in mon
+    # Never a crash loop: one monitoring process all along.
+    assert "event=exit worker=monitoring" not in host.log("supervisor")
     assert host.proc.poll() is None
 
 
@@ -180,5 +182,6 @@ def test_a_flood_of_event_files_is_worked_off_in_bounded_rounds(platform, make_h
                                        host.log("monitoring"))]
     assert len(sent) >= 3 and max(sent) <= MAX_FILES_PER_ROUND, sent
     assert os.listdir(_agent_events(host)) == []
+    assert "event=exit worker=monitoring" not in host.log("supervisor")
     assert all(r["valid"] and r["bytes"] <= 64512
                for r in platform.state()["received"]["telemetry"])
