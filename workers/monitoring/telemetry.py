@@ -59,6 +59,7 @@ def collect(worker) -> List[TelemetryEvent]:
     """The events of the files the broker hands over this round (the malformed dropped)."""
     out: List[TelemetryEvent] = []
     per_handler = {}
+    over = {}        # handler -> events left out over its cap (one log line each, at the end)
     taken = 0
     for _ in range(MAX_CALLS_PER_ROUND):
         result, _fds = worker.call("telemetry.collect", {})
@@ -72,6 +73,9 @@ def collect(worker) -> List[TelemetryEvent]:
                 if f["source"] == "agent":
                     out.append(events.agent_event(data))
                     continue
+                if per_handler.get(f["handler"], 0) >= events.ETP_MAX_EVENTS:
+                    over[f["handler"]] = over.get(f["handler"], 0) + 1
+                    continue     # not even parsed: this extension had its share this round
                 got, dropped = events.extension_events(f["handler"], data)
             except events.Malformed as e:
                 log.warning("event=telemetry_file_dropped source=%s handler=%s file=%s why=%r",
@@ -84,13 +88,15 @@ def collect(worker) -> List[TelemetryEvent]:
             if len(got) > room:
                 log.warning("event=telemetry_events_dropped handler=%s file=%s count=%d "
                             "why='over %d events of one extension in a round'",
-                            f["handler"], f["name"], len(got) - max(room, 0),
-                            events.ETP_MAX_EVENTS)
-            kept = got[:max(room, 0)]
+                            f["handler"], f["name"], len(got) - room, events.ETP_MAX_EVENTS)
+            kept = got[:room]
             per_handler[f["handler"]] = per_handler.get(f["handler"], 0) + len(kept)
             out.extend(kept)
         if not result["more"] or taken >= MAX_FILES_PER_ROUND:
             break
+    for handler, files in sorted(over.items()):
+        log.warning("event=telemetry_files_dropped handler=%s files=%d why='over %d events of "
+                    "one extension in a round'", handler, files, events.ETP_MAX_EVENTS)
     return out
 
 
