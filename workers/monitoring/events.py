@@ -47,11 +47,12 @@ def _text(data: bytes) -> str:
 
 
 def _json(data: bytes):
+    text = _text(data)
     try:
-        return json.loads(_text(data))
+        return json.loads(text)
+    except RecursionError:
+        raise Malformed("JSON nested too deep") from None
     except ValueError as e:
-        if isinstance(e, Malformed):
-            raise
         raise Malformed("not JSON: %s" % str(e)[:200]) from None
 
 

@@ -81,6 +81,11 @@ def collect(worker) -> List[TelemetryEvent]:
                 log.warning("event=telemetry_file_dropped source=%s handler=%s file=%s why=%r",
                             f["source"], f["handler"] or "-", f["name"], str(e))
                 continue
+            except Exception as e:  # noqa: BLE001 — the file is gone: lose it, not the round
+                log.warning("event=telemetry_file_dropped source=%s handler=%s file=%s "
+                            "why='unexpected %s'", f["source"], f["handler"] or "-", f["name"],
+                            type(e).__name__)
+                continue
             for why in dropped:
                 log.warning("event=telemetry_event_dropped handler=%s file=%s why=%r",
                             f["handler"], f["name"], why)

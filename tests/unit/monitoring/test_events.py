@@ -46,6 +46,7 @@ def test_utf16_and_types_are_kept():
     (b"[1, 2]", "not a JSON object"),
     (b'{"eventId": true, "providerId": "x", "parameters": []}', "eventId"),
     (b"\xff\xfe\x00", "not UTF-8 or UTF-16"),
+    (b"[" * 50000 + b"]" * 50000, "nested too deep"),
     (json.dumps({"eventId": 1, "providerId": "69B669B9-4AF8-4C50-BDC4-6006FA76E975",
                  "parameters": [{"name": "A", "value": [1]}]}).encode(), "type list"),
     (json.dumps({"eventId": 1, "providerId": "69B669B9-4AF8-4C50-BDC4-6006FA76E975",
