@@ -318,7 +318,7 @@ NOT_APPLIED = {
     "Provisioning.MonitorHostName": _MONITORING, "Provisioning.MonitorHostNamePeriod": _MONITORING,
     "Monitor.NetworkConfigurationChanges": _MONITORING,
     "OS.RemovePersistentNetRulesPeriod": _MONITORING,
-    "OS.MonitorDhcpClientRestartPeriod": _MONITORING, "Debug.EtpCollectionPeriod": _MONITORING,
+    "OS.MonitorDhcpClientRestartPeriod": _MONITORING,
     "OS.AllowHTTP": "waagent's fallback to plain http when Python has no ssl module; "
     "guestagent's Python always has it (requests needs it), and the platform's own http "
     "endpoints and the URLs the goal state names are used as given",

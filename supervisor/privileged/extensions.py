@@ -36,6 +36,7 @@ from ipc.verbs import extensions as E
 from cgroups import find_hierarchy, kill_cgroup, mounts as cgroup_mounts, own_cgroup, \
     remove_cgroup, write as write_cgroup
 from supervisor.broker import Context, Privileged
+from supervisor.privileged import agent_events
 from supervisor.privileged import (SAFE_PATH, atomic_write, ensure_root_dir, fail, lib_dir,
                                    read_capped, which)
 from supervisor.privileged.state import DISABLE_AGENT
@@ -670,6 +671,9 @@ def _execute(ctx: Context, folder: str, name: str, version: str, op: str, comman
         op, version, args["seq"], reason, "" if code is None else " %d" % code, seconds))
     log.info("event=extension_command_end name=%s operation=%s reason=%s exit_code=%s "
              "seconds=%.2f", name, op, reason, code, seconds)
+    agent_events.operation(ctx.conf, name, version, op.capitalize(), code == 0,
+                           "%s %s%s after %.1fs" % (op, reason, "" if code is None else
+                                                    " %d" % code, seconds), int(seconds * 1000))
     return {"exit_code": code, "reason": reason + ("(%.0fs)" % timeout if why == "timeout"
                                                    else ""),
             "output": output[:16 * 1024], "seconds": round(seconds, 3),

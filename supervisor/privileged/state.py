@@ -16,9 +16,10 @@ import shutil
 
 from typing import Optional
 
+from config.version import AGENT_NAME, WAAGENT_VERSION
 from ipc.verbs import provisioning as P
 from supervisor.broker import BOOT, PROCESS, PROV, PROVISIONING, Context, Privileged
-from supervisor.privileged import atomic_write, fail, gates, lib_dir, read_capped
+from supervisor.privileged import agent_events, atomic_write, fail, gates, lib_dir, read_capped
 
 log = logging.getLogger("guestagent.broker.provisioning")
 
@@ -130,6 +131,9 @@ def finish(ctx: Context, args: dict) -> dict:
         atomic_write(os.path.join(folder, DISABLE_AGENT), b"", 0o600)
     log.info("event=provisioning_gate_closed marker=%s disable_agent=%s",
              "written" if vm_id else "unchanged", args["disable_agent"])
+    if vm_id is not None:
+        agent_events.operation(ctx.conf, AGENT_NAME, WAAGENT_VERSION, "Provision", True,
+                               "Provisioning succeeded")
     return {}
 
 

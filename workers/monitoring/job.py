@@ -45,7 +45,10 @@ class Context:
 
 def checks() -> Sequence[Check]:
     """Every check monitoring knows, in the order a round of all of them runs."""
-    return ()
+    from workers.monitoring import telemetry
+    return (
+        Check("telemetry", "Debug.EtpCollectionPeriod", lambda conf: True, telemetry.run),
+    )
 
 
 def run(worker, conf, table: Optional[Sequence[Check]] = None,
