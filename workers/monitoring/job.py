@@ -45,7 +45,8 @@ class Context:
 
 def checks() -> Sequence[Check]:
     """Every check monitoring knows, in the order a round of all of them runs."""
-    return ()
+    from workers.monitoring import healthservice, hostname, oschecks
+    return hostname.CHECKS + healthservice.CHECKS + oschecks.CHECKS
 
 
 def run(worker, conf, table: Optional[Sequence[Check]] = None,
