@@ -40,7 +40,7 @@ def _round(verb: str, name: str, describe):
             os.close(fd)
         said = describe(result)
         if said:
-            log.info("event=%s %s", name, said)
+            log.info("event=os_check check=%s %s", name, said)
     return run
 
 

@@ -80,8 +80,9 @@ def test_the_os_checks_are_reapplied_on_their_period(make_agent):
     assert open(os.path.join(a.dir, "lib", "70-persistent-net.rules"), "rb").read() == \
         b"# planted\n"
     log = a.log("monitoring")
-    assert "event=scsi_timeouts timeout=300 devices=sda" in log
-    assert "event=persistent_net_rules moved=etc/udev/rules.d/70-persistent-net.rules" in log
+    assert "event=os_check check=scsi_timeouts timeout=300 devices=sda" in log
+    assert ("event=os_check check=persistent_net_rules "
+            "moved=etc/udev/rules.d/70-persistent-net.rules") in log
     # The route check ran too and left the network alone (Protocol.Endpoint is 127.0.0.1).
     assert "check=wireserver_route" not in log
     assert "event=security" not in a.log("supervisor")
