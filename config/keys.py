@@ -216,6 +216,8 @@ KEYS = (
     _k("Protocol.HostPluginPort", INT, 32526, "HostGAPlugin port.", minimum=1, ours=True),
     _k("Protocol.ImdsEndpoint", STRING, "169.254.169.254", "IMDS address (host or host:port).",
        ours=True),
+    _k("Protocol.HealthServicePeriod", FLOAT, 60.0, "Seconds between HealthService heartbeats "
+       "(HostGAPlugin and IMDS health; waagent: 1 min).", minimum=0.05, ours=True),
     _k("Protocol.DetectionAttempts", INT, 360, "Endpoint detection attempts.", minimum=1, ours=True),
     _k("Protocol.DetectionInterval", FLOAT, 10.0, "Seconds between detection attempts.",
        minimum=0, ours=True),
@@ -310,15 +312,10 @@ _LIMITS = ("guestagent's limits are its systemd slices', not cgroups it manages 
 
 #: Every key that is parsed but not acted on (grep the code: none of them is read), and why.
 NOT_APPLIED = {
-    "OS.RootDeviceScsiTimeoutPeriod": "the SCSI timeout is applied at every boot, not again "
-    "every period (a data disk attached later keeps its timeout until the next boot)",
     "OS.UpdateRdmaDriver": _RDMA,
     "OS.EnableFirewall": _MONITORING, "OS.EnableFirewallPeriod": _MONITORING,
     "Debug.FirewallRulesLogPeriod": _MONITORING,
-    "Provisioning.MonitorHostName": _MONITORING, "Provisioning.MonitorHostNamePeriod": _MONITORING,
     "Monitor.NetworkConfigurationChanges": _MONITORING,
-    "OS.RemovePersistentNetRulesPeriod": _MONITORING,
-    "OS.MonitorDhcpClientRestartPeriod": _MONITORING,
     "OS.AllowHTTP": "waagent's fallback to plain http when Python has no ssl module; "
     "guestagent's Python always has it (requests needs it), and the platform's own http "
     "endpoints and the URLs the goal state names are used as given",

@@ -14,7 +14,7 @@ with a secret in it: a failure is an answer, not a violation.
 
 import threading
 from dataclasses import dataclass, field
-from typing import Callable, FrozenSet, List, Optional
+from typing import Callable, FrozenSet, List, Optional, Tuple
 
 from ipc.verbs import Verb
 from supervisor.table import NAMES
@@ -26,6 +26,7 @@ BOOT = "boot"
 # Who may call (the permits' worker sets) and the provisioning gate's name.
 EVERY = frozenset(NAMES)
 PROV = frozenset(("provisioning",))
+MON = frozenset(("monitoring",))
 PROVISIONING = "provisioning"
 # Verb domains that are not privileged: the lifecycle (the loop's), control, the spawner's.
 UNPRIVILEGED_DOMAINS = ("worker", "control", "spawner")
@@ -52,6 +53,9 @@ class Privileged:
     closes: Optional[str] = None      # success closes this gate for the boot and VM id
     slow: bool = False
     test_only: bool = False           # granted only with Agent.TestHooks=y
+    # (workers, waagent.conf period key): these workers may call it again and again (ONCE
+    # does not apply to them), but never sooner than half that period after their last call.
+    periodic: Optional[Tuple[FrozenSet[str], str]] = None
 
     @property
     def verb(self) -> str:

@@ -9,7 +9,8 @@ supervisor reads itself: no restart reopens it. Adding a row is a security chang
 """
 
 from dataclasses import dataclass, field
-from typing import Dict, FrozenSet, Iterable, Optional, Set
+import time
+from typing import Dict, FrozenSet, Iterable, Optional, Set, Tuple
 
 from ipc import envelope
 from ipc.errors import BAD_ENVELOPE, DENIED, IpcError
@@ -28,6 +29,7 @@ class Permit:
     gate: Optional[str] = None
     closes: Optional[str] = None
     test_only: bool = False
+    periodic: Optional[Tuple[FrozenSet[str], str]] = None
 
 
 LIFECYCLE = (
@@ -56,6 +58,7 @@ class Policy:
             if permit.test_only and not test_hooks:
                 continue
             self.permits[permit.verb] = permit
+        self.conf = conf
         self.gates = state.load_gates(conf) if conf is not None else gates.Gates(None, None, None)
 
     def session(self, worker: str) -> "Session":
@@ -76,6 +79,7 @@ class Session:
     worker: str
     used: Set[str] = field(default_factory=set)
     greeted: bool = False
+    last: Dict[str, float] = field(default_factory=dict)   # periodic verbs: monotonic time
 
     def check(self, msg) -> Verb:
         """Admit a parsed Request or Notice, or raise an IpcError whose code is a violation."""
@@ -91,8 +95,15 @@ class Session:
             raise IpcError(DENIED, "%s may not call %s" % (self.worker, name))
         if not self.greeted and name != HELLO:
             raise IpcError(DENIED, "%s before worker.hello" % name)
-        if permit.once and name in self.used:
+        repeats = permit.periodic is not None and self.worker in permit.periodic[0]
+        if permit.once and name in self.used and not repeats:
             raise IpcError(DENIED, "%s may be called once" % name)
+        now = time.monotonic()
+        if repeats and name in self.last and self.policy.conf is not None:
+            floor = float(self.policy.conf[permit.periodic[1]]) / 2
+            if now - self.last[name] < floor:
+                raise IpcError(DENIED, "%s again after %.1f s: %s allows one call per %.1f s"
+                               % (name, now - self.last[name], permit.periodic[1], floor))
         if permit.once == BOOT and name in self.policy.gates.done:
             raise IpcError(DENIED, "%s ran already this boot" % name)
         if permit.gate is not None and permit.gate in self.policy.gates.closed:
@@ -102,6 +113,8 @@ class Session:
             # Recorded before it runs: a crash mid-run must not let it run again.
             raise IpcError(DENIED, "%s ran already this boot (or cannot be recorded)" % name)
         self.used.add(name)
+        if repeats:
+            self.last[name] = now
         if name == HELLO:
             self.greeted = True
         return verb

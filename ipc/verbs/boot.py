@@ -7,9 +7,11 @@ waagent.conf (OS.RootDeviceScsiTimeout, DetectScvmmEnv, Protocol.Endpoint), what
 under OS.SysRoot (/sys, /proc, the grub and udev files of that root), the kernel's hostname.
 boot.rdma's two addresses come from SharedConfig.xml, which only the worker fetches: the
 broker checks them itself (syntax, a /16 that takes no route of this machine) and writes only
-to paths it fixes. Only the provisioning worker calls them, each at most once per worker
-process (the SCVMM installer and RDMA once per boot and VM id, on the broker's disk). A
-failure is an answer (FAILED), never fatal to provisioning: the worker logs it and goes on.
+to paths it fixes. The provisioning worker calls them, each at most once per worker process
+(the SCVMM installer and RDMA once per boot and VM id, on the broker's disk); the monitoring
+worker may repeat SCSI timeouts, persistent net rules, the WireServer route and the hostname's
+publication on their waagent.conf periods, never sooner than half of one. A failure is an
+answer (FAILED), never fatal to provisioning: the worker logs it and goes on.
 """
 
 from ipc.schema import Bool, Enum, Int, List, Nullable, Obj, Str
@@ -66,8 +68,12 @@ PUBLISH_HOSTNAME = declare(
     """Publish the kernel's hostname to the platform's DNS: a DHCPREQUEST (rebinding: the
     interface's own address, broadcast on the interface of the default route) carrying it as
     option 12, without taking the interface down. Returns the name, the interface, and
-    whether the DHCP server acknowledged.""",
-    result=Obj({"hostname": Str(255, 1), "interface": DEVICE, "acked": Bool()}),
+    whether the DHCP server acknowledged. Provisioning's call always publishes; the
+    monitoring worker's (every Provisioning.MonitorHostNamePeriod) only when the hostname is
+    not the one the broker published last (Lib.Dir/published_hostname): otherwise
+    published=false and no interface.""",
+    result=Obj({"hostname": Str(255, 1), "interface": Nullable(DEVICE), "acked": Bool(),
+                "published": Bool()}),
     timeout=30.0,
 )
 

@@ -24,7 +24,7 @@ from typing import List, Optional, Tuple
 
 from ipc.errors import IpcError
 from ipc.verbs import boot as B
-from supervisor.broker import BOOT, PROCESS, PROV, Context, Privileged
+from supervisor.broker import BOOT, MON, PROCESS, PROV, Context, Privileged
 from supervisor.privileged import (atomic_write, ensure_root_dir, fail, lib_dir, read_capped,
                                    run, which)
 
@@ -305,11 +305,28 @@ def _is_ack(data: bytes, xid: int) -> bool:
     return False
 
 
+PUBLISHED = "published_hostname"     # in Lib.Dir, as waagent keeps it (deprovision removes it)
+
+
+def _published(conf) -> Optional[str]:
+    data = read_capped(os.path.join(lib_dir(conf), PUBLISHED), 1024)
+    return None if data is None else data.decode("ascii", "replace").strip()
+
+
 def publish_hostname(ctx: Context, args: dict) -> dict:
     name = socket.gethostname()
     if not name or len(name) > 255 or not all(c.isalnum() or c in "-." for c in name) \
             or not name.isascii():
         raise fail("the hostname %r cannot be published" % name[:64])
+    if ctx.worker != "provisioning":
+        # The monitor's call: published only when the kernel's hostname is not the one the
+        # broker published last (its own record); the first call, with no record, takes the
+        # current name as published (waagent's monitor starts from the name it finds).
+        last = _published(ctx.conf)
+        if last is None:
+            atomic_write(os.path.join(lib_dir(ctx.conf), PUBLISHED), name.encode(), 0o644)
+        if last is None or last == name:
+            return {"hostname": name, "interface": None, "acked": False, "published": False}
     if _root(ctx.conf) != "/":
         raise fail("OS.SysRoot is not /: the network is the live kernel's, not that root's")
     default = _default_route(ctx.conf)
@@ -359,9 +376,10 @@ def publish_hostname(ctx: Context, args: dict) -> dict:
         raise fail("DHCP on %s: %s" % (iface, e.strerror)) from None
     finally:
         s.close()
+    atomic_write(os.path.join(lib_dir(ctx.conf), PUBLISHED), name.encode(), 0o644)
     log.info("event=hostname_published hostname=%s interface=%s address=%s acked=%s", name,
              iface, address, acked)
-    return {"hostname": name, "interface": iface, "acked": acked}
+    return {"hostname": name, "interface": iface, "acked": acked, "published": True}
 
 
 # ---- SCVMM (protocol.md §3.3) ---------------------------------------------------------------
@@ -632,13 +650,20 @@ def rdma(ctx: Context, args: dict) -> dict:
             "device_written": written, "interface": iface, "reason": reason}
 
 
+# The checks waagent repeats on a period (protocol.md §9.3) the monitoring worker asks for
+# again on the same period (workers/monitoring/oschecks.py, hostname.py); provisioning once,
+# at boot. What each does is still the broker's to decide (waagent.conf, its own reads).
 VERBS = (
-    Privileged(B.SCSI_TIMEOUTS, scsi_timeouts, PROV, once=PROCESS),
+    Privileged(B.SCSI_TIMEOUTS, scsi_timeouts, PROV | MON, once=PROCESS,
+               periodic=(MON, "OS.RootDeviceScsiTimeoutPeriod")),
     Privileged(B.ENTROPY, entropy, PROV, once=PROCESS),
     Privileged(B.NUMA, numa, PROV, once=PROCESS),
-    Privileged(B.WIRESERVER_ROUTE, wireserver_route, PROV, once=PROCESS, slow=True),
-    Privileged(B.PERSISTENT_NET_RULES, persistent_net_rules, PROV, once=PROCESS),
-    Privileged(B.PUBLISH_HOSTNAME, publish_hostname, PROV, once=PROCESS, slow=True),
+    Privileged(B.WIRESERVER_ROUTE, wireserver_route, PROV | MON, once=PROCESS, slow=True,
+               periodic=(MON, "OS.MonitorDhcpClientRestartPeriod")),
+    Privileged(B.PERSISTENT_NET_RULES, persistent_net_rules, PROV | MON, once=PROCESS,
+               periodic=(MON, "OS.RemovePersistentNetRulesPeriod")),
+    Privileged(B.PUBLISH_HOSTNAME, publish_hostname, PROV | MON, once=PROCESS, slow=True,
+               periodic=(MON, "Provisioning.MonitorHostNamePeriod")),
     Privileged(B.SCVMM, scvmm, PROV, once=BOOT, slow=True),
     Privileged(B.RDMA, rdma, PROV, once=BOOT, slow=True),
 )

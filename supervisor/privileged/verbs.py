@@ -34,6 +34,10 @@ def table() -> Dict[str, Privileged]:
                 raise RuntimeError("two rows for %s" % row.verb)
             if row.once not in (None, PROCESS, BOOT):
                 raise RuntimeError("%s: once=%r" % (row.verb, row.once))
+            if row.periodic is not None:
+                from config.keys import BY_NAME
+                if row.periodic[1] not in BY_NAME or not row.periodic[0] <= row.workers:
+                    raise RuntimeError("%s: periodic=%r" % (row.verb, row.periodic))
             rows[row.verb] = row
     missing = sorted(name for name in REGISTRY if name.split(".")[0] not in UNPRIVILEGED_DOMAINS
                      and name not in rows)

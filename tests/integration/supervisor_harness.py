@@ -135,12 +135,14 @@ class Agent:
                 f.write(line + "\n")
         os.chmod(self.conf, 0o644)
 
-    def start(self, wait=True, env=None, args=()):
+    def start(self, wait=True, env=None, args=(), prefix=()):
+        """prefix: a command that runs guestagentd, e.g. `ip netns exec NS unshare --uts`."""
         environ = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"),
                    "GUESTAGENT_TEST_DIR": self.test_dir}
         environ.update(env or {})
         self._stderr = open(self.stderr_path, "ab")
-        self.proc = subprocess.Popen([GUESTAGENTD, "--config", self.conf] + list(args),
+        self.proc = subprocess.Popen(list(prefix) + [GUESTAGENTD, "--config", self.conf] +
+                                     list(args),
                                      stdin=subprocess.DEVNULL, stdout=self._stderr,
                                      stderr=self._stderr, env=environ)
         if wait:

@@ -60,7 +60,8 @@ def net(tmp_path):
             assert proc.poll() is None, (tmp_path / "dnsmasq.log").read_text()
             assert time.monotonic() < deadline, "dnsmasq did not start"
             time.sleep(0.05)
-        yield {"cli": cli, "mac": mac, "leases": leases, "log": tmp_path / "dnsmasq.log"}
+        yield {"cli": cli, "mac": mac, "leases": leases, "log": tmp_path / "dnsmasq.log",
+               "lib": str(tmp_path / "lib")}
     finally:
         for proc in procs:
             proc.terminate()
@@ -71,6 +72,7 @@ def net(tmp_path):
 
 def in_client(net, handler, conf=None, hostname=None):
     """Run one broker handler inside the client namespace (a real process, root)."""
+    conf = dict(conf or {}, Lib__Dir=net["lib"])    # never the host's /var/lib/waagent
     code = (
         "import json, socket, threading\n"
         "from config import defaults\n"
@@ -84,7 +86,7 @@ def in_client(net, handler, conf=None, hostname=None):
         "    print(json.dumps(boot.%s(ctx, {})))\n"
         "except IpcError as e:\n"
         "    print(json.dumps({'error': e.message}))\n"
-    ) % (bool(hostname), hostname or "", conf or {}, handler)
+    ) % (bool(hostname), hostname or "", conf, handler)
     r = subprocess.run(["ip", "netns", "exec", net["cli"], "unshare", "--uts", PYTHON, "-c",
                         code], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
@@ -100,7 +102,7 @@ def carrier_changes(net):
 def test_the_new_hostname_reaches_the_dhcp_server_as_option_12_without_a_bounce(net):
     before = carrier_changes(net)
     r = in_client(net, "publish_hostname", hostname=NEW_NAME)
-    assert r == {"hostname": NEW_NAME, "interface": "vcli", "acked": True}, r
+    assert r == {"hostname": NEW_NAME, "interface": "vcli", "acked": True, "published": True}, r
     log = net["log"].read_text()
     # dnsmasq saw the name in the request (option 12) and acknowledged the lease with it.
     assert "client provides name: %s" % NEW_NAME in log, log
@@ -127,3 +129,41 @@ def test_no_wireserver_route_on_a_machine_that_is_not_azure(net):
     r = in_client(net, "wireserver_route")
     assert "not an Azure VM" in r["error"]
     assert ip("-n", net["cli"], "route", "show", "168.63.129.16").stdout == ""
+
+
+MONITOR = r"""
+import json, socket, threading
+from config import defaults
+from supervisor import broker
+from supervisor.privileged import boot
+conf = defaults().with_overrides(Lib__Dir=%r)
+out = []
+for name in (None, None, %r, %r):
+    if name:
+        socket.sethostname(name)
+    out.append(boot.publish_hostname(broker.Context("monitoring", conf, threading.Event()), {}))
+print(json.dumps(out))
+"""
+
+
+def test_the_monitor_publishes_a_changed_hostname_once_from_the_brokers_own_record(net):
+    """The monitoring worker's call in a UTS namespace: the first takes the name as published,
+    an unchanged name is not sent again, a changed one is (once), as a DHCP request."""
+    before = carrier_changes(net)
+    r = subprocess.run(["ip", "netns", "exec", net["cli"], "unshare", "--uts", PYTHON, "-c",
+                        MONITOR % (net["lib"], NEW_NAME, NEW_NAME)],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    first, unchanged, changed, again = json.loads(r.stdout.strip().splitlines()[-1])
+    assert first["published"] is False and unchanged["published"] is False, (first, unchanged)
+    assert unchanged["hostname"] == first["hostname"] != NEW_NAME
+    assert changed == {"hostname": NEW_NAME, "interface": "vcli", "acked": True,
+                       "published": True}, changed
+    assert again == {"hostname": NEW_NAME, "interface": None, "acked": False,
+                     "published": False}, again
+    log = net["log"].read_text()
+    assert log.count("client provides name: %s" % NEW_NAME) >= 1, log
+    assert log.count("DHCPREQUEST") == log.count("client provides name: %s" % NEW_NAME), log
+    with open(os.path.join(net["lib"], "published_hostname")) as f:
+        assert f.read() == NEW_NAME
+    assert carrier_changes(net) == before

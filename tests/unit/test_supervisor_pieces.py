@@ -171,6 +171,32 @@ def test_a_gate_closes_for_good_and_once_is_per_process():
     assert code_of(other, notice("worker.status", {"message": "x"})) == DENIED
 
 
+def test_monitoring_repeats_the_periodic_boot_verbs_on_their_period_and_no_sooner():
+    from config import defaults
+    policy = Policy()
+    policy.conf = defaults().with_overrides(OS__RootDeviceScsiTimeoutPeriod=1)
+    mon = policy.session("monitoring")
+    mon.check(hello("monitoring"))
+    scsi = envelope.Request(2, "boot.scsi_timeouts", {})
+    mon.check(scsi)
+    assert code_of(mon, scsi) == DENIED          # sooner than half a period
+    time.sleep(0.55)
+    mon.check(scsi)                              # once per half period, again and again
+    time.sleep(0.55)
+    assert code_of(mon, envelope.Request(3, "boot.scsi_timeouts", {"timeout": 1})) == \
+        INVALID_ARGS
+    for verb in ("boot.entropy", "boot.numa", "boot.scvmm"):   # not the per-boot-only ones
+        assert code_of(mon, envelope.Request(4, verb, {})) == DENIED
+    prov = policy.session("provisioning")        # provisioning: still once per process
+    prov.check(hello("provisioning"))
+    prov.check(scsi)
+    time.sleep(0.55)
+    assert code_of(prov, scsi) == DENIED
+    ext = policy.session("extensions")
+    ext.check(hello())
+    assert code_of(ext, scsi) == DENIED
+
+
 def test_every_granted_verb_has_a_handler_or_is_lifecycle():
     for permit in TABLE:
         assert permit.verb.startswith("worker.") or permit.verb in verbs.HANDLERS

@@ -45,8 +45,8 @@ class Context:
 
 def checks() -> Sequence[Check]:
     """Every check monitoring knows, in the order a round of all of them runs."""
-    from workers.monitoring import telemetry
-    return (
+    from workers.monitoring import healthservice, hostname, oschecks, telemetry
+    return hostname.CHECKS + healthservice.CHECKS + oschecks.CHECKS + (
         Check("telemetry", "Debug.EtpCollectionPeriod", lambda conf: True, telemetry.run),
     )
 

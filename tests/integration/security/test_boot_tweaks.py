@@ -126,7 +126,7 @@ attempt("boot.persistent_net_rules")
     assert stat.S_IMODE(os.stat(a.victim).st_mode) == 0o600
 
 
-@pytest.mark.parametrize("worker", ["monitoring", "extensions", "logcollector"])
+@pytest.mark.parametrize("worker", ["extensions", "logcollector"])
 def test_no_other_worker_may_call_a_boot_verb(tree_agent, worker):
     a = tree_agent
     records = a.attack(worker, """
@@ -136,6 +136,81 @@ attempt("boot.persistent_net_rules")
     assert records[-1]["key"] == "killed", records
     assert os.path.islink(os.path.join(a.root, "etc/udev/rules.d/70-persistent-net.rules"))
     assert a.worker("provisioning")["state"] != "FATAL"
+
+
+# ---- monitoring: the periodic OS checks and the hostname monitor (issue 14) ----------------
+
+@pytest.mark.parametrize("verb", ["boot.entropy", "boot.numa", "boot.scvmm"])
+def test_monitoring_may_not_call_a_boot_only_verb(tree_agent, verb):
+    a = tree_agent
+    records = a.attack("monitoring", """
+report("uid", os.getuid())
+attempt(%r)
+""" % verb)
+    assert records[-1]["key"] == "killed", records
+    assert "event=security" in a.log("supervisor")
+    assert os.path.getsize(os.path.join(a.root, "dev/random")) == 0
+
+
+def test_monitoring_repeats_an_os_check_as_the_broker_decides_and_no_faster(tree_agent):
+    """The monitoring worker may ask for the SCSI timeouts and the net rules again — the
+    broker's values, never through a link — but a call sooner than half its period is a
+    violation (a flood of root writes is not a worker's to start), and so are arguments."""
+    a = tree_agent
+    records = a.attack("monitoring", """
+report("uid", os.getuid())
+attempt("boot.scsi_timeouts")
+attempt("boot.persistent_net_rules")
+attempt("boot.scsi_timeouts")
+""")
+    got = by_key(records)
+    assert got["uid"] != [0]
+    assert got["boot.scsi_timeouts"][0] == ["ok", {"timeout": 300, "devices": ["sda", "sdb"]}]
+    assert got["boot.persistent_net_rules"][0][0] == "ok", got
+    assert records[-1]["key"] == "killed", records      # the second scsi call, too soon
+    assert "allows one call per 15.0 s" in a.log("supervisor")
+    assert open(a.victim, "rb").read() == b"keep\n"
+    assert open(os.path.join(a.root, "sys/block/sda/device/timeout")).read() == "300\n"
+    assert os.readlink(os.path.join(a.dir, "lib", "70-persistent-net.rules")) == a.victim
+    records = a.attack("monitoring", """
+report("uid", os.getuid())
+attempt("boot.wireserver_route", {"via": "10.0.0.1"})
+""")
+    assert records[-1]["key"] == "killed", records
+
+
+def test_the_monitor_cannot_make_the_broker_publish_a_hostname(tree_agent):
+    """What is published, and whether, is the broker's: the kernel's name against its own
+    record (Lib.Dir/published_hostname, root's). The first call takes the name as published;
+    a worker asking again gets no publication; only a record that differs makes the broker
+    try (here it refuses: OS.SysRoot is a fixture, the network is not that root's)."""
+    import socket
+    a = tree_agent
+    record = os.path.join(a.dir, "lib", "published_hostname")
+    assert not os.path.exists(record)
+    script = """
+report("uid", os.getuid())
+attempt("boot.publish_hostname")
+"""
+    got = by_key(a.attack("monitoring", script))
+    name = socket.gethostname()
+    assert got["boot.publish_hostname"][0] == ["ok", {
+        "hostname": name, "interface": None, "acked": False, "published": False}], got
+    st = os.stat(record)
+    assert (st.st_uid, open(record).read()) == (0, name)
+    got = by_key(a.attack("monitoring", script))      # a new process: no record of its own
+    assert got["boot.publish_hostname"][0][1]["published"] is False, got
+    got = by_key(a.attack("monitoring", """
+report("uid", os.getuid())
+attempt("boot.publish_hostname", {"hostname": "evil"})
+"""))
+    assert "boot.publish_hostname" not in got or refused(got["boot.publish_hostname"][0])
+    with open(record, "w") as f:                      # the broker's record says otherwise
+        f.write("older-name")
+    got = by_key(a.attack("monitoring", script))
+    assert got["boot.publish_hostname"][0][:2] == ["error", "FAILED"], got
+    assert "OS.SysRoot is not /" in got["boot.publish_hostname"][0][2]
+    assert open(record).read() == "older-name"
 
 
 def test_the_route_and_the_hostname_are_not_a_workers_to_choose(tree_agent):
