@@ -46,9 +46,7 @@ class Context:
 def checks() -> Sequence[Check]:
     """Every check monitoring knows, in the order a round of all of them runs."""
     from workers.monitoring import healthservice, hostname, oschecks, telemetry
-    return hostname.CHECKS + healthservice.CHECKS + oschecks.CHECKS + (
-        Check("telemetry", "Debug.EtpCollectionPeriod", lambda conf: True, telemetry.run),
-    )
+    return hostname.CHECKS + healthservice.CHECKS + oschecks.CHECKS + telemetry.CHECKS
 
 
 def run(worker, conf, table: Optional[Sequence[Check]] = None,

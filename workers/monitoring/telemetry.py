@@ -20,6 +20,8 @@ from typing import List
 from workers.monitoring import events
 from workers.platform.identity import AGENT_VERSION
 from workers.platform.reports import TELEMETRY_MAX_BYTES, TelemetryEvent, telemetry_event_xml
+from workers.monitoring.job import Check
+from workers.monitoring.oschecks import on_platform
 
 log = logging.getLogger("monitoring")
 
@@ -126,3 +128,9 @@ def run(ctx) -> None:
     requests = ctx.client.send_telemetry(pending)
     del queue[:len(pending)]
     log.info("event=telemetry_sent events=%d requests=%d", len(pending), requests)
+
+
+# Only where there is a platform to send to (an endpoint given, or an Azure VM).
+CHECKS = (
+    Check("telemetry", "Debug.EtpCollectionPeriod", on_platform, run),
+)
