@@ -325,7 +325,6 @@ NOT_APPLIED = {
     "Policy.PolicyFilePath": _EXTENSIONS, "AutoUpdate.GAFamily": _SELF_UPDATE,
     "Debug.EnableExtensionPolicy": _EXTENSIONS,
     "Debug.EnableSignatureValidation": _EXTENSIONS,
-    "Pid.File": "no pid file is written yet (issue 16: The waagent command line, ...)",
     "OS.EnableFIPS": "FIPS mode is not set up (no open issue yet)",
     "OS.OpensslPath": "guestagent never runs openssl",
     "OS.PasswordPath": "passwords are set with chpasswd, which writes the system's shadow file",
