@@ -3,7 +3,10 @@ the worker that does that work here (agentctl start), and says so in one line; w
 running supervisor each says that, and fails."""
 
 import os
+import signal
 import subprocess
+
+import pytest
 
 from tests.integration.supervisor_harness import AGENTCTL, wait_for
 
@@ -51,3 +54,72 @@ def test_without_a_supervisor_they_say_so_and_fail(make_agent):
         r = waagent(agent, verb)
         assert r.returncode == 3, r
         assert "not running" in r.stderr, r.stderr
+
+
+def _env(agent):
+    return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "GUESTAGENT_TEST_DIR": agent.test_dir}
+
+
+def _alive(pid):
+    # The detached supervisor is re-parented to the nearest subreaper, which may be this test
+    # run (it reaps it here) or init (a zombie until init reaps it).
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def _pid_file(agent):
+    with open(os.path.join(agent.dir, "waagent.pid")) as f:
+        return int(f.read())
+
+
+def test_daemon_is_the_supervisor_in_the_foreground(make_agent):
+    agent = make_agent()
+    agent._stderr = open(agent.stderr_path, "ab")
+    agent.proc = subprocess.Popen([WAAGENT, "-daemon", "-configuration-path:" + agent.conf],
+                                  stdin=subprocess.DEVNULL, stdout=agent._stderr,
+                                  stderr=agent._stderr, env=_env(agent))
+    agent.wait_all_running()
+    assert _pid_file(agent) == agent.proc.pid     # this process is the supervisor
+    assert agent.stop() == 0                      # SIGTERM: a clean stop, as systemd's
+    assert not os.path.exists(os.path.join(agent.dir, "waagent.pid"))
+
+
+def test_start_detaches_a_supervisor_once_and_returns_when_it_answers(make_agent):
+    agent = make_agent()
+    r = subprocess.run([WAAGENT, "-start", "-configuration-path:" + agent.conf],
+                       capture_output=True, text=True, timeout=120, env=_env(agent))
+    pid = None
+    try:
+        assert r.returncode == 0, r.stderr
+        assert agent.socket_up()
+        pid = _pid_file(agent)
+        with open("/proc/%d/stat" % pid) as f:   # detached: a session of its own
+            assert int(f.read().rsplit(")", 1)[1].split()[3]) != os.getsid(0)
+        agent.wait_all_running()
+        # Again: the running supervisor answers, no second one is started.
+        r = subprocess.run([WAAGENT, "-start", "-configuration-path:" + agent.conf],
+                           capture_output=True, text=True, timeout=120, env=_env(agent))
+        assert r.returncode == 0 and _pid_file(agent) == pid
+        assert agent.log().count("event=start pid=") == 1
+    finally:
+        if pid:
+            os.kill(pid, signal.SIGTERM)
+            wait_for(lambda: not _alive(pid), 30, what="supervisor stop")
+    assert not os.path.exists(os.path.join(agent.dir, "waagent.pid"))
+
+
+def test_register_service_without_systemd_says_what_to_run(make_agent):
+    if os.path.isdir("/run/systemd/system"):
+        pytest.skip("systemd runs here: the VM suite (test_boot.py) runs -register-service")
+    r = subprocess.run([WAAGENT, "-register-service"], capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 1
+    assert r.stderr == ("waagent: -register-service: systemd is not running; start the agent "
+                        "with `waagent -start`\n")
