@@ -28,6 +28,7 @@ class Tree:
         os.chmod(self.dir, 0o755)
         self.conf = os.path.join(self.dir, "waagent.conf")
         values = {"Agent.RuntimeDir": self.dir + "/run", "Agent.LogDir": self.dir + "/log",
+                  "Pid.File": self.dir + "/waagent.pid",
                   "Agent.StateDir": self.dir + "/state", "Logs.Console": "n"}
         values.update({k.replace("__", "."): v for k, v in overrides.items()})
         with open(self.conf, "w") as f:

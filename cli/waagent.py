@@ -7,8 +7,9 @@ prints the help. Verbs: -daemon (the supervisor, in the foreground), -start (the
 detached), -version, -show-configuration, -help, -collect-logs [-full], -deprovision,
 -deprovision+user [-force], -provision, -run-exthandlers, -register-service,
 -setup-firewall=IP, -serialconsole; flags -verbose, -force, -debug, -full,
--configuration-path:PATH. Deprovisioning is cli/deprovision.py; the verbs whose work a worker
-does by itself (-provision, -run-exthandlers, -setup-firewall) say what to run instead.
+-configuration-path:PATH. Deprovisioning is cli/deprovision.py; -provision and
+-run-exthandlers start the worker that does that work (agentctl start); -setup-firewall says
+what to run instead.
 """
 
 import os
@@ -32,8 +33,8 @@ USAGE = """\
 usage: waagent [-verbose] [-force] [-help] -configuration-path:<path>
                -deprovision[+user] | -version | -show-configuration | -daemon | -start
                | -collect-logs [-full] | -serialconsole | -register-service | -help
-               (-provision, -run-exthandlers, -setup-firewall=<IPv4>: done by guestagentd's
-               workers; each says what to run instead)
+               | -provision | -run-exthandlers (start guestagentd's provisioning or
+               extensions worker now) | -setup-firewall=<IPv4> (says what to run instead)
 
 guestagent %s (compatible with WALinuxAgent %s). Operators: see also `agentctl --help`.
 """ % (GUESTAGENT_VERSION, WAAGENT_VERSION)
@@ -151,16 +152,21 @@ def _main(argv: Optional[List[str]] = None) -> int:
         return serial_console(path)
     if verb == "register-service":
         return register_service()
+    if verb in WORKER_VERBS:
+        return run_worker(path, verb)
     print("waagent: -%s: %s" % (verb, INSTEAD[verb]), file=sys.stderr)
     return EXIT_UNSUPPORTED
 
 
-# The verbs whose work a guestagentd worker does by itself: what to run instead, in one line.
+# waagent's verbs whose work is a guestagentd worker's: the running supervisor starts that
+# worker now (`agentctl start WORKER`; root). -provision runs provisioning again, which says
+# "already finished this boot" on a provisioned VM, as waagent's provision handler returns at
+# once there; -run-exthandlers (waagent's ext-handler loop) makes sure the extensions worker
+# runs, and returns: the loop is the worker, not this process.
+WORKER_VERBS = {"provision": "provisioning", "run-exthandlers": "extensions"}
+
+# The verbs not done here: what to run instead, in one line.
 INSTEAD = {
-    "provision": "provisioning is done by guestagentd's provisioning worker at start: run "
-                 "`systemctl restart guestagent.service`, then `agentctl status provisioning`",
-    "run-exthandlers": "extensions are handled by guestagentd's extensions worker: run "
-                       "`systemctl start guestagent.service`, then `agentctl status extensions`",
     "setup-firewall": "the WireServer firewall belongs to guestagentd (OS.EnableFirewall=y): a "
                       "former waagent's waagent-network-setup.service should be removed "
                       "(`waagent -deprovision` does)",
@@ -187,6 +193,14 @@ def deprovision(path: str, with_user: bool, force: bool, verbose: bool) -> int:
     job = Deprovision(conf, root=conf["OS.SysRoot"] or "/", with_user=with_user,
                       verbose=verbose)
     return job.run(force)
+
+
+def run_worker(path: str, verb: str) -> int:
+    from cli import agentctl
+    worker = WORKER_VERBS[verb]
+    print("waagent: -%s: guestagentd's %s worker does it: agentctl start %s"
+          % (verb, worker, worker), file=sys.stderr)
+    return agentctl.main(["--config", path, "start", worker])
 
 
 def serial_console(path: str) -> int:

@@ -323,7 +323,6 @@ NOT_APPLIED = {
     "Debug.EnableSignatureValidation": "extension package signatures (encodedSignature, "
     "HandlerManifest signingInfo) are not validated (waagent only reports the result); an "
     "extension policy that requires a signature blocks the extension instead",
-    "Pid.File": "no pid file is written yet (issue 16: The waagent command line, ...)",
     "OS.EnableFIPS": "FIPS mode is not set up (no open issue yet)",
     "OS.OpensslPath": "guestagent never runs openssl",
     "OS.PasswordPath": "passwords are set with chpasswd, which writes the system's shadow file",

@@ -32,7 +32,7 @@ from ipc.errors import (BUSY, FAILED, INTERNAL, NOT_FOUND, TIMEOUT, UNAVAILABLE,
                         VIOLATIONS, FrameError, IpcError)
 from ipc.verbs import REGISTRY, check_result, lookup
 from loglines import Capture, LogFile
-from supervisor import VERSION, WAAGENT_VERSION, broker, control, slices, table, trees
+from supervisor import VERSION, WAAGENT_VERSION, broker, control, pidfile, slices, table, trees
 from supervisor.flood import FLOOD, Budget
 from supervisor.notify import Notifier
 from supervisor.privileged import logs as logs_handlers
@@ -166,6 +166,8 @@ class Supervisor(Host):
             server.bind(path, self.admin_gid), self.sel, log,
             lambda peer, verb: control.authorize(peer, verb, self.admin_gid),
             self._on_control_request)
+        # The one supervisor holds the control socket; now its pid goes where waagent's did.
+        pidfile.write(self.conf["Pid.File"], os.getpid())
         log.info("event=start pid=%d version=%s config=%s control=%s test_hooks=%s "
                  "spawner=%s", os.getpid(), VERSION, self.config_path, path,
                  "on" if self.test_hooks else "off", self.spawn_method)
@@ -761,6 +763,7 @@ class Supervisor(Host):
         if self.zygote is not None:
             self.zygote.close()
         self.trees.close()
+        pidfile.remove(self.conf["Pid.File"], os.getpid())
         log.info("event=stopped")
         for lf in self.logfiles.values():
             lf.close()

@@ -124,6 +124,8 @@ class Agent:
         # at start (protocol.md §3.1), and a test must never write the host's /var/lib/waagent.
         values.update({"Agent.RuntimeDir": self.run_dir, "Agent.LogDir": self.log_dir,
                        "Agent.StateDir": self.state_dir, "Lib.Dir": os.path.join(self.dir, "lib"),
+                       # Pid.File too: never the host's /var/run/waagent.pid.
+                       "Pid.File": os.path.join(self.dir, "waagent.pid"),
                        "Logs.ConsoleDevice": self.console,
                        # The collector's /etc and /var/log: an empty tree, never the host's.
                        "Logs.CollectRoot": os.path.join(self.dir, "sysroot")})

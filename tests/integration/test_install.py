@@ -1,5 +1,6 @@
-"""`make install` on a running system, as the README tells an image maintainer (no DESTDIR; the
-VM tests cover `make install DESTDIR=`), with and without systemd-sysusers.
+"""`make install` on a running system, as the README tells an image maintainer (no DESTDIR;
+tests/system/test_install_destdir.py covers `make install DESTDIR=`), with and without
+systemd-sysusers.
 
 It runs for real, as root, in a private mount namespace where /usr, /etc, /opt and /var are
 overlays over the host's and /run is a tmpfs: the install writes where it would on a VM and the

@@ -1,7 +1,8 @@
 """System tests: a real Debian VM under QEMU with systemd as PID 1 (see README.md here).
 
-Session fixtures build (or take from the cache) the guest image with the agent installed by
-``make install DESTDIR=...``, start the platform emulator on 127.0.0.1, and boot VMs. The image
+Session fixtures build the project's Debian package once per run (``agent_deb``, what ``make
+deb`` builds), build (or take from the cache) the guest image with that package installed by
+``dpkg -i``, start the platform emulator on 127.0.0.1, and boot VMs. The image
 is built on first use: about 80 s for the base (cached by a hash of its inputs in
 $GUESTAGENT_VM_CACHE, default /var/cache/guestagent-vm) and about 10 s for the agent layer.
 """
@@ -31,21 +32,41 @@ def _unavailable(reason):
     pytest.skip(f"system tests cannot run: {reason}")
 
 
-@pytest.fixture(scope="session")
-def agent_image():
-    """The VM root disk with the current checkout installed (built or taken from the cache)."""
+def _check_host():
     if os.geteuid() != 0:
         _unavailable("they need root (mmdebstrap --mode=root, chroot)")
     missing = _image.missing_host_tools()
     if missing:
         _unavailable("missing host packages: apt-get install " + " ".join(missing))
+
+
+@pytest.fixture(scope="session")
+def base_image():
+    """The Debian rootfs, kernel and key every image starts from (built or from the cache)."""
+    _check_host()
     t0 = time.monotonic()
     base = _image.build_base()
     TIMINGS["base image (build, or cache hit)"] = time.monotonic() - t0
+    return base
+
+
+@pytest.fixture(scope="session")
+def agent_deb(tmp_path_factory):
+    """The current checkout's Debian package (``make deb``), built once for the whole run and
+    installed by every VM image of it (the agent image and test_deb.py's)."""
+    _check_host()
     t0 = time.monotonic()
-    wheel = _image.build_wheel()
-    img = _image.build_agent_image(base, wheel)
-    TIMINGS["wheel + agent image"] = time.monotonic() - t0
+    deb = _image.build_deb(tmp_path_factory.mktemp("deb"))
+    TIMINGS["make deb"] = time.monotonic() - t0
+    return deb
+
+
+@pytest.fixture(scope="session")
+def agent_image(base_image, agent_deb):
+    """The VM root disk with the package installed by dpkg (built or taken from the cache)."""
+    t0 = time.monotonic()
+    img = _image.build_agent_image(base_image, agent_deb)
+    TIMINGS["agent image (dpkg -i, or cache hit)"] = time.monotonic() - t0
     return img
 
 

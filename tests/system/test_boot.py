@@ -143,6 +143,9 @@ def test_service_reaches_ready_under_systemd(agent_vm, timings):
     timings["boot: ExecStart to READY=1"] = (ready - start) / 1e6
     cg = agent_vm.run(f"cat /proc/{p['MainPID']}/cgroup", check=True).out
     assert "/guestagent.slice/guestagent.service" in cg
+    # Pid.File (/var/run/waagent.pid, as waagent's daemon writes it): the supervisor's pid.
+    r = agent_vm.run("stat -c '%U %a' /var/run/waagent.pid; cat /var/run/waagent.pid", check=True)
+    assert r.out.split() == ["root", "644", p["MainPID"]], (r, p["MainPID"])
 
 
 def test_workers_run_under_their_own_uid_without_privileges(agent_vm):
@@ -227,6 +230,7 @@ def test_stop_leaves_no_process_behind(agent_vm, timings):
     timings["systemctl stop guestagent"] = time.monotonic() - t0
     assert show(agent_vm, "ActiveState")["ActiveState"] == "inactive"
     assert agent_processes(agent_vm) == []
+    assert agent_vm.run("test -e /var/run/waagent.pid").rc != 0, "the pid file outlived the stop"
     log = journal(agent_vm, f"--after-cursor='{cursor}'")
     # The supervisor stopped its workers itself: systemd had nothing left to SIGKILL.
     assert "Stopped guestagent.service" in log, log

@@ -4,20 +4,19 @@ test_provisioning.py; then `dpkg -r guestagent` leaves no unit and no worker run
 
 The guest has no network: the host fetches Debian's waagent and the two packages it needs that
 the base image lacks with `apt-get download` (kept in the image cache), and both installs run in
-the image's root with chroot, as an image maintainer builds an image. One VM boot.
+the image's root with chroot, as an image maintainer builds an image. The package is the run's
+one (conftest's agent_deb), which the other scenarios' agent image has too. One VM boot.
 """
 
 import json
-import os
 import shutil
 import subprocess
-import sys
 import time
 
 import pytest
 
 from guestvm import image as _image
-from guestvm.image import PROJECT, QEMU_CONFIG, AgentImage, _Lock, _run
+from guestvm.image import PROJECT, QEMU_CONFIG, AgentImage, _Lock, _run, dpkg_install
 from guestvm.services import Emulator
 from guestvm.vm import VM
 
@@ -28,8 +27,6 @@ USER = json.loads(SCENARIO_FILE.read_text())["vm"]["username"]
 FORMER_PACKAGES = ("waagent", "python3-distro", "lsb-release")
 PROVISION_TIMEOUT = 300
 VM_UUID = "2468ace0-1357-9bdf-0246-8ace13579bdf"
-# Keep service scripts from starting anything in the chroot (policy-rc.d(8)).
-POLICY_RC = "#!/bin/sh\nexit 101\n"
 
 
 def former_debs():
@@ -49,26 +46,16 @@ def former_debs():
 
 
 @pytest.fixture(scope="module")
-def deb_image(tmp_path_factory, timings):
-    if os.geteuid() != 0 or _image.missing_host_tools():
-        pytest.fail("the VM suite needs root and %s" % _image.missing_host_tools())
+def deb_image(base_image, agent_deb, tmp_path_factory, timings):
+    """The base image with Debian's waagent installed, then the run's package (agent_deb, the
+    one the agent image has too) installed over it with dpkg -i."""
     t0 = time.monotonic()
-    base = _image.build_base()
     out = tmp_path_factory.mktemp("deb-image")
     log = out / "build.log"
-    deb = subprocess.run([sys.executable, str(PROJECT / "packaging" / "build_deb.py"),
-                          str(out)], check=True, capture_output=True, text=True,
-                         cwd=PROJECT).stdout.strip()
     rootfs = out / "rootfs"
-    _run(["cp", "-a", "--reflink=auto", str(base.rootfs), str(rootfs)], log=log)
-    (rootfs / "usr/sbin/policy-rc.d").write_text(POLICY_RC)
-    os.chmod(rootfs / "usr/sbin/policy-rc.d", 0o755)
-    drop = rootfs / "tmp/debs"
-    drop.mkdir()
-    for f in former_debs():
-        shutil.copy(f, drop)
+    _run(["cp", "-a", "--reflink=auto", str(base_image.rootfs), str(rootfs)], log=log)
     # The image as it was: Debian's waagent, its unit enabled by its own postinst.
-    _run(["chroot", str(rootfs), "sh", "-c", "dpkg -i /tmp/debs/*.deb"], log=log)
+    dpkg_install(rootfs, former_debs(), log)
     # The maintainer's settings: Debian's file has Provisioning.Agent=cloud-init, this image
     # is provisioned by the agent; and QEMU's (no vmbus, the emulator's address).
     conf = rootfs / "etc/waagent.conf"
@@ -76,16 +63,12 @@ def deb_image(tmp_path_factory, timings):
     assert "Provisioning.Agent=cloud-init\n" in text
     conf.write_text(text.replace("Provisioning.Agent=cloud-init\n", "Provisioning.Agent=waagent\n")
                     + QEMU_CONFIG)
-    shutil.copy(deb, drop / "guestagent.deb")
-    _run(["chroot", str(rootfs), "dpkg", "--force-confold", "-i", "/tmp/debs/guestagent.deb"],
-         log=log)
-    shutil.rmtree(drop)
-    os.unlink(rootfs / "usr/sbin/policy-rc.d")
+    dpkg_install(rootfs, [agent_deb], log, "--force-confold")
     _run(["mkfs.ext4", "-q", "-F", "-L", "vmroot", "-E", "root_owner=0:0", "-d", str(rootfs),
           str(out / "root.raw"), _image.DISK_SIZE], log=log)
     shutil.rmtree(rootfs)
     timings["deb image (dpkg -i over waagent)"] = time.monotonic() - t0
-    return AgentImage(out, base)
+    return AgentImage(out, base_image)
 
 
 @pytest.fixture(scope="module")

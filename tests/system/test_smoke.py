@@ -1,5 +1,6 @@
 """The harness itself and the install path: the VM boots under systemd, the agent is installed
-the way the README tells an image maintainer, and systemd accepts our units."""
+from its Debian package (`make deb`, `dpkg -i`) as the README tells an image maintainer, and
+systemd accepts our units."""
 
 import pytest
 
@@ -17,25 +18,36 @@ def test_guest_runs_systemd_as_pid1(agent_vm):
     assert "guestagent" not in failed
 
 
-def test_venv_installed_from_the_wheel(agent_vm):
-    r = agent_vm.run("/opt/guestagent/bin/python -c 'import supervisor, sys; "
+def test_installed_from_the_debian_package(agent_vm):
+    r = agent_vm.run("dpkg-query -W -f='${db:Status-Status} ${Version}' guestagent", check=True)
+    assert r.out.split()[0] == "installed", r
+    # The private environment: our packages there and nowhere else, so `supervisor` shadows
+    # nothing of the system's python3.
+    r = agent_vm.run("/usr/lib/guestagent/bin/python -I -c 'import supervisor, sys; "
                      "print(supervisor.__file__); print(sys.prefix)'", check=True)
     path, prefix = r.out.split()
-    assert path.startswith("/opt/guestagent/lib/python3"), r
-    assert prefix == "/opt/guestagent"
-    # --system-site-packages: Debian's libraries, not copies in the venv.
-    r = agent_vm.run("/opt/guestagent/bin/python -c 'import cryptography, psutil, requests; "
-                     "print(cryptography.__file__, psutil.__file__, requests.__file__)'",
-                     check=True)
+    assert path.startswith("/usr/lib/guestagent/lib/python3"), r
+    assert prefix == "/usr/lib/guestagent"
+    assert agent_vm.run("cd / && python3 -I -c 'import supervisor'").rc != 0
+    # Debian's libraries, not copies in the package.
+    r = agent_vm.run("/usr/lib/guestagent/bin/python -I -c 'import cryptography, psutil, "
+                     "requests; print(cryptography.__file__, psutil.__file__, "
+                     "requests.__file__)'", check=True)
     assert all(p.startswith("/usr/lib/python3/dist-packages/") for p in r.out.split()), r
-    # pip installed the project alone (--no-deps): nothing else in the venv's site-packages.
-    r = agent_vm.run("/opt/guestagent/bin/python -m pip list --local --format=freeze "
+    r = agent_vm.run("/usr/lib/guestagent/bin/python -m pip list --local --format=freeze "
                      "--disable-pip-version-check", check=True)
     names = {line.split("==")[0].lower() for line in r.out.split()}
-    assert names - {"pip", "setuptools"} == {"guestagent"}, r.out
-    for exe in ("guestagentd", "agentctl", "waagent"):
-        agent_vm.run(f"test -x /opt/guestagent/bin/{exe}", check=True)
-    assert agent_vm.run("readlink /usr/sbin/agentctl").out.strip() == "/opt/guestagent/bin/agentctl"
+    assert names == {"guestagent"}, r.out
+    for exe in ("/usr/lib/guestagent/bin/guestagentd", "/usr/lib/guestagent/bin/agentctl",
+                "/usr/sbin/waagent"):
+        agent_vm.run(f"test -x {exe}", check=True)
+    assert agent_vm.run("readlink /usr/sbin/agentctl").out.strip() == \
+        "/usr/lib/guestagent/bin/agentctl"
+    r = agent_vm.run("systemctl show -p ExecStart --value guestagent.service", check=True)
+    assert "path=/usr/lib/guestagent/bin/guestagentd" in r.out, r
+    # /etc/waagent.conf is the package's conffile.
+    r = agent_vm.run("dpkg-query -W -f='${Conffiles}' guestagent", check=True)
+    assert "/etc/waagent.conf" in r.out, r
 
 
 def test_config_units_users_and_folders(agent_vm):

@@ -11,8 +11,8 @@ from config.keys import BY_NAME, NOT_APPLIED
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # The keys issue 11 names; each must be in the table.
 # (ResourceDisk.* are applied since issue 12; the hostname monitor and the SCSI timeout's
-# period since issue 14.)
-NAMED = ["OS.EnableFirewall", "OS.EnableFIPS", "Pid.File", "OS.AllowHTTP"]
+# period since issue 14; Pid.File since issue 16.)
+NAMED = ["OS.EnableFirewall", "OS.EnableFIPS", "OS.AllowHTTP"]
 
 
 def _check(tmp_path, text):
@@ -39,10 +39,10 @@ def test_keys_not_applied_are_warnings_that_do_not_fail_the_check(tmp_path):
 
 
 def test_a_problem_still_fails_the_check_beside_warnings(tmp_path):
-    r, path = _check(tmp_path, "Pid.File=/run/x.pid\nFauxKey=1\n")
+    r, path = _check(tmp_path, "OS.EnableFIPS=y\nFauxKey=1\n")
     assert r.returncode == 1
     assert "%s:2: FauxKey: unknown key" % path in r.stdout
-    assert "%s:1: Pid.File: warning: parsed but not applied" % path in r.stdout
+    assert "%s:1: OS.EnableFIPS: warning: parsed but not applied" % path in r.stdout
     assert "1 problem(s) and 1 warning(s)" in r.stderr
 
 

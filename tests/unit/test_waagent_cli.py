@@ -97,9 +97,8 @@ def test_a_reader_that_leaves_early_gets_no_traceback():
     assert (p.returncode, err.decode()) == (0, "")
 
 
+# -provision and -run-exthandlers start their worker: tests/integration/test_waagent_verbs.py.
 @pytest.mark.parametrize("verb, instead", [
-    ("-provision", "systemctl restart guestagent.service"),
-    ("-run-exthandlers", "agentctl status extensions"),
     ("-setup-firewall=168.63.129.16", "waagent-network-setup.service"),
 ])
 def test_verbs_done_by_workers_say_what_to_run_instead(verb, instead):

@@ -21,7 +21,7 @@ def main(argv):
         print(__doc__)
         return 2
     base = image.build_base()
-    img = image.build_agent_image(base, image.build_wheel())
+    img = image.build_agent_image(base, image.build_deb(tempfile.mkdtemp(prefix="guestvm-deb-")))
     if argv[0] == "image":
         print(base.dir)
         print(img.dir)

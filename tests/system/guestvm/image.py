@@ -6,12 +6,13 @@ Two layers, each cached by a content hash of its inputs:
   agent and the tests need (the guest has no network, so nothing is installed at test time),
   plus the kernel, the initrd and an ssh key. Its inputs are :data:`BASE_PACKAGES`,
   :data:`BASE_RECIPE` and the files in ``guest/``. Building it takes about 80 s, once.
-* the *agent image*: a copy of the base rootfs into which the project is installed the way an
-  image maintainer installs it (``make install DESTDIR=<rootfs> WHEEL=<wheel>``: a venv at
-  /opt/guestagent with ``--system-site-packages``, ``pip install --no-deps`` of the wheel,
-  /etc/waagent.conf, the units, sysusers and tmpfiles), the unit enabled, the QEMU-specific
-  config keys appended, then ``mkfs.ext4 -d`` into a raw disk image. No loop device, no mount.
-  Its inputs are the wheel's contents and the files that ``make install`` copies.
+* the *agent image*: a copy of the base rootfs into which the project's Debian package
+  (``make deb``, built once per run by :func:`build_deb`) is installed the way an image
+  maintainer installs it: ``dpkg -i`` in a chroot (the code under /usr/lib/guestagent, the
+  units, sysusers and tmpfiles, /usr/sbin/waagent, /etc/waagent.conf; the postinst creates the
+  users and enables the unit), the QEMU-specific config keys appended, then ``mkfs.ext4 -d``
+  into a raw disk image. No loop device, no mount. Its input is the package's contents
+  (files, modes, maintainer scripts), not the .deb's bytes, which carry build times.
 
 Each VM boots from its own qcow2 overlay on top of the agent image (see vm.py).
 """
@@ -22,9 +23,7 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,8 +71,10 @@ HOST_TOOLS = {
     "make": "make",
 }
 
-#: Where the README tells an image maintainer to put the agent.
-GUEST_VENV = "/opt/guestagent"
+#: Where the Debian package puts the agent's private environment (packaging/build_deb.py).
+GUEST_PREFIX = "/usr/lib/guestagent"
+#: Keeps the maintainer scripts from starting anything in the chroot (policy-rc.d(8)).
+POLICY_RC = "#!/bin/sh\nexit 101\n"
 
 #: Guest-side addresses of the platform endpoints (QEMU user networking has no vmbus and no
 #: 168.63.129.16; the harness forwards these guest ports on 10.0.2.100 to the host).
@@ -235,58 +236,69 @@ def build_base(force=False):
         return BaseImage(out)
 
 
-def build_wheel(project=PROJECT, dest=None):
-    """``pip wheel --no-deps`` of the project on the host; returns the wheel's path."""
-    dest = Path(dest or tempfile.mkdtemp(prefix="guestagent-wheel-"))
+def build_deb(dest):
+    """``make deb``'s builder (packaging/build_deb.py) into ``dest``; returns the .deb's path.
+    Run once per test session and shared by every image that installs the agent."""
+    dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
-    build = tempfile.mkdtemp(prefix="guestagent-build-")
-    try:
-        # Build from a copy: setuptools writes build/ and *.egg-info into the source tree,
-        # and the checkout is shared with other work in progress.
-        src = Path(build) / "src"
-        shutil.copytree(project, src, symlinks=True,
-                        ignore=shutil.ignore_patterns(".git", ".venv", "__pycache__", "build",
-                                                      "dist", "*.egg-info", ".pytest_cache",
-                                                      ".hypothesis"))
-        subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps",
-                        "--no-build-isolation", "-w", str(dest), str(src)],
-                       check=True, cwd=build)
-    finally:
-        shutil.rmtree(build, ignore_errors=True)
-    wheels = sorted(dest.glob("guestagent-*.whl"))
-    if len(wheels) != 1:
-        raise RuntimeError(f"expected one guestagent wheel in {dest}, found {wheels}")
-    return wheels[0]
+    out = subprocess.run([sys.executable, str(PROJECT / "packaging" / "build_deb.py"), str(dest)],
+                         check=True, capture_output=True, text=True, cwd=PROJECT).stdout
+    return Path(out.strip().splitlines()[-1])
 
 
-def _install_inputs(project):
-    """The files ``make install`` copies besides the wheel."""
-    files = [project / "Makefile", project / "etc" / "waagent.conf"]
-    files += sorted((project / "systemd").glob("*"))
-    return [f for f in files if f.is_file()]
+def deb_contents_hash(deb):
+    """A hash of what the package installs and runs: each member's name, mode, owner, link
+    target and bytes, of the data and of the control archive (dpkg-deb stamps build times
+    into the .deb, so its bytes change at every build)."""
+    import io
+    import tarfile
+    h = hashlib.sha256()
+    for part in ("--fsys-tarfile", "--ctrl-tarfile"):
+        raw = subprocess.run(["dpkg-deb", part, str(deb)], check=True,
+                             capture_output=True).stdout
+        with tarfile.open(fileobj=io.BytesIO(raw)) as tar:
+            for m in sorted(tar.getmembers(), key=lambda m: m.name):
+                h.update(f"{m.name}\0{m.mode:o}\0{m.uid}:{m.gid}\0{m.type}\0{m.linkname}\0"
+                         .encode())
+                if m.isfile():
+                    h.update(tar.extractfile(m).read())
+    return h.hexdigest()
 
 
-def agent_key(wheel, project=PROJECT):
+def agent_key(deb):
     h = hashlib.sha256()
     h.update(base_key().encode())
     h.update(QEMU_CONFIG.encode())
     h.update(Path(__file__).read_bytes())
     for f in sorted(INSTRUMENT.iterdir()):
         h.update(f.read_bytes())
-    with zipfile.ZipFile(wheel) as z:  # members, not the zip: zip entries carry mtimes
-        for name in sorted(z.namelist()):
-            h.update(name.encode())
-            h.update(z.read(name))
-    for f in _install_inputs(project):
-        h.update(str(f.relative_to(project)).encode())
-        h.update(f.read_bytes())
+    h.update(deb_contents_hash(deb).encode())
     return h.hexdigest()[:16]
 
 
-def build_agent_image(base, wheel, project=PROJECT, enable=("guestagent.service",)):
-    """Install the project into a copy of the base rootfs and make the VM's root disk."""
+def dpkg_install(rootfs, debs, log, *options):
+    """``dpkg -i`` of these packages inside an image's root (chroot), nothing started."""
+    rootfs = Path(rootfs)
+    policy = rootfs / "usr/sbin/policy-rc.d"
+    policy.write_text(POLICY_RC)
+    os.chmod(policy, 0o755)
+    drop = rootfs / "tmp/guestvm-debs"
+    drop.mkdir()
+    try:
+        names = []
+        for deb in debs:
+            shutil.copy(deb, drop / Path(deb).name)
+            names.append("/tmp/guestvm-debs/" + Path(deb).name)
+        _run(["chroot", str(rootfs), "dpkg", *options, "-i", *names], log=log)
+    finally:
+        shutil.rmtree(drop, ignore_errors=True)
+        policy.unlink()
+
+
+def build_agent_image(base, deb, enable=("guestagent.service",)):
+    """Install the package into a copy of the base rootfs and make the VM's root disk."""
     cache = cache_root()
-    out = cache / f"agent-{agent_key(wheel, project)}"
+    out = cache / f"agent-{agent_key(deb)}"
     with _Lock(cache / ".agent.lock"):
         if (out / ".complete").exists():
             return AgentImage(out, base)
@@ -299,12 +311,7 @@ def build_agent_image(base, wheel, project=PROJECT, enable=("guestagent.service"
         try:
             _run(["cp", "-a", "--reflink=auto", str(base.rootfs), str(rootfs)], log=log)
             # The way the README tells an image maintainer to install the agent.
-            # A clean make: not the variables of a `make test VENV=...` that runs these tests.
-            env = {k: v for k, v in os.environ.items()
-                   if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES", "VENV",
-                                "DESTDIR", "WHEEL")}
-            _run(["make", "-C", str(project), "--no-print-directory", "install",
-                  f"DESTDIR={rootfs}", f"WHEEL={wheel}", f"VENV={GUEST_VENV}"], log=log, env=env)
+            dpkg_install(rootfs, [deb], log)
             with open(rootfs / "etc/waagent.conf", "a") as f:
                 f.write(QEMU_CONFIG)
             # Test instrumentation, not part of the install: see instrument/.
