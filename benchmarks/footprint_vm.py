@@ -117,6 +117,9 @@ def debs():
 def image_key(base, wheel, packages):
     h = hashlib.sha256()
     h.update(_image.base_key().encode())
+    # A base rebuilt under the same key has a new ssh key (and kernel): this image bakes both.
+    h.update(base.key.with_suffix(".pub").read_bytes())
+    h.update(base.kernel.read_bytes())
     recipe = inspect.getsource(build_image) + LEASE + DROPIN + SBIN_COPIES
     h.update(recipe.encode())
     h.update(QEMU_CONFIG.encode())
@@ -250,6 +253,7 @@ def run_agent(name, img, workdir, args):
                check=True)
         # Let the boot's own work (systemd units after multi-user) settle first.
         vm.run("systemctl is-system-running --wait", timeout=300)
+        load_start = os.getloadavg()[0]
         t0 = time.time()
         vm.run("systemctl start --no-block %s" % unit, check=True)
         res["start_ssh_s"] = time.time() - t0   # the start ran somewhere in this interval
@@ -278,6 +282,8 @@ def run_agent(name, img, workdir, args):
                 break
             time.sleep(min(args.interval, left))
         res.update(summarise(samples))
+        # TCG guest speed follows the host's load: keep it beside the figures.
+        res["host_load"] = {"at_start": load_start, "after_window": os.getloadavg()[0]}
         # The floor: a bare interpreter beside the running agent.
         floor = vm.run("python3 -c 'import time; time.sleep(120)' & p=$!; sleep 5; "
                        "awk '/^(Rss|Pss|Private_Clean|Private_Dirty):/ {print $1, $2}' "
@@ -287,6 +293,10 @@ def run_agent(name, img, workdir, args):
                         "uss": f["Private_Clean"] + f["Private_Dirty"]}
         res["emulator"] = {k: len(v) for k, v in emu.state()["received"].items()}
         res["agent_version"] = vm.run("/usr/sbin/waagent -version 2>&1 | head -1").out.strip()
+        # The agent's own account of the run, beside the VM's logs (for why Ready took so long).
+        (workdir / ("%s-agent.log" % name)).write_text(vm.run(
+            "cat /var/log/waagent.log 2>/dev/null; journalctl -b -u %s --no-pager -o short-monotonic"
+            % unit, timeout=300).out)
         res["unit_state"] = vm.run("systemctl show -p ActiveState,NRestarts,ControlGroup %s"
                                    % unit).out.split()
     finally:
@@ -354,6 +364,9 @@ def report(results, args):
         print("| bare python3 (after the window) | | %.1f | %.1f | %.1f | 1 |"
               % (mib(r["floor"]["rss"]), mib(r["floor"]["pss"]), mib(r["floor"]["uss"])))
         print("emulator received: %s" % r["emulator"])
+        if "host_load" in r:
+            print("host load average (1 min): %.1f at the start, %.1f after the window"
+                  % (r["host_load"]["at_start"], r["host_load"]["after_window"]))
     print("(start → Ready counts from before the ssh call that starts the unit; that call took "
           "%.1f s and %.1f s)" % (w["start_ssh_s"], g["start_ssh_s"]))
     print("\ntargets (issue 17): PSS ≤ 0.5×: %.2f×; CPU ≤ 0.2×: %.2f×; start → Ready ≤ 0.3×: %.2f×"
