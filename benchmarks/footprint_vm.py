@@ -51,7 +51,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import zipfile
 from pathlib import Path
 
 PROJECT = Path(__file__).resolve().parent.parent
@@ -61,6 +60,10 @@ from guestvm import image as _image  # noqa: E402
 from guestvm.image import QEMU_CONFIG, AgentImage, _Lock, _run  # noqa: E402
 from guestvm.services import Emulator  # noqa: E402
 from guestvm.vm import VM  # noqa: E402
+
+# guestagent goes in with `make install` (its .deb conflicts with waagent's, and both agents
+# must be in the one image), into the README's default venv.
+GUEST_VENV = "/opt/guestagent"
 
 SCENARIO = PROJECT / "emulator" / "scenarios" / "default.json"
 DEBS = ("waagent", "python3-distro", "lsb-release", "eject")
@@ -114,7 +117,14 @@ def debs():
     return sorted(folder.glob("*.deb"))
 
 
-def image_key(base, wheel, packages):
+def source_files():
+    """The files `make install` installs from: what git tracks in this checkout."""
+    out = subprocess.run(["git", "-C", str(PROJECT), "ls-files", "-z"], check=True,
+                         capture_output=True).stdout
+    return [PROJECT / n for n in sorted(out.decode().split("\0")) if n and (PROJECT / n).is_file()]
+
+
+def image_key(base, packages):
     h = hashlib.sha256()
     h.update(_image.base_key().encode())
     # A base rebuilt under the same key has a new ssh key (and kernel): this image bakes both.
@@ -125,21 +135,17 @@ def image_key(base, wheel, packages):
     h.update(QEMU_CONFIG.encode())
     for p in packages:
         h.update(p.name.encode())
-    with zipfile.ZipFile(wheel) as z:
-        for name in sorted(z.namelist()):
-            h.update(name.encode())
-            h.update(z.read(name))
-    for f in _image._install_inputs(PROJECT):
+    for f in source_files():
+        h.update(str(f.relative_to(PROJECT)).encode())
         h.update(f.read_bytes())
     return h.hexdigest()[:16]
 
 
 def build_image():
     base = _image.build_base()
-    wheel = _image.build_wheel()
     packages = debs()
     cache = _image.cache_root()
-    out = cache / ("footprint-" + image_key(base, wheel, packages))
+    out = cache / ("footprint-" + image_key(base, packages))
     with _Lock(cache / ".footprint.lock"):
         if (out / ".complete").exists():
             return AgentImage(out, base)
@@ -171,7 +177,7 @@ def build_image():
                    if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES", "VENV",
                                 "DESTDIR", "WHEEL")}
             _run(["make", "-C", str(PROJECT), "--no-print-directory", "install",
-                  "DESTDIR=%s" % rootfs, "WHEEL=%s" % wheel, "VENV=%s" % _image.GUEST_VENV],
+                  "DESTDIR=%s" % rootfs, "VENV=%s" % GUEST_VENV],
                  log=blog, env=env)
             shutil.copy2(rootfs / "usr/sbin/waagent", copies / "waagent.guestagent")
             # Neither agent starts at boot: each run starts its own.
