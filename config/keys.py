@@ -313,8 +313,6 @@ NOT_APPLIED = {
     "OS.RootDeviceScsiTimeoutPeriod": "the SCSI timeout is applied at every boot, not again "
     "every period (a data disk attached later keeps its timeout until the next boot)",
     "OS.EnableRDMA": _RDMA, "OS.UpdateRdmaDriver": _RDMA, "OS.CheckRdmaDriver": _RDMA,
-    "OS.EnableFirewall": _MONITORING, "OS.EnableFirewallPeriod": _MONITORING,
-    "Debug.FirewallRulesLogPeriod": _MONITORING,
     "Provisioning.MonitorHostName": _MONITORING, "Provisioning.MonitorHostNamePeriod": _MONITORING,
     "Monitor.NetworkConfigurationChanges": _MONITORING,
     "OS.RemovePersistentNetRulesPeriod": _MONITORING,

@@ -10,8 +10,8 @@ from config.keys import BY_NAME, NOT_APPLIED
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # The keys issue 11 names; each must be in the table.
-# (ResourceDisk.* are applied since issue 12.)
-NAMED = ["OS.EnableFirewall", "Provisioning.MonitorHostName", "OS.RootDeviceScsiTimeoutPeriod",
+# (ResourceDisk.* are applied since issue 12, OS.EnableFirewall since issue 14.)
+NAMED = ["Provisioning.MonitorHostName", "OS.RootDeviceScsiTimeoutPeriod",
          "OS.EnableFIPS", "Pid.File", "OS.AllowHTTP"]
 
 
@@ -24,13 +24,14 @@ def _check(tmp_path, text):
 
 
 def test_keys_not_applied_are_warnings_that_do_not_fail_the_check(tmp_path):
-    r, path = _check(tmp_path, "OS.EnableFIPS=y\nLogs.Verbose=n\nOS.EnableFirewall=y\n"
+    r, path = _check(tmp_path, "OS.EnableFIPS=y\nLogs.Verbose=n\nOS.EnableRDMA=y\n"
                                "OS.EnableFIPS=n\n")
     assert r.returncode == 0, r.stdout + r.stderr
     lines = r.stdout.splitlines()
-    assert lines[0] == ("%s:3: OS.EnableFirewall: warning: parsed but not applied: no monitoring "
-                        "yet (issue 14: Monitoring: the WireServer firewall, hostname monitor, "
-                        "...)" % path)
+    assert lines[0] == ("%s:3: OS.EnableRDMA: warning: parsed but not applied: RDMA is not set "
+                        "up: waagent's RDMA (the Hyper-V Network Direct driver, the RDMA address "
+                        "from SharedConfig.xml into /dev/hvnd_rdma, /etc/dat.conf) needs Azure's "
+                        "HPC sizes, which nothing here can run or test" % path)
     # Once per key, at the line whose value is in effect.
     assert lines[1].startswith("%s:4: OS.EnableFIPS: warning: parsed but not applied: "
                                % path)

@@ -45,7 +45,10 @@ class Context:
 
 def checks() -> Sequence[Check]:
     """Every check monitoring knows, in the order a round of all of them runs."""
-    return ()
+    from workers.monitoring import firewall
+    return (
+        Check("firewall", "OS.EnableFirewallPeriod", firewall.wanted, firewall.check),
+    )
 
 
 def run(worker, conf, table: Optional[Sequence[Check]] = None,
