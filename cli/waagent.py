@@ -160,9 +160,12 @@ INSTEAD = {
                  "`systemctl restart guestagent.service`, then `agentctl status provisioning`",
     "run-exthandlers": "extensions are handled by guestagentd's extensions worker: run "
                        "`systemctl start guestagent.service`, then `agentctl status extensions`",
-    "setup-firewall": "the WireServer firewall belongs to guestagentd (OS.EnableFirewall=y): a "
-                      "former waagent's waagent-network-setup.service should be removed "
-                      "(`waagent -deprovision` does)",
+    "setup-firewall": "the WireServer firewall belongs to guestagentd: set OS.EnableFirewall=y "
+                      "in /etc/waagent.conf and run `systemctl restart guestagent.service` (the "
+                      "supervisor installs nft table inet guestagent at start, before its "
+                      "workers, and monitoring re-checks it every OS.EnableFirewallPeriod; a "
+                      "former waagent's rules and waagent-network-setup.service are removed "
+                      "then)",
 }
 
 

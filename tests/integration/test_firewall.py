@@ -167,3 +167,45 @@ def test_a_waagent_rule_set_planted_before_start_is_replaced(wirenet, make_agent
                  "installed nft table inet guestagent (was missing)"):
         assert any(what in x for x in changes), (what, changes)
     assert sum("removed waagent's iptables rule" in x for x in changes) == 3, changes
+
+
+IPTABLES_ROUND = r"""
+import json, sys, threading
+import config
+from supervisor import broker
+from supervisor.privileged import firewall
+conf = config.load(sys.argv[1], report=False)
+ctx = broker.Context("monitoring", conf, threading.Event())
+out = []
+for _ in range(2):
+    firewall.STATE.last = None          # two real rounds, not the flood guard's answer
+    out.append(firewall.apply(ctx, {}))
+print(json.dumps(out))
+"""
+
+
+def test_without_nft_the_same_rules_are_made_with_iptables(wirenet, make_agent):
+    """A host without the nft command: the broker's handler (run as the broker runs it, as root
+    in the namespace) makes the rules with iptables, once; the second round changes nothing."""
+    import json
+    from tests.integration.supervisor_harness import PYTHON
+    wire, nobody, nogroup = ids()
+    agent = make_agent(firewall_conf(PERIOD))
+    # nft hidden in a mount namespace of its own: /dev/null over it is no executable.
+    r = ns_run(wirenet, "unshare", "--mount", "sh", "-c",
+               'mount --bind /dev/null "$(command -v nft)" && exec "$0" -c "$1" "$2"',
+               PYTHON, IPTABLES_ROUND, agent.conf, check=False)
+    assert r.returncode == 0, r.stderr
+    first, second = json.loads(r.stdout)
+    assert first["backend"] == "iptables" and first["address"] == WIRE, first
+    assert first["changed"] == ["installed iptables chain guestagent-wire (was missing)"], first
+    assert second["changed"] == [], second
+    assert connect(wirenet, 0, 0) == "connected"
+    assert connect(wirenet, nobody, wire) == "connected"
+    assert connect(wirenet, nobody, nogroup).startswith("blocked")
+    assert connect(wirenet, nobody, nogroup, 53) == "connected"
+    assert connect(wirenet, nobody, nogroup, 53, "udp") == "connected"
+    chain = ns_run(wirenet, "iptables", "-t", "filter", "-S", "guestagent-wire").stdout
+    assert "--gid-owner %d" % wire in chain, chain
+    jumps = ns_run(wirenet, "iptables", "-t", "filter", "-S", "OUTPUT").stdout
+    assert jumps.count("-j guestagent-wire") == 1, jumps
