@@ -64,8 +64,12 @@ except OSError as e:
 
 
 def ns_run(ns, *argv, check=True):
-    return subprocess.run(["ip", "netns", "exec", ns] + list(argv), capture_output=True,
-                          text=True, timeout=30, check=check)
+    r = subprocess.run(["ip", "netns", "exec", ns] + list(argv), capture_output=True,
+                       text=True, timeout=30)
+    if check and r.returncode != 0:
+        raise AssertionError("%s exited %d: %s%s" % (" ".join(argv)[:300], r.returncode,
+                                                    r.stderr[-2000:], r.stdout[-500:]))
+    return r
 
 
 @pytest.fixture
