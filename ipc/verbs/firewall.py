@@ -20,7 +20,7 @@ APPLY = declare(
     `walinuxagent`, its iptables security-table rules, waagent-network-setup.service and its
     script, firewalld direct passthroughs) are removed. Returns the address, the tool, what
     was changed (empty: nothing) and the rules in force.""",
-    result=Obj({"address": Str(64, 1), "backend": Enum("nft", "iptables"), "changed": List(Str(300), 32),
-                "rules": List(Str(300), 32), "cached": Bool()}),
+    result=Obj({"address": Str(64, 1), "backend": Enum("nft", "iptables"),
+                "changed": List(Str(300), 32), "rules": List(Str(300), 32), "cached": Bool()}),
     timeout=60.0,
 )

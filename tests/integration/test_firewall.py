@@ -98,14 +98,15 @@ RemainAfterExit=yes
 WantedBy=network.target
 """
 
-DIRECT_XML = """<?xml version="1.0" encoding="utf-8"?>
-<direct>
-  <passthrough ipv="ipv4">-t security -A OUTPUT -d {ws} -p tcp --destination-port 53 -j ACCEPT</passthrough>
-  <passthrough ipv="ipv4">-t security -A OUTPUT -d {ws} -p tcp -m owner --uid-owner 0 -j ACCEPT</passthrough>
-  <passthrough ipv="ipv4">-t security -A OUTPUT -d {ws} -p tcp -m conntrack --ctstate INVALID,NEW -j DROP</passthrough>
-  <passthrough ipv="ipv4">-t filter -A OUTPUT -d 192.0.2.1 -j ACCEPT</passthrough>
-</direct>
-"""
+PASSTHROUGHS = (
+    "-t security -A OUTPUT -d {ws} -p tcp --destination-port 53 -j ACCEPT",
+    "-t security -A OUTPUT -d {ws} -p tcp -m owner --uid-owner 0 -j ACCEPT",
+    "-t security -A OUTPUT -d {ws} -p tcp -m conntrack --ctstate INVALID,NEW -j DROP",
+    "-t filter -A OUTPUT -d 192.0.2.1 -j ACCEPT",     # not waagent's
+)
+DIRECT_XML = ('<?xml version="1.0" encoding="utf-8"?>\n<direct>\n' +
+              "".join('  <passthrough ipv="ipv4">%s</passthrough>\n' % rule
+                      for rule in PASSTHROUGHS) + "</direct>\n")
 
 
 def plant_waagent(ns, sysroot, lib):
