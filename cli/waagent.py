@@ -167,9 +167,12 @@ WORKER_VERBS = {"provision": "provisioning", "run-exthandlers": "extensions"}
 
 # The verbs not done here: what to run instead, in one line.
 INSTEAD = {
-    "setup-firewall": "the WireServer firewall belongs to guestagentd (OS.EnableFirewall=y): a "
-                      "former waagent's waagent-network-setup.service should be removed "
-                      "(`waagent -deprovision` does)",
+    "setup-firewall": "the WireServer firewall belongs to guestagentd: set OS.EnableFirewall=y "
+                      "in /etc/waagent.conf and run `systemctl restart guestagent.service` (the "
+                      "supervisor installs nft table inet guestagent at start, before its "
+                      "workers, and monitoring re-checks it every OS.EnableFirewallPeriod; a "
+                      "former waagent's rules and waagent-network-setup.service are removed "
+                      "then)",
 }
 
 

@@ -313,8 +313,6 @@ _LIMITS = ("guestagent's limits are its systemd slices', not cgroups it manages 
 #: Every key that is parsed but not acted on (grep the code: none of them is read), and why.
 NOT_APPLIED = {
     "OS.UpdateRdmaDriver": _RDMA,
-    "OS.EnableFirewall": _MONITORING, "OS.EnableFirewallPeriod": _MONITORING,
-    "Debug.FirewallRulesLogPeriod": _MONITORING,
     "Monitor.NetworkConfigurationChanges": _MONITORING,
     "OS.AllowHTTP": "waagent's fallback to plain http when Python has no ssl module; "
     "guestagent's Python always has it (requests needs it), and the platform's own http "

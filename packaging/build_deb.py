@@ -116,7 +116,7 @@ def build(out_dir: str) -> str:
         "Installed-Size": str(size_kib),
         "Depends": ", ".join(["python3 (>= %d.%d)" % (major, minor),
                               "python3 (<< %d.%d)" % (major, minor + 1)] + DEPENDS),
-        "Recommends": "systemd",
+        "Recommends": "systemd, nftables | iptables",   # the WireServer firewall
         "Conflicts": "waagent, walinuxagent",
         "Replaces": "waagent, walinuxagent",
         "Provides": "waagent",

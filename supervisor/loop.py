@@ -183,6 +183,10 @@ class Supervisor(Host):
             self.zygote = Zygote(self.python, env, self.sel, lambda: Capture(
                 "spawner", self.logfile("spawner"), self.console), log)
             self.zygote.start(wait=True)
+        # The WireServer firewall before any worker runs: in place from the start of every
+        # boot (OS.EnableFirewall; monitoring re-checks it on its period).
+        from supervisor.privileged import firewall
+        firewall.at_start(self.conf, self.cancel)
         now = time.monotonic()
         for p in self.workers.values():
             first = self.workers.get(p.spec.after) if p.spec.after else None

@@ -7,15 +7,15 @@ from typing import Dict
 
 from ipc.verbs import REGISTRY
 from supervisor.broker import BOOT, PROCESS, UNPRIVILEGED_DOMAINS, Privileged
-from supervisor.privileged import (accounts, boot, customdata, debug, dvd, extensions, hostname,
-                                   logs, platform, resource_disk, ssh, state, telemetry,
+from supervisor.privileged import (accounts, boot, customdata, debug, dvd, extensions, firewall,
+                                   hostname, logs, platform, resource_disk, ssh, state, telemetry,
                                    tenant_certificates)
 
 
 def modules():
     """The modules of supervisor/privileged/ whose VERBS rows make the table: the list."""
-    return (accounts, boot, customdata, debug, dvd, extensions, hostname, logs, platform,
-            resource_disk, ssh, state, telemetry, tenant_certificates)
+    return (accounts, boot, customdata, debug, dvd, extensions, firewall, hostname, logs,
+            platform, resource_disk, ssh, state, telemetry, tenant_certificates)
 
 
 HANDLERS: Dict[str, Privileged] = {}

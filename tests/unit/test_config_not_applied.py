@@ -10,9 +10,9 @@ from config.keys import BY_NAME, NOT_APPLIED
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # The keys issue 11 names; each must be in the table.
-# (ResourceDisk.* are applied since issue 12; the hostname monitor and the SCSI timeout's
-# period since issue 14; Pid.File since issue 16.)
-NAMED = ["OS.EnableFirewall", "OS.EnableFIPS", "OS.AllowHTTP"]
+# (ResourceDisk.* are applied since issue 12; the hostname monitor, the SCSI timeout's period
+# and OS.EnableFirewall since issue 14; Pid.File since issue 16.)
+NAMED = ["OS.EnableFIPS", "OS.AllowHTTP"]
 
 
 def _check(tmp_path, text):
@@ -24,13 +24,14 @@ def _check(tmp_path, text):
 
 
 def test_keys_not_applied_are_warnings_that_do_not_fail_the_check(tmp_path):
-    r, path = _check(tmp_path, "OS.EnableFIPS=y\nLogs.Verbose=n\nOS.EnableFirewall=y\n"
+    r, path = _check(tmp_path, "OS.EnableFIPS=y\nLogs.Verbose=n\nOS.EnableRDMA=y\n"
                                "OS.EnableFIPS=n\n")
     assert r.returncode == 0, r.stdout + r.stderr
     lines = r.stdout.splitlines()
-    assert lines[0] == ("%s:3: OS.EnableFirewall: warning: parsed but not applied: no monitoring "
-                        "yet (issue 14: Monitoring: the WireServer firewall, hostname monitor, "
-                        "...)" % path)
+    assert lines[0] == ("%s:3: OS.EnableRDMA: warning: parsed but not applied: RDMA is not set "
+                        "up: waagent's RDMA (the Hyper-V Network Direct driver, the RDMA address "
+                        "from SharedConfig.xml into /dev/hvnd_rdma, /etc/dat.conf) needs Azure's "
+                        "HPC sizes, which nothing here can run or test" % path)
     # Once per key, at the line whose value is in effect.
     assert lines[1].startswith("%s:4: OS.EnableFIPS: warning: parsed but not applied: "
                                % path)

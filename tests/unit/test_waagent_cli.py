@@ -99,7 +99,8 @@ def test_a_reader_that_leaves_early_gets_no_traceback():
 
 # -provision and -run-exthandlers start their worker: tests/integration/test_waagent_verbs.py.
 @pytest.mark.parametrize("verb, instead", [
-    ("-setup-firewall=168.63.129.16", "waagent-network-setup.service"),
+    ("-setup-firewall=168.63.129.16", "set OS.EnableFirewall=y in /etc/waagent.conf and run "
+     "`systemctl restart guestagent.service`"),
 ])
 def test_verbs_done_by_workers_say_what_to_run_instead(verb, instead):
     out = run(verb)

@@ -45,8 +45,10 @@ class Context:
 
 def checks() -> Sequence[Check]:
     """Every check monitoring knows, in the order a round of all of them runs."""
-    from workers.monitoring import healthservice, hostname, oschecks, telemetry
-    return hostname.CHECKS + healthservice.CHECKS + oschecks.CHECKS + telemetry.CHECKS
+    # The firewall first: the rules are in place before a round sends anything.
+    from workers.monitoring import firewall, healthservice, hostname, oschecks, telemetry
+    return ((Check("firewall", "OS.EnableFirewallPeriod", firewall.wanted, firewall.check),)
+            + hostname.CHECKS + healthservice.CHECKS + oschecks.CHECKS + telemetry.CHECKS)
 
 
 def run(worker, conf, table: Optional[Sequence[Check]] = None,
