@@ -24,14 +24,15 @@ def _check(tmp_path, text):
 
 
 def test_keys_not_applied_are_warnings_that_do_not_fail_the_check(tmp_path):
-    r, path = _check(tmp_path, "OS.EnableFIPS=y\nLogs.Verbose=n\nOS.EnableRDMA=y\n"
+    r, path = _check(tmp_path, "OS.EnableFIPS=y\nLogs.Verbose=n\nOS.UpdateRdmaDriver=y\n"
                                "OS.EnableFIPS=n\n")
     assert r.returncode == 0, r.stdout + r.stderr
     lines = r.stdout.splitlines()
-    assert lines[0] == ("%s:3: OS.EnableRDMA: warning: parsed but not applied: RDMA is not set "
-                        "up: waagent's RDMA (the Hyper-V Network Direct driver, the RDMA address "
-                        "from SharedConfig.xml into /dev/hvnd_rdma, /etc/dat.conf) needs Azure's "
-                        "HPC sizes, which nothing here can run or test" % path)
+    assert lines[0] == ("%s:3: OS.UpdateRdmaDriver: warning: parsed but not applied: the "
+                        "Network Direct driver is not installed or updated from the "
+                        "distribution's packages (waagent's per-distribution RDMA handlers), and "
+                        "unlike waagent this key alone does not turn the RDMA set-up on: set "
+                        "OS.EnableRDMA=y" % path)
     # Once per key, at the line whose value is in effect.
     assert lines[1].startswith("%s:4: OS.EnableFIPS: warning: parsed but not applied: "
                                % path)
