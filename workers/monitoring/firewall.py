@@ -6,6 +6,8 @@ Debug.FirewallRulesLogPeriod seconds."""
 import logging
 import time
 
+from workers.monitoring.check import Check
+
 log = logging.getLogger("monitoring.firewall")
 
 VERB = "firewall.apply"
@@ -27,3 +29,6 @@ def check(ctx) -> None:
         memory["logged_at"] = now
         log.info("event=firewall_rules address=%s backend=%s rules=%r", result["address"],
                  result["backend"], "; ".join(result["rules"]))
+
+
+CHECKS = (Check("firewall", "OS.EnableFirewallPeriod", wanted, check),)

@@ -15,8 +15,7 @@ firewall admits.
 import logging
 import time
 
-from workers.monitoring.job import Check
-from workers.monitoring.oschecks import on_platform
+from workers.monitoring.check import Check, on_platform
 
 log = logging.getLogger("monitoring")
 

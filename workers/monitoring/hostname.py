@@ -10,8 +10,7 @@ import logging
 import os
 import socket
 
-from workers.monitoring.job import Check
-from workers.monitoring.oschecks import on_platform
+from workers.monitoring.check import Check, on_platform
 
 log = logging.getLogger("monitoring")
 

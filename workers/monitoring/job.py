@@ -1,6 +1,6 @@
 """The monitoring worker's job: a table of periodic checks (protocol.md §1.11, §1.13, §9).
 
-Each check is one row of CHECKS: a name, the waagent.conf key that gives its period in
+Each check is one row (workers/monitoring/check.py), its module's CHECKS: a name, the waagent.conf key that gives its period in
 seconds, whether this configuration wants it at all, and the function that does one round.
 The loop runs every wanted check once at start and then each on its own period. A round that
 raises is logged with the check's name and tried again at its next period: one failing check
@@ -11,44 +11,19 @@ Between rounds the worker sleeps until the next one is due, waking only to tick 
 
 import logging
 import time
-from dataclasses import dataclass
-from typing import Callable, Dict, Optional, Sequence
+from typing import Callable, Optional, Sequence
+
+from workers.monitoring.check import Check, Context
 
 log = logging.getLogger("monitoring")
-
-
-@dataclass(frozen=True)
-class Check:
-    name: str
-    period_key: str                         # waagent.conf key: seconds between rounds
-    wanted: Callable[[object], bool]        # conf -> does this configuration want it?
-    run: Callable[["Context"], None]        # one round; raises on failure
-
-
-class Context:
-    """What a round may use: the worker (for broker calls), the configuration, and the platform
-    client, made on first use (a configuration with no platform check never builds it)."""
-
-    def __init__(self, worker, conf):
-        self.worker = worker
-        self.conf = conf
-        self._client = None
-        self.state: Dict[str, object] = {}  # per-check memory between rounds, keyed by name
-
-    @property
-    def client(self):
-        if self._client is None:
-            from workers.platform import PlatformClient
-            self._client = PlatformClient.for_worker(self.worker, self.conf)
-        return self._client
 
 
 def checks() -> Sequence[Check]:
     """Every check monitoring knows, in the order a round of all of them runs."""
     # The firewall first: the rules are in place before a round sends anything.
     from workers.monitoring import firewall, healthservice, hostname, oschecks, telemetry
-    return ((Check("firewall", "OS.EnableFirewallPeriod", firewall.wanted, firewall.check),)
-            + hostname.CHECKS + healthservice.CHECKS + oschecks.CHECKS + telemetry.CHECKS)
+    return (firewall.CHECKS + hostname.CHECKS + healthservice.CHECKS + oschecks.CHECKS
+            + telemetry.CHECKS)
 
 
 def run(worker, conf, table: Optional[Sequence[Check]] = None,

@@ -18,16 +18,9 @@ monitoring worker starts after it), so monitoring starts one period later.
 import logging
 import os
 
-from workers.monitoring.job import Check
+from workers.monitoring.check import Check, on_platform
 
 log = logging.getLogger("monitoring")
-
-
-def on_platform(conf) -> bool:
-    """Where provisioning's per-boot steps run (workers/provisioning/everyboot.py): an
-    endpoint given, or an Azure VM."""
-    from workers.provisioning import identity
-    return bool(conf["Protocol.Endpoint"]) or identity.on_azure(conf["OS.SysRoot"])
 
 
 def _round(verb: str, name: str, describe):

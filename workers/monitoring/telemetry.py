@@ -20,8 +20,7 @@ from typing import List
 from workers.monitoring import events
 from workers.platform.identity import AGENT_VERSION
 from workers.platform.reports import TELEMETRY_MAX_BYTES, TelemetryEvent, telemetry_event_xml
-from workers.monitoring.job import Check
-from workers.monitoring.oschecks import on_platform
+from workers.monitoring.check import Check, on_platform
 
 log = logging.getLogger("monitoring")
 

@@ -54,9 +54,8 @@ def run(worker, conf, prov) -> Optional[dict]:
         if VERB in state["done"]:
             log.info("event=rdma_already_set_up this boot")
             return None
-        from workers.provisioning.job import busy
         client = prov.platform()
-        with busy(worker):
+        with worker.working():
             full = client.full_goal_state(client.goal_state())
         if full.shared_config is None:
             log.error("event=rdma_not_set_up reason='the goal state has no SharedConfig'")

@@ -8,7 +8,7 @@ import pytest
 
 from config import defaults
 from workers.monitoring import healthservice, hostname, job, oschecks
-from workers.monitoring.job import Context
+from workers.monitoring.check import Context
 
 
 class Worker:

@@ -5,7 +5,8 @@ The worker here is a stand-in for the real one (its channel, heartbeats and SIGT
 in tests/integration/): wait() advances a fake clock, so hours of periods run in a millisecond.
 """
 
-from workers.monitoring.job import Check, run
+from workers.monitoring.check import Check
+from workers.monitoring.job import run
 
 
 class Stop(BaseException):
