@@ -100,23 +100,6 @@ def log(msg):
 
 
 # ---- the image ----------------------------------------------------------------------------
-def debs():
-    """Debian's waagent and what it needs beyond the base image, from the host's apt sources
-    (the bookworm archive the base is built from), downloaded once into the image cache."""
-    cache = _image.cache_root()
-    folder = cache / ("former-debs-" + "-".join(DEBS))
-    with _Lock(cache / ".former-waagent.lock"):
-        if not (folder / ".complete").exists():
-            shutil.rmtree(folder, ignore_errors=True)
-            folder.mkdir()
-            cmd = ["apt-get", "download", *DEBS]
-            if subprocess.run(cmd, cwd=folder, capture_output=True).returncode != 0:
-                subprocess.run(["apt-get", "update", "-q"], check=True, capture_output=True)
-                subprocess.run(cmd, cwd=folder, check=True, capture_output=True)
-            (folder / ".complete").touch()
-    return sorted(folder.glob("*.deb"))
-
-
 def source_files():
     """The files `make install` installs from: what git tracks in this checkout."""
     out = subprocess.run(["git", "-C", str(PROJECT), "ls-files", "-z"], check=True,
@@ -143,7 +126,7 @@ def image_key(base, packages):
 
 def build_image():
     base = _image.build_base()
-    packages = debs()
+    packages = _image.debian_debs(DEBS)
     cache = _image.cache_root()
     out = cache / ("footprint-" + image_key(base, packages))
     with _Lock(cache / ".footprint.lock"):

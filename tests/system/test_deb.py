@@ -10,13 +10,12 @@ one (conftest's agent_deb), which the other scenarios' agent image has too. One 
 
 import json
 import shutil
-import subprocess
 import time
 
 import pytest
 
 from guestvm import image as _image
-from guestvm.image import PROJECT, QEMU_CONFIG, AgentImage, _Lock, _run, dpkg_install
+from guestvm.image import PROJECT, QEMU_CONFIG, AgentImage, _run, dpkg_install
 from guestvm.services import Emulator
 from guestvm.vm import VM
 
@@ -29,22 +28,6 @@ PROVISION_TIMEOUT = 300
 VM_UUID = "2468ace0-1357-9bdf-0246-8ace13579bdf"
 
 
-def former_debs():
-    """Debian's waagent and what it needs beyond the base image, downloaded once."""
-    cache = _image.cache_root()
-    folder = cache / ("former-debs-" + "-".join(FORMER_PACKAGES))
-    with _Lock(cache / ".former-waagent.lock"):
-        if not (folder / ".complete").exists():
-            shutil.rmtree(folder, ignore_errors=True)
-            folder.mkdir()
-            cmd = ["apt-get", "download", *FORMER_PACKAGES]
-            if subprocess.run(cmd, cwd=folder, capture_output=True).returncode != 0:
-                subprocess.run(["apt-get", "update", "-q"], check=True, capture_output=True)
-                subprocess.run(cmd, cwd=folder, check=True, capture_output=True)
-            (folder / ".complete").touch()
-    return sorted(folder.glob("*.deb"))
-
-
 @pytest.fixture(scope="module")
 def deb_image(base_image, agent_deb, tmp_path_factory, timings):
     """The base image with Debian's waagent installed, then the run's package (agent_deb, the
@@ -55,7 +38,7 @@ def deb_image(base_image, agent_deb, tmp_path_factory, timings):
     rootfs = out / "rootfs"
     _run(["cp", "-a", "--reflink=auto", str(base_image.rootfs), str(rootfs)], log=log)
     # The image as it was: Debian's waagent, its unit enabled by its own postinst.
-    dpkg_install(rootfs, former_debs(), log)
+    dpkg_install(rootfs, _image.debian_debs(FORMER_PACKAGES), log)
     # The maintainer's settings: Debian's file has Provisioning.Agent=cloud-init, this image
     # is provisioned by the agent; and QEMU's (no vmbus, the emulator's address).
     conf = rootfs / "etc/waagent.conf"

@@ -276,6 +276,23 @@ def agent_key(deb):
     return h.hexdigest()[:16]
 
 
+def debian_debs(names):
+    """These Debian packages (.deb files), `apt-get download`ed once from the host's apt
+    sources (the archive the base image comes from) into the image cache."""
+    cache = cache_root()
+    folder = cache / ("former-debs-" + "-".join(names))
+    with _Lock(cache / ".former-waagent.lock"):
+        if not (folder / ".complete").exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir()
+            cmd = ["apt-get", "download", *names]
+            if subprocess.run(cmd, cwd=folder, capture_output=True).returncode != 0:
+                subprocess.run(["apt-get", "update", "-q"], check=True, capture_output=True)
+                subprocess.run(cmd, cwd=folder, check=True, capture_output=True)
+            (folder / ".complete").touch()
+    return sorted(folder.glob("*.deb"))
+
+
 def dpkg_install(rootfs, debs, log, *options):
     """``dpkg -i`` of these packages inside an image's root (chroot), nothing started."""
     rootfs = Path(rootfs)
