@@ -302,10 +302,6 @@ KEYS = (
 _RDMA = ("the Network Direct driver is not installed or updated from the distribution's "
          "packages (waagent's per-distribution RDMA handlers), and unlike waagent this key alone "
          "does not turn the RDMA set-up on: set OS.EnableRDMA=y")
-_MONITORING = ("no monitoring yet (issue 14: Monitoring: the WireServer firewall, hostname "
-               "monitor, ...)")
-_EXTENSIONS = ("not done yet by the extensions worker (issue 13: VM extensions: the goal-state "
-               "loop, ...)")
 _SELF_UPDATE = "guestagent does not update itself"
 _LIMITS = ("guestagent's limits are its systemd slices', not cgroups it manages "
            "(issue 17: Footprint)")
@@ -313,7 +309,9 @@ _LIMITS = ("guestagent's limits are its systemd slices', not cgroups it manages 
 #: Every key that is parsed but not acted on (grep the code: none of them is read), and why.
 NOT_APPLIED = {
     "OS.UpdateRdmaDriver": _RDMA,
-    "Monitor.NetworkConfigurationChanges": _MONITORING,
+    "Monitor.NetworkConfigurationChanges": "network configuration changes are not watched "
+    "(waagent's own default is off): the WireServer route and the hostname are re-checked on "
+    "their periods instead",
     "OS.AllowHTTP": "waagent's fallback to plain http when Python has no ssl module; "
     "guestagent's Python always has it (requests needs it), and the platform's own http "
     "endpoints and the URLs the goal state names are used as given",

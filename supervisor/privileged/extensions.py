@@ -77,6 +77,7 @@ _running = set()   # folders with a command running in this supervisor
 UNREADABLE_ENTRY = (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, EOFError,
                     RuntimeError)
 
+
 def _lock_of(path: str) -> threading.Lock:
     with _locks_lock:
         return _locks.setdefault(path, threading.Lock())
