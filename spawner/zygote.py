@@ -27,13 +27,20 @@ TEST_FILE = "spawner"    # <GUESTAGENT_TEST_DIR>/spawner: "crash" = exit at star
 # named here too, so a worker module that fails to import still leaves them loaded. 3DES comes
 # with workers.platform.certificates, from wherever this cryptography keeps it (Debian 12's 38
 # has no hazmat.decrepit: naming it here logged a failed preload at every start).
+# Measured (sys.modules of the resident workers after goal states, benchmarks/README.md
+# "Footprint"): the jobs of the two resident workers are imported after the fork, and so are
+# cryptography's OpenSSL backend (loaded by the first cipher or PKCS#7 call: certificates) and
+# netrc (requests' storage session reads ~/.netrc on every request): private copies, unless
+# preloaded here. Provisioning's own modules are not: it runs once, the spawner stays.
 PRELOAD = (
     "requests", "cryptography.x509", "cryptography.hazmat.primitives.ciphers",
     "cryptography.hazmat.primitives.asymmetric.rsa", "cryptography.hazmat.primitives.serialization",
+    "cryptography.hazmat.primitives.serialization.pkcs7",
+    "cryptography.hazmat.backends.openssl.backend", "netrc",
     "defusedxml.ElementTree",
     "setproctitle", "logging", "threading", "runpy", "random", "json", "subprocess", "atexit",
     "traceback", "workers.base", "workers.platform", "workers.platform.reports",
-    "workers.platform.certificates",
+    "workers.platform.certificates", "workers.extensions.job", "workers.monitoring.job",
 )
 
 
@@ -132,6 +139,11 @@ def main() -> int:
     modules = [spec.module for spec in table.BASE]
     supervisor_pid = os.getppid()
     channel = Channel.from_fd(handshake.CHANNEL_FD)
+    # No collection while the image is built (gc.freeze's documented recipe): a collection
+    # frees objects amid the preloaded ones, and each worker's first allocations then fill
+    # those holes, un-sharing every page they are on. The garbage of the imports is frozen
+    # with the rest (shared, written by no one); each worker enables the collector again.
+    gc.disable()
     preload(modules)
     try:
         warm_up()
@@ -140,8 +152,8 @@ def main() -> int:
               flush=True)
     if os.geteuid() == 0:
         drop_capabilities()
-    gc.collect()
     gc.freeze()
+    gc.enable()   # the spawner's own objects from now on (its order loop: a few dozen)
     channel.notify("spawner.ready", {"pid": os.getpid()})
     while True:
         try:
