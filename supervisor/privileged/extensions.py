@@ -28,7 +28,6 @@ import subprocess
 import tempfile
 import threading
 import time
-import uuid
 import zipfile
 from typing import Dict, Optional, Tuple
 
@@ -314,7 +313,7 @@ def install(ctx: Context, args: dict) -> dict:
                 return {"existed": True, "files": 0, "bytes": 0}
             raise fail("%s exists and is not one the broker made: refused"
                        % os.path.basename(final))
-        tmp = os.path.join(lib, ".extract.%s-%s.%s" % (name, version, uuid.uuid4().hex[:8]))
+        tmp = os.path.join(lib, ".extract.%s-%s.%s" % (name, version, os.urandom(4).hex()))
         os.mkdir(tmp, 0o700)
         try:
             # Our own descriptor on the worker's file, read from its start.
@@ -568,7 +567,7 @@ def _execute(ctx: Context, folder: str, name: str, version: str, op: str, comman
     applied = "none"
     if _systemd():
         unit = "guestagent-ext-%s-%s-%s" % (re.sub(r"[^A-Za-z0-9_]", "_", name)[:80], op,
-                                             uuid.uuid4().hex[:8])
+                                             os.urandom(4).hex())
         argv = [which("systemd-run"), "--quiet", "--scope", "--unit=" + unit,
                 "--slice=" + SLICE, "--property=CPUAccounting=yes"]
         if quota is not None:
@@ -579,7 +578,7 @@ def _execute(ctx: Context, folder: str, name: str, version: str, op: str, comman
         argv += ["--", "/bin/sh", "-c", command]
     else:
         base = _cgroup_base()
-        leaf = "ext.%s.%s.%s" % (name, op, uuid.uuid4().hex[:8])
+        leaf = "ext.%s.%s.%s" % (name, op, os.urandom(4).hex())
         if base is not None:
             cgroup = os.path.join(base, leaf)
             try:
