@@ -52,6 +52,39 @@ _libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_u
                         ctypes.c_ulong]
 
 
+# glibc's mallopt parameters (malloc.h).
+M_TRIM_THRESHOLD = -1
+M_MMAP_THRESHOLD = -3
+M_ARENA_MAX = -8
+MALLOC_FIXED_THRESHOLD = 128 * 1024   # glibc's default, kept fixed
+
+
+def tune_malloc() -> None:
+    """glibc's malloc for a long-lived process that is idle most of the time (issue 17's PSS).
+
+    One arena: a thread's first malloc otherwise gets an arena of its own (up to 8 a core),
+    whose pages stay with the process after a burst (the broker's pool threads during
+    provisioning, a worker's HTTP). Fixed mmap and trim thresholds: glibc raises both after
+    a large block is freed (up to 32 MiB), so the next large buffers — a package, a status
+    blob, a goal state's certificates — come from the heap and stay resident. Before any
+    thread; inherited by what forks from us. Not glibc (no mallopt): nothing to do."""
+    mallopt = getattr(_libc, "mallopt", None)
+    if mallopt is None:
+        return
+    mallopt(M_ARENA_MAX, 1)
+    mallopt(M_MMAP_THRESHOLD, MALLOC_FIXED_THRESHOLD)
+    mallopt(M_TRIM_THRESHOLD, MALLOC_FIXED_THRESHOLD)
+
+
+def release_free_memory() -> None:
+    """Give the heap's free pages back to the kernel (malloc_trim(0)): after a burst of work
+    whose buffers are freed but would stay counted in the process's PSS. A few hundred µs:
+    call it after work that happens rarely (a new goal state), not on every idle turn."""
+    trim = getattr(_libc, "malloc_trim", None)
+    if trim is not None:
+        trim(0)
+
+
 def prctl(option: int, arg2: int = 0) -> None:
     if _libc.prctl(option, arg2, 0, 0, 0) != 0:
         err = ctypes.get_errno()

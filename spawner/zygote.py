@@ -144,6 +144,7 @@ def main() -> int:
     # those holes, un-sharing every page they are on. The garbage of the imports is frozen
     # with the rest (shared, written by no one); each worker enables the collector again.
     gc.disable()
+    launch.tune_malloc()   # inherited by every worker forked from here
     preload(modules)
     try:
         warm_up()

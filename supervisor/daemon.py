@@ -109,6 +109,8 @@ def run(conf, path: str) -> int:
         pass
     from supervisor.loop import Supervisor
     from supervisor.notify import Notifier
+    import launch
+    launch.tune_malloc()   # before the broker's pool threads (issue 17: the idle PSS)
     try:
         console = _setup_logging(conf)
     except OSError as e:

@@ -595,6 +595,9 @@ class Supervisor(Host):
             try:
                 io, ident, verb, (result, err), fds = self.done_queue.get_nowait()
             except queue.Empty:
+                # Slow verbs are the rare heavy ones (provisioning, packages, commands):
+                # their buffers are freed by now; hand the pages back rather than keep them.
+                launch.release_free_memory()
                 return
             io.in_flight -= 1
             self._reply_result(io, ident, verb, result, err, fds)

@@ -18,6 +18,7 @@ import os
 import time
 from typing import Dict, List, Optional
 
+import launch
 from ipc.errors import IpcError
 from workers.extensions import packages, policy, status as S
 from workers.extensions.history import History
@@ -163,6 +164,7 @@ class Job:
                 self.process(self.config)
             else:
                 self.report_disabled(self.config)
+            launch.release_free_memory()   # a new goal state's documents and packages are freed
         self.refresh_extension_statuses()
         self.upload_status()
 
