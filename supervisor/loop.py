@@ -245,7 +245,7 @@ class Supervisor(Host):
                 all(p.state != STARTING and p.start_at is None for p in self.workers.values())
                 or now - self.started > READY_WAIT_MAX):
             self.ready_sent = True
-            self.notifier.ready(self._summary())
+            self.notifier.status(self._summary(), "READY=1")
             log.info("event=ready %s", self._summary())
         self.waiters = [wt for wt in self.waiters if not wt.conn.closed]
         for waiter in list(self.waiters):
