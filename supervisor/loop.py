@@ -2,9 +2,6 @@
 connection, and never blocks (DESIGN.md principle 6). Each turn: select() until a descriptor
 is ready or the nearest deadline, handle what arrived, reap exited workers by their pids
 (never waitpid(-1): broker handlers run subprocesses in their threads), tick every worker.
-
-Here: the OS side of supervision (the `Host` seam of process.py: spawn, kill, channels,
-reaping), the worker channels (read, check, run, reply) and the control verbs.
 """
 
 import collections
@@ -248,7 +245,7 @@ class Supervisor(Host):
                 all(p.state != STARTING and p.start_at is None for p in self.workers.values())
                 or now - self.started > READY_WAIT_MAX):
             self.ready_sent = True
-            self.notifier.ready(self._summary())
+            self.notifier.status(self._summary(), "READY=1")
             log.info("event=ready %s", self._summary())
         self.waiters = [wt for wt in self.waiters if not wt.conn.closed]
         for waiter in list(self.waiters):
@@ -300,7 +297,7 @@ class Supervisor(Host):
             conf = config.load(self.config_path, report=False)
         except config.ConfigError as e:
             log.error("event=reload result=failed error=%r (keeping the running config)", str(e))
-            self._notify_status()
+            self.changed()
             raise IpcError(FAILED, str(e))
         problems = [str(p) for p in conf.problems]
         for p in problems:
@@ -320,7 +317,7 @@ class Supervisor(Host):
             if conf[key] != was:
                 log.warning("event=reload note='%s changes at the next start only'", key)
         log.info("event=reload result=ok problems=%d", len(problems))
-        self._notify_status()
+        self.changed()
         return problems
 
     # ---- the Host seam (supervisor/process.py): the OS calls of the state machine -------
@@ -432,9 +429,6 @@ class Supervisor(Host):
                     self._answer(waiter, error=(FAILED, error))
             elif waiter.want == reached or (reached == EXITED and waiter.want == RUNNING):
                 self._answer(waiter, {"worker": self.record(proc)})   # (as far as it goes)
-
-    def changed(self, proc: WorkerProcess) -> None:
-        self._notify_status()
 
     def state_of(self, name: str) -> Optional[str]:
         p = self.workers.get(name)
@@ -750,7 +744,8 @@ class Supervisor(Host):
         counts = collections.Counter(p.state for p in self.workers.values())
         return ", ".join("%d %s" % (n, s.lower()) for s, n in sorted(counts.items()))
 
-    def _notify_status(self) -> None:
+    def changed(self, proc: Optional[WorkerProcess] = None) -> None:
+        """The service status line (the Host seam's `changed`, and after a reload)."""
         if not self.notifier.enabled:
             return
         line = self._summary()

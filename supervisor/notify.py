@@ -31,17 +31,12 @@ class Notifier:
     def enabled(self) -> bool:
         return self.sock is not None
 
-    def send(self, *fields: str) -> bool:
-        if self.sock is None:
-            return False
-        try:
-            self.sock.sendto("\n".join(fields).encode("utf-8"), self.address)
-            return True
-        except OSError:
-            return False
+    def send(self, *fields: str) -> None:
+        if self.sock is not None:
+            try:
+                self.sock.sendto("\n".join(fields).encode("utf-8"), self.address)
+            except OSError:
+                pass   # systemd gone or restarting: nothing to tell
 
-    def ready(self, status: str = "") -> bool:
-        return self.send("READY=1", "STATUS=" + status) if status else self.send("READY=1")
-
-    def status(self, text: str) -> bool:
-        return self.send("STATUS=" + text.replace("\n", " ")[:200])
+    def status(self, text: str, *more: str) -> None:
+        self.send(*more, "STATUS=" + text.replace("\n", " ")[:200])

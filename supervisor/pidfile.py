@@ -26,16 +26,12 @@ def read(path: str) -> Optional[int]:
     return int(text) if text.isdigit() else None
 
 
-def _alive(pid: int) -> bool:
-    return os.path.isdir("/proc/%d" % pid)
-
-
 def write(path: str, pid: int) -> bool:
     """Write `pid` to `path` (0644); False, with the reason logged, if it cannot be written."""
     if not path:
         return False
     former = read(path)
-    if former is not None and former != pid and _alive(former):
+    if former is not None and former != pid and os.path.isdir("/proc/%d" % former):
         log.warning("event=pid_file path=%s former_pid=%d alive: not this agent's; replaced",
                     path, former)
     tmp = "%s.tmp.%d" % (path, pid)
