@@ -172,6 +172,9 @@ class Supervisor(Host):
             log.warning("event=test_hooks Agent.TestHooks=y: debug verbs granted; "
                         "never use this setting in production")
         self.trees.open()
+        # The transport key's RSA pair, made in its own child beside the spawner's preload:
+        # the provisioning worker asks for it within seconds of its start (issue 17).
+        platform_handlers.prepare(self.conf)
         if self.spawn_method == "zygote":   # before any worker has sent us anything
             from supervisor.spawner import Zygote
             env = {k: v for k, v in launch.worker_env(
