@@ -37,6 +37,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 from emulator.confinement import ConfinedHost, Emulator  # noqa: E402
+from config.keys import KEYS  # noqa: E402
 
 SCENARIOS = os.path.join(REPO, "emulator", "scenarios")
 GOOD = os.path.join(REPO, "tests", "data", "extensions", "good")
@@ -110,9 +111,12 @@ def main():
         emu = Emulator(path)
         conf = dict(emu.conf())
         # The defaults (a 6 s goal-state period), where the confined host's test settings
-        # would change what runs while idle: its 0.5 s heartbeat back to the default 5 s.
-        conf.update({"Provisioning.Agent": "disabled", "Agent.HeartbeatInterval": "5",
-                     "Agent.MemoryCheckPeriod": "30"})
+        # would change what runs while idle: its fast heartbeat back to the defaults.
+        defaults = {k.name: k.default for k in KEYS}
+        conf.update({"Provisioning.Agent": "disabled",
+                     "Agent.HeartbeatInterval": str(defaults["Agent.HeartbeatInterval"]),
+                     "Agent.HeartbeatMisses": str(defaults["Agent.HeartbeatMisses"]),
+                     "Agent.MemoryCheckPeriod": str(defaults["Agent.MemoryCheckPeriod"])})
         host = ConfinedHost(conf)
         try:
             host.start()

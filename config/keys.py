@@ -172,9 +172,11 @@ KEYS = (
        minimum=4096, ours=True),
     _k("Agent.LogBackups", INT, 5, "Rotated worker logs kept.", minimum=0, ours=True),
     # Supervision timings (issue 3): the worker table's defaults, applied to every worker.
-    _k("Agent.HeartbeatInterval", FLOAT, 5.0,
+    # 15 s x 4: hung after 60 s, as before at 5 s x 6 within a poll or two; each beat costs the
+    # supervisor a message per worker, most of an idle tree's wake-ups at 5 s (issue 13).
+    _k("Agent.HeartbeatInterval", FLOAT, 15.0,
        "Seconds between a worker's heartbeats.", minimum=0.05, ours=True),
-    _k("Agent.HeartbeatMisses", INT, 6,
+    _k("Agent.HeartbeatMisses", INT, 4,
        "Heartbeats missed in a row before a worker is called hung, killed and restarted.",
        minimum=2, ours=True),
     _k("Agent.ReadyTimeout", FLOAT, 60.0,

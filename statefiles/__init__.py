@@ -11,10 +11,12 @@ from typing import Optional
 
 
 def write_atomic(path: str, data: bytes, mode: int = 0o600,
-                 uid: Optional[int] = None, gid: Optional[int] = None) -> None:
+                 uid: Optional[int] = None, gid: Optional[int] = None,
+                 durable: bool = True) -> None:
     """Replace path with data. The mode (and owner, when given) is set on the temporary file
     before any byte is written, so the content is never readable by anyone it is not for; a
-    link at path is replaced, never followed."""
+    link at path is replaced, never followed. durable=False skips both fsyncs: for a copy
+    kept only to be read (a crash may lose the last one; the rename still keeps it whole)."""
     folder = os.path.dirname(path) or "."
     fd, tmp = tempfile.mkstemp(prefix=".%s." % os.path.basename(path), dir=folder)
     try:
@@ -24,7 +26,8 @@ def write_atomic(path: str, data: bytes, mode: int = 0o600,
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                os.fsync(f.fileno())
         os.rename(tmp, path)
     except BaseException:
         try:
@@ -32,6 +35,8 @@ def write_atomic(path: str, data: bytes, mode: int = 0o600,
         except OSError:
             pass
         raise
+    if not durable:
+        return
     dir_fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         os.fsync(dir_fd)

@@ -104,6 +104,7 @@ class Supervisor(Host):
         self.ready_sent = False
         self.notifier = Notifier({})   # open() gets systemd's
         self.next_memory_check = time.monotonic()
+        self.signalled = True   # a signal came (SIGCHLD among them): look for adopted zombies
         self.next_watchdog = time.monotonic()
         self.last_status_line = ""
         self.admin_gid = control.admin_gid()
@@ -238,6 +239,7 @@ class Supervisor(Host):
         self.control.tick(now)
         if now >= self.next_memory_check:
             self.next_memory_check = now + self.conf["Agent.MemoryCheckPeriod"]
+            self.signalled = True   # a backstop: adopted zombies looked for at least this often
             for p in self.workers.values():
                 rss = p.io.stat.rss() if p.pid is not None else None
                 p.over_memory(rss or 0)
@@ -262,6 +264,7 @@ class Supervisor(Host):
             data = self.sig_r.recv(4096)
         except BlockingIOError:
             return
+        self.signalled = True      # any signal, in case a full pipe dropped SIGCHLD's byte
         for signum in set(data):   # (SIGCHLD: _reap runs after every wake-up anyway)
             if signum in (signal.SIGTERM, signal.SIGINT):
                 self.shutdown("signal %s" % signal.Signals(signum).name)
@@ -454,6 +457,9 @@ class Supervisor(Host):
                 self._stop_next()
         if self.zygote is not None:
             self.zygote.reap(restart=not self.shutting_down)
+        if not self.signalled:   # no SIGCHLD: no zombie; spare the /proc reads of every wake
+            return
+        self.signalled = False
         self.trees.reap_adopted({p.pid for p in self.workers.values() if p.pid is not None}
                                 | {self.zygote and self.zygote.pid})
 

@@ -34,8 +34,8 @@ class WorkerSpec:
     restart: str = ALWAYS
     autostart: bool = True
     ready_timeout: float = 60.0
-    heartbeat_interval: float = 5.0
-    heartbeat_misses: int = 6
+    heartbeat_interval: float = 15.0
+    heartbeat_misses: int = 4
     backoff: BackoffPolicy = BackoffPolicy()
     fatal_retry: float = 3600.0     # 0: a FATAL worker waits for agentctl start
     stop_signal: int = signal.SIGTERM

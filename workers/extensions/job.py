@@ -77,6 +77,7 @@ class Job:
         self._converged = False
         self.cloud_init_done = False
         self.cloud_init_since: Optional[float] = None
+        self._manifests: Dict[str, tuple] = {}   # path -> ((ino, mtime, size), manifest)
 
     # ---- the loop -------------------------------------------------------------------------
     def run(self) -> None:
@@ -649,12 +650,22 @@ class Job:
 
     def manifest(self, name: str, version: str) -> Optional[packages.HandlerManifest]:
         """The HandlerManifest.json of an installed version, as read from the package it
-        verified (kept in the worker's folder; the broker reads its own copy to run)."""
+        verified (kept in the worker's folder; the broker reads its own copy to run). Parsed
+        again only when the file changed (every poll asks, for reportHeartbeat)."""
+        path = self._manifest_path(name, version)
         try:
-            with open(self._manifest_path(name, version), "rb") as f:
-                return packages.parse_handler_manifest(f.read(packages.MAX_MANIFEST_BYTES))
+            st = os.stat(path)
+            key = (st.st_ino, st.st_mtime_ns, st.st_size)
+            cached = self._manifests.get(path)
+            if cached is not None and cached[0] == key:
+                return cached[1]
+            with open(path, "rb") as f:
+                manifest = packages.parse_handler_manifest(f.read(packages.MAX_MANIFEST_BYTES))
         except (OSError, packages.PackageError):
+            self._manifests.pop(path, None)
             return None
+        self._manifests[path] = (key, manifest)
+        return manifest
 
     def download_and_install(self, h: ExtensionHandler):
         data, manifest = packages.fetch(self.client, h, self.conf["Extensions.MaxPackageBytes"])

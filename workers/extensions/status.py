@@ -7,6 +7,7 @@ state's aggregate once one was processed. `extension_status` validates what an e
 wrote, truncating as waagent truncates.
 """
 
+import functools
 import json
 import socket
 import time
@@ -90,7 +91,10 @@ class HandlerReport:
         return out
 
 
-def _os_info() -> dict:
+@functools.lru_cache(maxsize=1)
+def _os_release() -> dict:
+    """/etc/os-release's fields, read once (as waagent reads its distribution once): the blob
+    is built every poll."""
     fields = {}
     try:
         with open("/etc/os-release") as f:
@@ -100,6 +104,11 @@ def _os_info() -> dict:
                     fields[k] = v.strip().strip('"')
     except OSError:
         pass
+    return fields
+
+
+def _os_info() -> dict:
+    fields = _os_release()
     return {"computerName": socket.gethostname(), "osName": fields.get("ID", "linux"),
             "osVersion": fields.get("VERSION_ID", ""), "version": AGENT_VERSION}
 
