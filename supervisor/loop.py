@@ -552,7 +552,10 @@ class Supervisor(Host):
             lifecycle(self, io, msg)
             return
         handler = verbs.HANDLERS[verb.name]
-        log.info("event=verb worker=%s verb=%s id=%d", io.proc.name, verb.name, msg.id)
+        # An idle agent writes no log line per poll (issue 13's idle CPU); a flood of a
+        # routine verb is still a violation (the Budget), and logged as one.
+        log.log(logging.DEBUG if handler.routine else logging.INFO,
+                "event=verb worker=%s verb=%s id=%d", io.proc.name, verb.name, msg.id)
         if handler.slow and io.in_flight >= MAX_IN_FLIGHT:
             for fd in fds:
                 os.close(fd)

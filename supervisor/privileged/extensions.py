@@ -727,6 +727,6 @@ VERBS = (
     Privileged(E.INSTALL, install, WORKERS, slow=True),
     Privileged(E.CONFIGURE, configure, WORKERS),
     Privileged(E.RUN, run, WORKERS, slow=True),
-    Privileged(E.READ_STATUS, read_status, WORKERS),
+    Privileged(E.READ_STATUS, read_status, WORKERS, routine=True),
     Privileged(E.REMOVE, remove, WORKERS, slow=True),
 )
