@@ -53,7 +53,7 @@ class Privileged:
     closes: Optional[str] = None      # success closes this gate for the boot and VM id
     slow: bool = False
     test_only: bool = False           # granted only with Agent.TestHooks=y
-    routine: bool = False             # a read made on every poll: its call logged at DEBUG
+    routine: bool = False             # called every poll or period: its call logged at DEBUG
     # (workers, waagent.conf period key): these workers may call it again and again (ONCE
     # does not apply to them), but never sooner than half that period after their last call.
     periodic: Optional[Tuple[FrozenSet[str], str]] = None

@@ -552,6 +552,7 @@ class Supervisor(Host):
             lifecycle(self, io, msg)
             return
         handler = verbs.HANDLERS[verb.name]
+        io.proc.heartbeat()   # an admitted call shows the worker alive as well as a beat does
         # An idle agent writes no log line per poll (issue 13's idle CPU); a flood of a
         # routine verb is still a violation (the Budget), and logged as one.
         log.log(logging.DEBUG if handler.routine else logging.INFO,

@@ -72,6 +72,7 @@ class Worker:
         self.heartbeat_interval = 5.0
         self.stopping = threading.Event()
         self._last_tick = time.monotonic()
+        self._last_call = 0.0   # when a broker call last came back: it counted as a beat
         self._calls = 0
         self._calls_lock = threading.Lock()
         self._ready = False
@@ -105,7 +106,7 @@ class Worker:
         finally:
             with self._calls_lock:
                 self._calls -= 1
-            self._last_tick = time.monotonic()
+            self._last_tick = self._last_call = time.monotonic()
 
     @contextlib.contextmanager
     def working(self):
@@ -196,6 +197,8 @@ class Worker:
                     warned = True
                 continue
             warned = False
+            if not in_call and time.monotonic() - self._last_call < interval:
+                continue   # the supervisor took that call as a beat (an idle poll's only message)
             try:
                 self.channel.notify("worker.heartbeat")
             except ChannelClosed:

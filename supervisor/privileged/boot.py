@@ -29,6 +29,7 @@ from supervisor.privileged import (atomic_write, ensure_root_dir, fail, lib_dir,
                                    run, which)
 
 log = logging.getLogger("guestagent.broker.boot")
+_said: dict = {}   # a periodic verb's last outcome line (see scsi_timeouts)
 
 WIRESERVER = "168.63.129.16"
 
@@ -95,8 +96,12 @@ def scsi_timeouts(ctx: Context, args: dict) -> dict:
             failed.append(name)
             log.warning("event=scsi_timeout_failed device=%s error=%r", name,
                         e.strerror or str(e))
-    log.info("event=scsi_timeouts timeout=%d devices=%s failed=%s", timeout,
-             ",".join(written) or "-", ",".join(failed) or "-")
+    said = "timeout=%d devices=%s failed=%s" % (timeout, ",".join(written) or "-",
+                                                ",".join(failed) or "-")
+    # Re-applied every period by monitoring: the same outcome again is logged at DEBUG.
+    log.log(logging.DEBUG if said == _said.get("scsi_timeouts") else logging.INFO,
+            "event=scsi_timeouts %s", said)
+    _said["scsi_timeouts"] = said
     return {"timeout": timeout, "devices": written}
 
 
@@ -654,13 +659,15 @@ def rdma(ctx: Context, args: dict) -> dict:
 # again on the same period (workers/monitoring/oschecks.py, hostname.py); provisioning once,
 # at boot. What each does is still the broker's to decide (waagent.conf, its own reads).
 VERBS = (
-    Privileged(B.SCSI_TIMEOUTS, scsi_timeouts, PROV | MON, once=PROCESS,
+    Privileged(B.SCSI_TIMEOUTS, scsi_timeouts, PROV | MON, once=PROCESS, routine=True,
                periodic=(MON, "OS.RootDeviceScsiTimeoutPeriod")),
     Privileged(B.ENTROPY, entropy, PROV, once=PROCESS),
     Privileged(B.NUMA, numa, PROV, once=PROCESS),
     Privileged(B.WIRESERVER_ROUTE, wireserver_route, PROV | MON, once=PROCESS, slow=True,
+               routine=True,
                periodic=(MON, "OS.MonitorDhcpClientRestartPeriod")),
     Privileged(B.PERSISTENT_NET_RULES, persistent_net_rules, PROV | MON, once=PROCESS,
+               routine=True,
                periodic=(MON, "OS.RemovePersistentNetRulesPeriod")),
     Privileged(B.PUBLISH_HOSTNAME, publish_hostname, PROV | MON, once=PROCESS, slow=True,
                periodic=(MON, "Provisioning.MonitorHostNamePeriod")),

@@ -11,7 +11,7 @@ Between rounds the worker sleeps until the next one is due, waking only to tick 
 
 import logging
 import time
-from typing import Callable, Optional, Sequence
+from typing import Callable, Dict, Optional, Sequence
 
 from workers.monitoring.check import Check, Context
 
@@ -39,6 +39,7 @@ def run(worker, conf, table: Optional[Sequence[Check]] = None,
         log.info("event=monitoring_checks %s",
                  " ".join(f"{c.name}={conf[c.period_key]}s" for c in wanted))
     due = {c.name: clock() for c in wanted}
+    failing: Dict[str, str] = {}   # a check's last error: a repeat is logged at DEBUG
     while True:
         worker.tick()
         now = clock()
@@ -47,8 +48,12 @@ def run(worker, conf, table: Optional[Sequence[Check]] = None,
                 continue
             try:
                 c.run(ctx)
+                failing.pop(c.name, None)
             except Exception as e:  # noqa: BLE001 — one check's failure is logged, never fatal
-                log.warning("event=check_failed check=%s error=%r", c.name, str(e)[:500])
+                error = str(e)[:500]
+                log.log(logging.DEBUG if failing.get(c.name) == error else logging.WARNING,
+                        "event=check_failed check=%s error=%r", c.name, error)
+                failing[c.name] = error
             due[c.name] = clock() + float(conf[c.period_key])
         # Sleep until the next round, waking once per heartbeat interval to tick (a loop that
         # stops turning stops the heartbeats: that is how a hung round is found and restarted).

@@ -32,8 +32,11 @@ def _round(verb: str, name: str, describe):
         for fd in fds:
             os.close(fd)
         said = describe(result)
-        if said:
+        # Said again only when it changed: the same line every 30 s is noise in the log and
+        # an idle agent's CPU (issue 13).
+        if said and said != ctx.state.get(name + ".said"):
             log.info("event=os_check check=%s %s", name, said)
+        ctx.state[name + ".said"] = said
     return run
 
 

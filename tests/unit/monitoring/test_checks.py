@@ -106,3 +106,23 @@ def test_the_real_imds_is_never_probed_behind_an_emulated_wireserver():
     assert healthservice.imds_wanted(defaults())                          # Azure: both real
     assert healthservice.imds_wanted(conf(Protocol__Endpoint="168.63.129.16"))
     assert not healthservice.imds_wanted(conf(Protocol__ImdsEndpoint=None))
+
+
+def test_an_os_check_says_its_outcome_again_only_when_it_changed(caplog):
+    """Re-applied every 30 s: the same outcome is one line, a new one another."""
+    answers = iter([{"timeout": 300, "devices": ["sda"]}] * 3 + [{"timeout": 300,
+                                                                 "devices": ["sda", "sdb"]}])
+
+    class Seq(Worker):
+        def call(self, verb, args):
+            self.calls.append((verb, args))
+            return next(answers), []
+
+    caplog.set_level("INFO", logger="monitoring")
+    ctx = Context(Seq({}), conf())
+    row = {c.name: c for c in oschecks.CHECKS}["scsi_timeouts"]
+    for _ in range(5):
+        row.run(ctx)          # the first round is provisioning's
+    said = [r.getMessage() for r in caplog.records if "os_check" in r.getMessage()]
+    assert said == ["event=os_check check=scsi_timeouts timeout=300 devices=sda",
+                    "event=os_check check=scsi_timeouts timeout=300 devices=sda,sdb"]

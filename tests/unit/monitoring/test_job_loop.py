@@ -69,3 +69,24 @@ def test_each_check_runs_at_start_and_on_its_own_period_and_failures_stay_contai
 def test_nothing_wanted_is_said_in_status_and_the_loop_still_ticks():
     w = drive((Check("x", "X", lambda c: False, lambda ctx: None),), {"X": 1}, until=60)
     assert w.statuses and "nothing to monitor" in w.statuses[0]
+
+
+def test_a_check_that_keeps_failing_the_same_way_is_warned_once_until_it_recovers(caplog):
+    """A check that fails every 30 s with the same error (not an Azure VM, say) warns once, not
+    120 times an hour; a different error, or the same one after a success, warns again."""
+    errors = iter(["same"] * 5 + [None] + ["same"] * 2 + ["other"] * 2)
+
+    def flaky(ctx):
+        e = next(errors, None)
+        if e:
+            raise RuntimeError(e)
+
+    caplog.set_level("DEBUG", logger="monitoring")
+    drive((Check("f", "F", lambda c: True, flaky),), {"F": 30}, until=300)
+    warned = [r.getMessage() for r in caplog.records
+              if r.levelname == "WARNING" and "check_failed" in r.getMessage()]
+    assert warned == ["event=check_failed check=f error='same'"] * 2 + \
+        ["event=check_failed check=f error='other'"]
+    repeats = [r for r in caplog.records if r.levelname == "DEBUG" and "check_failed" in
+               r.getMessage()]
+    assert len(repeats) == 4 + 1 + 1   # the repeats of each run, still in the debug log

@@ -1,0 +1,47 @@
+"""A worker's heartbeat thread (workers/base.py) against a stand-in channel: what it sends
+while the job's loop turns, and that a broker call stands in for a beat (the supervisor counts
+every admitted call as one: supervisor/loop.py _dispatch). The supervisor's side — a worker that
+stops beating is killed as hung — is tested with real processes in
+tests/integration/test_supervisor.py."""
+
+import threading
+import time
+
+from workers.base import Worker
+
+
+class Channel:
+    def __init__(self):
+        self.beats = 0
+
+    def notify(self, name, args=None):
+        if name == "worker.heartbeat":
+            self.beats += 1
+
+    def call(self, name, args=None, timeout=None, fds=()):
+        return {}, []
+
+
+def test_a_worker_that_calls_the_broker_every_period_sends_no_beat_besides():
+    w = Worker("monitoring")
+    w.heartbeat_interval = 0.05
+    w.channel = ch = Channel()
+    t = threading.Thread(target=w._heartbeats, daemon=True)
+    t.start()
+    try:
+        end = time.monotonic() + 0.5        # ten intervals, a call in each (an idle poll)
+        while time.monotonic() < end:
+            w.tick()
+            w.call("extensions.read_status")
+            time.sleep(0.01)
+        with_calls = ch.beats
+        end = time.monotonic() + 0.5        # ten intervals of a loop that turns, no call
+        while time.monotonic() < end:
+            w.tick()
+            time.sleep(0.01)
+        without = ch.beats - with_calls
+    finally:
+        w.stopping.set()
+        t.join(1)
+    assert with_calls == 0
+    assert without >= 5, without
