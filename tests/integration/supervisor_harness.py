@@ -245,7 +245,7 @@ class Agent:
         def finished():
             records = self.attack_records(worker)
             # The first process that ran the script is the attack; a resident worker
-            # restarted after it (the hook file still in place) would run it again: ignore.
+            # restarted after it finds the results file claimed and behaves (workers/base.py).
             pid = records[0]["pid"] if records else None
             records = [r for r in records if r["pid"] == pid]
             if records and records[-1]["key"] in ("done", "crashed"):
