@@ -16,7 +16,7 @@ class Scripted(http.server.ThreadingHTTPServer):
     daemon_threads = True
 
     def __init__(self):
-        self.script, self.seen = [], []
+        self.script, self.seen, self.bodies = [], [], []
         super().__init__(("127.0.0.1", 0), Handler)
         self.thread = threading.Thread(target=self.serve_forever, daemon=True)
         self.thread.start()
@@ -41,7 +41,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    do_PUT = do_GET
+    def do_PUT(self):
+        length = self.headers.get("Content-Length")
+        self.server.bodies.append(self.rfile.read(int(length)) if length is not None else None)
+        self.do_GET()
 
 
 @pytest.fixture
@@ -161,3 +164,27 @@ def test_storage_uses_the_configured_proxy(server, monkeypatch):
     finally:
         proxy.shutdown()
         proxy.server_close()
+
+
+def test_a_direct_put_sends_its_whole_body_with_its_length(server, tmp_path):
+    """The WireServer and HostGAPlugin go through http.client alone: a file body (the log
+    bundle) goes with its Content-Length, never chunked (HostGAPlugin's /vmAgentLog wants the
+    length); bytes likewise; the headers are the agent's, Connection: close."""
+    bundle = tmp_path / "logs.zip"
+    bundle.write_bytes(bytes(range(256)) * 1000)
+    c = client([])
+    with open(bundle, "rb") as body:
+        c.request("PUT", server.url + "/vmAgentLog", body=body)
+    c.request("PUT", server.url + "/status", body=b'{"a": 1}')
+    assert server.bodies == [bundle.read_bytes(), b'{"a": 1}']
+    (path, headers), _ = server.seen
+    assert path == "/vmAgentLog"
+    assert headers["Content-Length"] == str(256 * 1000)
+    assert "Transfer-Encoding" not in headers
+    assert headers["Connection"] == "close" and headers["User-Agent"].startswith("WALinuxAgent")
+
+
+def test_a_header_value_with_a_line_break_is_not_sent(server):
+    with pytest.raises(HttpError, match="not sent"):
+        client([]).request("GET", server.url + "/x", headers={"If-None-Match": "a\r\nX-Evil: 1"})
+    assert server.seen == []
