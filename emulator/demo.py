@@ -144,6 +144,10 @@ def main(argv=None) -> int:
         print("demo failed: %s\n%s" % (e, host.all_logs()[-4000:] if host else ""),
               file=sys.stderr)
     finally:
+        # A SIGTERM that comes while we clean up must not cut the clean-up short (the agent
+        # stopped, the emulator left running): it is noted, and the exit status says it.
+        late = []
+        signal.signal(signal.SIGTERM, lambda *_: late.append(True))
         if host is not None:
             host.stop()
         emu.stop()
@@ -156,6 +160,8 @@ def main(argv=None) -> int:
     print("The machine is as it was: hostname %s, /etc/passwd %s, no /home/%s%s" % (
         socket.gethostname(), "unchanged" if _read("/etc/passwd") == host_passwd else "CHANGED",
         username, "" if not os.path.exists("/home/" + username) else " -- EXISTS!"))
+    if late:
+        return 128 + signal.SIGTERM
     return 0 if ok and same else 1
 
 
