@@ -352,22 +352,33 @@ class ConfinedHost:
 
     def _stop_one(self, proc, timeout: float) -> int:
         tree = _descendants(proc.pid)
+        held = None
         if proc.poll() is None:
+            # Hold the namespace while we look in it: once its last process is gone its number
+            # may go to a namespace another run makes, whose processes are not ours to kill.
+            try:
+                held = os.open("/proc/%d/ns/mnt" % proc.pid, os.O_RDONLY | os.O_CLOEXEC)
+            except OSError:
+                pass
             proc.send_signal(signal.SIGTERM)
             try:
                 proc.wait(timeout)
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-        left = {p.pid: p for p in tree if _running(p)}
-        left.update((p.pid, p) for p in _in_namespace(self.mount_namespace(proc.pid)))
-        left = list(left.values())
-        for p in left:
-            try:
-                p.kill()
-            except psutil.Error:
-                pass
-        psutil.wait_procs(left, timeout=10)
+        try:
+            left = {p.pid: p for p in tree if _running(p)}
+            left.update((p.pid, p) for p in _in_namespace(self.mount_namespace(proc.pid)))
+            left = list(left.values())
+            for p in left:
+                try:
+                    p.kill()
+                except psutil.Error:
+                    pass
+            psutil.wait_procs(left, timeout=10)
+        finally:
+            if held is not None:
+                os.close(held)
         if left:
             self._stderr.write(b"confinement: killed %d process(es) the agent left running\n"
                                % len(left))
