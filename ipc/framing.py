@@ -103,46 +103,66 @@ class FrameDecoder:
     On a bad frame it raises FrameError, whose `frames` holds the good frames that came
     before it in the same feed; the decoder then refuses any further bytes.
 
-    File descriptors received with the bytes (SCM_RIGHTS) are attached to the next frame
-    completed, which is the frame whose bytes they were sent with. More than max_fds waiting
-    for one frame is a FrameError; the descriptors of that message are closed at once, the
-    others stay the owner's (take_fds), as do those of the frames in a FrameError's
-    `frames`: the owner closes them all with take_fds when it closes the channel.
+    File descriptors received with the bytes (SCM_RIGHTS) are attached to the frame they were
+    sent with. Each sender sends a frame with descriptors in one sendmsg, and a read of a Unix
+    stream socket ends with the first message that carries descriptors: so they belong to the
+    last frame that begins in the bytes of that read (or, if none begins there, to the frame
+    still incomplete from earlier reads). More than max_fds for one frame is a FrameError; the
+    descriptors of that message are closed at once, the others stay the owner's (take_fds),
+    as do those of the frames in a FrameError's `frames`: the owner closes them all with
+    take_fds when it closes the channel.
     """
 
     def __init__(self, cap: int = WORKER_CAP, max_fds: int = MAX_FDS_PER_FRAME):
         self.cap = cap
         self.max_fds = max_fds
         self._buffer = bytearray()
-        self._fds: List[int] = []
+        self._fds: List[int] = []   # the incomplete frame's (the one _buffer starts)
         self.broken = False
 
     def feed(self, data: bytes, fds=()) -> List[Tuple[dict, List[int]]]:
         if self.broken:
             _close(fds)
             raise FrameError("channel already failed")
-        if fds:
-            if len(self._fds) + len(fds) > self.max_fds:
-                _close(fds)
-                self.broken = True
-                raise FrameError("more than %d file descriptors for one frame" % self.max_fds)
-            self._fds.extend(fds)
         size = len(data)
         if not self._buffer and size >= 4 and _unpack_from(data)[0] == size - 4 <= self.cap:
             # What nearly every read brings: exactly one whole frame.
+            if len(fds) > self.max_fds:
+                self._too_many(fds)
             try:
                 obj = decode_body(data[4:])
             except FrameError:
                 self.broken = True
+                self._fds = list(fds)
                 raise
-            fds_now, self._fds = self._fds, []
-            return [(obj, fds_now)]
-        if self._buffer:
+            return [(obj, list(fds))]
+        old = len(self._buffer)   # bytes of a frame begun in an earlier read
+        if old:
             self._buffer += data
             data = bytes(self._buffer)
             self._buffer.clear()
+        size, cap = len(data), self.cap
+        # Where each frame begins (the headers only), to know whose the new descriptors are.
+        target, offset = 0, 0
+        while offset < size:
+            if offset >= old:
+                target = offset
+            if size - offset < 4:
+                break
+            (length,) = _unpack_from(data, offset)
+            if length > cap:
+                break   # raised below, after the frames before it
+            offset += 4 + length
+        earlier, new = self._fds, list(fds)
+        self._fds = []
+        if len(new) + (len(earlier) if target == 0 else 0) > self.max_fds:
+            self._fds = earlier
+            self._too_many(new)
+
+        def fds_of(start):
+            return (earlier if start == 0 else []) + (new if start == target else [])
         frames = []
-        offset, size, cap = 0, len(data), self.cap
+        offset = 0
         try:
             # Frames are cut straight out of what arrived; only an incomplete tail is kept.
             while size - offset >= 4:
@@ -153,26 +173,28 @@ class FrameDecoder:
                 if end > size:
                     break
                 obj = decode_body(data[offset + 4:end])
+                frames.append((obj, fds_of(offset)))
                 offset = end
-                if self._fds:
-                    fds_now, self._fds = self._fds, []
-                else:
-                    fds_now = []
-                frames.append((obj, fds_now))
         except FrameError as e:
             # The frames that were whole before the bad one still happened; the caller may
-            # act on them (e.frames) before it closes the channel. Their descriptors go back
-            # to the owner's take_fds, so closing the channel closes every one of them.
+            # act on them (e.frames) before it closes the channel. Their descriptors, and
+            # those of the frames not reached, go back to the owner's take_fds, so closing
+            # the channel closes every one of them.
             self.broken = True
-            for i, (obj, frame_fds) in enumerate(frames):
-                if frame_fds:
-                    self._fds.extend(frame_fds)
-                    frames[i] = (obj, [])
-            e.frames = frames
+            given = {fd for _, frame_fds in frames for fd in frame_fds}
+            self._fds = [fd for _, frame_fds in frames for fd in frame_fds] + \
+                [fd for fd in earlier + new if fd not in given]
+            e.frames = [(obj, []) for obj, _ in frames]
             raise
         if offset < size:
             self._buffer += data[offset:]
+            self._fds = fds_of(offset)
         return frames
+
+    def _too_many(self, fds) -> None:
+        _close(fds)
+        self.broken = True
+        raise FrameError("more than %d file descriptors for one frame" % self.max_fds)
 
     @property
     def pending(self) -> int:

@@ -94,3 +94,40 @@ def test_a_channel_that_got_too_many_descriptors_in_one_message_is_closed():
         ours.receive(deadline=None)
     assert ours.closed
     b.close()
+
+
+def test_descriptors_go_to_the_frame_they_were_sent_with_when_one_read_brings_two():
+    # A frame without descriptors (a heartbeat notice, a reply) and then one with them, sent
+    # back to back: a read of the stream brings both (it ends with the message that carries
+    # descriptors). They are the second frame's; given to the first, a verb that takes none
+    # would be a violation and the second would lack its descriptor.
+    a, b = socket.socketpair()
+    fd = os.open(os.devnull, os.O_RDONLY)
+    b.sendall(framing.encode({"n": 1}))
+    socket.send_fds(b, [framing.encode({"n": 2})], [fd])
+    b.sendall(framing.encode({"n": 3}))
+    decoder = framing.FrameDecoder()
+    frames = []
+    while len(frames) < 3:
+        data, fds = recv_some(a)
+        frames += decoder.feed(data, fds)
+    assert [(obj["n"], len(fds)) for obj, fds in frames] == [(1, 0), (2, 1), (3, 0)]
+    assert os.path.samestat(os.fstat(frames[1][1][0]), os.stat(os.devnull))
+    os.close(frames[1][1][0])
+    os.close(fd)
+
+
+def test_descriptors_wait_for_their_frame_across_reads():
+    decoder = framing.FrameDecoder()
+    one, two = framing.encode({"n": 1}), framing.encode({"n": 2, "pad": "x" * 100})
+    fds = null_fds(1)
+    # The first frame whole, the second begun, with its descriptor: the second's.
+    assert decoder.feed(one + two[:10], fds) == [({"n": 1}, [])]
+    # The rest of the second, with no new descriptor.
+    assert decoder.feed(two[10:]) == [({"n": 2, "pad": "x" * 100}, fds)]
+    # A frame completed in a read that begins no other: the descriptors are that frame's.
+    more = null_fds(2)
+    assert decoder.feed(two[:50]) == []
+    assert decoder.feed(two[50:], more) == [({"n": 2, "pad": "x" * 100}, more)]
+    for fd in fds + more:
+        os.close(fd)
