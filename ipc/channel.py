@@ -76,6 +76,7 @@ class Channel:
         self._ready = collections.deque()
         self._send_lock = threading.Lock()
         self._next_id = 1
+        self._in_flight = set()   # ids of requests whose reply has not been collected
         self.closed = False
         # The socket's SO_RCVTIMEO as last set by receive(); 0 is the kernel's default (none).
         self._rcvtimeo = 0.0
@@ -130,6 +131,7 @@ class Channel:
         with self._send_lock:
             ident = self._next_id
             self._next_id += 1
+            self._in_flight.add(ident)
             self._send_locked(envelope.request_frame(ident, name, args, self.cap), fds)
         return ident
 
@@ -137,18 +139,39 @@ class Channel:
              fds: Sequence[int] = ()) -> Tuple[dict, List[int]]:
         """Request and wait for the reply: (result, received fds). Errors raise IpcError."""
         verb = lookup(name)
-        ident = self.request(name, args, fds, verb)
+        return self.collect(name, self.request(name, args, fds, verb), timeout, verb)
+
+    def collect(self, name: str, ident: int, timeout: Optional[float] = None,
+                verb=None) -> Tuple[dict, List[int]]:
+        """The reply to the earlier request `ident` of verb `name`, as `call` returns it,
+        waiting up to the verb's timeout from now. A call made in between that read this
+        reply left it in `inbox`. (Two requests in flight: a slow verb left to run while the
+        caller goes on; the receiving is still one thread's.)"""
+        verb = verb or lookup(name)
+        if self.inbox:
+            for i, (msg, got_fds) in enumerate(self.inbox):
+                if type(msg) is Reply and msg.id == ident:
+                    del self.inbox[i]
+                    self._in_flight.discard(ident)
+                    return self._result(verb, msg, got_fds)
         deadline = time.monotonic() + (verb.timeout if timeout is None else timeout)
-        want_fds = verb.max_fds > 0
+        # With another request in flight, descriptors are installed whatever this verb is:
+        # that other reply may bring some.
+        want_fds = verb.max_fds > 0 or len(self._in_flight) > 1
         while True:
             msg, got_fds = self.receive(deadline, want_fds)
             if type(msg) is Reply and msg.id == ident:
-                if not msg.ok:
-                    _close_all(got_fds)
-                    raise msg.error
-                check_result(verb, msg.result)
-                return msg.result, got_fds
+                self._in_flight.discard(ident)
+                return self._result(verb, msg, got_fds)
             self.inbox.append((msg, got_fds))
+
+    @staticmethod
+    def _result(verb, msg, got_fds):
+        if not msg.ok:
+            _close_all(got_fds)
+            raise msg.error
+        check_result(verb, msg.result)
+        return msg.result, got_fds
 
     # -- receiving -----------------------------------------------------------------------
     def receive(self, deadline: Optional[float] = None, want_fds: bool = True):

@@ -108,6 +108,22 @@ class Worker:
                 self._calls -= 1
             self._last_tick = self._last_call = time.monotonic()
 
+    def begin(self, verb: str, args: Optional[dict] = None) -> int:
+        """A slow privileged verb left to run in the broker while the job goes on; `collect`
+        takes its reply (the job must collect what it begins: the broker runs it anyway)."""
+        return self.channel.request(verb, args)
+
+    def collect(self, verb: str, ident: int):
+        """The reply to `begin`'s request, as `call` returns it."""
+        with self._calls_lock:
+            self._calls += 1
+        try:
+            return self.channel.collect(verb, ident)
+        finally:
+            with self._calls_lock:
+                self._calls -= 1
+            self._last_tick = self._last_call = time.monotonic()
+
     @contextlib.contextmanager
     def working(self):
         """A step of the job that is not a broker call but may take long and is bounded by
