@@ -158,6 +158,9 @@ class Provisioning:
         # a violation that ends the worker, so the worker never knocks on a closed gate.
         self.gate_open = True
         self.done: frozenset = frozenset()
+        # Slow verbs left to run in the broker while provisioning goes on: verb -> request id.
+        self.pending: Dict[str, int] = {}
+        self.disk: Optional[int] = None   # the resource disk's request, until collected
 
     # ---- helpers ----------------------------------------------------------------------------
     def call(self, verb: str, args: Optional[dict] = None) -> dict:
@@ -165,6 +168,33 @@ class Provisioning:
         for fd in fds:
             os.close(fd)
         return result
+
+    def begin(self, verb: str) -> None:
+        self.pending[verb] = self.worker.begin(verb, {})
+
+    def collect(self, verb: str) -> dict:
+        """The reply to `begin(verb)`, or the verb called now if it was not begun."""
+        ident = self.pending.pop(verb, None)
+        if ident is None:
+            return self.call(verb)
+        result, fds = self.worker.collect(verb, ident)
+        for fd in fds:
+            os.close(fd)
+        return result
+
+    def abandon(self) -> None:
+        """A failed run waits for what it began (ignoring the outcome): a retry must not start
+        the same work beside it in the broker."""
+        for verb in list(self.pending):
+            try:
+                self.collect(verb)
+            except IpcError:
+                pass
+
+    def disk_done(self) -> None:
+        if self.disk is not None:
+            ident, self.disk = self.disk, None
+            resource_disk.finish(self.worker, ident)
 
     def step(self, name):
         return self.timings.step(name, self.worker)
@@ -184,6 +214,8 @@ class Provisioning:
             self.goal_state = client.goal_state()
 
     def report_ready(self):
+        with self.step("resource_disk"):
+            self.disk_done()   # begun at the start; the disk is ready before Ready is said
         with self.step("report_ready"), busy(self.worker):
             self.platform().report_ready(self.goal_state)
 
@@ -348,6 +380,7 @@ class Provisioning:
             return self.with_waagent(vm_id, changed)
         except StepFailed as failure:
             # No provisioning.finish: the gate stays open for the supervisor's retries.
+            self.abandon()
             self.report_failure(failure)
             self.failure = failure
             return "failed at %s" % failure
@@ -403,6 +436,9 @@ class Provisioning:
                     return "new VM id without media; Ready reported"
                 raise
             env = ovf.parse(text or "", self.conf["OS.HomeDir"])
+        # The host keys take seconds of CPU and depend on nothing provisioning does: made in
+        # the broker while the goal state, the user and the keys are done here.
+        self.begin("provisioning.host_keys")
         self.fetch_goal_state()
         with self.step("report_starting"), busy(self.worker):
             from workers.platform import reports
@@ -453,7 +489,7 @@ class Provisioning:
             with self.step("root_password"):
                 self.call("provisioning.lock_root_password")
         with self.step("host_keys"):
-            r = self.call("provisioning.host_keys")
+            r = self.collect("provisioning.host_keys")
             self.host_key_seconds = r["seconds"]
             self.thumbprint = r["thumbprint"]
             log.info("event=ssh_host_key type=%s thumbprint=%s regenerated=%s", r["type"],
@@ -564,11 +600,18 @@ def job(worker) -> Optional[int]:
     """Provision (once per boot), then return: the worker exits 0 (EXIT_FAILED on failure)."""
     conf = config.load(os.environ.get(ENV_CONFIG, config.DEFAULT_PATH))
     worker.ready()
-    resource_disk.every_boot(worker)   # every boot, before provisioning, as waagent (§5)
+    prov = Provisioning(worker, conf)
+    # Every boot, begun before provisioning as waagent orders it (§5), done before Ready.
+    prov.disk = resource_disk.begin(worker)
+    exit_code = provision(worker, conf, prov)
+    prov.disk_done()   # (when no Ready was reported: nothing waited for it yet)
+    return exit_code
+
+
+def provision(worker, conf, prov) -> Optional[int]:
     # A worker started again after provisioning ended this boot (agentctl start, a supervisor
     # restart, a retry after the Ready report failed) must not knock on the closed gate (a
     # DENIED verb is a violation): it knows from its own state folder, keyed by the boot id.
-    prov = Provisioning(worker, conf)
     if everyboot.run(worker, conf):   # per-boot kernel and network steps; SCVMM provisions
         return
     boot = boot_id(conf["OS.SysRoot"])

@@ -18,10 +18,17 @@ log = logging.getLogger("provisioning.resource_disk")
 VERB = "resource_disk.activate"
 
 
-def every_boot(worker) -> None:
+def begin(worker) -> int:
+    """Ask for it at the worker's start; the broker works on the disk while provisioning goes
+    on (both are slow and touch different things), and `finish` waits for it before Ready is
+    reported, so the disk is ready when the platform hears Ready, as with waagent."""
+    worker.status("provisioning: resource disk")
+    return worker.begin(VERB, {})
+
+
+def finish(worker, ident: int) -> None:
     try:
-        worker.status("provisioning: resource disk")
-        r, _ = worker.call(VERB, {})
+        r, _ = worker.collect(VERB, ident)
     except IpcError as e:
         log.error("event=resource_disk_done ok=false error=%r", e.message[:500])
         return

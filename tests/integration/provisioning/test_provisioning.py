@@ -8,6 +8,7 @@ import pwd
 import re
 import socket
 import stat
+import subprocess
 import time
 
 import pytest
@@ -318,6 +319,25 @@ def test_host_keys_regenerated_and_fingerprint_logged(emu, make_host):
     assert _mode(host.path("etc", "ssh", "ssh_host_ed25519_key")) == 0o600
 
 
+def test_auto_host_keys_are_made_at_once_and_each_pair_is_whole(emu, make_host):
+    # Debian's waagent.conf: type auto, every type `ssh-keygen -A` makes; the broker runs
+    # them side by side while provisioning goes on, and Ready reports the RSA thumbprint.
+    host = make_host({"Provisioning.RegenerateSshHostKeyPair": "y",
+                      "Provisioning.SshHostKeyPairType": "auto"})
+    log = provision(host)
+    assert "outcome='provisioned'" in log
+    for kind in ("rsa", "ecdsa", "ed25519"):
+        key = host.path("etc", "ssh", "ssh_host_%s_key" % kind)
+        derived = subprocess.run(["ssh-keygen", "-y", "-f", key], capture_output=True,
+                                 text=True, check=True).stdout.split()[:2]
+        assert open(key + ".pub").read().split()[:2] == derived, kind
+        assert _mode(key) == 0o600, kind
+    rsa = subprocess.run(["ssh-keygen", "-lf", host.path("etc", "ssh", "ssh_host_rsa_key.pub")],
+                         capture_output=True, text=True, check=True).stdout.split()[1]
+    assert "event=ssh_host_key type=rsa thumbprint=%s regenerated=True" % rsa.replace(":", "") \
+        in log
+
+
 def test_a_symlinked_ssh_folder_is_not_followed(emu, make_host):
     host = make_host()
     # An existing account whose .ssh points at root's folder: nothing may be written there.
@@ -451,3 +471,25 @@ def test_provisioning_disabled_the_broker_writes_the_marker_and_the_gate_is_clos
     assert "reason=agent_disabled" in sup and "event=security" not in sup
     assert "verb=provisioning.finish" not in sup and "verb=provisioning.read_ovf" not in sup
     assert states(emu) == [("Ready", None)]
+
+
+def test_the_resource_disk_is_mounted_before_the_platform_hears_ready(emu, make_host, tmp_path):
+    """The disk is begun at the worker's start and done in the broker while provisioning goes
+    on; Ready waits for it (waagent's order: the disk, then provisioning, then Ready)."""
+    from tests.integration.resource_disk.disk import loop_disk
+    mp = "/var/lib/resource"
+    with loop_disk(str(tmp_path), layout="blank") as dev:
+        host = make_host({"ResourceDisk.Format": "y", "ResourceDisk.Filesystem": "ext4",
+                          "ResourceDisk.Device": "/dev/" + dev, "ResourceDisk.MountPoint": mp})
+        try:
+            log = provision(host)
+            assert states(emu) == [("NotReady", "Provisioning"), ("Ready", None)], log
+            assert "event=resource_disk_done ok=true device=/dev/%s " % dev in log, log
+            # The worker's steps, in the order they ran: the wait for the disk before Ready.
+            steps = log.split("event=provisioned ", 1)[1].split(" steps: ", 1)[1]
+            names = [kv.split("=", 1)[0] for kv in steps.split("\n", 1)[0].split()]
+            assert names.index("resource_disk") < names.index("report_ready"), names
+            found = host.run_inside(["findmnt", "-n", "-o", "SOURCE", mp])
+            assert found.stdout.split() == ["/dev/%sp1" % dev], (found, log)
+        finally:
+            host.close()   # its mount namespace, and the mount with it, before the device
