@@ -94,9 +94,10 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class _Server(ThreadingHTTPServer):
-    """ThreadingHTTPServer with a pool of reusable threads: the agent sends `Connection: close`,
-    so every request is a new connection, and starting a thread for each costs as much as serving
-    it. When every pooled thread is busy (long keep-alive connections), a new thread is started as
+    """ThreadingHTTPServer with a pool of reusable threads: waagent sends `Connection: close`
+    (guestagent too, for its reports and events), so most requests are a new connection, and
+    starting a thread for each costs as much as serving it. When every pooled thread is busy
+    (keep-alive connections: guestagent's polls), a new thread is started as
     ThreadingHTTPServer would."""
     daemon_threads = True
     allow_reuse_address = True
@@ -294,8 +295,10 @@ class Emulator:
         except Exception as e:  # the emulator must answer, and say what went wrong
             log.exception("error handling %s %s", method, h.path)
             resp = Response(500, _error_xml("InternalError", "%s: %s" % (type(e).__name__, e)))
-        self._send(h, method, resp, fault)
+        # Counted before the answer leaves: a client on a kept connection may ask the emulator
+        # for its counts the moment it has read the answer.
         self._log(role, method, h.path, endpoint, resp.status, headers, fault, started)
+        self._send(h, method, resp, fault)
 
     def _read_body(self, h, method, cap):
         if method not in ("POST", "PUT"):

@@ -15,9 +15,13 @@
   a byte at a time cannot hold a worker.
 - The WireServer, HostGAPlugin and IMDS are never proxied: they are plain http:// on a link-local
   or host address, so they go through http.client alone (no environment, no proxy, no
-  redirects, one connection per request), which costs a third of the CPU of a `requests`
-  session: the extensions worker polls them every 6 s for the life of the VM (issue 13, idle
-  CPU). Storage requests use `requests` with HttpProxy.Host/Port, else the environment's
+  redirects), which costs a third of the CPU of a `requests` session: the extensions worker
+  polls them every 6 s for the life of the VM (issue 13, idle CPU). Their GETs and PUTs (the
+  poll: goal state, vmSettings, status) keep their connection open for the next one: in a VM
+  under emulation a new TCP connection cost ten times the CPU of a request on an open one
+  (issue 17). A kept connection the server closed meanwhile is replaced at once, before any
+  attempt is counted; a POST (a report, an event) gets a connection of its own, closed after.
+  Storage requests use `requests` with HttpProxy.Host/Port, else the environment's
   http(s)_proxy with no_proxy.
 """
 
@@ -155,10 +159,15 @@ class HttpClient:
         self._config_proxies = proxies_from_config(config)
         if self._config_proxies:
             self._storage.trust_env = False
+        # Open connections to the WireServer, HostGAPlugin, IMDS: (host, port) -> connection.
+        self._kept: Dict[Tuple[str, int], http.client.HTTPConnection] = {}
 
     def close(self) -> None:
         self._direct.close()
         self._storage.close()
+        for conn in self._kept.values():
+            conn.close()
+        self._kept.clear()
 
     def policy(self, **changes) -> RetryPolicy:
         return RetryPolicy.from_config(self.config, **changes)
@@ -222,8 +231,12 @@ class HttpClient:
 
     def _attempt(self, method, url, headers, body, max_bytes, proxied, ok, timeout, deadline,
                  policy) -> Response:
-        sent = {"User-Agent": USER_AGENT, "Connection": "close",
-                "Accept-Encoding": "identity"}
+        target = None if proxied else _plain_http(url)
+        # Idempotent, with a body that can be sent again: may go on a kept connection.
+        keep = target is not None and method in KEEP_METHODS and not hasattr(body, "read")
+        sent = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity"}
+        if not keep:
+            sent["Connection"] = "close"
         sent.update(headers or {})
         session, proxies = self._direct, None
         if proxied:
@@ -233,10 +246,9 @@ class HttpClient:
         started = self._clock()
         # A document's whole body gets three socket timeouts; a download gets its budget.
         body_deadline = started + max(timeout, 0.001) * 3 if deadline is None else deadline
-        target = None if proxied else _plain_http(url)
         try:
             if target is not None:
-                resp = _DirectResponse(target, method, sent, body, timeout)
+                resp = self._direct_request(target, method, sent, body, timeout, keep)
             else:
                 resp = session.request(method, url, headers=sent, data=body, stream=True,
                                        timeout=(timeout, timeout), allow_redirects=False,
@@ -276,6 +288,22 @@ class HttpClient:
                             status=status, attempts=1)
         finally:
             resp.close()
+
+    def _direct_request(self, target, method, headers, body, timeout, keep) -> "_DirectResponse":
+        host, port, _ = target
+        conn = self._kept.pop((host, port), None) if keep else None
+        if conn is not None:
+            conn.timeout = timeout
+            if conn.sock is not None:
+                conn.sock.settimeout(timeout)
+            try:
+                return _DirectResponse(conn, target, method, headers, body, self._kept, keep)
+            except ConnectionError:
+                # The server closed it while it was idle (RemoteDisconnected, a reset, a
+                # broken pipe): nothing was answered, so the request goes again, on a new one.
+                pass
+        conn = http.client.HTTPConnection(host, port, timeout=timeout)
+        return _DirectResponse(conn, target, method, headers, body, self._kept, keep)
 
     def _read(self, resp, cap: int, deadline: float, url: str, truncate: bool = False) -> bytes:
         """At most `cap` bytes of the body, never more, within `deadline`."""
@@ -346,22 +374,27 @@ def _plain_http(url: str) -> Optional[Tuple[str, int, str]]:
     return parts.hostname, port, path + ("?" + parts.query if parts.query else "")
 
 
-class _DirectResponse:
-    """One request over one http.client connection, shaped as the part of a `requests`
-    response that _attempt and _read use (status_code, reason, headers, raw._fp, close)."""
+KEEP_METHODS = frozenset(("GET", "HEAD", "PUT"))
 
-    def __init__(self, target: Tuple[str, int, str], method: str, headers: Mapping[str, str],
-                 body, timeout: float):
+
+class _DirectResponse:
+    """One request over an http.client connection, shaped as the part of a `requests`
+    response that _attempt and _read use (status_code, reason, headers, raw._fp, close).
+    With `keep`, close() puts the connection into `kept` when the body was read to its end
+    and the server keeps it open; else (an error, a body left unread) it is closed."""
+
+    def __init__(self, conn: http.client.HTTPConnection, target: Tuple[str, int, str],
+                 method: str, headers: Mapping[str, str], body, kept, keep: bool):
         host, port, path = target
         headers = dict(headers)
         if hasattr(body, "fileno"):     # a file (the log bundle): its length, never chunked
             headers["Content-Length"] = str(os.fstat(body.fileno()).st_size - body.tell())
-        self._conn = http.client.HTTPConnection(host, port, timeout=timeout)
+        self._conn, self._kept, self._key = conn, kept if keep else None, (host, port)
         try:
-            self._conn.request(method, path, body=body, headers=headers)
-            self._fp = self._conn.getresponse()
+            conn.request(method, path, body=body, headers=headers)
+            self._fp = conn.getresponse()
         except BaseException:
-            self._conn.close()
+            conn.close()
             raise
         self.raw = self
         self.status_code = self._fp.status
@@ -369,8 +402,16 @@ class _DirectResponse:
         self.headers = self._fp.headers       # case-insensitive get(), as requests' headers
 
     def close(self) -> None:
+        # A body with no bytes (304, 204, Content-Length: 0) is at its end before any read.
+        ended = self._fp.isclosed() or self._fp.length == 0
         self._fp.close()
-        self._conn.close()
+        if self._kept is not None and ended and not self._fp.will_close:
+            old = self._kept.pop(self._key, None)
+            if old is not None:
+                old.close()
+            self._kept[self._key] = self._conn
+        else:
+            self._conn.close()
 
 
 def _describe(error: BaseException) -> str:

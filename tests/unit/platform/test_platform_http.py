@@ -3,6 +3,7 @@ throttled budgets, caps, and which requests may use a proxy."""
 
 import http.server
 import threading
+import time
 
 import pytest
 
@@ -71,7 +72,8 @@ def test_backoff_then_success(server):
     r = client(sleeps).request("GET", server.url + "/x")
     assert r.body == b"done" and sleeps == [2.0, 3.0, 5.0]
     assert server.seen[0][1]["User-Agent"].startswith("WALinuxAgent/2.")
-    assert server.seen[0][1]["Connection"] == "close"
+    # A GET may stay open for the next request (the keep-alive tests below).
+    assert "Connection" not in server.seen[0][1]
 
 
 def test_throttled_budget_and_retry_after(server):
@@ -181,6 +183,7 @@ def test_a_direct_put_sends_its_whole_body_with_its_length(server, tmp_path):
     assert path == "/vmAgentLog"
     assert headers["Content-Length"] == str(256 * 1000)
     assert "Transfer-Encoding" not in headers
+    # A file body cannot be sent again on a new connection: it never goes on a kept one.
     assert headers["Connection"] == "close" and headers["User-Agent"].startswith("WALinuxAgent")
 
 
@@ -188,3 +191,98 @@ def test_a_header_value_with_a_line_break_is_not_sent(server):
     with pytest.raises(HttpError, match="not sent"):
         client([]).request("GET", server.url + "/x", headers={"If-None-Match": "a\r\nX-Evil: 1"})
     assert server.seen == []
+
+
+class KeepAlive(http.server.ThreadingHTTPServer):
+    """HTTP/1.1, as the emulator and the WireServer answer: counts the connections it accepts;
+    an idle connection is closed after `idle` seconds, as a server's keep-alive timeout does."""
+    daemon_threads = True
+
+    def __init__(self, idle=5.0):
+        self.connections, self.seen = [], []
+        handler = type("H", (KeepAliveHandler,), {"timeout": idle})
+        super().__init__(("127.0.0.1", 0), handler)
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+    @property
+    def url(self):
+        return "http://127.0.0.1:%d" % self.server_address[1]
+
+
+class KeepAliveHandler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args):
+        pass
+
+    def setup(self):
+        super().setup()
+        self.server.connections.append(self.client_address)
+
+    def answer(self):
+        length = int(self.headers.get("Content-Length") or 0)
+        if length:
+            self.rfile.read(length)
+        self.server.seen.append((self.command, self.path, self.headers.get("Connection")))
+        if self.path == "/304":
+            self.send_response(304)
+            self.end_headers()
+            return
+        body = b"x" * (100000 if self.path == "/big" else 10)
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_PUT = do_POST = answer
+
+
+@pytest.fixture
+def keepalive():
+    made = []
+
+    def make(**kw):
+        made.append(KeepAlive(**kw))
+        return made[-1]
+    yield make
+    for s in made:
+        s.shutdown()
+        s.server_close()
+
+
+def test_the_polls_share_one_connection_and_a_post_has_its_own(keepalive):
+    s = keepalive()
+    c = client([])
+    c.request("GET", s.url + "/machine?comp=goalstate")
+    c.request("GET", s.url + "/304", ok=(200, 304))     # vmSettings unchanged: no body
+    c.request("PUT", s.url + "/status", body=b"{}")
+    assert len(s.connections) == 1, s.seen
+    c.request("POST", s.url + "/machine?comp=health", body=b"<Health/>")
+    c.request("GET", s.url + "/machine?comp=goalstate")
+    assert len(s.connections) == 2, s.seen
+    assert [conn for method, _, conn in s.seen if method == "POST"] == ["close"]
+    assert [conn for method, _, conn in s.seen if method != "POST"] == [None] * 4
+    c.close()
+
+
+def test_a_kept_connection_the_server_closed_is_replaced_without_a_retry(keepalive):
+    s = keepalive(idle=0.2)
+    sleeps = []
+    c = client(sleeps)
+    assert c.request("GET", s.url + "/a").body == b"x" * 10
+    time.sleep(0.6)      # the server closed the idle connection meanwhile
+    assert c.request("PUT", s.url + "/status", body=b"{}").body == b"x" * 10
+    assert sleeps == [] and len(s.connections) == 2
+    assert [path for _, path, _ in s.seen] == ["/a", "/status"]   # each answered once
+
+
+def test_a_body_left_unread_never_leaves_its_connection_open_for_the_next(keepalive):
+    # (Sent on it, the next request would read the rest of that body as its status line: a
+    # failed attempt and a retry's wait.)
+    s = keepalive()
+    sleeps = []
+    c = client(sleeps)
+    with pytest.raises(ResponseTooLargeError):
+        c.request("GET", s.url + "/big", max_bytes=1000)
+    assert c.request("GET", s.url + "/a").body == b"x" * 10
+    assert sleeps == [] and len(s.connections) == 2
