@@ -480,3 +480,43 @@ attempt("provisioning.finish", {"vm_id": "00000000-0000-0000-0000-000000000000",
         assert open(a.host.lib("provisioned")).read().strip() == VM_ID
     else:
         assert not os.path.exists(a.host.lib("provisioned"))
+
+
+def test_host_keys_unlink_links_and_fifos_without_following_and_run_once(attacked):
+    """provisioning.host_keys takes no argument: the broker decides the folder (OS.SshDir) and
+    the types (waagent.conf). What a worker may have planted there beforehand (it cannot write
+    /etc/ssh, but an image may hold anything) is removed, never followed or opened; the types
+    are made at once; a second call in the same process is refused, as is any argument."""
+    a = attacked({"Provisioning.RegenerateSshHostKeyPair": "y",
+                  "Provisioning.SshHostKeyPairType": "auto"})
+    ssh = a.host.path("etc", "ssh")
+    os.makedirs(ssh, exist_ok=True)
+    victim = os.path.join(a.root_home, "victim")
+    with open(victim, "w") as f:
+        f.write("root's\n")
+    os.symlink(victim, os.path.join(ssh, "ssh_host_rsa_key"))
+    os.symlink(victim, os.path.join(ssh, "ssh_host_ecdsa_key.pub"))
+    os.mkfifo(os.path.join(ssh, "ssh_host_ed25519_key"))
+    records = a.run("""
+attempt("provisioning.host_keys", {}, timeout=240)
+attempt("provisioning.host_keys", {})
+attempt("provisioning.host_keys", {"type": "rsa", "path": "/root/.ssh/id_rsa"})
+""", timeout=300)
+    got = outcomes(records)
+    first, *later = got["provisioning.host_keys"]
+    assert first[0] == "ok" and first[1]["regenerated"] and first[1]["type"] == "rsa", got
+    # The second call is refused: a violation that ends the worker before it can send more.
+    assert all(refused(o) for o in later) and (later or records[-1]["key"] == "killed"), got
+    assert "event=security worker=provisioning" in a.host.log("supervisor")
+    with open(victim) as f:
+        assert f.read() == "root's\n"
+    for kind in ("rsa", "ecdsa", "ed25519"):
+        key = os.path.join(ssh, "ssh_host_%s_key" % kind)
+        st = os.lstat(key)
+        assert stat.S_ISREG(st.st_mode) and st.st_uid == 0 and stat.S_IMODE(st.st_mode) == 0o600
+        derived = subprocess.run(["ssh-keygen", "-y", "-f", key], capture_output=True,
+                                 text=True, check=True).stdout.split()[:2]
+        with open(key + ".pub") as f:
+            assert f.read().split()[:2] == derived, kind
+    assert not os.path.exists(os.path.join(a.root_home, ".ssh"))
+    assert a.supervisor_alive()
