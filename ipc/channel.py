@@ -148,22 +148,22 @@ class Channel:
         reply left it in `inbox`. (Two requests in flight: a slow verb left to run while the
         caller goes on; the receiving is still one thread's.)"""
         verb = verb or lookup(name)
-        if self.inbox:
+        try:
             for i, (msg, got_fds) in enumerate(self.inbox):
                 if type(msg) is Reply and msg.id == ident:
                     del self.inbox[i]
-                    self._in_flight.discard(ident)
                     return self._result(verb, msg, got_fds)
-        deadline = time.monotonic() + (verb.timeout if timeout is None else timeout)
-        # With another request in flight, descriptors are installed whatever this verb is:
-        # that other reply may bring some.
-        want_fds = verb.max_fds > 0 or len(self._in_flight) > 1
-        while True:
-            msg, got_fds = self.receive(deadline, want_fds)
-            if type(msg) is Reply and msg.id == ident:
-                self._in_flight.discard(ident)
-                return self._result(verb, msg, got_fds)
-            self.inbox.append((msg, got_fds))
+            deadline = time.monotonic() + (verb.timeout if timeout is None else timeout)
+            # With another request in flight, descriptors are installed whatever this verb
+            # is: that other reply may bring some.
+            want_fds = verb.max_fds > 0 or len(self._in_flight) > 1
+            while True:
+                msg, got_fds = self.receive(deadline, want_fds)
+                if type(msg) is Reply and msg.id == ident:
+                    return self._result(verb, msg, got_fds)
+                self.inbox.append((msg, got_fds))
+        finally:
+            self._in_flight.discard(ident)   # answered, or given up on
 
     @staticmethod
     def _result(verb, msg, got_fds):

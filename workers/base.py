@@ -98,15 +98,8 @@ class Worker:
              fds=()):
         """A privileged verb through the broker (with descriptors to pass, if any);
         heartbeats continue while it runs."""
-        with self._calls_lock:
-            self._calls += 1
-        try:
-            result, fds = self.channel.call(verb, args, timeout, fds)
-            return result, fds
-        finally:
-            with self._calls_lock:
-                self._calls -= 1
-            self._last_tick = self._last_call = time.monotonic()
+        with self._in_call():
+            return self.channel.call(verb, args, timeout, fds)
 
     def begin(self, verb: str, args: Optional[dict] = None) -> int:
         """A slow privileged verb left to run in the broker while the job goes on; `collect`
@@ -115,14 +108,17 @@ class Worker:
 
     def collect(self, verb: str, ident: int):
         """The reply to `begin`'s request, as `call` returns it."""
-        with self._calls_lock:
-            self._calls += 1
-        try:
+        with self._in_call():
             return self.channel.collect(verb, ident)
+
+    @contextlib.contextmanager
+    def _in_call(self):
+        """Waiting on the broker: heartbeats continue meanwhile (the heartbeat thread)."""
+        try:
+            with self.working():
+                yield
         finally:
-            with self._calls_lock:
-                self._calls -= 1
-            self._last_tick = self._last_call = time.monotonic()
+            self._last_call = self._last_tick
 
     @contextlib.contextmanager
     def working(self):

@@ -7,7 +7,10 @@ import os
 import socket
 import threading
 
+import pytest
+
 from ipc import envelope, framing
+from ipc.errors import IpcError
 from ipc.channel import Channel, send_frame
 
 CERT = "-----BEGIN CERTIFICATE-----\n" + "A" * 64 + "\n-----END CERTIFICATE-----\n"
@@ -79,9 +82,6 @@ def test_an_error_reply_to_a_begun_request_raises_at_collect():
     t.start()
     ident = channel.request("resource_disk.activate", {})
     t.join(5)
-    try:
+    with pytest.raises(IpcError) as e:
         channel.collect("resource_disk.activate", ident, timeout=5)
-    except Exception as e:   # IpcError, as `call` raises it
-        assert getattr(e, "code", None) == "FAILED" and "no disk" in str(e.message)
-    else:
-        raise AssertionError("no error")
+    assert e.value.code == "FAILED" and "no disk" in e.value.message

@@ -297,13 +297,13 @@ class HttpClient:
             if conn.sock is not None:
                 conn.sock.settimeout(timeout)
             try:
-                return _DirectResponse(conn, target, method, headers, body, self._kept, keep)
+                return _DirectResponse(conn, target, method, headers, body, self._kept)
             except ConnectionError:
                 # The server closed it while it was idle (RemoteDisconnected, a reset, a
                 # broken pipe): nothing was answered, so the request goes again, on a new one.
                 pass
         conn = http.client.HTTPConnection(host, port, timeout=timeout)
-        return _DirectResponse(conn, target, method, headers, body, self._kept, keep)
+        return _DirectResponse(conn, target, method, headers, body, self._kept if keep else None)
 
     def _read(self, resp, cap: int, deadline: float, url: str, truncate: bool = False) -> bytes:
         """At most `cap` bytes of the body, never more, within `deadline`."""
@@ -380,16 +380,17 @@ KEEP_METHODS = frozenset(("GET", "HEAD", "PUT"))
 class _DirectResponse:
     """One request over an http.client connection, shaped as the part of a `requests`
     response that _attempt and _read use (status_code, reason, headers, raw._fp, close).
-    With `keep`, close() puts the connection into `kept` when the body was read to its end
-    and the server keeps it open; else (an error, a body left unread) it is closed."""
+    Given `kept`, close() puts the connection there when the body was read to its end and
+    the server keeps it open; else (an error, a body left unread) it is closed."""
 
     def __init__(self, conn: http.client.HTTPConnection, target: Tuple[str, int, str],
-                 method: str, headers: Mapping[str, str], body, kept, keep: bool):
+                 method: str, headers: Mapping[str, str], body,
+                 kept: Optional[Dict[Tuple[str, int], http.client.HTTPConnection]]):
         host, port, path = target
         headers = dict(headers)
         if hasattr(body, "fileno"):     # a file (the log bundle): its length, never chunked
             headers["Content-Length"] = str(os.fstat(body.fileno()).st_size - body.tell())
-        self._conn, self._kept, self._key = conn, kept if keep else None, (host, port)
+        self._conn, self._kept, self._key = conn, kept, (host, port)
         try:
             conn.request(method, path, body=body, headers=headers)
             self._fp = conn.getresponse()

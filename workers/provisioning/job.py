@@ -158,9 +158,9 @@ class Provisioning:
         # a violation that ends the worker, so the worker never knocks on a closed gate.
         self.gate_open = True
         self.done: frozenset = frozenset()
-        # Slow verbs left to run in the broker while provisioning goes on: verb -> request id.
+        # Slow verbs left to run in the broker while provisioning goes on: verb -> request id
+        # (the resource disk's, from the worker's start; the host keys', from the OVF read).
         self.pending: Dict[str, int] = {}
-        self.disk: Optional[int] = None   # the resource disk's request, until collected
 
     # ---- helpers ----------------------------------------------------------------------------
     def call(self, verb: str, args: Optional[dict] = None) -> dict:
@@ -173,11 +173,8 @@ class Provisioning:
         self.pending[verb] = self.worker.begin(verb, {})
 
     def collect(self, verb: str) -> dict:
-        """The reply to `begin(verb)`, or the verb called now if it was not begun."""
-        ident = self.pending.pop(verb, None)
-        if ident is None:
-            return self.call(verb)
-        result, fds = self.worker.collect(verb, ident)
+        """The reply to `begin(verb)`."""
+        result, fds = self.worker.collect(verb, self.pending.pop(verb))
         for fd in fds:
             os.close(fd)
         return result
@@ -185,6 +182,7 @@ class Provisioning:
     def abandon(self) -> None:
         """A failed run waits for what it began (ignoring the outcome): a retry must not start
         the same work beside it in the broker."""
+        self.disk_done()
         for verb in list(self.pending):
             try:
                 self.collect(verb)
@@ -192,8 +190,9 @@ class Provisioning:
                 pass
 
     def disk_done(self) -> None:
-        if self.disk is not None:
-            ident, self.disk = self.disk, None
+        """The resource disk's outcome logged, once (never fatal: resource_disk.finish)."""
+        ident = self.pending.pop(resource_disk.VERB, None)
+        if ident is not None:
             resource_disk.finish(self.worker, ident)
 
     def step(self, name):
@@ -602,7 +601,7 @@ def job(worker) -> Optional[int]:
     worker.ready()
     prov = Provisioning(worker, conf)
     # Every boot, begun before provisioning as waagent orders it (§5), done before Ready.
-    prov.disk = resource_disk.begin(worker)
+    prov.pending[resource_disk.VERB] = resource_disk.begin(worker)
     exit_code = provision(worker, conf, prov)
     prov.disk_done()   # (when no Ready was reported: nothing waited for it yet)
     return exit_code
