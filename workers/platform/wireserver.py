@@ -8,7 +8,7 @@ recorded goal state whose hosts were not rewritten fails loudly instead of reach
 
 import logging
 import time
-from typing import Callable, List, Optional, Sequence
+from typing import Callable, List, Optional, Sequence, Tuple
 from urllib.parse import urlsplit
 
 from workers.platform import documents, reports
@@ -40,6 +40,10 @@ class WireServerClient:
         self.endpoint = endpoint
         self.config = config
         self._sleep = sleep
+        # The last goal state's bytes and what they parsed to: the extensions worker fetches
+        # it every poll and it rarely changes; parsing it again cost more guest CPU than the
+        # request under QEMU (issue 17). GoalState is frozen, so sharing it is safe.
+        self._parsed: Optional[Tuple[bytes, GoalState]] = None
 
     # -- plumbing --------------------------------------------------------------------------
 
@@ -88,8 +92,12 @@ class WireServerClient:
         delay = self.config["Protocol.GoalStateRetryDelay"]
         for attempt in range(1, retries + 1):
             data = self._get(self.url("/machine/?comp=goalstate"))
+            if self._parsed is not None and self._parsed[0] == data:
+                return self._parsed[1]
             try:
-                return parse_goal_state(data)
+                goal_state = parse_goal_state(data)
+                self._parsed = (data, goal_state)
+                return goal_state
             except NoRoleInstanceError:
                 if attempt == retries:
                     raise

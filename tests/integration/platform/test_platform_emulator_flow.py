@@ -102,3 +102,17 @@ def test_download_from_storage_and_host_plugin(emu, tmp_path):
     assert client.download(handler.manifest_uris, is_manifest=True) == manifest
     by_endpoint = emu.state()["requests"]["by_endpoint"]
     assert by_endpoint.get("hgap_extensionArtifact", 0) >= 1
+
+
+def test_an_unchanged_goal_state_is_not_parsed_again_and_a_new_one_is_seen_at_once(emu, tmp_path):
+    """The extensions worker asks for the goal state every poll: the same bytes give the same
+    parsed GoalState (no XML parse: issue 17's idle CPU), and the next incarnation is never
+    hidden by it."""
+    client = PlatformClient.from_config(emu.config(tmp_path / "state"), transport=made_transport())
+    client.detect()
+    first = client.goal_state()
+    assert client.goal_state() is first
+    emu.control("POST", "incarnation")
+    second = client.goal_state()
+    assert int(second.incarnation) == int(first.incarnation) + 1
+    assert client.goal_state() is second
