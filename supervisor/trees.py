@@ -6,9 +6,10 @@
 2. Its own process group: the stop signal goes to the group.
 3. The supervisor is a child subreaper: an orphan of a worker's tree becomes our child and
    is reaped here; without a cgroup it is killed when it runs under an ended worker's uid.
-4. The reaper (reaper/__init__.py), started before any worker, kills every worker cgroup and
-   process group when the supervisor exits or dies (EOF on its pipe); under systemd,
-   KillMode=mixed empties the unit's cgroup too.
+4. When the supervisor exits or dies: under systemd (its service's cgroup holding the worker
+   cgroups), KillMode=mixed empties the unit's cgroup; elsewhere the reaper
+   (reaper/__init__.py), started before any worker, kills every worker cgroup and process
+   group (EOF on its pipe).
 Without any writable cgroupfs only the process groups survive a SIGKILL of the supervisor.
 """
 
@@ -57,7 +58,14 @@ class Trees:
                 self.log.warning("event=cgroups state=off path=%s error=%r "
                                  "fallback='process group and subreaper'", base, str(e))
         self.log.info("event=worker_trees cgroup=%s", self.base or "none")
-        self._start_reaper()
+        if self.base is not None and own.rstrip("/").endswith(".service") and \
+                os.environ.get("INVOCATION_ID"):
+            # systemd's service, the worker cgroups inside its cgroup: when the supervisor
+            # dies systemd kills what is left there (guestagent.service, KillMode=mixed), so
+            # a reaper would only cost a resident interpreter (issue 17; tests/system).
+            self.log.info("event=reaper state=off reason='systemd empties the unit cgroup'")
+        else:
+            self._start_reaper()
 
     def _remove_stale(self, parent: str) -> None:
         """A predecessor killed with SIGKILL: its reaper (CAP_KILL only) could not remove its

@@ -30,13 +30,13 @@ def test_the_v2_mount_is_found_and_v1_ignored(tmp_path):
     assert cgroups.find_hierarchy(str(info)) == str(freezer)
 
 
-def real_cgroup(name, hierarchy):
+def real_cgroup(name, hierarchy, suffix=""):
     if os.geteuid() != 0:
         pytest.skip("needs root")
     own = cgroups.own_cgroup(hierarchy=hierarchy) if hierarchy else None
     if hierarchy is None or own is None or not os.access(hierarchy, os.F_OK):
         pytest.skip("no such writable cgroup hierarchy here")
-    path = os.path.join(hierarchy + own.rstrip("/"), "%s.%d" % (name, os.getpid()))
+    path = os.path.join(hierarchy + own.rstrip("/"), "%s.%d%s" % (name, os.getpid(), suffix))
     os.mkdir(path)
     return path
 
@@ -167,3 +167,45 @@ def test_without_cgroups_the_orphans_of_an_ended_worker_are_killed():
                          text=True, timeout=30, env=dict(os.environ, PYTHONPATH=root))
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout.splitlines()[-1]) == [], out.stdout
+
+
+UNDER_A_SERVICE = r"""
+import json, logging, os, sys
+import cgroups, launch
+from supervisor import trees
+unit = sys.argv[1]
+with open(os.path.join(unit, "cgroup.procs"), "w") as f:   # as systemd starts a service
+    f.write(str(os.getpid()))
+t = trees.Trees(logging.getLogger("t"), hierarchy=sys.argv[2])
+t.open()
+pid = t.reaper_pid
+alive = pid is not None and os.path.exists("/proc/%d" % pid)
+t.close()
+print(json.dumps({"base": t.base, "reaper": alive}))
+"""
+
+
+@pytest.mark.parametrize("invocation_id", ["", "0123456789abcdef0123456789abcdef"])
+def test_under_a_systemd_service_the_unit_cgroup_replaces_the_reaper(invocation_id):
+    """Started by systemd (INVOCATION_ID) in a service's cgroup, the worker cgroups are made
+    inside it and no reaper runs: systemd kills what is left when the supervisor dies
+    (proven in the VM: tests/system/test_worker_tree.py). Anywhere else the reaper runs."""
+    import json
+    import subprocess
+    import sys
+    hierarchy = cgroups.find_hierarchy()
+    unit = real_cgroup("test-unit", hierarchy, suffix=".service")
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = {k: v for k, v in os.environ.items() if k != "INVOCATION_ID"}
+    if invocation_id:
+        env["INVOCATION_ID"] = invocation_id
+    try:
+        out = subprocess.run([sys.executable, "-c", UNDER_A_SERVICE, unit, hierarchy], cwd=root,
+                             capture_output=True, text=True, timeout=30,
+                             env=dict(env, PYTHONPATH=root))
+        assert out.returncode == 0, out.stderr
+        got = json.loads(out.stdout.splitlines()[-1])
+        assert got["base"] and got["base"].startswith(unit + "/guestagent."), got
+        assert got["reaper"] is not bool(invocation_id), got
+    finally:
+        cgroups.remove_cgroup(unit)
