@@ -54,6 +54,11 @@ WIRESERVER_ROUTE = declare(
     timeout=30.0,
 )
 
+# The files boot.persistent_net_rules moves, under OS.SysRoot (the monitoring worker looks for
+# them before it asks).
+NET_RULES = ("lib/udev/rules.d/75-persistent-net-generator.rules",
+             "etc/udev/rules.d/70-persistent-net.rules")
+
 PERSISTENT_NET_RULES = declare(
     "boot.persistent_net_rules",
     """Interface-name stability: udev's persistent-net generator and its rules

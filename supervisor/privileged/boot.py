@@ -220,14 +220,10 @@ def wireserver_route(ctx: Context, args: dict) -> dict:
 
 # ---- persistent net rules (protocol.md §9.3 RemovePersistentNetworkRules) --------------------
 
-NET_RULES = ("lib/udev/rules.d/75-persistent-net-generator.rules",
-             "etc/udev/rules.d/70-persistent-net.rules")
-
-
 def persistent_net_rules(ctx: Context, args: dict) -> dict:
     _refuse_unless_ours(ctx.conf)
     moved = []
-    for relative in NET_RULES:
+    for relative in B.NET_RULES:
         src = _under(ctx.conf, relative)
         try:
             st = os.lstat(src)

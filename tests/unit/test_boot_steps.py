@@ -11,6 +11,7 @@ import pytest
 
 from config import defaults
 from ipc.errors import IpcError
+from ipc.verbs.boot import NET_RULES
 from supervisor import broker
 from supervisor.privileged import boot, grub
 
@@ -136,17 +137,17 @@ def test_numa_left_alone_elsewhere(tmp_path, release, nodes, why):
 def test_persistent_net_rules_move_into_lib_dir_links_as_links(tmp_path):
     conf = conf_for(tmp_path)
     root = tmp_path / "root"
-    put(root, boot.NET_RULES[0], b"# generator\n")
+    put(root, NET_RULES[0], b"# generator\n")
     victim = put(tmp_path, "victim", b"keep\n")
     os.makedirs(str(root / "etc/udev/rules.d"))
-    os.symlink(victim, str(root / boot.NET_RULES[1]))
-    assert call(boot.persistent_net_rules, conf) == {"moved": list(boot.NET_RULES)}
+    os.symlink(victim, str(root / NET_RULES[1]))
+    assert call(boot.persistent_net_rules, conf) == {"moved": list(NET_RULES)}
     lib = tmp_path / "lib"
     assert (lib / "75-persistent-net-generator.rules").read_bytes() == b"# generator\n"
     assert os.readlink(str(lib / "70-persistent-net.rules")) == victim
     assert open(victim, "rb").read() == b"keep\n"
-    assert not os.path.lexists(str(root / boot.NET_RULES[0]))
-    assert not os.path.lexists(str(root / boot.NET_RULES[1]))
+    assert not os.path.lexists(str(root / NET_RULES[0]))
+    assert not os.path.lexists(str(root / NET_RULES[1]))
     assert call(boot.persistent_net_rules, conf) == {"moved": []}
 
 

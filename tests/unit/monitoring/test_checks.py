@@ -42,22 +42,62 @@ def test_what_a_configuration_wants():
     assert by["hostname"].wanted(conf(Provisioning__MonitorHostName=True))
     assert not by["scsi_timeouts"].wanted(c)                 # no timeout configured
     assert by["scsi_timeouts"].wanted(conf(OS__RootDeviceScsiTimeout=300))
-    assert by["healthservice"].wanted(c) and by["wireserver_route"].wanted(c)
+    assert by["healthservice"].wanted(c)
+    # The route only where the broker may add one: no endpoint (Azure) or the WireServer's.
+    assert not by["wireserver_route"].wanted(c)
+    assert by["wireserver_route"].wanted(conf(Protocol__Endpoint="168.63.129.16"))
     # No endpoint and not an Azure VM (a fixture root without the asset tag): nothing.
     bare = defaults().with_overrides(OS__SysRoot="/nonexistent", Provisioning__MonitorHostName=True,
                                      OS__RootDeviceScsiTimeout=300)
     assert not any(row.wanted(bare) for row in job.checks())
 
 
-def test_an_os_check_leaves_its_first_round_to_provisioning_then_calls_its_verb():
+def sysroot(tmp_path, timeouts=(), rules=()):
+    for disk, value in timeouts:
+        path = tmp_path / "sys/block" / disk / "device/timeout"
+        path.parent.mkdir(parents=True)
+        path.write_text(value)
+    for relative in rules:
+        (tmp_path / relative).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / relative).write_text("# rules\n")
+    return str(tmp_path)
+
+
+def test_an_os_check_leaves_its_first_round_to_provisioning_then_calls_its_verb(tmp_path):
     w = Worker({"boot.scsi_timeouts": {"timeout": 300, "devices": ["sda"]}})
-    ctx = Context(w, conf())
+    ctx = Context(w, conf(OS__SysRoot=sysroot(tmp_path, [("sda", "30\n")]),
+                          OS__RootDeviceScsiTimeout=300))
     row = {c.name: c for c in oschecks.CHECKS}["scsi_timeouts"]
     row.run(ctx)
     assert w.calls == []
     row.run(ctx)
     row.run(ctx)
     assert w.calls == [("boot.scsi_timeouts", {})] * 2
+
+
+def test_an_os_check_asks_the_broker_only_when_there_is_something_to_do(tmp_path):
+    """Each round is a broker round trip: none while every SCSI timeout already is the
+    configured one and no udev rule is there to move (issue 17's idle CPU)."""
+    root = sysroot(tmp_path, [("sda", "300\n"), ("sdb", "300\n")])
+    w = Worker({"boot.scsi_timeouts": {"timeout": 300, "devices": ["sda", "sdb"]},
+                "boot.persistent_net_rules": {"moved": []}})
+    ctx = Context(w, conf(OS__SysRoot=root, OS__RootDeviceScsiTimeout=300))
+    rows = {c.name: c for c in oschecks.CHECKS}
+    for _ in range(3):
+        rows["scsi_timeouts"].run(ctx)
+        rows["persistent_net_rules"].run(ctx)
+    assert w.calls == []
+    (tmp_path / "sys/block/sdb/device/timeout").write_text("30\n")     # reset by hand
+    rows["scsi_timeouts"].run(ctx)
+    assert w.calls == [("boot.scsi_timeouts", {})]
+    sysroot(tmp_path, rules=["etc/udev/rules.d/70-persistent-net.rules"])
+    rows["persistent_net_rules"].run(ctx)
+    assert w.calls[-1] == ("boot.persistent_net_rules", {})
+    # What the worker cannot read is the broker's to judge: it asks.
+    (tmp_path / "sys/block/sdb/device/timeout").unlink()
+    (tmp_path / "sys/block/sdb/device/timeout").mkdir()
+    rows["scsi_timeouts"].run(ctx)
+    assert w.calls[-1] == ("boot.scsi_timeouts", {}) and len(w.calls) == 3
 
 
 def test_the_hostname_monitor_asks_only_when_the_name_changed(monkeypatch):
@@ -108,7 +148,7 @@ def test_the_real_imds_is_never_probed_behind_an_emulated_wireserver():
     assert not healthservice.imds_wanted(conf(Protocol__ImdsEndpoint=None))
 
 
-def test_an_os_check_says_its_outcome_again_only_when_it_changed(caplog):
+def test_an_os_check_says_its_outcome_again_only_when_it_changed(caplog, tmp_path):
     """Re-applied every 30 s: the same outcome is one line, a new one another."""
     answers = iter([{"timeout": 300, "devices": ["sda"]}] * 3 + [{"timeout": 300,
                                                                  "devices": ["sda", "sdb"]}])
@@ -119,7 +159,8 @@ def test_an_os_check_says_its_outcome_again_only_when_it_changed(caplog):
             return next(answers), []
 
     caplog.set_level("INFO", logger="monitoring")
-    ctx = Context(Seq({}), conf())
+    ctx = Context(Seq({}), conf(OS__SysRoot=sysroot(tmp_path, [("sda", "30\n")]),
+                                OS__RootDeviceScsiTimeout=300))
     row = {c.name: c for c in oschecks.CHECKS}["scsi_timeouts"]
     for _ in range(5):
         row.run(ctx)          # the first round is provisioning's
