@@ -202,7 +202,10 @@ KEYS = (
     _k("Agent.MemorySoftLimit", INT, 0,
        "Resident bytes above which a worker is restarted (0: each worker's own limit).",
        minimum=0, ours=True),
-    _k("Agent.StartAfterProvisioning", FLOAT, 5.0,
+    # 30 s: under emulation provisioning takes 12-20 s, and residents started at 5 s took the
+    # two vCPUs from the SSH host keys Ready waits for (issue 17); a stuck provisioning still
+    # holds them back only this long.
+    _k("Agent.StartAfterProvisioning", FLOAT, 30.0,
        "The resident workers start when provisioning has ended, or this many seconds after "
        "it started at the latest (0: all at once).", minimum=0, ours=True),
     _k("Agent.Spawner", STRING, "zygote",
