@@ -63,7 +63,13 @@ def test_a_descendant_in_another_session_ends_with_its_worker(agent_vm):
 
 
 def test_kill9_of_the_supervisor_leaves_no_worker_descendant(agent_vm):
+    """Under systemd no reaper runs (supervisor/trees.py): emptying the unit's cgroup is
+    systemd's (KillMode=mixed), and this is the proof that it does."""
     wait_active(agent_vm)
+    procs = agent_vm.run(f"cat {UNIT_CG}/cgroup.procs {UNIT_CG}/*/*/cgroup.procs "
+                         "| xargs -n1 -I{} cat /proc/{}/cmdline | tr '\\0' ' '; echo",
+                         check=True).out
+    assert "supervisor" in procs and "reaper" not in procs, procs
     planted = plant(agent_vm, worker_cgroup(agent_vm, "extensions"), "2")
     before = show(agent_vm, "MainPID", "NRestarts")
     agent_vm.run("systemctl kill --kill-whom=main -s SIGKILL guestagent.service", check=True)
