@@ -107,10 +107,17 @@ def run(conf, path: str) -> int:
         setproctitle.setproctitle(PROCTITLE)
     except ImportError:
         pass
-    from supervisor.loop import Supervisor
-    from supervisor.notify import Notifier
     import launch
     launch.tune_malloc()   # before the broker's pool threads (issue 17: the idle PSS)
+    zygote = None
+    if conf["Agent.Spawner"] == "zygote":
+        # Its preload runs beside our own imports and set-up, not after them (issue 17).
+        from supervisor.spawner import Zygote, environment
+        zygote = Zygote(sys.executable, environment(path, bool(conf["Agent.TestHooks"])),
+                        logging.getLogger("guestagent.supervisor"))
+        zygote.begin()
+    from supervisor.loop import Supervisor
+    from supervisor.notify import Notifier
     try:
         console = _setup_logging(conf)
     except OSError as e:
@@ -125,7 +132,7 @@ def run(conf, path: str) -> int:
     if os.geteuid() != 0:
         log.warning("event=not_root workers run as uid %d, not as their own users",
                     os.geteuid())
-    sup = Supervisor(conf, path, console)
+    sup = Supervisor(conf, path, console, zygote=zygote)
     try:
         sup.open(Notifier())
     except (RuntimeError, OSError) as e:

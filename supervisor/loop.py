@@ -74,7 +74,8 @@ class Waiter:
 
 
 class Supervisor(Host):
-    def __init__(self, conf, config_path: str, console, python: str = sys.executable):
+    def __init__(self, conf, config_path: str, console, python: str = sys.executable,
+                 zygote=None):
         self.conf = conf
         self.config_path = config_path
         self.console = console
@@ -110,7 +111,7 @@ class Supervisor(Host):
         self.admin_gid = control.admin_gid()
         self.stat = ProcStat(os.getpid())
         self.spawn_method = conf["Agent.Spawner"]   # read at start only
-        self.zygote = None   # spawner.Zygote when Agent.Spawner=zygote
+        self.zygote = zygote   # spawner.Zygote when Agent.Spawner=zygote
         self.trees = trees.Trees(log)
 
     # ---- set-up -------------------------------------------------------------------------
@@ -177,12 +178,12 @@ class Supervisor(Host):
         # the provisioning worker asks for it within seconds of its start (issue 17).
         platform_handlers.prepare(self.conf)
         if self.spawn_method == "zygote":   # before any worker has sent us anything
-            from supervisor.spawner import Zygote
-            env = {k: v for k, v in launch.worker_env(
-                "spawner", self.config_path, "INFO", self._test_dir()).items()
-                if k in ("PATH", "LANG", "HOME", launch.ENV_TEST_DIR)}
-            self.zygote = Zygote(self.python, env, self.sel, lambda: Capture(
-                "spawner", self.logfile("spawner"), self.console), log)
+            from supervisor.spawner import Zygote, environment
+            if self.zygote is None:        # else daemon.py began it before our imports
+                self.zygote = Zygote(self.python, environment(self.config_path,
+                                                              self.test_hooks), log)
+            self.zygote.attach(self.sel, lambda: Capture("spawner", self.logfile("spawner"),
+                                                         self.console))
             self.zygote.start(wait=True)
         # The WireServer firewall before any worker runs: in place from the start of every
         # boot (OS.EnableFirewall; monitoring re-checks it on its period).

@@ -30,13 +30,20 @@ def _close(fd: int) -> None:
         pass
 
 
+def environment(config_path: str, test_hooks: bool) -> Dict[str, str]:
+    """The spawner's own environment: a worker's, less what names a worker."""
+    env = launch.worker_env("spawner", config_path, "INFO",
+                            os.environ.get(launch.ENV_TEST_DIR) if test_hooks else None)
+    return {k: v for k, v in env.items() if k in ("PATH", "LANG", "HOME", launch.ENV_TEST_DIR)}
+
+
 class Zygote:
     """`sel` is the supervisor's selector (the spawner's log pipe and, after a restart, its
     `spawner.ready` are read in its loop); `capture()` makes the Capture for spawner.log."""
 
-    def __init__(self, python: str, env: Dict[str, str], sel, capture, log):
-        self.python, self.env, self.sel, self.make_capture, self.log = \
-            python, env, sel, capture, log
+    def __init__(self, python: str, env: Dict[str, str], log, sel=None, capture=None):
+        self.python, self.env, self.log, self.sel, self.make_capture = \
+            python, env, log, sel, capture
         self.child: Optional[launch.Spawned] = None
         self.channel: Optional[Channel] = None
         self.ready = False
@@ -55,10 +62,31 @@ class Zygote:
         """When reap() must look again: a restarted spawner's READY_TIMEOUT."""
         return None if self.child is None or self.ready else self.started + READY_TIMEOUT
 
+    def begin(self) -> None:
+        """Exec it now, before the supervisor's own imports and set-up (supervisor/daemon.py):
+        its preload, seconds under emulation, then runs beside them instead of after them
+        (issue 17: no worker forks before it). start() waits for it, or starts it again."""
+        try:
+            launch.set_child_subreaper()
+            self._exec()
+        except OSError:
+            self.child = None   # start() tries again, and says why
+
+    def attach(self, sel, capture) -> None:
+        """The supervisor's selector and spawner.log, once they exist."""
+        self.sel, self.make_capture = sel, capture
+
+    def _exec(self) -> None:
+        self.child = launch.spawn("spawner", None, self.env, self.python)
+        self.child.channel.setblocking(True)
+        self.channel, self.ready, self.started = Channel(self.child.channel), False, \
+            time.monotonic()
+
     def start(self, wait: bool = True) -> None:
-        """wait=True (start-up, before any worker): block until it is ready, ATTEMPTS times.
-        wait=False (a restart): the loop must not wait for a fresh interpreter's imports, so
-        it reads `spawner.ready` itself; spawns until then are fork+exec."""
+        """wait=True (start-up, before any worker): block until it is ready, ATTEMPTS times;
+        the first is the one begin() started, if it did. wait=False (a restart): the loop
+        must not wait for a fresh interpreter's imports, so it reads `spawner.ready` itself;
+        spawns until then are fork+exec."""
         if self.disabled:
             return
         try:
@@ -67,14 +95,12 @@ class Zygote:
             return self.fall_back("cannot become a child subreaper: %s" % e)
         last = ""
         for _ in range(ATTEMPTS if wait else 1):
-            try:
-                self.child = launch.spawn("spawner", None, self.env, self.python)
-            except OSError as e:
-                last = "spawn failed: %s" % e
-                continue
-            self.child.channel.setblocking(True)
-            self.channel, self.ready, self.started = Channel(self.child.channel), False, \
-                time.monotonic()
+            if self.child is None:
+                try:
+                    self._exec()
+                except OSError as e:
+                    last = "spawn failed: %s" % e
+                    continue
             self.capture = self.make_capture()
             self.sel.register(self.child.log_fd, 1, self._on_log)   # 1: EVENT_READ
             if not wait:
