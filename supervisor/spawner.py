@@ -66,8 +66,7 @@ class Zygote:
         """Exec it now, before the supervisor's own imports and set-up (supervisor/daemon.py):
         its preload, seconds under emulation, then runs beside them instead of after them
         (issue 17: no worker forks before it). start() waits for it, or starts it again."""
-        try:
-            launch.set_child_subreaper()
+        try:   # (the subreaper bit, which its workers need, is start()'s)
             self._exec()
         except OSError:
             self.child = None   # start() tries again, and says why
