@@ -86,11 +86,14 @@ def test_make_demo_interrupted_stops_the_agent_and_the_emulator(when):
         assert root, "the demo printed no confined host"
         deadline = time.monotonic() + 60
         while not glob.glob(os.path.join(root, "mnt_ns.*")) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        time.sleep(1.0)   # the supervisor has started its spawner by now
+            time.sleep(0.01)
         ns_file = glob.glob(os.path.join(root, "mnt_ns.*"))[0]
-        ns = open(ns_file).read().strip()
+        # Held at once: the whole demo now takes about a second, so a fixed wait here could
+        # find the agent already gone.
         held = _hold(int(ns_file.rsplit(".", 1)[1]))
+        ns = open(ns_file).read().strip()
+        while len(_in_namespace(ns)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)   # the supervisor, and the spawner it begins at once
         started = psutil.Process(demo.pid).children(recursive=True)
         assert any("emulator" in " ".join(p.cmdline()) for p in started), started
         assert _in_namespace(ns)
