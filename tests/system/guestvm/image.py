@@ -138,6 +138,30 @@ def _run(cmd, log=None, **kw):
             raise RuntimeError(f"{cmd[0]} failed; last lines of {log}:\n" + "\n".join(tail))
 
 
+def _mounts_under(path):
+    """Mount points at or below ``path``, deepest first (from /proc/self/mountinfo)."""
+    root = os.path.realpath(path)
+    found = []
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            point = line.split()[4].encode().decode("unicode_escape")
+            if point == root or point.startswith(root + "/"):
+                found.append(point)
+    return sorted(found, key=lambda p: p.count("/"), reverse=True)
+
+
+def _remove(path):
+    """Delete a build folder. A build killed half-way (mmdebstrap --mode=root mounts proc,
+    sys, dev/pts and dev/shm in its rootfs; CI once found them left by a killed run) must
+    not make every later run fail, nor let rmtree walk into a mounted filesystem: unmount
+    what is mounted below it first."""
+    for point in _mounts_under(path):
+        subprocess.run(["umount", "-l", point], check=True)
+    shutil.rmtree(path, ignore_errors=True)
+    if os.path.lexists(path):
+        raise RuntimeError(f"could not remove the stale build folder {path}")
+
+
 @dataclass
 class BaseImage:
     dir: Path
@@ -201,7 +225,7 @@ def build_base(force=False):
             return BaseImage(out)
         t0 = time.monotonic()
         if out.exists():
-            shutil.rmtree(out)
+            _remove(out)
         out.mkdir()
         log = out / "build.log"
         _run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "guestvm",
@@ -321,7 +345,7 @@ def build_agent_image(base, deb, enable=("guestagent.service",)):
             return AgentImage(out, base)
         t0 = time.monotonic()
         if out.exists():
-            shutil.rmtree(out)
+            _remove(out)
         out.mkdir()
         log = out / "build.log"
         rootfs = out / "rootfs"
@@ -341,7 +365,7 @@ def build_agent_image(base, deb, enable=("guestagent.service",)):
             _run(["mkfs.ext4", "-q", "-F", "-L", "vmroot", "-E", "root_owner=0:0",
                   "-d", str(rootfs), str(out / "root.raw"), DISK_SIZE], log=log)
         finally:
-            shutil.rmtree(rootfs, ignore_errors=True)
+            _remove(rootfs)
         secs = time.monotonic() - t0
         (out / "build-seconds.txt").write_text(f"{secs:.1f}\n")
         (out / ".complete").touch()
@@ -355,4 +379,4 @@ def _prune(cache, prefix, keep, count):
     dirs = sorted((d for d in cache.glob(prefix + "*") if d.name != keep and d.is_dir()),
                   key=lambda d: d.stat().st_mtime, reverse=True)
     for d in dirs[max(count - 1, 0):]:
-        shutil.rmtree(d, ignore_errors=True)
+        _remove(d)
