@@ -2,9 +2,11 @@
 frame that never completes must not pile up in the reader, which would then fail to open
 anything (EMFILE) — another worker's respawn. Real socketpairs and real descriptors."""
 
+import atexit
 import os
 import socket
 import struct
+import tempfile
 
 import pytest
 
@@ -13,12 +15,37 @@ from ipc.channel import Channel, recv_some
 from ipc.errors import FrameError
 
 
-def open_fds():
-    return len(os.listdir("/proc/self/fd"))
+# The descriptors these tests send are opened on a file of their own, and only descriptors of
+# that file (and of the sockets named) are counted: the whole process's count moves with any
+# other thread that opens or closes something (in the full run, what earlier tests left).
+_fd, MARKER = tempfile.mkstemp(prefix="framing-fds.")
+os.close(_fd)
+atexit.register(os.unlink, MARKER)
+
+
+def sock_link(sock):
+    """What /proc/self/fd shows for a descriptor of this socket."""
+    return "socket:[%d]" % os.fstat(sock.fileno()).st_ino
+
+
+def open_fds(*links):
+    """How many of this process's descriptors are on MARKER or on one of these links."""
+    wanted = {MARKER, *links}
+    count = 0
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            count += os.readlink("/proc/self/fd/" + name) in wanted
+        except OSError:
+            pass   # closed meanwhile (the listing's own descriptor among them)
+    return count
+
+
+def marker_fd():
+    return os.open(MARKER, os.O_RDONLY)
 
 
 def null_fds(n):
-    return [os.open(os.devnull, os.O_RDONLY) for _ in range(n)]
+    return [marker_fd() for _ in range(n)]
 
 
 def test_more_descriptors_than_the_cap_for_one_pending_frame_break_the_decoder():
@@ -54,8 +81,9 @@ def test_the_descriptors_of_whole_frames_before_a_bad_one_go_back_to_the_owner()
 def test_a_peer_sending_descriptors_with_a_frame_it_never_completes_is_cut_off():
     a, b = socket.socketpair()
     ours = Channel(a)
-    before = open_fds()
-    fd = os.open(os.devnull, os.O_RDONLY)
+    ours_link = sock_link(a)
+    before = open_fds(ours_link)
+    fd = marker_fd()
     socket.send_fds(b, [struct.pack(">I", 4000)], [fd] * 4)
     for _ in range(50):
         try:
@@ -67,14 +95,14 @@ def test_a_peer_sending_descriptors_with_a_frame_it_never_completes_is_cut_off()
         ours.receive(deadline=None)
     os.close(fd)
     b.close()
-    assert open_fds() <= before - 1   # our end closed, nothing received kept
+    assert open_fds(ours_link) <= before - 1   # our end closed, nothing received kept
 
 
 def test_more_descriptors_than_the_buffer_holds_in_one_message_are_never_kept():
     a, b = socket.socketpair()
     a.setblocking(False)
     before = open_fds()
-    fd = os.open(os.devnull, os.O_RDONLY)
+    fd = marker_fd()
     socket.send_fds(b, [b"\0"], [fd] * 64)
     os.close(fd)
     with pytest.raises(FrameError, match="too many"):
