@@ -28,7 +28,6 @@ import subprocess
 import tempfile
 import threading
 import time
-import zipfile
 from typing import Dict, Optional, Tuple
 
 from ipc.verbs import extensions as E
@@ -68,13 +67,6 @@ FOLDER_RE = re.compile(r"(?!.*\.\.)([A-Za-z0-9_][A-Za-z0-9_.]*)-([0-9]{1,9}(?:\.
 _locks: Dict[str, threading.Lock] = {}
 _locks_lock = threading.Lock()
 _running = set()   # folders with a command running in this supervisor
-
-
-# What zipfile raises for an entry it cannot read: a corrupt archive or entry, a zip64 size,
-# a compression method it does not implement (it raises NotImplementedError), a truncated
-# stream, an encrypted entry (RuntimeError). Each is a refused package, never a crash.
-UNREADABLE_ENTRY = (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, EOFError,
-                    RuntimeError)
 
 
 def _lock_of(path: str) -> threading.Lock:
@@ -210,7 +202,14 @@ def _entry_path(name: str) -> Tuple[str, ...]:
     return parts
 
 
-def _extract(conf, zf: zipfile.ZipFile, dest: str) -> Tuple[int, int]:
+def _extract(conf, zf: "zipfile.ZipFile", dest: str) -> Tuple[int, int]:
+    import zipfile
+    # What zipfile raises for an entry it cannot read: a corrupt archive or entry, a zip64
+    # size, a compression method it does not implement (it raises NotImplementedError), a
+    # truncated stream, an encrypted entry (RuntimeError). Each is a refused package, never a
+    # crash.
+    unreadable = (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, EOFError,
+                  RuntimeError)
     max_entries = conf["Extensions.MaxPackageEntries"]
     max_bytes = conf["Extensions.MaxExtractedBytes"]
     max_ratio = conf["Extensions.MaxCompressionRatio"]
@@ -268,7 +267,7 @@ def _extract(conf, zf: zipfile.ZipFile, dest: str) -> Tuple[int, int]:
                                    % (info.filename[:80], max_ratio))
                     os.write(fd, chunk)
             os.fchmod(fd, mode | 0o700)   # every file u+rwx, as waagent chmods them
-        except UNREADABLE_ENTRY as e:
+        except unreadable as e:
             raise fail("package entry %r is unreadable: %s" % (info.filename[:80], e)) from None
         finally:
             os.close(fd)
@@ -313,6 +312,9 @@ def install(ctx: Context, args: dict) -> dict:
                 return {"existed": True, "files": 0, "bytes": 0}
             raise fail("%s exists and is not one the broker made: refused"
                        % os.path.basename(final))
+        # zipfile only here (with bz2, lzma, pathlib: ~1.2 MiB the resident supervisor
+        # would carry for a call that comes once per extension version).
+        import zipfile
         tmp = os.path.join(lib, ".extract.%s-%s.%s" % (name, version, os.urandom(4).hex()))
         os.mkdir(tmp, 0o700)
         try:
