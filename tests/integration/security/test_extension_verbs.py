@@ -179,9 +179,26 @@ HOSTILE = {
 }
 
 
+def _unknown_method(data):
+    """A zip whose entries name compression method 99, which zipfile does not implement (it
+    raises NotImplementedError, imported with zipfile by the verb's first call)."""
+    buf = bytearray(data)
+    for sig, offset in ((b"PK\x03\x04", 8), (b"PK\x01\x02", 10)):
+        at = buf.find(sig)
+        while at >= 0:
+            buf[at + offset:at + offset + 2] = (99).to_bytes(2, "little")
+            at = buf.find(sig, at + 4)
+    return bytes(buf)
+
+
+HOSTILE["unknown-method"] = [("HandlerManifest.json", MANIFEST, None), ("ext.sh", b"x", None)]
+
+
 @pytest.mark.parametrize("kind", sorted(HOSTILE))
 def test_hostile_packages_are_refused_whole_with_a_clear_reason(attacked, kind):
-    package = _put(attacked, "hostile.zip", _zip(HOSTILE[kind]))
+    data = _zip(HOSTILE[kind])
+    package = _put(attacked, "hostile.zip",
+                   _unknown_method(data) if kind == "unknown-method" else data)
     records = attacked.attack("extensions", """
 report("uid", os.getuid())
 fd = os.open(%r, os.O_RDONLY)
@@ -192,7 +209,8 @@ report("state", attempt("extensions.state", {}))
     got = _outcomes(records)
     assert got["install"][:2] == ["error", "FAILED"], got
     reason = {"zip-slip": "zip-slip", "absolute": "zip-slip", "symlink": "symlink",
-              "bomb": "zip bomb", "no-manifest": "HandlerManifest.json"}[kind]
+              "bomb": "zip bomb", "no-manifest": "HandlerManifest.json",
+              "unknown-method": "compression"}[kind]
     assert reason in got["install"][2], got["install"]
     assert got["state"][1]["handlers"] == []
     # Nothing left behind, not even a temporary folder (once a rerun of the script by the
