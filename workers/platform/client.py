@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable, List, Optional, Sequence, Union
 
-from workers.platform import certificates as certs
+from workers.platform.certificate_records import CertificateRecord
 from workers.platform import endpoint as discovery
 from workers.platform import reports
 from workers.platform.documents import HostingEnvironment, SharedConfig
@@ -47,8 +47,14 @@ class FullGoalState:
         return self.goal_state.incarnation
 
 
-TransportSource = Union[certs.TransportCredentials,
-                        Callable[[], certs.TransportCredentials], None]
+# TransportCredentials (workers/platform/certificates.py) is named, not imported: cryptography
+# loads only in a worker that decrypts (issue 17).
+TransportSource = Union["TransportCredentials", Callable[[], "TransportCredentials"], None]
+
+
+def _from_broker(worker):
+    from workers.platform.certificates import from_broker
+    return from_broker(worker)
 
 
 class PlatformClient:
@@ -66,12 +72,9 @@ class PlatformClient:
         self._endpoint: Optional[Endpoint] = None
         self._wire: Optional[WireServerClient] = None
         self._hostplugin: Optional[HostPluginClient] = None
-        self._transport: Optional[certs.TransportCredentials] = None
+        self._transport: Optional["TransportCredentials"] = None
         self._transport_source = None
-        if isinstance(transport, certs.TransportCredentials):
-            self._transport = transport
-        else:
-            self._transport_source = transport
+        self.set_transport(transport)
         self.last_goal_state: Optional[GoalState] = None
         self._hgap_default_channel = False
 
@@ -86,7 +89,7 @@ class PlatformClient:
         the broker on first need (a verb only provisioning and extensions may call: any
         other worker that decrypts is ended for it)."""
         return cls(config, state_dir=os.path.join(config["Agent.StateDir"], worker.name),
-                   transport=lambda: certs.from_broker(worker))
+                   transport=lambda: _from_broker(worker))
 
     def close(self) -> None:
         self.http.close()
@@ -156,7 +159,13 @@ class PlatformClient:
             raise PlatformError("Protocol.ImdsEndpoint is not set")
         return ImdsClient(self.http, endpoint)
 
-    def transport(self) -> certs.TransportCredentials:
+    def set_transport(self, transport: TransportSource) -> None:
+        """The pair itself, or what fetches it (in a fork: the pair loaded from the broker's
+        descriptor, as the fork has no channel to the broker)."""
+        self._transport, self._transport_source = (None, transport) if callable(transport) \
+            else (transport, None)
+
+    def transport(self) -> "TransportCredentials":
         if self._transport is None:
             if self._transport_source is None:
                 raise CertificateError("this client has no transport key (only provisioning "
@@ -197,7 +206,7 @@ class PlatformClient:
         return self._refreshing(goal_state, fetch)
 
     def certificates(self, goal_state: Optional[GoalState] = None
-                     ) -> List[certs.CertificateRecord]:
+                     ) -> List[CertificateRecord]:
         """The tenant certificates of the goal state, decrypted, as records for the broker."""
         transport = self.transport()
         return self._refreshing(goal_state, lambda gs: self.wire.certificates(gs, transport))

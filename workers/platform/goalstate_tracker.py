@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Callable, List, Optional, Tuple
 
-from workers.platform.certificates import CertificateRecord
+from workers.platform.certificate_records import CertificateRecord
 from workers.platform.client import FullGoalState, PlatformClient
 from workers.platform.errors import DocumentError, HttpError
 from workers.platform.extensionsconfig import ExtensionsConfig

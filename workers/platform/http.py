@@ -22,7 +22,9 @@
   (issue 17). A kept connection the server closed meanwhile is replaced at once, before any
   attempt is counted; a POST (a report, an event) gets a connection of its own, closed after.
   Storage requests use `requests` with HttpProxy.Host/Port, else the environment's
-  http(s)_proxy with no_proxy.
+  http(s)_proxy with no_proxy. `requests` (with urllib3, ssl and idna: ~17 MiB) is imported by
+  the first such request, not before: the resident workers' poll never makes one, and the
+  extensions worker makes its downloads in a short-lived fork (workers/forked.py; issue 17).
 """
 
 import email.utils
@@ -32,12 +34,10 @@ import os
 import random
 import socket
 import time
+import sys
 import urllib.parse
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Mapping, Optional, Tuple
-
-import requests
-import requests.utils
 
 from workers.platform.errors import (HttpError, InvalidContainerError, ResourceGoneError,
                                      ResponseTooLargeError)
@@ -150,21 +150,30 @@ class HttpClient:
         self.timeout = float(config["Protocol.HttpTimeout"])
         self.max_bytes = int(config["Protocol.MaxResponseBytes"])
         self._sleep, self._clock, self._rng = sleep, clock, rng
-        # Never proxied: the environment is not consulted at all (no proxy, no netrc).
-        self._direct = requests.Session()
-        self._direct.trust_env = False
-        self._direct.proxies = {}
-        # Storage: HttpProxy.* from waagent.conf, else the environment (with no_proxy).
-        self._storage = requests.Session()
         self._config_proxies = proxies_from_config(config)
-        if self._config_proxies:
-            self._storage.trust_env = False
+        self._sessions: Dict[bool, object] = {}   # proxied? -> requests.Session, when needed
         # Open connections to the WireServer, HostGAPlugin, IMDS: (host, port) -> connection.
         self._kept: Dict[Tuple[str, int], http.client.HTTPConnection] = {}
 
+    def _session(self, proxied: bool):
+        """The `requests` session for URLs http.client does not take: storage (proxied:
+        HttpProxy.* from waagent.conf, else the environment with no_proxy) or a direct one
+        (never proxied: the environment is not consulted at all, no proxy, no netrc)."""
+        session = self._sessions.get(proxied)
+        if session is None:
+            import requests
+            session = self._sessions[proxied] = requests.Session()
+            if not proxied:
+                session.trust_env = False
+                session.proxies = {}
+            elif self._config_proxies:
+                session.trust_env = False
+        return session
+
     def close(self) -> None:
-        self._direct.close()
-        self._storage.close()
+        for session in self._sessions.values():
+            session.close()
+        self._sessions.clear()
         for conn in self._kept.values():
             conn.close()
         self._kept.clear()
@@ -238,10 +247,10 @@ class HttpClient:
         if not keep:
             sent["Connection"] = "close"
         sent.update(headers or {})
-        session, proxies = self._direct, None
-        if proxied:
-            session = self._storage
-            if self._config_proxies and not requests.utils.should_bypass_proxies(url, None):
+        proxies = None
+        if proxied and self._config_proxies:
+            import requests.utils
+            if not requests.utils.should_bypass_proxies(url, None):
                 proxies = self._config_proxies
         started = self._clock()
         # A document's whole body gets three socket timeouts; a download gets its budget.
@@ -250,16 +259,16 @@ class HttpClient:
             if target is not None:
                 resp = self._direct_request(target, method, sent, body, timeout, keep)
             else:
-                resp = session.request(method, url, headers=sent, data=body, stream=True,
+                resp = self._session(proxied).request(method, url, headers=sent, data=body, stream=True,
                                        timeout=(timeout, timeout), allow_redirects=False,
                                        proxies=proxies)
-        except (requests.exceptions.InvalidURL, http.client.InvalidURL) as e:
+        except (http.client.InvalidURL,) + _requests_errors("InvalidURL") as e:
             raise HttpError("%s %s: invalid URL (%s)" % (method, redact_sas(url),
                                                         type(e).__name__)) from None
         except ValueError as e:      # http.client refuses a header value with CR or LF
             raise HttpError("%s %s: not sent: %s" % (method, redact_sas(url),
                                                     str(e)[:100])) from None
-        except (requests.exceptions.RequestException, OSError, http.client.HTTPException) as e:
+        except (OSError, http.client.HTTPException) + _requests_errors("RequestException") as e:
             raise _Retryable(_describe(e)) from None
         try:
             status = resp.status_code
@@ -337,8 +346,8 @@ class HttpClient:
                 total += len(chunk)
         except _Retryable:
             raise
-        except (OSError, http.client.HTTPException, ValueError,
-                requests.exceptions.RequestException) as e:
+        except (OSError, http.client.HTTPException, ValueError) + \
+                _requests_errors("RequestException") as e:
             raise _Retryable("reading the body: %s" % _describe(e)) from None
         except Exception as e:  # urllib3's own errors (ProtocolError, ReadTimeoutError ...)
             if type(e).__module__.startswith("urllib3"):
@@ -415,10 +424,17 @@ class _DirectResponse:
             self._conn.close()
 
 
+def _requests_errors(name: str) -> tuple:
+    """requests.exceptions.<name>, once `requests` is loaded; until then no request can have
+    raised it (only HttpClient._session imports it)."""
+    module = sys.modules.get("requests.exceptions")
+    return (getattr(module, name),) if module is not None else ()
+
+
 def _describe(error: BaseException) -> str:
     """A short, secret-free name of a transport error."""
     for cause in (error, getattr(error, "__context__", None)):
-        if isinstance(cause, (socket.timeout, requests.exceptions.Timeout)):
+        if isinstance(cause, (socket.timeout,) + _requests_errors("Timeout")):
             return "timed out"
     text = str(error)
     for word, name in (("Connection refused", "connection refused"),

@@ -12,8 +12,7 @@ from typing import Callable, List, Optional, Sequence, Tuple
 from urllib.parse import urlsplit
 
 from workers.platform import documents, reports
-from workers.platform.certificates import (CIPHERS, CertificateRecord, TransportCredentials,
-                                           decrypt_certificates)
+from workers.platform.certificate_records import CIPHERS, CertificateRecord
 from workers.platform.endpoint import Endpoint
 from workers.platform.errors import (CertificateError, DocumentError, HttpError,
                                      InvalidContainerError, NoRoleInstanceError,
@@ -125,8 +124,10 @@ class WireServerClient:
         return parse_extensions_config(self._get(url))
 
     def certificates(self, goal_state: GoalState,
-                     creds: TransportCredentials) -> List[CertificateRecord]:
-        """The tenant certificates: AES128_CBC asked first, DES_EDE3_CBC when that fails."""
+                     creds: "TransportCredentials") -> List[CertificateRecord]:
+        """The tenant certificates: AES128_CBC asked first, DES_EDE3_CBC when that fails.
+        (cryptography loads here: a worker that never decrypts never maps it.)"""
+        from workers.platform.certificates import decrypt_certificates
         if not goal_state.certificates_url:
             return []
         url = self.check_url(goal_state.certificates_url, "Certificates")
