@@ -22,25 +22,19 @@ TEST_FILE = "spawner"    # <GUESTAGENT_TEST_DIR>/spawner: "crash" = exit at star
 
 
 # ==== the spawner process ==================================================================
-# What the workers import, at the top and inside functions (a lazy import in a worker would
-# otherwise load a private copy in each worker that reaches it): the heavy libraries are
-# named here too, so a worker module that fails to import still leaves them loaded. 3DES comes
-# with workers.platform.certificates, from wherever this cryptography keeps it (Debian 12's 38
-# has no hazmat.decrepit: naming it here logged a failed preload at every start).
-# Measured (sys.modules of the resident workers after goal states, benchmarks/README.md
-# "Footprint"): the jobs of the two resident workers are imported after the fork, and so are
-# cryptography's OpenSSL backend (loaded by the first cipher or PKCS#7 call: certificates) and
-# netrc (requests' storage session reads ~/.netrc on every request): private copies, unless
-# preloaded here. Provisioning's own modules are not: it runs once, the spawner stays.
+# What the resident workers import, at the top and inside functions (a lazy import in a worker
+# would otherwise load a private copy in each worker that reaches it), so a worker module that
+# fails to import still leaves them loaded. Measured (sys.modules of the resident workers after
+# goal states, benchmarks/README.md "Footprint"): the jobs of the two resident workers are
+# imported after the fork unless named here. Not here, on purpose: requests, cryptography and
+# asn1crypto (~26 MiB of the image's 38): the resident workers never load them — certificates
+# and downloads are decrypted and fetched in a short-lived fork of the extensions worker
+# (workers/forked.py) — and provisioning, which runs once, loads what it needs itself.
 PRELOAD = (
-    "requests", "cryptography.x509", "cryptography.hazmat.primitives.ciphers",
-    "cryptography.hazmat.primitives.asymmetric.rsa", "cryptography.hazmat.primitives.serialization",
-    "cryptography.hazmat.primitives.serialization.pkcs7",
-    "cryptography.hazmat.backends.openssl.backend", "netrc",
-    "defusedxml.ElementTree",
+    "defusedxml.ElementTree", "http.client",
     "setproctitle", "logging", "threading", "runpy", "random", "json", "subprocess", "atexit",
-    "traceback", "workers.base", "workers.platform", "workers.platform.reports",
-    "workers.platform.certificates", "workers.extensions.job", "workers.monitoring.job",
+    "traceback", "workers.base", "workers.forked", "workers.platform", "workers.platform.reports",
+    "workers.extensions.job", "workers.monitoring.job",
 )
 
 

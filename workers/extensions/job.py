@@ -20,12 +20,15 @@ from typing import Dict, List, Optional
 
 import launch
 from ipc.errors import IpcError
+from workers import forked
 from workers.extensions import packages, policy, status as S
 from workers.extensions.history import History
 from workers.platform import PlatformClient
-from workers.platform.certificates import install_for_extensions
+from workers.platform.certificate_records import install_for_extensions
 from workers.platform.goalstate_tracker import missing_certificates
-from workers.platform.errors import DocumentError, PlatformError, ResourceGoneError
+from workers.platform.certificate_records import CertificateRecord
+from workers.platform.errors import (CertificateError, DocumentError, PlatformError,
+                                     ResourceGoneError)
 from workers.platform.extensionsconfig import ExtensionHandler, ExtensionsConfig
 from workers.platform.vmsettings import VmSettingsGoalState
 from workers.provisioning.identity import cloud_init_enabled
@@ -39,6 +42,8 @@ TIMEOUT_KEYS = {"install": "Extensions.InstallTimeout", "enable": "Extensions.En
                 "disable": "Extensions.DisableTimeout", "update": "Extensions.UpdateTimeout",
                 "uninstall": "Extensions.UninstallTimeout"}
 CLOUD_INIT_DONE = ("/run/cloud-init/result.json", "/run/cloud-init/disabled")
+# The decrypted certificates as JSON: the Certificates payload is capped at 4 MiB.
+CERTIFICATES_BYTES = 16 * 1024 * 1024
 DISABLED_MESSAGE = ("Extension will not be processed since extension processing is disabled. "
                     "To enable extension processing, set Extensions.Enabled=y in "
                     "/etc/waagent.conf")
@@ -233,11 +238,47 @@ class Job:
         decrypt their protectedSettings with them. A failure is logged; the commands still run
         (an extension without protectedSettings does not need them)."""
         try:
-            self.certificates = self.client.certificates(gs) if gs.certificates_url else []
+            self.certificates = self.fetch_certificates(gs) if gs.certificates_url else []
             install_for_extensions(self.worker, self.certificates)
         except PlatformError as e:
             log.error("event=certificates_not_installed incarnation=%s error=%r",
                       gs.incarnation, str(e)[:500])
+
+    # ---- rare, heavy work: in a fork (workers/forked.py) ----------------------------------
+    def in_fork(self, fn, error, seconds: float, max_bytes: int) -> bytes:
+        """fn() in a short-lived fork of this worker: cryptography, asn1crypto and requests
+        load there, never here, where they would stay for the life of the VM (issue 17)."""
+        return forked.run(fn, error, time.monotonic() + seconds, max_bytes,
+                          channel=self.worker.channel, http=self.client.http)
+
+    def fetch_certificates(self, gs) -> List[CertificateRecord]:
+        """The goal state's tenant certificates, decrypted in a fork with the transport key.
+        The broker's descriptor of the key goes to the fork, which alone reads the key: it is
+        never in this process's memory."""
+        result, fds = self.worker.call("platform.transport_key", {})
+        if len(fds) != 1:
+            for fd in fds:
+                os.close(fd)
+            raise CertificateError("the broker sent %d descriptors for the transport key"
+                                   % len(fds))
+        key_fd, certificate = fds[0], result["certificate"]
+
+        def decrypt() -> bytes:
+            from workers.platform.certificates import load_transport
+            self.client.set_transport(load_transport(key_fd, certificate))
+            return json.dumps([[r.thumbprint, r.certificate_pem, r.private_key_pem]
+                               for r in self.client.certificates(gs)]).encode()
+        try:
+            data = self.in_fork(decrypt, lambda message, code: CertificateError(message),
+                                self.conf["Protocol.DownloadTimeout"], CERTIFICATES_BYTES)
+        finally:
+            os.close(key_fd)
+        try:
+            return [CertificateRecord(str(t), str(c), None if k is None else str(k))
+                    for t, c, k in json.loads(data)]
+        except (ValueError, TypeError) as e:
+            raise CertificateError("the certificates from the fork do not read: %s"
+                                   % type(e).__name__) from None
 
     def _fast_track(self) -> bool:
         try:
@@ -380,8 +421,11 @@ class Job:
         if not config.artifacts_profile_blob:
             return False
         try:
-            data = self.client.download([config.artifacts_profile_blob], is_manifest=True,
-                                        max_bytes=64 * 1024)
+            data = self.in_fork(
+                lambda: self.client.download([config.artifacts_profile_blob],
+                                             is_manifest=True, max_bytes=64 * 1024),
+                lambda message, code: PlatformError(message),
+                self.conf["Protocol.DownloadTimeout"], 64 * 1024)
             value = json.loads(data).get("onHold", False)
         except (PlatformError, ValueError, AttributeError) as e:
             log.info("event=artifacts_profile_unusable error=%r", str(e)[:200])
@@ -668,12 +712,21 @@ class Job:
         return manifest
 
     def download_and_install(self, h: ExtensionHandler):
-        data, manifest = packages.fetch(self.client, h, self.conf["Extensions.MaxPackageBytes"])
-        os.makedirs(os.path.join(self.folder, "manifests"), 0o700, exist_ok=True)
-        from statefiles import write_atomic
-        write_atomic(self._manifest_path(h.name, h.version), packages.manifest_json(manifest))
-        fd = packages.package_fd(data, self.folder)
+        fd = packages.package_file(self.folder)
         try:
+            def fetch() -> bytes:   # in a fork: the package goes to the file, not through here
+                data, manifest = packages.fetch(self.client, h,
+                                                self.conf["Extensions.MaxPackageBytes"])
+                packages.write_package(fd, data)
+                return packages.manifest_json(manifest)
+            manifest = packages.parse_handler_manifest(self.in_fork(
+                fetch, lambda message, code: packages.PackageError(code or 1004, message),
+                self.conf["Protocol.DownloadTimeout"] + 60, packages.MAX_MANIFEST_BYTES))
+            os.lseek(fd, 0, os.SEEK_SET)
+            os.makedirs(os.path.join(self.folder, "manifests"), 0o700, exist_ok=True)
+            from statefiles import write_atomic
+            write_atomic(self._manifest_path(h.name, h.version),
+                         packages.manifest_json(manifest))
             result, _ = self.worker.call("extensions.install",
                                          {"name": h.name, "version": h.version}, fds=[fd])
         finally:

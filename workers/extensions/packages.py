@@ -144,16 +144,19 @@ def fetch(client, handler, max_bytes: int) -> Tuple[bytes, HandlerManifest]:
     return data, manifest_of_package(data)
 
 
-def package_fd(data: bytes, folder: str) -> int:
-    """A read-only descriptor of the package, in an unlinked file of the worker's folder."""
+def package_file(folder: str) -> int:
+    """A descriptor of an empty, unlinked file in the worker's folder, for the package: the
+    fork that downloads it writes it there (write_package), the broker gets the descriptor."""
     fd, path = tempfile.mkstemp(prefix=".package.", dir=folder)
     try:
         os.unlink(path)
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-        os.lseek(fd, 0, os.SEEK_SET)
         return fd
     except BaseException:
         os.close(fd)
         raise
+
+
+def write_package(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]

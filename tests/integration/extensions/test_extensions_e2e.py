@@ -28,11 +28,20 @@ def _lib(host, *parts):
     return os.path.join(host.varlib, "waagent", *parts)
 
 
-def _worker_pid(host):
+def _status(host):
     venv = os.environ.get("GUESTAGENT_VENV", "/opt/guestagent")
     r = host.run_inside([os.path.join(venv, "bin", "agentctl"), "status", "--json"])
-    workers = {w["name"]: w for w in json.loads(r.stdout)["workers"]}
+    return json.loads(r.stdout)
+
+
+def _worker_pid(host):
+    workers = {w["name"]: w for w in _status(host)["workers"]}
     return workers["extensions"]["pid"]
+
+
+def _mapped(pid):
+    with open("/proc/%d/maps" % pid) as f:
+        return {line.split()[-1] for line in f if "/" in line}
 
 
 def test_add_install_enable_settings_and_the_contract(platform, make_host):
@@ -84,6 +93,16 @@ def test_add_install_enable_settings_and_the_contract(platform, make_host):
     # The command ran in a cgroup of its own, not the supervisor's nor a worker's.
     cgroup = azure_log(host, "Test.Good", "cgroup")
     assert "/ext.Test.Good.enable." in cgroup, cgroup
+    # The certificates were decrypted and the package downloaded in short-lived forks of the
+    # worker (workers/forked.py): neither the resident worker nor the spawner whose image it
+    # shares has loaded cryptography, which would stay for the life of the VM (issue 17).
+    status = _status(host)
+    workers = {w["name"]: w for w in status["workers"]}
+    assert workers["extensions"]["restarts"] == 0
+    assert status["spawner"]["state"] == "ready"
+    for pid in (workers["extensions"]["pid"], status["spawner"]["pid"]):
+        loaded = [path for path in _mapped(pid) if "/cryptography/" in path]
+        assert not loaded, (pid, loaded)
 
     # New settings: enabled again with the next sequence number, and only that.
     platform.add("Test.Good", "good", public_settings={"greeting": "again"})
