@@ -26,7 +26,9 @@ from benchmarks.supervisor_bench import Tree  # noqa: E402
 
 def run(method, rounds):
     samples = []
-    with Tree(Agent__FlapWindow="0.1", Agent__Spawner=method) as tree:
+    # The spawner stays for the whole run (a retired one would make every restart an exec).
+    with Tree(Agent__FlapWindow="0.1", Agent__Spawner=method,
+              Agent__SpawnerRetireAfter="0") as tree:
         # The resident workers (provisioning has exited, logcollector runs on a timer).
         names = [w["name"] for w in tree.status()["workers"] if w["pid"]]
         time.sleep(1.0)

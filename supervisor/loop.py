@@ -38,7 +38,7 @@ from supervisor.privileged import verbs
 from supervisor.policy import PROVISIONING, Policy
 from supervisor.process import Host, WorkerProcess
 from supervisor.procstat import ProcStat
-from supervisor.states import EXITED, RUNNING, STARTING, STOPPED
+from supervisor.states import BACKOFF, EXITED, RUNNING, STARTING, STOPPED
 
 log = logging.getLogger("guestagent.supervisor")
 
@@ -230,6 +230,8 @@ class Supervisor(Host):
             deadlines.append(self.started + READY_WAIT_MAX)
         if self.zygote is not None:
             deadlines.append(self.zygote.deadline)
+            if self.zygote.ready and self.zygote.child and self.conf["Agent.SpawnerRetireAfter"]:
+                deadlines.append(self.zygote.last_used + self.conf["Agent.SpawnerRetireAfter"])
         deadlines += [p.next_deadline() for p in self.workers.values()]
         deadlines += [waiter.deadline for waiter in self.waiters]
         return min(d for d in deadlines if d is not None)
@@ -238,6 +240,8 @@ class Supervisor(Host):
         for p in self.workers.values():
             p.tick(now)
         self.control.tick(now)
+        if self._spawner_idle(now):
+            self.zygote.retire()
         if now >= self.next_memory_check:
             self.next_memory_check = now + self.conf["Agent.MemoryCheckPeriod"]
             self.signalled = True   # a backstop: adopted zombies looked for at least this often
@@ -258,6 +262,17 @@ class Supervisor(Host):
             if now >= waiter.deadline:
                 self._answer(waiter, error=(TIMEOUT, "%s did not reach %s in time"
                                             % (waiter.worker, waiter.want)))
+
+    def _spawner_idle(self, now: float) -> bool:
+        """Retire the spawner? It has started nothing for Agent.SpawnerRetireAfter seconds
+        and no worker it would start is starting or waits to (a resident worker waiting for
+        provisioning, a restart in backoff)."""
+        z, after = self.zygote, self.conf["Agent.SpawnerRetireAfter"]
+        if z is None or not after or not z.ready or z.child is None or now < z.last_used + after:
+            return False
+        return all(p.state not in (STARTING, BACKOFF) and p.start_at is None
+                   and p.next_run is None
+                   for p in self.workers.values() if not slices.limited(p.spec))
 
     # ---- signals, stopping, reloading ---------------------------------------------------
     def _on_signal(self, key, mask):
@@ -747,7 +762,8 @@ class Supervisor(Host):
             return {"method": self.spawn_method, "state": "off", "pid": None, "starts": 0,
                     "uptime": None, "rss": None, "message": ""}
         pid = z.pid
-        state = "fallback" if z.disabled else "restarting" if pid is None else \
+        state = "retired" if z.retired else "fallback" if z.disabled else \
+            "restarting" if pid is None else \
             "ready" if z.ready else "starting"
         return {"method": "exec" if z.disabled else self.spawn_method, "state": state,
                 "pid": pid, "starts": z.starts,

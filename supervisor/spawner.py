@@ -1,8 +1,10 @@
 """The supervisor's handle on the preloaded spawner (the process: spawner/, whose docstring
 says why a zygote and how it keeps a worker's image clean). Started fork+exec'd before any
 worker, it gets `spawner.spawn` orders; it is restarted when it dies, and given up for
-fork+exec for good (with a log line) when it cannot start or dies too often. Loop thread
-only; never imports `workers/`.
+fork+exec for good (with a log line) when it cannot start or dies too often. Once the boot's
+workers are running it is retired (`retire`): a root process that only waits for a crash
+would hold its private pages for the life of the VM (issue 17). Loop thread only; never
+imports `workers/`.
 """
 
 import os
@@ -52,6 +54,8 @@ class Zygote:
         self.disabled: Optional[str] = None   # why we fell back to fork+exec
         self.deaths = []
         self.starts = 0
+        self.last_used = 0.0                 # when it was last ready or given an order
+        self.retired = False
 
     @property
     def pid(self) -> Optional[int]:
@@ -123,6 +127,7 @@ class Zygote:
                 or msg.args.get("pid") != self.pid:
             return "unexpected first message from the spawner"
         self.ready = True
+        self.last_used = time.monotonic()
         self.starts += 1
         self.log.info("event=spawner_start pid=%d starts=%d ready_after=%.3fs",
                       self.pid, self.starts, time.monotonic() - self.started)
@@ -145,6 +150,7 @@ class Zygote:
         """A worker forked by the spawner, or None: the caller uses fork+exec this time."""
         if self.child is None or not self.ready:
             return None
+        self.last_used = time.monotonic()
         parent_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         log_r, log_w = os.pipe()
         try:
@@ -196,6 +202,15 @@ class Zygote:
         if len(self.deaths) > MAX_DEATHS:
             return self.fall_back("died %d times within %.0fs" % (len(self.deaths), DEATH_WINDOW))
         self.start(wait=False)
+
+    def retire(self) -> None:
+        """It has had nothing to start for a while and no worker waits to start (the loop
+        decides): it leaves, and from now on workers are fork+exec'd — the rare restart of a
+        resident worker costs an interpreter's start instead of a fork."""
+        self.log.info("event=spawner_retired pid=%d idle=%.0fs", self.pid,
+                      time.monotonic() - self.last_used)
+        self.retired, self.disabled = True, "retired: the boot's workers are running"
+        self.close()
 
     def close(self, timeout: float = 5.0) -> None:
         """At the supervisor's end: EOF on its channel tells it to leave; SIGKILL if not."""

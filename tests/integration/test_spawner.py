@@ -196,3 +196,46 @@ def test_the_spawner_keeps_only_setuid_setgid_setpcap(make_agent):
         assert int(proc_status(new["pid"])[cap], 16) == 0, cap
     r = agent.ctl("status")
     assert re.search(r"^spawner\s+ready\s+pid %d " % spawner, r.stdout, re.M), r.stdout
+
+
+def test_the_spawner_leaves_once_the_boots_workers_run_and_restarts_go_by_exec(make_agent):
+    """A root process that only waits for a crash holds its private pages for the life of the
+    VM (issue 17): once the boot's workers run and it has had nothing to start for
+    Agent.SpawnerRetireAfter seconds, it leaves; a later restart is fork+exec'd."""
+    agent = make_agent({"Agent.SpawnerRetireAfter": "1"}).start()
+    sup = agent.status()["supervisor"]["pid"]
+    [spawner] = spawners(sup)
+    before = agent.pids()
+    wait_for(lambda: "event=spawner_retired pid=%d" % spawner in agent.log(), 10, 0.05,
+             "the spawner retired")
+    wait_for(lambda: not pid_alive(spawner), 5, 0.05, "the spawner gone")
+    status = agent.status()
+    assert (status["spawner"]["state"], status["spawner"]["pid"]) == ("retired", None)
+    assert re.search(r"^spawner\s+retired\s", agent.ctl("status").stdout, re.M)
+    assert agent.pids() == before   # what it made keeps running
+    assert "event=spawner_exit" not in agent.log()   # asked to leave, not died
+    os.kill(before["monitoring"], signal.SIGKILL)
+    after = agent.wait_state("monitoring", "RUNNING", pid_not=before["monitoring"])
+    assert re.search(r"event=spawn worker=monitoring pid=%d .*method=exec" % after["pid"],
+                     agent.log())
+    time.sleep(1.5)
+    assert spawners(sup) == [] and agent.log().count("event=spawner_start") == 1
+
+
+def test_the_spawner_stays_while_a_worker_waits_to_start(make_agent):
+    """The resident workers wait for provisioning (here: one that hangs) before they start:
+    the spawner idle meanwhile stays for them, and they are forked from it."""
+    agent = make_agent({"Agent.SpawnerRetireAfter": "0.5",
+                        "Agent.StartAfterProvisioning": "3"})
+    agent.behave("provisioning", "hang")
+    agent.start(wait=False)
+    wait_for(lambda: "event=spawner_start" in agent.log(), 15, 0.05, "the spawner")
+    spawner = agent.status()["spawner"]["pid"]
+    assert cmdline(spawner) == SPAWNER_TITLE
+    for name in RESIDENT:
+        agent.wait_state(name, "RUNNING", timeout=15)
+    log = agent.log()
+    assert "event=spawner_retired" not in log.split("event=spawn worker=%s" % RESIDENT[0])[0]
+    for name in RESIDENT:
+        assert re.search(r"event=spawn worker=%s .*method=zygote" % name, log), name
+    wait_for(lambda: not pid_alive(spawner), 10, 0.05, "the spawner retired afterwards")
