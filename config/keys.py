@@ -212,7 +212,7 @@ KEYS = (
        "How workers start: zygote (forked from a preloaded spawner started before any data "
        "is handled; shares pages) or exec (fork+exec of a fresh interpreter each time). "
        "Read at start only.", choices=("zygote", "exec"), ours=True),
-    _k("Agent.SpawnerRetireAfter", FLOAT, 120.0,
+    _k("Agent.SpawnerRetireAfter", FLOAT, 30.0,
        "Seconds the zygote spawner stays when it has had nothing to start and no worker waits "
        "to start; then it leaves and later starts are fork+exec (0: it stays for good).",
        ours=True),
