@@ -101,7 +101,7 @@ def show_configuration(path: str) -> int:
         print("%s = %s" % (name, format_value(BY_NAME[name], value) if value is not None
                            else "None"))
     for problem in conf.problems:
-        print("waagent: %s" % problem, file=sys.stderr)
+        print("waagent: %s" % (problem,), file=sys.stderr)
     return EXIT_FAILED if conf.problems else EXIT_OK
 
 

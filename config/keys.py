@@ -8,8 +8,7 @@ Defaults are waagent 2.15's *code* defaults (reference/protocol.md §10), not th
 shipped config file sets, so an image whose file lacks a key behaves as it did under waagent.
 """
 
-from dataclasses import dataclass, replace
-from typing import Optional, Tuple, Union
+from typing import NamedTuple, Optional, Tuple, Union
 
 Value = Union[bool, int, float, str, None]
 
@@ -19,8 +18,9 @@ FLOAT = "float"      # seconds; our own period keys accept fractions so tests ru
 STRING = "string"    # free text; the literal None means unset
 
 
-@dataclass(frozen=True)
-class Key:
+# A NamedTuple, as every record the root supervisor imports: dataclasses imports inspect
+# (~1 MiB resident in the supervisor for the life of the VM, issue 17).
+class Key(NamedTuple):
     name: str
     kind: str
     default: Value
@@ -342,7 +342,7 @@ NOT_APPLIED = {
     "Debug.AgentMemoryQuota": _LIMITS, "Debug.EnableAgentMemoryUsageCheck": _LIMITS,
     "Debug.EnableCgroupV2ResourceLimiting": _LIMITS,
 }
-KEYS = tuple(replace(k, not_applied=NOT_APPLIED.get(k.name, "")) for k in KEYS)
+KEYS = tuple(k._replace(not_applied=NOT_APPLIED.get(k.name, "")) for k in KEYS)
 
 BY_NAME = {k.name: k for k in KEYS}
 assert set(NOT_APPLIED) <= set(BY_NAME), set(NOT_APPLIED) - set(BY_NAME)

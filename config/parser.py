@@ -11,8 +11,7 @@ provisions. `problems` lists every unknown key and bad value with file and line,
 """
 
 import logging
-from dataclasses import dataclass
-from typing import Dict, List, Optional
+from typing import Dict, List, NamedTuple, Optional
 
 from config.keys import BY_NAME, FLOAT, INT, KEYS, STRING, SWITCH, Key, Value
 
@@ -26,8 +25,7 @@ class ConfigError(Exception):
     """The file cannot be used at all (missing, unreadable, too large)."""
 
 
-@dataclass(frozen=True)
-class Problem:
+class Problem(NamedTuple):   # not a dataclass: see config/keys.py Key
     path: str
     line: int
     key: str
@@ -37,8 +35,7 @@ class Problem:
         return "%s:%d: %s: %s" % (self.path, self.line, self.key or "(empty key)", self.message)
 
 
-@dataclass(frozen=True)
-class RawEntry:
+class RawEntry(NamedTuple):
     key: str
     value: Optional[str]
     line: int

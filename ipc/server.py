@@ -15,8 +15,7 @@ import selectors
 import socket
 import struct
 import time
-from dataclasses import dataclass
-from typing import Callable, Dict, FrozenSet, Optional
+from typing import Callable, Dict, FrozenSet, NamedTuple, Optional
 
 from ipc import envelope, framing
 from ipc.channel import recv_some
@@ -34,8 +33,7 @@ IDLE = 300.0               # an idle connection is closed after this
 LOG_EVERY = 10.0           # a peer's refusals are logged at most this often (no log flood)
 
 
-@dataclass(frozen=True)
-class Peer:
+class Peer(NamedTuple):   # not a dataclass: see config/keys.py Key
     pid: int
     uid: int
     gid: int

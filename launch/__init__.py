@@ -29,8 +29,7 @@ import os
 import signal
 import socket
 import sys
-from dataclasses import dataclass
-from typing import Dict, Optional
+from typing import Dict, NamedTuple, Optional
 
 from cgroups import enter_cgroup
 # What the worker must agree on, from the one neutral module (re-exported for loop.py).
@@ -151,15 +150,13 @@ def keep_capabilities(caps) -> None:
         raise OSError(err, "capset: %s" % os.strerror(err))
 
 
-@dataclass(frozen=True)
-class Identity:
+class Identity(NamedTuple):   # not a dataclass: see config/keys.py Key
     uid: int
     gid: int
     home: str = "/"
 
 
-@dataclass
-class Spawned:
+class Spawned(NamedTuple):
     pid: int
     channel: socket.socket   # the supervisor's end, non-blocking
     log_fd: int              # read end of the log pipe, non-blocking

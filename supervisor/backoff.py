@@ -5,12 +5,10 @@ one crash; one that keeps failing waits longer each time, then goes FATAL (circu
 """
 
 from collections import deque
-from dataclasses import dataclass
-from typing import Deque, Optional
+from typing import Deque, NamedTuple, Optional
 
 
-@dataclass(frozen=True)
-class BackoffPolicy:
+class BackoffPolicy(NamedTuple):   # not a dataclass: see config/keys.py Key
     delay: float = 1.0          # delay before the 2nd restart within the window
     max_delay: float = 60.0
     window: float = 300.0       # seconds over which failures count

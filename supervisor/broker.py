@@ -13,8 +13,7 @@ with a secret in it: a failure is an answer, not a violation.
 """
 
 import threading
-from dataclasses import dataclass, field
-from typing import Callable, FrozenSet, List, Optional, Tuple
+from typing import Callable, FrozenSet, List, NamedTuple, Optional, Tuple
 
 from ipc.verbs import Verb
 from supervisor.table import NAMES
@@ -32,18 +31,21 @@ PROVISIONING = "provisioning"
 UNPRIVILEGED_DOMAINS = ("worker", "control", "spawner")
 
 
-@dataclass
 class Context:
-    worker: str
-    conf: object                       # config.Config in effect
-    cancel: threading.Event
-    fds: List[int] = field(default_factory=list)   # descriptors the request carried
-    # Descriptors to send with the reply (SCM_RIGHTS); the loop closes them once sent.
-    reply_fds: List[int] = field(default_factory=list)
+    """What a handler gets beside its arguments. (Plain classes and NamedTuples here, not
+    dataclasses: dataclasses imports inspect, ~1 MiB resident in the supervisor; issue 17.)"""
+
+    def __init__(self, worker: str, conf, cancel: threading.Event,
+                 fds: Optional[List[int]] = None, reply_fds: Optional[List[int]] = None):
+        self.worker = worker
+        self.conf = conf                   # config.Config in effect
+        self.cancel = cancel
+        self.fds = [] if fds is None else fds   # descriptors the request carried
+        # Descriptors to send with the reply (SCM_RIGHTS); the loop closes them once sent.
+        self.reply_fds = [] if reply_fds is None else reply_fds
 
 
-@dataclass(frozen=True)
-class Privileged:
+class Privileged(NamedTuple):
     """One privileged verb: its contract, its handler and its permit, in one row."""
     decl: Verb
     fn: Callable[[Context, dict], dict]

@@ -18,7 +18,6 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Dict, List, Optional
 
 import config
@@ -62,15 +61,13 @@ class WorkerIO:
         self.in_flight = 0
 
 
-@dataclass(eq=False)
 class Waiter:
     """A control request answered later: start/restart wait for RUNNING, stop for STOPPED,
     collect-logs for EXITED."""
-    conn: server.Conn
-    ident: int
-    worker: str
-    want: str
-    deadline: float
+
+    def __init__(self, conn: server.Conn, ident: int, worker: str, want: str, deadline: float):
+        self.conn, self.ident, self.worker, self.want, self.deadline = \
+            conn, ident, worker, want, deadline
 
 
 class Supervisor(Host):

@@ -8,9 +8,8 @@ the boot and VM id (privileged/gates.py), by a `closes` verb or at start from wh
 supervisor reads itself: no restart reopens it. Adding a row is a security change.
 """
 
-from dataclasses import dataclass, field
 import time
-from typing import Dict, FrozenSet, Iterable, Optional, Set, Tuple
+from typing import Dict, FrozenSet, Iterable, NamedTuple, Optional, Set, Tuple
 
 from ipc import envelope
 from ipc.errors import BAD_ENVELOPE, DENIED, IpcError
@@ -21,8 +20,7 @@ from supervisor.privileged import gates, state, verbs
 HELLO = "worker.hello"
 
 
-@dataclass(frozen=True)
-class Permit:
+class Permit(NamedTuple):   # not a dataclass: see supervisor/broker.py Context
     verb: str
     workers: FrozenSet[str]
     once: Optional[str] = None
@@ -71,15 +69,15 @@ class Policy:
             self.gates.close(permit.closes)
 
 
-@dataclass
 class Session:
     """One worker process's conversation: its ONCE verbs used, whether it said hello."""
 
-    policy: Policy
-    worker: str
-    used: Set[str] = field(default_factory=set)
-    greeted: bool = False
-    last: Dict[str, float] = field(default_factory=dict)   # periodic verbs: monotonic time
+    def __init__(self, policy: Policy, worker: str):
+        self.policy = policy
+        self.worker = worker
+        self.used: Set[str] = set()
+        self.greeted = False
+        self.last: Dict[str, float] = {}   # periodic verbs: monotonic time
 
     def check(self, msg) -> Verb:
         """Admit a parsed Request or Notice, or raise an IpcError whose code is a violation."""

@@ -8,8 +8,7 @@ differs per worker is written here. Which verbs a worker may call: policy.py.
 """
 
 import signal
-from dataclasses import dataclass, replace
-from typing import Dict, Optional, Tuple
+from typing import Dict, NamedTuple, Optional, Tuple
 
 from supervisor.backoff import BackoffPolicy
 
@@ -25,8 +24,7 @@ WIRE_GROUP = "guestagent-wire"
 MiB = 1024 * 1024
 
 
-@dataclass(frozen=True)
-class WorkerSpec:
+class WorkerSpec(NamedTuple):   # not a dataclass: see config/keys.py Key
     name: str
     module: str                     # run as `python -I -m <module>`
     user: str
@@ -95,8 +93,7 @@ def build(conf) -> Dict[str, WorkerSpec]:
             ready_timeout *= max(1.0, 100.0 / conf["Logs.CollectorCpuQuota"])
         if spec.after:
             extra["after_timeout"] = conf["Agent.StartAfterProvisioning"]
-        table[spec.name] = replace(
-            spec,
+        table[spec.name] = spec._replace(
             ready_timeout=ready_timeout,
             heartbeat_interval=conf["Agent.HeartbeatInterval"],
             heartbeat_misses=conf["Agent.HeartbeatMisses"],

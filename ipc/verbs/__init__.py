@@ -6,15 +6,13 @@ Who may call a verb is not decided here but by the supervisor's policy table (th
 table names each worker's verbs); here is only what a verb *is*.
 """
 
-from dataclasses import dataclass
-from typing import Dict
+from typing import Dict, NamedTuple
 
 from ipc.errors import INVALID_ARGS, UNKNOWN_VERB, IpcError
 from ipc.schema import EMPTY, Obj, SchemaError
 
 
-@dataclass(frozen=True)
-class Verb:
+class Verb(NamedTuple):   # not a dataclass: see config/keys.py Key
     name: str
     doc: str
     args: Obj = EMPTY
