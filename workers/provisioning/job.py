@@ -24,6 +24,7 @@ reads it), with the host-key generation apart and the worker's peak memory.
 """
 
 import contextlib
+import importlib
 import logging
 import os
 import subprocess
@@ -123,6 +124,14 @@ def peak_memory_kib() -> Optional[int]:
     except (OSError, ValueError):
         pass
     return None
+
+
+def _import_quietly(module: str) -> None:
+    """Import ahead of need; a failure is the need's to report, when it imports it again."""
+    try:
+        importlib.import_module(module)
+    except Exception:  # noqa: BLE001
+        pass
 
 
 def ssh_public_key_of(cert_pem: str) -> str:
@@ -421,6 +430,11 @@ class Provisioning:
         return "provisioned by an older agent; Ready reported"
 
     def with_waagent(self, vm_id, changed) -> str:
+        # The SSH keys' step decrypts the certificates with cryptography and asn1crypto, which
+        # the spawner does not preload (the resident workers never use them, issue 17):
+        # imported on a thread now, while the job waits on the DVD, the platform and the broker.
+        threading.Thread(target=_import_quietly, args=("workers.platform.certificates",),
+                         name="import", daemon=True).start()
         with self.step("ovf"):
             try:
                 text = self.call("provisioning.read_ovf", {"source": "dvd"})["ovf"]
