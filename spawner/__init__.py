@@ -6,9 +6,10 @@ restart, orders, fallback) is supervisor/spawner.py; what both sides and the wor
 (channel fd, environment names, titles, protocol version) is ipc/handshake.py. Modules:
 - zygote.py   the spawner process: preload, warm-up, capabilities, the order loop, the fork
 
-Why (benchmarks/README.md, "Supervisor"): every fork+exec'd worker imports requests,
-cryptography and defusedxml on its own (~19 MiB private heap each, ~145 ms per start). Forked
-from one process that imported them once, the four workers share those pages.
+Why (benchmarks/README.md, "Supervisor"): every fork+exec'd worker imports its libraries on
+its own (~19 MiB private heap each, ~145 ms per start). Forked from one process that imported
+them once, the workers of a boot share those pages. (requests, cryptography and asn1crypto
+are no longer in the image: the resident workers never load them; issue 17, zygote.py.)
 
 How it keeps DESIGN.md principle 7 (a clean image):
 - The spawner is **fork+exec'd** by the supervisor (launch/, identity None: it
@@ -54,5 +55,8 @@ workers parse untrusted input, so a spawner restart or Agent.Spawner=exec gives 
 OpenSSL's RNG reseeds itself after fork (OpenSSL >= 1.1.1 checks the pid).
 
 If the spawner dies the supervisor logs it and starts another; if that fails it falls back to
-fork+exec for good, with a log line. `Agent.Spawner=exec` skips the spawner altogether.
+fork+exec for good, with a log line. Once the boot's workers run and it has had nothing to
+start for `Agent.SpawnerRetireAfter` seconds, the supervisor retires it (its private pages and
+its capabilities go; later restarts are fork+exec'd). `Agent.Spawner=exec` skips the spawner
+altogether.
 """
