@@ -227,8 +227,7 @@ class Supervisor(Host):
             deadlines.append(self.started + READY_WAIT_MAX)
         if self.zygote is not None:
             deadlines.append(self.zygote.deadline)
-            if self.zygote.ready and self.zygote.child and self.conf["Agent.SpawnerRetireAfter"]:
-                deadlines.append(self.zygote.last_used + self.conf["Agent.SpawnerRetireAfter"])
+            deadlines.append(self.zygote.retire_at(self.conf["Agent.SpawnerRetireAfter"]))
         deadlines += [p.next_deadline() for p in self.workers.values()]
         deadlines += [waiter.deadline for waiter in self.waiters]
         return min(d for d in deadlines if d is not None)
@@ -264,8 +263,8 @@ class Supervisor(Host):
         """Retire the spawner? It has started nothing for Agent.SpawnerRetireAfter seconds
         and no worker it would start is starting or waits to (a resident worker waiting for
         provisioning, a restart in backoff)."""
-        z, after = self.zygote, self.conf["Agent.SpawnerRetireAfter"]
-        if z is None or not after or not z.ready or z.child is None or now < z.last_used + after:
+        at = self.zygote and self.zygote.retire_at(self.conf["Agent.SpawnerRetireAfter"])
+        if at is None or now < at:
             return False
         return all(p.state not in (STARTING, BACKOFF) and p.start_at is None
                    and p.next_run is None

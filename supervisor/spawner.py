@@ -203,6 +203,14 @@ class Zygote:
             return self.fall_back("died %d times within %.0fs" % (len(self.deaths), DEATH_WINDOW))
         self.start(wait=False)
 
+    def retire_at(self, after: float) -> Optional[float]:
+        """When it may retire (the loop also asks whether a worker waits to start): `after`
+        seconds after it was last ready or given an order; None while it is not running
+        ready, or when `after` is 0 (Agent.SpawnerRetireAfter: it stays)."""
+        if not after or not self.ready or self.child is None:
+            return None
+        return self.last_used + after
+
     def retire(self) -> None:
         """It has had nothing to start for a while and no worker waits to start (the loop
         decides): it leaves, and from now on workers are fork+exec'd — the rare restart of a

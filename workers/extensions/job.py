@@ -24,9 +24,9 @@ from workers import forked
 from workers.extensions import packages, policy, status as S
 from workers.extensions.history import History
 from workers.platform import PlatformClient
-from workers.platform.certificate_records import install_for_extensions
 from workers.platform.goalstate_tracker import missing_certificates
-from workers.platform.certificate_records import CertificateRecord
+from workers.platform.certificate_records import (CertificateRecord, install_for_extensions,
+                                                   transport_descriptor)
 from workers.platform.errors import (CertificateError, DocumentError, PlatformError,
                                      ResourceGoneError)
 from workers.platform.extensionsconfig import ExtensionHandler, ExtensionsConfig
@@ -255,13 +255,7 @@ class Job:
         """The goal state's tenant certificates, decrypted in a fork with the transport key.
         The broker's descriptor of the key goes to the fork, which alone reads the key: it is
         never in this process's memory."""
-        result, fds = self.worker.call("platform.transport_key", {})
-        if len(fds) != 1:
-            for fd in fds:
-                os.close(fd)
-            raise CertificateError("the broker sent %d descriptors for the transport key"
-                                   % len(fds))
-        key_fd, certificate = fds[0], result["certificate"]
+        key_fd, certificate = transport_descriptor(self.worker)
 
         def decrypt() -> bytes:
             from workers.platform.certificates import load_transport

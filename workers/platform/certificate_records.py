@@ -39,6 +39,20 @@ class CertificateRecord:
         return "CertificateRecord(%s, key=%s)" % (self.thumbprint, self.has_private_key)
 
 
+def transport_descriptor(worker) -> Tuple[int, str]:
+    """The broker's read-only descriptor of the transport key and the certificate's PEM
+    (`platform.transport_key`: only provisioning and extensions may ask; for any other worker
+    the verb is a violation that ends it). The key is not read here: certificates.py loads it,
+    in whichever process decrypts."""
+    result, fds = worker.call("platform.transport_key", {})
+    if len(fds) != 1:
+        for fd in fds:
+            os.close(fd)
+        raise CertificateError("the broker sent %d descriptors for the transport key"
+                               % len(fds))
+    return fds[0], result["certificate"]
+
+
 def install_for_extensions(worker, records: List[CertificateRecord]) -> Tuple[List[str], List[str]]:
     """Hand the goal state's tenant certificates to the broker, which writes them where
     extensions read them: Lib.Dir/<THUMBPRINT>.crt and .prv (root, 0600), and removes those it

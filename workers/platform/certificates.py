@@ -38,7 +38,8 @@ from workers.platform.errors import CertificateError
 # The records and their hand-over to the broker need no cryptography: they live apart, so the
 # resident extensions worker can install what a short-lived fork decrypted (issue 17).
 from workers.platform.certificate_records import (CIPHER_3DES, CIPHER_AES128, CIPHERS,
-                                                   CertificateRecord, install_for_extensions)
+                                                   CertificateRecord, install_for_extensions,
+                                                   transport_descriptor)
 
 try:  # cryptography >= 43 keeps 3DES in "decrepit"; the old name is deprecated, then gone.
     from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
@@ -123,13 +124,7 @@ def load_transport(key_fd: int, certificate_pem: str) -> TransportCredentials:
 def from_broker(worker) -> TransportCredentials:
     """Ask the broker for the pair (only provisioning and extensions may: for any other
     worker the verb is a violation that ends it)."""
-    result, fds = worker.call("platform.transport_key", {})
-    if len(fds) != 1:
-        for fd in fds:
-            os.close(fd)
-        raise CertificateError("the broker sent %d descriptors for the transport key"
-                               % len(fds))
-    creds = load_transport(fds[0], result["certificate"])
+    creds = load_transport(*transport_descriptor(worker))
     log.info("transport certificate from the broker (SKI %s)",
              creds.subject_key_identifier.hex())
     return creds
