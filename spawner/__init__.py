@@ -2,7 +2,7 @@
 
 Its own package, run as `python -I -m spawner`: a root process that imports the workers'
 code (`workers/`), which the supervisor never imports. The supervisor's handle on it (start,
-restart, orders, fallback) is supervisor/spawner.py; what both sides and the workers agree on
+orders, fallback, retirement) is supervisor/spawner.py; what both sides and the workers agree on
 (channel fd, environment names, titles, protocol version) is ipc/handshake.py. Modules:
 - zygote.py   the spawner process: preload, warm-up, capabilities, the order loop, the fork
 
@@ -51,11 +51,12 @@ and `runpy` runs `<module>.__main__` as `python -I -m` does (the spawner itself 
 What stays shared with the spawner: the preloaded modules (that is the point) and the
 interpreter's string-hash seed (PYTHONHASHSEED randomisation happens once per exec: all
 workers forked from one spawner share it; it protects dicts against hash flooding, and the
-workers parse untrusted input, so a spawner restart or Agent.Spawner=exec gives new seeds).
+workers parse untrusted input, so a worker fork+exec'd after the spawner gives new seeds).
 OpenSSL's RNG reseeds itself after fork (OpenSSL >= 1.1.1 checks the pid).
 
-If the spawner dies the supervisor logs it and starts another; if that fails it falls back to
-fork+exec for good, with a log line. Once the boot's workers run and it has had nothing to
+If the spawner cannot start, fails an order or dies, the supervisor logs it and falls back to
+fork+exec for the rest of the run: the spawner lives only through the boot anyway, and a root
+process that misbehaved is not trusted again. Once the boot's workers run and it has had nothing to
 start for `Agent.SpawnerRetireAfter` seconds, the supervisor retires it (its private pages and
 its capabilities go; later restarts are fork+exec'd). `Agent.Spawner=exec` skips the spawner
 altogether.

@@ -181,7 +181,7 @@ class Supervisor(Host):
                                                               self.test_hooks), log)
             self.zygote.attach(self.sel, lambda: Capture("spawner", self.logfile("spawner"),
                                                          self.console))
-            self.zygote.start(wait=True)
+            self.zygote.start()
         # The WireServer firewall before any worker runs: in place from the start of every
         # boot (OS.EnableFirewall; monitoring re-checks it on its period).
         from supervisor.privileged import firewall
@@ -226,7 +226,6 @@ class Supervisor(Host):
         if not self.ready_sent:
             deadlines.append(self.started + READY_WAIT_MAX)
         if self.zygote is not None:
-            deadlines.append(self.zygote.deadline)
             deadlines.append(self.zygote.retire_at(self.conf["Agent.SpawnerRetireAfter"]))
         deadlines += [p.next_deadline() for p in self.workers.values()]
         deadlines += [waiter.deadline for waiter in self.waiters]
@@ -468,7 +467,7 @@ class Supervisor(Host):
             if self.shutting_down:
                 self._stop_next()
         if self.zygote is not None:
-            self.zygote.reap(restart=not self.shutting_down)
+            self.zygote.reap()
         if not self.signalled:   # no SIGCHLD: no zombie; spare the /proc reads of every wake
             return
         self.signalled = False
@@ -758,9 +757,7 @@ class Supervisor(Host):
             return {"method": self.spawn_method, "state": "off", "pid": None, "starts": 0,
                     "uptime": None, "rss": None, "message": ""}
         pid = z.pid
-        state = "retired" if z.retired else "fallback" if z.disabled else \
-            "restarting" if pid is None else \
-            "ready" if z.ready else "starting"
+        state = "retired" if z.retired else "fallback" if z.disabled else "ready"
         return {"method": "exec" if z.disabled else self.spawn_method, "state": state,
                 "pid": pid, "starts": z.starts,
                 "uptime": round(time.monotonic() - z.started, 3) if pid else None,

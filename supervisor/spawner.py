@@ -1,10 +1,10 @@
 """The supervisor's handle on the preloaded spawner (the process: spawner/, whose docstring
 says why a zygote and how it keeps a worker's image clean). Started fork+exec'd before any
-worker, it gets `spawner.spawn` orders; it is restarted when it dies, and given up for
-fork+exec for good (with a log line) when it cannot start or dies too often. Once the boot's
-workers are running it is retired (`retire`): a root process that only waits for a crash
-would hold its private pages for the life of the VM (issue 17). Loop thread only; never
-imports `workers/`.
+worker, it gets `spawner.spawn` orders. When it cannot start, fails an order or dies, it is
+given up for fork+exec for the rest of the run, with a log line: it lives only through the boot
+anyway, and a root process that misbehaved is not trusted again. Once the boot's workers are
+running it is retired (`retire`): a root process that only waits for a crash would hold its
+private pages for the life of the VM (issue 17). Loop thread only; never imports `workers/`.
 """
 
 import os
@@ -19,10 +19,7 @@ from ipc.channel import Channel
 from ipc.errors import IpcError
 from ipc.verbs.spawner import SPAWN
 
-READY_TIMEOUT = 30.0     # start-up: imports of requests + cryptography on a slow, busy VM
-ATTEMPTS = 3             # tries at start-up before falling back to fork+exec
-MAX_DEATHS = 5           # deaths within DEATH_WINDOW before falling back
-DEATH_WINDOW = 300.0
+READY_TIMEOUT = 30.0     # start-up: the preload's imports on a slow, busy VM
 
 
 def _close(fd: int) -> None:
@@ -40,8 +37,8 @@ def environment(config_path: str, test_hooks: bool) -> Dict[str, str]:
 
 
 class Zygote:
-    """`sel` is the supervisor's selector (the spawner's log pipe and, after a restart, its
-    `spawner.ready` are read in its loop); `capture()` makes the Capture for spawner.log."""
+    """`sel` is the supervisor's selector (the spawner's log pipe is read in its loop);
+    `capture()` makes the Capture for spawner.log."""
 
     def __init__(self, python: str, env: Dict[str, str], log, sel=None, capture=None):
         self.python, self.env, self.log, self.sel, self.make_capture = \
@@ -52,7 +49,6 @@ class Zygote:
         self.started = 0.0
         self.capture = None
         self.disabled: Optional[str] = None   # why we fell back to fork+exec
-        self.deaths = []
         self.starts = 0
         self.last_used = 0.0                 # when it was last ready or given an order
         self.retired = False
@@ -61,15 +57,10 @@ class Zygote:
     def pid(self) -> Optional[int]:
         return self.child.pid if self.child is not None else None
 
-    @property
-    def deadline(self) -> Optional[float]:
-        """When reap() must look again: a restarted spawner's READY_TIMEOUT."""
-        return None if self.child is None or self.ready else self.started + READY_TIMEOUT
-
     def begin(self) -> None:
         """Exec it now, before the supervisor's own imports and set-up (supervisor/daemon.py):
         its preload, seconds under emulation, then runs beside them instead of after them
-        (issue 17: no worker forks before it). start() waits for it, or starts it again."""
+        (issue 17: no worker forks before it). start() waits for it."""
         try:   # (the subreaper bit, which its workers need, is start()'s)
             self._exec()
         except OSError:
@@ -85,37 +76,23 @@ class Zygote:
         self.channel, self.ready, self.started = Channel(self.child.channel), False, \
             time.monotonic()
 
-    def start(self, wait: bool = True) -> None:
-        """wait=True (start-up, before any worker): block until it is ready, ATTEMPTS times;
-        the first is the one begin() started, if it did. wait=False (a restart): the loop
-        must not wait for a fresh interpreter's imports, so it reads `spawner.ready` itself;
-        spawns until then are fork+exec."""
+    def start(self) -> None:
+        """At start-up, before any worker: wait until it is ready (begin() started it, or
+        start it now); else fall back to fork+exec."""
         if self.disabled:
             return
         try:
             launch.set_child_subreaper()
-        except OSError as e:
-            return self.fall_back("cannot become a child subreaper: %s" % e)
-        last = ""
-        for _ in range(ATTEMPTS if wait else 1):
             if self.child is None:
-                try:
-                    self._exec()
-                except OSError as e:
-                    last = "spawn failed: %s" % e
-                    continue
-            self.capture = self.make_capture()
-            self.sel.register(self.child.log_fd, 1, self._on_log)   # 1: EVENT_READ
-            if not wait:
-                self.sel.register(self.child.channel, 1, self._on_ready)
-                return
-            why = self._wait_ready(READY_TIMEOUT)
-            if why is None:
-                return
-            last = why
-            self._kill(wait=True)
-        self.fall_back("the spawner did not start (%d attempt(s)): %s"
-                       % (ATTEMPTS if wait else 1, last))
+                self._exec()
+        except OSError as e:
+            return self.fall_back("the spawner did not start: %s" % e)
+        self.capture = self.make_capture()
+        self.sel.register(self.child.log_fd, 1, self._on_log)   # 1: EVENT_READ
+        why = self._wait_ready(READY_TIMEOUT)
+        if why is not None:
+            self._kill()
+            self.fall_back("the spawner did not start: %s" % why)
 
     def _wait_ready(self, timeout: float) -> Optional[str]:
         """Read `spawner.ready`; None when it came, else why not."""
@@ -129,17 +106,9 @@ class Zygote:
         self.ready = True
         self.last_used = time.monotonic()
         self.starts += 1
-        self.log.info("event=spawner_start pid=%d starts=%d ready_after=%.3fs",
-                      self.pid, self.starts, time.monotonic() - self.started)
+        self.log.info("event=spawner_start pid=%d ready_after=%.3fs",
+                      self.pid, time.monotonic() - self.started)
         return None
-
-    def _on_ready(self, key, mask) -> None:
-        self.sel.unregister(key.fileobj)
-        if self.child is not None and self.child.channel is key.fileobj:
-            why = self._wait_ready(1.0)
-            if why is not None:
-                self.log.error("event=spawner_failed pid=%d error=%r", self.pid, why)
-                self._kill()   # reap() counts it and starts another
 
     def fall_back(self, why: str) -> None:
         self.disabled = why
@@ -165,9 +134,9 @@ class Zygote:
             _close(log_r)
             if not isinstance(e, IpcError):
                 raise
-            self.log.error("event=spawner_failed pid=%d worker=%s error=%r action=restart",
-                           self.pid, name, ("spawner.spawn: %s %s" % (e.code, e.message))[:300])
-            self._kill()   # reap() counts it and starts another
+            why = "spawner.spawn for %s: %s %s" % (name, e.code, e.message)
+            self._kill()
+            self.fall_back(why)
             return None
         finally:
             child_end.close()
@@ -178,8 +147,8 @@ class Zygote:
         os.set_blocking(log_r, False)
         return launch.Spawned(result["pid"], parent_end, log_r)
 
-    def reap(self, restart: bool) -> None:
-        """After SIGCHLD: has the spawner died? Log it and start another."""
+    def reap(self) -> None:
+        """After SIGCHLD: has the spawner died? Then fork+exec from now on."""
         if self.child is None:
             return
         try:
@@ -187,21 +156,9 @@ class Zygote:
         except ChildProcessError:
             pid, status = self.pid, 0
         if pid == 0:
-            if not self.ready and time.monotonic() - self.started > READY_TIMEOUT:
-                self.log.error("event=spawner_failed pid=%d error='no spawner.ready in %.0fs'"
-                               % (self.pid, READY_TIMEOUT))
-                self._kill()
             return
-        self.log.warning("event=spawner_exit pid=%d status=%r", pid,
-                         launch.describe_status(status))
         self._forget()
-        if not restart:
-            return
-        now = time.monotonic()
-        self.deaths = [t for t in self.deaths if now - t < DEATH_WINDOW] + [now]
-        if len(self.deaths) > MAX_DEATHS:
-            return self.fall_back("died %d times within %.0fs" % (len(self.deaths), DEATH_WINDOW))
-        self.start(wait=False)
+        self.fall_back("the spawner (pid %d) exited: %s" % (pid, launch.describe_status(status)))
 
     def retire_at(self, after: float) -> Optional[float]:
         """When it may retire (the loop also asks whether a worker waits to start): `after`
@@ -234,21 +191,20 @@ class Zygote:
                 break
             time.sleep(0.01)
         else:
-            return self._kill(wait=True)
+            return self._kill()
         self._forget()
 
-    def _kill(self, wait: bool = False) -> None:
-        """SIGKILL; with wait, reap it and forget it (else reap() will)."""
+    def _kill(self) -> None:
+        """SIGKILL, reap it and forget it."""
         try:
             os.kill(self.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
-        if wait:
-            try:
-                os.waitpid(self.pid, 0)
-            except ChildProcessError:
-                pass
-            self._forget()
+        try:
+            os.waitpid(self.pid, 0)
+        except ChildProcessError:
+            pass
+        self._forget()
 
     def _forget(self) -> None:
         child, self.child = self.child, None

@@ -29,7 +29,7 @@ WORKER_RECORD = Obj({
 
 SPAWNER_RECORD = Obj({
     "method": Enum("zygote", "exec"),       # how workers start now
-    "state": Enum("off", "starting", "ready", "restarting", "fallback", "retired"),
+    "state": Enum("off", "ready", "fallback", "retired"),
     "pid": Nullable(Int(1, 2 ** 31)),
     "starts": Int(0, 2 ** 31),
     "uptime": Nullable(Num(0, 1e10)),

@@ -118,28 +118,29 @@ def test_the_exec_method_has_no_spawner_and_the_same_environment(make_agent):
                                                         zygote_env["main"])
 
 
-def test_a_killed_spawner_is_restarted_and_the_workers_keep_running(make_agent):
+def test_a_killed_spawner_is_not_restarted_and_restarts_go_by_exec(make_agent):
     agent = make_agent().start()
     sup = agent.status()["supervisor"]["pid"]
     [old] = spawners(sup)
     before = agent.pids()
     os.kill(old, signal.SIGKILL)
-    wait_for(lambda: re.search(r"event=spawner_exit pid=%d status='killed by SIGKILL'" % old,
-                               agent.log()), 5, 0.05, "the spawner's exit")
-    wait_for(lambda: agent.log().count("event=spawner_start") == 2, 10, 0.05, "a new spawner")
-    [new] = spawners(sup)
-    assert new != old and not pid_alive(old)
+    wait_for(lambda: re.search(r"event=spawner_fallback method=exec reason='the spawner "
+                               r"\(pid %d\) exited: killed by SIGKILL'" % old, agent.log()),
+             5, 0.05, "the spawner's exit")
     time.sleep(1.0)   # > the hang window: nobody was blocked or killed meanwhile
+    assert spawners(sup) == [] and not pid_alive(old)
     workers = agent.workers()
     assert agent.pids() == before
     assert all(workers[n]["state"] == "RUNNING" and workers[n]["restarts"] == 0
                for n in RESIDENT)
-    # The new spawner serves the next restart.
+    assert agent.status()["spawner"]["state"] == "fallback"
+    # A root process that died is not trusted again this run: the next restart is exec'd.
     os.kill(before["monitoring"], signal.SIGKILL)
     after = agent.wait_state("monitoring", "RUNNING", pid_not=before["monitoring"])
     assert proc_status(after["pid"])["PPid"] == str(sup)
-    assert re.search(r"event=spawn worker=monitoring pid=%d .*method=zygote" % after["pid"],
+    assert re.search(r"event=spawn worker=monitoring pid=%d .*method=exec" % after["pid"],
                      agent.log())
+    assert agent.log().count("event=spawner_start") == 1
 
 
 def test_kill9_of_the_supervisor_leaves_neither_spawner_nor_workers(make_agent):
