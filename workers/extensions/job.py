@@ -839,4 +839,4 @@ class Job:
         except ResourceGoneError:
             self.incarnation = None   # refetch everything next turn
             raise
-        self.history.save("waagent_status.json", blob)
+        self.history.save_status("waagent_status.json", blob, time.monotonic())

@@ -130,6 +130,32 @@ def test_history_is_capped_by_count_and_bytes(tmp_path):
     assert len(names) == 3 and names[-1].endswith("__7-e7")
 
 
+def test_the_status_copy_is_rewritten_when_it_says_something_new(tmp_path):
+    """Not on every poll: a copy whose only change is the time waits STATUS_COPY_PERIOD."""
+    h = History(str(tmp_path / "history"), max_count=5, max_bytes=1 << 20)
+    h.add("1", "", {"ExtensionsConfig.xml": b"<x/>"})
+    copy = os.path.join(h.current, "waagent_status.json")
+
+    def blob(t, status="Ready"):
+        return json.dumps({"timestampUTC": t, "aggregateStatus": {"status": status,
+                           "handlers": [{"timestampUTC": t}]}}).encode()
+
+    h.save_status("waagent_status.json", blob("T1"), now=100.0)
+    assert open(copy, "rb").read() == blob("T1")
+    h.save_status("waagent_status.json", blob("T2"), now=106.0)       # only the time
+    assert open(copy, "rb").read() == blob("T1")
+    h.save_status("waagent_status.json", blob("T3", "NotReady"), now=112.0)   # news
+    assert open(copy, "rb").read() == blob("T3", "NotReady")
+    h.save_status("waagent_status.json", blob("T4", "NotReady"), now=171.9)
+    assert open(copy, "rb").read() == blob("T3", "NotReady")
+    h.save_status("waagent_status.json", blob("T5", "NotReady"), now=172.0)   # a minute on
+    assert open(copy, "rb").read() == blob("T5", "NotReady")
+    h.add("2", "", {"ExtensionsConfig.xml": b"<y/>"})                  # a new goal state
+    h.save_status("waagent_status.json", blob("T6", "NotReady"), now=173.0)
+    assert open(os.path.join(h.current, "waagent_status.json"), "rb").read() == \
+        blob("T6", "NotReady")
+
+
 def test_handler_manifest_quirks():
     m = packages.parse_handler_manifest(json.dumps([{"handlerManifest": {
         "enableCommand": "x.sh enable", "reportHeartbeat": "True",
