@@ -175,7 +175,7 @@ def test_sigterm_stops_the_spawner_too(make_agent):
     agent.proc.send_signal(signal.SIGTERM)
     assert agent.proc.wait(10) == 0
     assert not pid_alive(spawner)
-    assert "event=spawner_exit" not in agent.log()   # asked to leave, not died
+    assert "event=spawner_fallback" not in agent.log()   # asked to leave, not died
 
 
 def test_the_spawner_keeps_only_setuid_setgid_setpcap(make_agent):
@@ -214,7 +214,7 @@ def test_the_spawner_leaves_once_the_boots_workers_run_and_restarts_go_by_exec(m
     assert (status["spawner"]["state"], status["spawner"]["pid"]) == ("retired", None)
     assert re.search(r"^spawner\s+retired\s", agent.ctl("status").stdout, re.M)
     assert agent.pids() == before   # what it made keeps running
-    assert "event=spawner_exit" not in agent.log()   # asked to leave, not died
+    assert "event=spawner_fallback" not in agent.log()   # asked to leave, not died
     os.kill(before["monitoring"], signal.SIGKILL)
     after = agent.wait_state("monitoring", "RUNNING", pid_not=before["monitoring"])
     assert re.search(r"event=spawn worker=monitoring pid=%d .*method=exec" % after["pid"],
