@@ -759,7 +759,7 @@ class Supervisor(Host):
         pid = z.pid
         state = "retired" if z.retired else "fallback" if z.disabled else "ready"
         return {"method": "exec" if z.disabled else self.spawn_method, "state": state,
-                "pid": pid, "starts": z.starts,
+                "pid": pid, "starts": int(z.ready),   # one start, never again
                 "uptime": round(time.monotonic() - z.started, 3) if pid else None,
                 "rss": ProcStat(pid).rss() if pid else None, "message": (z.disabled or "")[:300]}
 

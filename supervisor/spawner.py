@@ -49,7 +49,6 @@ class Zygote:
         self.started = 0.0
         self.capture = None
         self.disabled: Optional[str] = None   # why we fell back to fork+exec
-        self.starts = 0
         self.last_used = 0.0                 # when it was last ready or given an order
         self.retired = False
 
@@ -89,15 +88,15 @@ class Zygote:
             return self.fall_back("the spawner did not start: %s" % e)
         self.capture = self.make_capture()
         self.sel.register(self.child.log_fd, 1, self._on_log)   # 1: EVENT_READ
-        why = self._wait_ready(READY_TIMEOUT)
+        why = self._wait_ready()
         if why is not None:
             self._kill()
             self.fall_back("the spawner did not start: %s" % why)
 
-    def _wait_ready(self, timeout: float) -> Optional[str]:
+    def _wait_ready(self) -> Optional[str]:
         """Read `spawner.ready`; None when it came, else why not."""
         try:
-            msg, _ = self.channel.receive(time.monotonic() + timeout, want_fds=False)
+            msg, _ = self.channel.receive(time.monotonic() + READY_TIMEOUT, want_fds=False)
         except IpcError as e:
             return "no spawner.ready: %s" % e.message
         if not isinstance(msg, envelope.Notice) or msg.notice != "spawner.ready" \
@@ -105,7 +104,6 @@ class Zygote:
             return "unexpected first message from the spawner"
         self.ready = True
         self.last_used = time.monotonic()
-        self.starts += 1
         self.log.info("event=spawner_start pid=%d ready_after=%.3fs",
                       self.pid, time.monotonic() - self.started)
         return None
@@ -208,11 +206,10 @@ class Zygote:
 
     def _forget(self) -> None:
         child, self.child = self.child, None
-        for fileobj in (child.channel, child.log_fd):
-            try:
-                self.sel.unregister(fileobj)
-            except (KeyError, ValueError):
-                pass
+        try:   # (its channel is read in start() alone, never registered)
+            self.sel.unregister(child.log_fd)
+        except (KeyError, ValueError):
+            pass
         self.channel.close()
         if self.capture is not None:
             # What it wrote last (a traceback) still goes to spawner.log.
