@@ -201,6 +201,13 @@ for p in $(cat $(find $cg -name cgroup.procs)); do
 done
 """
 
+SMAPS = r"""
+cg=/sys/fs/cgroup$(systemctl show -p ControlGroup --value %(unit)s)
+for p in $(cat $(find $cg -name cgroup.procs)); do
+  echo "== $p $(tr '\0' ' ' < /proc/$p/cmdline | cut -c1-120)"; cat /proc/$p/smaps
+done
+"""
+
 
 def parse_sample(text):
     out = {"procs": {}}
@@ -291,6 +298,9 @@ def run_agent(name, img, workdir, args):
         res["floor"] = {"rss": f["Rss"], "pss": f["Pss"],
                         "uss": f["Private_Clean"] + f["Private_Dirty"]}
         res["emulator"] = {k: len(v) for k, v in emu.state()["received"].items()}
+        # Each process's memory mapping by mapping, saved beside the logs: where it is.
+        (workdir / ("%s-smaps.txt" % name)).write_text(vm.run(SMAPS % {"unit": shlex.quote(unit)},
+                                                             timeout=120).out)
         res["agent_version"] = vm.run("/usr/sbin/waagent -version 2>&1 | head -1").out.strip()
         # The agent's own account of the run, beside the VM's logs (for why Ready took so long).
         log_text = vm.run("cat /var/log/waagent.log 2>/dev/null; journalctl -b -u %s --no-pager "
