@@ -30,11 +30,6 @@ log = logging.getLogger("guestagent.broker.provisioning")
 
 MAX_FILE = 1024 * 1024
 HOST_KEY_TYPES = ("rsa", "ecdsa", "ed25519")   # what `ssh-keygen -A` makes today
-# The host keys are made beside the rest of provisioning, which needs the transport key (an
-# RSA key too) before them: at nice 0 the three ssh-keygen runs took most of a starved boot's
-# CPU from it (two emulated vCPUs: 7.7 s for the transport key, the worker waiting 2.7 s).
-# Niced, they take what the boot leaves, and Ready waits only for what is left of them.
-HOST_KEY_NICE = 10
 
 
 # ---- sshd_config ----------------------------------------------------------------------------
@@ -236,8 +231,7 @@ def host_keys(ctx: Context, args: dict) -> dict:
 
         def generate(t):
             run(["ssh-keygen", "-q", "-N", "", "-t", t, "-f",
-                 os.path.join(ssh_dir, "ssh_host_%s_key" % t)], timeout=240, cancel=ctx.cancel,
-                nice=HOST_KEY_NICE)
+                 os.path.join(ssh_dir, "ssh_host_%s_key" % t)], timeout=240, cancel=ctx.cancel)
         # The types at once (RSA first, the longest): seconds of CPU each under emulation,
         # on a VM with more than one vCPU. The first failure is raised once all have ended.
         types = HOST_KEY_TYPES if kind == "auto" else (kind,)

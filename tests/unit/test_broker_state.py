@@ -267,15 +267,6 @@ def test_run_returns_output_and_stdin_reaches_the_child():
         run(["/bin/sh", "-c", "echo oops; exit 3"], timeout=10)
 
 
-def test_run_niced_child_runs_at_that_niceness_from_its_start():
-    # The host keys run so (supervisor/privileged/ssh.py): they must not take the boot's CPU
-    # from the transport key. /proc/self/stat field 19 is the niceness of the command itself.
-    probe = ["/bin/sh", "-c", "exec cut -d ' ' -f 19 /proc/self/stat"]
-    own = os.getpriority(os.PRIO_PROCESS, 0)
-    assert run(probe, timeout=10) == (0, str(own))
-    assert run(probe, timeout=10, nice=10) == (0, str(min(19, own + 10)))
-
-
 def test_supervise_counts_output_it_does_not_keep():
     proc = subprocess.Popen(["/bin/sh", "-c", "head -c 300000 /dev/zero"],
                             stdout=subprocess.PIPE, start_new_session=True)
