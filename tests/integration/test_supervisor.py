@@ -294,8 +294,9 @@ def test_status_json_has_every_field(agent):
 
 
 def test_the_running_supervisor_has_not_loaded_what_only_a_rare_verb_needs(agent):
-    """Issue 17: the resident supervisor's memory. OpenSSL's libcrypto (hashlib) comes with
-    the first tenant certificate's thumbprint, not at start (~1.2 MiB RSS measured)."""
+    """Issue 17: the resident supervisor's memory. OpenSSL's libcrypto (hashlib, ~1.2 MiB PSS
+    in the VM) is never mapped: the tenant certificates' thumbprints use CPython's own SHA-1
+    (after an install: tests/integration/security/test_ext_certificates.py)."""
     agent.wait_all_running()
     pid = agent.status()["supervisor"]["pid"]
     with open("/proc/%d/maps" % pid) as f:
