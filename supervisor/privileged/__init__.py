@@ -89,19 +89,25 @@ def supervise(proc: subprocess.Popen, timeout: float,
 
 def run(argv: Sequence[str], stdin: Optional[bytes] = None, timeout: float = 60.0,
         cancel: Optional[threading.Event] = None, check: bool = True,
-        cwd: str = "/") -> Tuple[int, str]:
+        cwd: str = "/", nice: int = 0) -> Tuple[int, str]:
     """Run a command (never a shell), secrets only on stdin; (exit code, merged output capped).
 
     The deadline and `cancel` (the supervisor stopping) hold even for a child that prints
     nothing: its process group is killed and FAILED raised. A missing program or a non-zero
     exit with check=True raises FAILED naming the program and the end of its output
-    (commands given here print no secret)."""
+    (commands given here print no secret). `nice`: the child runs at that niceness
+    adjustment from its first instruction (coreutils' `nice` execs it; below 0, root's, for
+    work the boot waits for before anything else)."""
     exe = argv[0] if os.path.isabs(argv[0]) else which(argv[0])
     if exe is None:
         raise fail("%s is not installed" % argv[0])
+    command = [exe] + list(argv[1:])
+    nicer = which("nice") if nice else None
+    if nicer is not None:
+        command = [nicer, "-n", str(nice)] + command
     env = {"PATH": SAFE_PATH, "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8"}
     try:
-        proc = subprocess.Popen([exe] + list(argv[1:]), stdin=subprocess.PIPE if stdin is not None
+        proc = subprocess.Popen(command, stdin=subprocess.PIPE if stdin is not None
                                 else subprocess.DEVNULL, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, env=env, cwd=cwd, close_fds=True,
                                 start_new_session=True)

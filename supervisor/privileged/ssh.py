@@ -30,6 +30,12 @@ log = logging.getLogger("guestagent.broker.provisioning")
 
 MAX_FILE = 1024 * 1024
 HOST_KEY_TYPES = ("rsa", "ecdsa", "ed25519")   # what `ssh-keygen -A` makes today
+# Ready waits for the host keys, made beside the rest of provisioning: on a starved boot (two
+# emulated vCPUs) the RSA 3072 prime search was the last thing done in every boot measured
+# (6-18 s, sharing the CPU with the spawner's preload, the worker and the transport key, which
+# were done seconds before). Ahead of them, it gets most of a CPU. (At nice +10 Ready
+# came later: benchmarks/README.md, 2026-12-06.)
+HOST_KEY_NICE = -10
 
 
 # ---- sshd_config ----------------------------------------------------------------------------
@@ -231,7 +237,8 @@ def host_keys(ctx: Context, args: dict) -> dict:
 
         def generate(t):
             run(["ssh-keygen", "-q", "-N", "", "-t", t, "-f",
-                 os.path.join(ssh_dir, "ssh_host_%s_key" % t)], timeout=240, cancel=ctx.cancel)
+                 os.path.join(ssh_dir, "ssh_host_%s_key" % t)], timeout=240, cancel=ctx.cancel,
+                nice=HOST_KEY_NICE)
         # The types at once (RSA first, the longest): seconds of CPU each under emulation,
         # on a VM with more than one vCPU. The first failure is raised once all have ended.
         types = HOST_KEY_TYPES if kind == "auto" else (kind,)

@@ -20,7 +20,7 @@ from supervisor.broker import BOOT, Privileged
 from supervisor.policy import LIFECYCLE, PROV, Policy
 from supervisor.privileged import HomeFile, gates, read_capped, run, supervise, verbs
 from supervisor.privileged.dvd import ovf_user_of
-from supervisor.privileged.ssh import KEY_TYPES, public_key_line
+from supervisor.privileged.ssh import HOST_KEY_NICE, KEY_TYPES, public_key_line
 
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -265,6 +265,18 @@ def test_run_returns_output_and_stdin_reaches_the_child():
     assert (code, out) == (0, "hello\ndone")
     with pytest.raises(IpcError, match="exited 3"):
         run(["/bin/sh", "-c", "echo oops; exit 3"], timeout=10)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="a negative niceness is root's")
+def test_run_niced_child_runs_at_that_niceness_from_its_start():
+    # The host keys run ahead so (supervisor/privileged/ssh.py): Ready waits for them.
+    # /proc/self/stat field 19 is the niceness of the command itself, from its first
+    # instruction (no window at the parent's niceness).
+    probe = ["/bin/sh", "-c", "exec cut -d ' ' -f 19 /proc/self/stat"]
+    own = os.getpriority(os.PRIO_PROCESS, 0)
+    assert run(probe, timeout=10) == (0, str(own))
+    assert run(probe, timeout=10, nice=HOST_KEY_NICE) == (0, str(max(-20, own + HOST_KEY_NICE)))
+    assert run(probe, timeout=10, nice=5) == (0, str(min(19, own + 5)))
 
 
 def test_supervise_counts_output_it_does_not_keep():
