@@ -286,10 +286,8 @@ def run_agent(name, img, workdir, args, boot=0):
         if boot:
             log("%s: boot %d: start -> Ready %.1f s" % (name, boot, res["start_to_ready_s"]))
             time.sleep(5)   # the agent's log lines after Ready
-            log_text = vm.run("cat /var/log/waagent.log 2>/dev/null; journalctl -b -u %s "
-                              "--no-pager -o short-monotonic" % unit, timeout=300).out
-            (workdir / ("%s-agent.log" % tag)).write_text(log_text)
-            res["host_keys_s"] = host_keys_seconds(vm, name, log_text)
+            res["host_keys_s"] = host_keys_seconds(vm, name, save_agent_log(vm, unit, workdir,
+                                                                            tag))
             return res
         log("%s: start -> Ready %.1f s; settling %d s" % (name, res["start_to_ready_s"],
                                                           args.settle))
@@ -318,10 +316,7 @@ def run_agent(name, img, workdir, args, boot=0):
         (workdir / ("%s-smaps.txt" % name)).write_text(vm.run(SMAPS % {"unit": shlex.quote(unit)},
                                                              timeout=120).out)
         res["agent_version"] = vm.run("/usr/sbin/waagent -version 2>&1 | head -1").out.strip()
-        # The agent's own account of the run, beside the VM's logs (for why Ready took so long).
-        log_text = vm.run("cat /var/log/waagent.log 2>/dev/null; journalctl -b -u %s --no-pager "
-                          "-o short-monotonic" % unit, timeout=300).out
-        (workdir / ("%s-agent.log" % name)).write_text(log_text)
+        log_text = save_agent_log(vm, unit, workdir, tag)
         res["unit_state"] = vm.run("systemctl show -p ActiveState,NRestarts,ControlGroup %s"
                                    % unit).out.split()
         res["host_keys_s"] = host_keys_seconds(vm, name, log_text)
@@ -330,6 +325,15 @@ def run_agent(name, img, workdir, args, boot=0):
         vm.discard_disks()
         emu.stop()
     return res
+
+
+def save_agent_log(vm, unit, workdir, tag):
+    """The agent's own account of the boot, saved beside the VM's logs (for why Ready took so
+    long, and the host keys' figures); returned."""
+    text = vm.run("cat /var/log/waagent.log 2>/dev/null; journalctl -b -u %s --no-pager "
+                  "-o short-monotonic" % unit, timeout=300).out
+    (workdir / ("%s-agent.log" % tag)).write_text(text)
+    return text
 
 
 # SSH host keys inside start -> Ready, reported apart (issue 17): both agents regenerate them
@@ -455,7 +459,8 @@ def report(results, args):
                   % (r["host_load"]["at_start"], r["host_load"]["after_window"]))
     print("(start → Ready counts from before the ssh call that starts the unit; that call took "
           "%.1f s and %.1f s)" % (w["start_ssh_s"], g["start_ssh_s"]))
-    if w.get("boots") or g.get("boots"):
+    boots = [[r] + r.get("boots", []) for r in (w, g)]
+    if len(boots[0]) > 1 or len(boots[1]) > 1:
         print("\nstart → Ready over every boot (s): median (min–max) [each boot]")
         print("| | waagent | guestagent | ratio of the medians |")
         print("|---|---|---|---|")
@@ -463,10 +468,9 @@ def report(results, args):
                           ("what Ready waited for the host keys", host_keys_in_ready),
                           ("start → Ready without the host keys",
                            lambda b: b["start_to_ready_s"] - host_keys_in_ready(b))):
-            a, b = [sorted(of(x) for x in [r] + r.get("boots", [])) for r in (w, g)]
+            a, b = [sorted(of(x) for x in bs) for bs in boots]
             print("| %s | %s | %s | %.2f× |" % (label, _spread(a), _spread(b),
                                                  _median(b) / _median(a) if _median(a) else 0))
-    boots = [[r] + r.get("boots", []) for r in (w, g)]
     ready = [_median([b["start_to_ready_s"] for b in bs]) for bs in boots]
     bare = [_median([b["start_to_ready_s"] - host_keys_in_ready(b) for b in bs]) for bs in boots]
     print("\ntargets (issue 17): PSS ≤ 0.5×: %.2f×; CPU ≤ 0.2×: %.2f×; start → Ready ≤ 0.3×: %.2f×"
