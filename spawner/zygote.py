@@ -139,7 +139,10 @@ def main() -> int:
     # with the rest (shared, written by no one); each worker enables the collector again.
     gc.disable()
     launch.tune_malloc()   # inherited by every worker forked from here
-    preload(modules)
+    # The resident workers' modules only: the image stays mapped in each of them for the life
+    # of the VM, so what only provisioning (once) or the log collector (hourly, mostly after
+    # the spawner has retired) imports is loaded by that worker itself.
+    preload([spec.module for spec in table.BASE if spec.resident])
     try:
         warm_up()
     except Exception as e:  # noqa: B902 - a worse image, not a broken spawner

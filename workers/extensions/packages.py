@@ -10,7 +10,6 @@ import io
 import json
 import os
 import tempfile
-import zipfile
 from dataclasses import dataclass
 from typing import Optional, Tuple
 
@@ -111,6 +110,9 @@ def manifest_json(m: HandlerManifest) -> bytes:
 
 def manifest_of_package(data: bytes) -> HandlerManifest:
     """The HandlerManifest.json of a zip (at its root, or the shallowest one)."""
+    # Imported here: this runs in the download's fork (job.py), so zipfile (and pathlib with
+    # it, ~0.7 MiB) is never resident in the extensions worker (issue 17).
+    import zipfile
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as zf:
             names = [n for n in zf.namelist() if n.rstrip("/").split("/")[-1] == MANIFEST]

@@ -10,7 +10,6 @@ import datetime
 import json
 from dataclasses import dataclass, field
 from typing import List, Optional, Sequence, Tuple
-from xml.sax.saxutils import escape, quoteattr
 
 READY = "Ready"
 NOT_READY = "NotReady"
@@ -29,8 +28,20 @@ PAGE_SIZE = 512
 MAX_PAGE_WRITE = 4 * 1024 * 1024
 
 
+# xml.sax.saxutils' escape and quoteattr, written out: importing saxutils imports
+# urllib.request (and tempfile, shutil, hashlib with it), ~0.9 MiB resident in each worker
+# for these few lines (issue 17). tests/unit/test_platform_reports.py holds them to saxutils.
 def _xml_text(value: str) -> str:
-    return escape(value)
+    return value.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def quoteattr(value: str) -> str:
+    value = _xml_text(value).replace("\n", "&#10;").replace("\r", "&#13;").replace("\t", "&#9;")
+    if '"' not in value:
+        return '"%s"' % value
+    if "'" not in value:
+        return "'%s'" % value
+    return '"%s"' % value.replace('"', "&quot;")
 
 
 def _health_body(incarnation, container_id, role_instance_id, state, substatus, text) -> bytes:

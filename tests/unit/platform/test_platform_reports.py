@@ -137,3 +137,13 @@ def test_page_blob(size):
         offset += len(page.body)
     joined = b"".join(p.body for p in pages)
     assert joined.rstrip(b" ") == content and offset == int(h["x-ms-blob-content-length"])
+
+
+@settings(max_examples=300)
+@given(st.text())
+def test_xml_escaping_is_saxutils(text):
+    # reports.py writes saxutils' escape and quoteattr out, to keep urllib.request out of
+    # the workers; the bytes on the wire must not change for it.
+    from xml.sax.saxutils import escape, quoteattr
+    assert reports._xml_text(text) == escape(text)
+    assert reports.quoteattr(text) == quoteattr(text)
