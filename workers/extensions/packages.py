@@ -10,8 +10,7 @@ import io
 import json
 import os
 import tempfile
-from dataclasses import dataclass
-from typing import Optional, Tuple
+from typing import NamedTuple, Optional, Tuple
 
 from workers.platform.errors import DocumentError, PlatformError
 from workers.platform.extensionsconfig import ManifestPackage, parse_manifest
@@ -53,8 +52,7 @@ def select(packages: Tuple[ManifestPackage, ...], version: str) -> ManifestPacka
     raise PackageError(1001, "Unable to find version %s in manifest" % version)
 
 
-@dataclass(frozen=True)
-class HandlerManifest:
+class HandlerManifest(NamedTuple):   # not a dataclass: see spawner/zygote.py PRELOAD
     """HandlerManifest.json (§4.4) as the worker reads it to decide (the broker reads its own
     copy for the commands)."""
     install: Optional[str]

@@ -11,7 +11,6 @@ import functools
 import json
 import socket
 import time
-from dataclasses import dataclass, field
 from typing import List, Optional
 
 from redaction import redact_sas
@@ -53,23 +52,31 @@ def formatted(message: str) -> dict:
     return {"lang": "en-US", "message": redact_sas(message)}
 
 
-@dataclass
+# Plain classes (job.py updates them), not dataclasses: see spawner/zygote.py PRELOAD.
 class ExtensionReport:
     """One extension's runtimeSettingsStatus (what its status file said, or ours)."""
-    sequence_number: int
-    status: dict                    # the "status" object of §4.7
-    extension_name: Optional[str] = None
-    timestamp: str = ""
+    __slots__ = ("sequence_number", "status", "extension_name", "timestamp")
+
+    def __init__(self, sequence_number: int, status: dict,
+                 extension_name: Optional[str] = None, timestamp: str = ""):
+        self.sequence_number = sequence_number
+        self.status = status                    # the "status" object of §4.7
+        self.extension_name = extension_name
+        self.timestamp = timestamp
 
 
-@dataclass
 class HandlerReport:
-    name: str
-    version: str
-    status: str = "NotReady"        # Ready | NotReady | Unresponsive | Installing
-    code: int = 0
-    message: Optional[str] = None
-    extensions: List[ExtensionReport] = field(default_factory=list)
+    __slots__ = ("name", "version", "status", "code", "message", "extensions")
+
+    def __init__(self, name: str, version: str, status: str = "NotReady", code: int = 0,
+                 message: Optional[str] = None,
+                 extensions: Optional[List[ExtensionReport]] = None):
+        self.name = name
+        self.version = version
+        self.status = status        # Ready | NotReady | Unresponsive | Installing
+        self.code = code
+        self.message = message
+        self.extensions: List[ExtensionReport] = [] if extensions is None else extensions
 
     def entries(self) -> List[dict]:
         base = {"handlerName": self.name, "handlerVersion": self.version, "status": self.status,

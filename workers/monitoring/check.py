@@ -2,12 +2,10 @@
 test most rows share (is there a platform to talk to?). Each row's module imports this, and
 job.py imports the rows: the table depends on its rows, never the other way round."""
 
-from dataclasses import dataclass
-from typing import Callable, Dict
+from typing import Callable, Dict, NamedTuple
 
 
-@dataclass(frozen=True)
-class Check:
+class Check(NamedTuple):   # not a dataclass: see spawner/zygote.py PRELOAD
     name: str
     period_key: str                         # waagent.conf key: seconds between rounds
     wanted: Callable[[object], bool]        # conf -> does this configuration want it?

@@ -7,8 +7,7 @@ decrypts in a short-lived fork (workers/forked.py) whose libraries leave with it
 
 import logging
 import os
-from dataclasses import dataclass
-from typing import List, Optional, Tuple
+from typing import List, NamedTuple, Optional, Tuple
 
 from workers.platform.errors import CertificateError
 
@@ -20,8 +19,7 @@ CIPHER_3DES = "DES_EDE3_CBC"
 CIPHERS = (CIPHER_AES128, CIPHER_3DES)
 
 
-@dataclass(frozen=True)
-class CertificateRecord:
+class CertificateRecord(NamedTuple):   # not a dataclass: see spawner/zygote.py PRELOAD
     """One tenant certificate: what the broker installs as <thumbprint>.crt / .prv."""
     thumbprint: str                 # uppercase SHA-1 hex of the DER certificate
     certificate_pem: str

@@ -20,8 +20,7 @@ import hashlib
 import hmac
 import logging
 import os
-from dataclasses import dataclass
-from typing import List, Optional, Tuple
+from typing import List, NamedTuple, Optional, Tuple
 
 from asn1crypto import cms as a_cms
 from asn1crypto import pkcs12 as a_pkcs12
@@ -58,8 +57,7 @@ MAX_BAGS = 256
 
 # --- Transport credentials ---------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class TransportCredentials:
+class TransportCredentials(NamedTuple):   # not a dataclass: see spawner/zygote.py PRELOAD
     key: rsa.RSAPrivateKey
     certificate: x509.Certificate
 

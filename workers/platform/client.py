@@ -9,8 +9,7 @@ import logging
 import os
 import random
 import time
-from dataclasses import dataclass
-from typing import Callable, List, Optional, Sequence, Union
+from typing import Callable, List, NamedTuple, Optional, Sequence, Union
 
 from workers.platform.certificate_records import CertificateRecord
 from workers.platform import endpoint as discovery
@@ -34,8 +33,7 @@ log = logging.getLogger(__name__)
 STALE = (ResourceGoneError, InvalidContainerError)
 
 
-@dataclass(frozen=True)
-class FullGoalState:
+class FullGoalState(NamedTuple):   # not a dataclass: see spawner/zygote.py PRELOAD
     """A goal state with the documents it names (None where it names none)."""
     goal_state: GoalState
     hosting_environment: Optional[HostingEnvironment]

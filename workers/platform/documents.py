@@ -3,12 +3,11 @@ HostingEnvironmentConfig, SharedConfig, the Certificates envelope (protocol.md �
 
 Every document is parsed with defusedxml with DTDs, entities and external references refused
 (an entity bomb is rejected before it expands), after a size cap and with a UTF-8 BOM
-stripped. Records are frozen dataclasses; a missing required field raises DocumentError with
+stripped. Records are NamedTuples; a missing required field raises DocumentError with
 the document's name and what is missing, so the caller keeps its last-known-good state.
 """
 
-from dataclasses import dataclass
-from typing import Iterator, Optional, Tuple
+from typing import Iterator, NamedTuple, Optional, Tuple
 from xml.etree.ElementTree import Element, ParseError
 
 import defusedxml
@@ -106,8 +105,7 @@ def expect_root(root: Element, document: str, name: str) -> None:
 
 # --- Versions (§1.3) -------------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class Versions:
+class Versions(NamedTuple):   # not a dataclass: see spawner/zygote.py PRELOAD
     preferred: Optional[str]
     supported: Tuple[str, ...]
 
@@ -128,8 +126,7 @@ def parse_versions(data) -> Versions:
 
 # --- HostingEnvironmentConfig (§1.5) ---------------------------------------------------------
 
-@dataclass(frozen=True)
-class HostingEnvironment:
+class HostingEnvironment(NamedTuple):   # not a dataclass: see spawner/zygote.py PRELOAD
     vm_name: str                    # Incarnation@instance (the role instance name)
     role_name: Optional[str]        # Role@name; None when the document has none
     deployment_name: Optional[str]  # Deployment@name (the tenant name); None when absent
@@ -150,8 +147,7 @@ def parse_hosting_environment(data) -> HostingEnvironment:
 
 # --- SharedConfig (§1.5) ----------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class SharedConfig:
+class SharedConfig(NamedTuple):   # not a dataclass: see spawner/zygote.py PRELOAD
     """Opaque to the agent: kept verbatim (checked to be well-formed) for whoever needs it."""
     xml: bytes
     deployment_name: Optional[str]
@@ -179,8 +175,7 @@ def parse_shared_config(data) -> SharedConfig:
 PKCS7_PFX_FORMAT = "Pkcs7BlobWithPfxContents"
 
 
-@dataclass(frozen=True)
-class CertificateFile:
+class CertificateFile(NamedTuple):   # not a dataclass: see spawner/zygote.py PRELOAD
     incarnation: Optional[str]
     format: Optional[str]
     data: Optional[str]       # base64 CMS EnvelopedData; None: no certificates

@@ -18,8 +18,7 @@ import ipaddress
 import logging
 import os
 import re
-from dataclasses import dataclass
-from typing import List, Optional
+from typing import List, NamedTuple, Optional
 
 from workers.platform.errors import PlatformError
 
@@ -41,8 +40,7 @@ DHCLIENT_LEASE_GLOBS = (
 NETWORKD_LEASE_GLOB = "run/systemd/netif/leases/*"
 
 
-@dataclass(frozen=True)
-class Endpoint:
+class Endpoint(NamedTuple):   # not a dataclass: see spawner/zygote.py PRELOAD
     host: str
     port: int = 80
 

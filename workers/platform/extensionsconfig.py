@@ -18,9 +18,8 @@ it in history (SAS query strings and protectedSettings replaced).
 
 import json
 import re
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, NamedTuple, Optional, Tuple
 
 from workers.platform.documents import (attribute, child, children, expect_root, parse_xml,
                                         text)
@@ -42,8 +41,7 @@ def _optional_flag(value: Optional[str]) -> Optional[bool]:
     return None if value is None else _flag(value)
 
 
-@dataclass(frozen=True)
-class GAFamily:
+class GAFamily(NamedTuple):   # not a dataclass: see spawner/zygote.py PRELOAD
     name: str
     version: Optional[str]
     uris: Tuple[str, ...]
@@ -53,8 +51,7 @@ class GAFamily:
     is_vm_enabled_for_rsm_upgrades: Optional[bool] = None
 
 
-@dataclass(frozen=True)
-class ExtensionSettings:
+class ExtensionSettings(NamedTuple):   # not a dataclass: see spawner/zygote.py PRELOAD
     """One settings entry: the single-config RuntimeSettings, or one multi-config extension."""
     sequence_number: int
     name: Optional[str]                       # multi-config extension name; None single-config
@@ -71,8 +68,7 @@ class ExtensionSettings:
                    "yes" if self.protected_settings else "no"))
 
 
-@dataclass(frozen=True)
-class ExtensionHandler:
+class ExtensionHandler(NamedTuple):   # not a dataclass: see spawner/zygote.py PRELOAD
     name: str
     version: str
     state: str
@@ -95,8 +91,7 @@ class ExtensionHandler:
         return self.invalid_reason is None
 
 
-@dataclass(frozen=True)
-class InVMGoalStateMetaData:
+class InVMGoalStateMetaData(NamedTuple):   # not a dataclass: see spawner/zygote.py PRELOAD
     in_svd_seq_no: Optional[str]
     created_on_ticks: int
     activity_id: Optional[str]
@@ -114,8 +109,7 @@ class InVMGoalStateMetaData:
             return None
 
 
-@dataclass(frozen=True)
-class ExtensionsConfig:
+class ExtensionsConfig(NamedTuple):   # not a dataclass: see spawner/zygote.py PRELOAD
     incarnation: Optional[str]
     ga_families: Tuple[GAFamily, ...]
     handlers: Tuple[ExtensionHandler, ...]
@@ -124,7 +118,14 @@ class ExtensionsConfig:
     status_blob_type: str
     artifacts_profile_blob: Optional[str]
     metadata: Optional[InVMGoalStateMetaData]
-    xml: bytes = field(repr=False, default=b"")
+    xml: bytes = b""
+
+    _unshown = ("xml",)   # not in repr: no document (SAS, protectedSettings) in a log line
+
+    def __repr__(self):
+        return "%s(%s)" % (type(self).__name__, ", ".join(
+            "%s=%r" % (name, getattr(self, name)) for name in self._fields
+            if name not in self._unshown))
 
     def handler(self, name: str) -> Optional[ExtensionHandler]:
         lowered = name.lower()
@@ -347,8 +348,7 @@ def redact_extensions_config(xml: bytes) -> bytes:
 
 # --- Manifests (§1.8) -------------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class ManifestPackage:
+class ManifestPackage(NamedTuple):   # not a dataclass: see spawner/zygote.py PRELOAD
     version: str
     uris: Tuple[str, ...]
     disallow_major_version_upgrade: bool = False

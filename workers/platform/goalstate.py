@@ -7,8 +7,7 @@ client refetches it Protocol.GoalStateRetries times). The Configuration URLs are
 them on the WireServer it talks to.
 """
 
-from dataclasses import dataclass
-from typing import Optional, Tuple
+from typing import NamedTuple, Optional, Tuple
 
 from workers.platform.documents import (child, children, expect_root, parse_xml,
                                         required_text, text)
@@ -17,8 +16,7 @@ from workers.platform.errors import DocumentError, NoRoleInstanceError
 DOC = "GoalState"
 
 
-@dataclass(frozen=True)
-class GoalState:
+class GoalState(NamedTuple):   # not a dataclass: see spawner/zygote.py PRELOAD
     incarnation: str
     container_id: str
     role_instance_id: str

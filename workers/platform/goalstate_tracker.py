@@ -34,9 +34,8 @@ Usage (the extensions worker's loop):
 
 import logging
 import time
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Callable, List, Optional, Tuple
+from typing import Callable, List, NamedTuple, Optional, Tuple
 
 from workers.platform.certificate_records import CertificateRecord
 from workers.platform.client import FullGoalState, PlatformClient
@@ -86,12 +85,11 @@ def missing_certificates(extensions: Optional[ExtensionsConfig],
     return missing
 
 
-@dataclass(frozen=True)
-class Update:
+class Update(NamedTuple):   # not a dataclass: see spawner/zygote.py PRELOAD
     goal_state: GoalState
     full: Optional[FullGoalState]                 # the last full WireServer goal state
     extensions_goal_state: Optional[ExtensionsConfig]
-    certificates: Tuple[CertificateRecord, ...] = field(repr=False, default=())
+    certificates: Tuple[CertificateRecord, ...] = ()
     goal_state_changed: bool = False              # a new incarnation (or a forced refresh)
     vm_settings_changed: bool = False             # a new vmSettings ETag
     extensions_changed: bool = False              # the extensions goal state was replaced

@@ -9,8 +9,7 @@ refreshes the goal state, calls `use_goal_state` again and retries once.
 import json
 import logging
 import uuid
-from dataclasses import dataclass, field
-from typing import Optional
+from typing import NamedTuple, Optional
 
 from workers.platform import reports
 from workers.platform.endpoint import Endpoint
@@ -27,8 +26,7 @@ MIN_VM_SETTINGS_VERSION = (1, 0, 8, 133)
 VM_AGENT_LOG_TIMEOUT = 30.0
 
 
-@dataclass(frozen=True)
-class VmSettings:
+class VmSettings(NamedTuple):   # not a dataclass: see spawner/zygote.py PRELOAD
     """The answer of GET /vmSettings: `changed` with a document and ETag, or not.
 
     `extensions_goal_state` is the document as typed records (workers.platform.vmsettings: an
@@ -38,9 +36,13 @@ class VmSettings:
     supported: bool
     changed: bool
     etag: Optional[str]
-    document: Optional[dict] = field(default=None, repr=False)
-    raw: bytes = field(default=b"", repr=False)
-    extensions_goal_state: Optional[VmSettingsGoalState] = field(default=None, repr=False)
+    document: Optional[dict] = None
+    raw: bytes = b""
+    extensions_goal_state: Optional[VmSettingsGoalState] = None
+
+    def __repr__(self):  # not the document: no SAS or protectedSettings in a log line
+        return "VmSettings(supported=%r, changed=%r, etag=%r)" % (self.supported, self.changed,
+                                                                  self.etag)
 
 
 def _version_tuple(value: str):

@@ -36,8 +36,7 @@ import socket
 import time
 import sys
 import urllib.parse
-from dataclasses import dataclass, field
-from typing import Callable, Dict, Mapping, Optional, Tuple
+from typing import Callable, Dict, Mapping, NamedTuple, Optional, Tuple
 
 from workers.platform.errors import (HttpError, InvalidContainerError, ResourceGoneError,
                                      ResponseTooLargeError)
@@ -61,8 +60,7 @@ ERROR_BODY_BYTES = 64 * 1024
 CHUNK = 64 * 1024
 
 
-@dataclass(frozen=True)
-class RetryPolicy:
+class RetryPolicy(NamedTuple):   # not a dataclass: see spawner/zygote.py PRELOAD
     attempts: int
     retry_delay: float
     throttle_delay: float
@@ -79,18 +77,19 @@ class RetryPolicy:
         return policy.but(**changes) if changes else policy
 
     def but(self, **changes) -> "RetryPolicy":
-        values = dict(self.__dict__)
-        values.update(changes)
-        return RetryPolicy(**values)
+        return self._replace(**changes)
 
 
-@dataclass
-class Response:
-    status: int
-    reason: str
-    headers: Mapping[str, str]
-    body: bytes = field(repr=False)
-    url: str = ""
+class Response:   # not a dataclass: see spawner/zygote.py PRELOAD
+    __slots__ = ("status", "reason", "headers", "body", "url")
+
+    def __init__(self, status: int, reason: str, headers: Mapping[str, str], body: bytes,
+                 url: str = ""):
+        self.status = status
+        self.reason = reason
+        self.headers = headers
+        self.body = body
+        self.url = url
 
     def header(self, name: str) -> Optional[str]:
         return self.headers.get(name)

@@ -8,8 +8,7 @@ so the exact bytes are unit-tested here and checked by the emulator's validators
 import base64
 import datetime
 import json
-from dataclasses import dataclass, field
-from typing import List, Optional, Sequence, Tuple
+from typing import List, NamedTuple, Optional, Sequence, Tuple
 
 READY = "Ready"
 NOT_READY = "NotReady"
@@ -107,11 +106,10 @@ EXTENSION_EVENTS_PROVIDER = "69B669B9-4AF8-4C50-BDC4-6006FA76E975"
 LOG_EVENTS_PROVIDER = "FFF0196F-EE4C-4EAF-9AA5-776F622DEB4F"
 
 
-@dataclass(frozen=True)
-class TelemetryEvent:
+class TelemetryEvent(NamedTuple):   # not a dataclass: see spawner/zygote.py PRELOAD
     provider_id: str
     event_id: int
-    parameters: Tuple[Tuple[str, object], ...] = field(default_factory=tuple)
+    parameters: Tuple[Tuple[str, object], ...] = ()
 
 
 def _param_type(value) -> Tuple[str, str]:
@@ -164,8 +162,7 @@ def telemetry_bodies(events: Sequence[TelemetryEvent]) -> List[bytes]:
 
 # --- HealthService (§1.13) -------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class Observation:
+class Observation(NamedTuple):   # not a dataclass: see spawner/zygote.py PRELOAD
     name: str
     is_healthy: bool
     description: str = ""
@@ -190,12 +187,14 @@ def blob_timestamp(now: Optional[datetime.datetime] = None) -> str:
     return now.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-@dataclass(frozen=True)
-class BlobRequest:
+class BlobRequest(NamedTuple):   # not a dataclass: see spawner/zygote.py PRELOAD
     """One PUT of a status blob upload: the URL, its headers, its body."""
     url: str
     headers: Tuple[Tuple[str, str], ...]
-    body: bytes = field(repr=False)
+    body: bytes
+
+    def __repr__(self):  # not the body: a blob's worth of bytes
+        return "BlobRequest(url=%r, headers=%r)" % (self.url, self.headers)
 
 
 def _with_query(url: str, extra: str) -> str:

@@ -39,8 +39,7 @@ protectedSettings values and URL query strings (SAS) replaced.
 
 import json
 import re
-from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, NamedTuple, Optional, Tuple
 
 from workers.platform.errors import DocumentError
 from workers.platform.extensionsconfig import (BLOB_TYPES, STATES, ExtensionHandler,
@@ -57,8 +56,7 @@ MAX_SEQ_NO = 2 ** 63 - 1
 MAX_LEVEL = 2 ** 31 - 1
 
 
-@dataclass(frozen=True)
-class InVMMetadata:
+class InVMMetadata(NamedTuple):   # not a dataclass: see spawner/zygote.py PRELOAD
     """vmSettings' inVMMetadata: informational, never trusted for anything."""
     subscription_id: Optional[str] = None
     resource_group_name: Optional[str] = None
@@ -69,17 +67,37 @@ class InVMMetadata:
     os_type: Optional[str] = None
 
 
-@dataclass(frozen=True)
-class VmSettingsGoalState(ExtensionsConfig):
-    """An ExtensionsConfig read from vmSettings (`incarnation` and `artifacts_profile_blob` are
-    None: vmSettings has neither; `on_hold` replaces the artifacts profile)."""
+# Not a dataclass (see spawner/zygote.py PRELOAD), and a NamedTuple adds no fields to another:
+# VmSettingsGoalState's are ExtensionsConfig's, in its order, then vmSettings' own; its methods
+# are ExtensionsConfig's, of which it is still a subclass.
+class _VmSettingsFields(NamedTuple):
+    incarnation: Optional[str]
+    ga_families: Tuple[GAFamily, ...]
+    handlers: Tuple[ExtensionHandler, ...]
+    required_features: Tuple[str, ...]
+    status_upload_blob: Optional[str]
+    status_blob_type: str
+    artifacts_profile_blob: Optional[str]
+    metadata: Optional[InVMGoalStateMetaData]
+    xml: bytes = b""
     etag: Optional[str] = None
     host_ga_plugin_version: str = ""
     schema_version: Optional[str] = None
     source: str = "UNKNOWN"
     on_hold: bool = False
     in_vm_metadata: Optional[InVMMetadata] = None
-    raw: bytes = field(repr=False, default=b"")
+    raw: bytes = b""
+
+
+assert _VmSettingsFields._fields[:len(ExtensionsConfig._fields)] == ExtensionsConfig._fields
+
+
+class VmSettingsGoalState(_VmSettingsFields, ExtensionsConfig):
+    """An ExtensionsConfig read from vmSettings (`incarnation` and `artifacts_profile_blob` are
+    None: vmSettings has neither; `on_hold` replaces the artifacts profile)."""
+    __slots__ = ()
+    _unshown = ("xml", "raw")
+    __repr__ = ExtensionsConfig.__repr__
 
     @property
     def is_fabric(self) -> bool:
