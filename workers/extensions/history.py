@@ -4,7 +4,6 @@ blob that followed, capped by count and bytes (oldest removed first)."""
 
 import os
 import re
-import shutil
 import time
 from typing import Dict
 
@@ -76,5 +75,6 @@ class History:
             oldest = entries.pop(0)
             if os.path.join(self.folder, oldest) == self.current and not entries:
                 break
+            import shutil   # here: a trim is rare, and shutil need not be resident (issue 17)
             shutil.rmtree(os.path.join(self.folder, oldest), ignore_errors=True)
             total -= sizes[oldest]

@@ -9,9 +9,9 @@ the worker's own folder and only its descriptor leaves the process.
 import io
 import json
 import os
-import tempfile
 from typing import NamedTuple, Optional, Tuple
 
+from statefiles import temp_file
 from workers.platform.errors import DocumentError, PlatformError
 from workers.platform.extensionsconfig import ManifestPackage, parse_manifest
 
@@ -147,7 +147,7 @@ def fetch(client, handler, max_bytes: int) -> Tuple[bytes, HandlerManifest]:
 def package_file(folder: str) -> int:
     """A descriptor of an empty, unlinked file in the worker's folder, for the package: the
     fork that downloads it writes it there (write_package), the broker gets the descriptor."""
-    fd, path = tempfile.mkstemp(prefix=".package.", dir=folder)
+    fd, path = temp_file(folder, ".package.")
     try:
         os.unlink(path)
         return fd

@@ -8,7 +8,7 @@ refreshes the goal state, calls `use_goal_state` again and retries once.
 
 import json
 import logging
-import uuid
+import os
 from typing import NamedTuple, Optional
 
 from workers.platform import reports
@@ -24,6 +24,16 @@ log = logging.getLogger(__name__)
 
 MIN_VM_SETTINGS_VERSION = (1, 0, 8, 133)
 VM_AGENT_LOG_TIMEOUT = 30.0
+
+
+def correlation_id() -> str:
+    """A random (version 4) UUID, as str(uuid.uuid4()) writes it: uuid itself imports the
+    platform module, ~0.2 MiB resident in the workers for this one header (issue 17)."""
+    b = bytearray(os.urandom(16))
+    b[6] = (b[6] & 0x0F) | 0x40   # version 4
+    b[8] = (b[8] & 0x3F) | 0x80   # the RFC 4122 variant
+    h = b.hex()
+    return "%s-%s-%s-%s-%s" % (h[:8], h[8:12], h[12:16], h[16:20], h[20:])
 
 
 class VmSettings(NamedTuple):   # not a dataclass: see spawner/zygote.py PRELOAD
@@ -120,7 +130,7 @@ class HostPluginClient:
 
     def vm_settings(self, etag: Optional[str] = None) -> VmSettings:
         """GET /vmSettings, one attempt: 200 new (with ETag), 304 unchanged, 404 unsupported."""
-        extra = {"x-ms-client-correlationid": str(uuid.uuid4())}
+        extra = {"x-ms-client-correlationid": correlation_id()}
         if etag:
             extra["if-none-match"] = etag
         try:
@@ -151,6 +161,6 @@ class HostPluginClient:
         headers = self.headers({"x-ms-vmagentlog-deploymentid": deployment_id or "",
                                 "x-ms-client-name": AGENT_NAME,
                                 "x-ms-client-version": AGENT_VERSION,
-                                "x-ms-client-correlationid": str(uuid.uuid4())})
+                                "x-ms-client-correlationid": correlation_id()})
         self.http.request("PUT", self.url("/vmAgentLog"), body=zip_bytes, headers=headers,
                           timeout=VM_AGENT_LOG_TIMEOUT)
