@@ -37,6 +37,7 @@ Protected settings stay the base64 CMS the platform sent, never decrypted here, 
 protectedSettings values and URL query strings (SAS) replaced.
 """
 
+import collections
 import json
 import re
 from typing import Any, Dict, List, NamedTuple, Optional, Tuple
@@ -68,28 +69,15 @@ class InVMMetadata(NamedTuple):   # not a dataclass: see spawner/zygote.py PRELO
 
 
 # Not a dataclass (see spawner/zygote.py PRELOAD), and a NamedTuple adds no fields to another:
-# VmSettingsGoalState's are ExtensionsConfig's, in its order, then vmSettings' own; its methods
-# are ExtensionsConfig's, of which it is still a subclass.
-class _VmSettingsFields(NamedTuple):
-    incarnation: Optional[str]
-    ga_families: Tuple[GAFamily, ...]
-    handlers: Tuple[ExtensionHandler, ...]
-    required_features: Tuple[str, ...]
-    status_upload_blob: Optional[str]
-    status_blob_type: str
-    artifacts_profile_blob: Optional[str]
-    metadata: Optional[InVMGoalStateMetaData]
-    xml: bytes = b""
-    etag: Optional[str] = None
-    host_ga_plugin_version: str = ""
-    schema_version: Optional[str] = None
-    source: str = "UNKNOWN"
-    on_hold: bool = False
-    in_vm_metadata: Optional[InVMMetadata] = None
-    raw: bytes = b""
-
-
-assert _VmSettingsFields._fields[:len(ExtensionsConfig._fields)] == ExtensionsConfig._fields
+# VmSettingsGoalState's are ExtensionsConfig's, in its order, then vmSettings' own (name,
+# default); its methods are ExtensionsConfig's, of which it is still a subclass.
+_OWN_FIELDS = (("etag", None), ("host_ga_plugin_version", ""), ("schema_version", None),
+               ("source", "UNKNOWN"), ("on_hold", False), ("in_vm_metadata", None),
+               ("raw", b""))
+_VmSettingsFields = collections.namedtuple(
+    "_VmSettingsFields", ExtensionsConfig._fields + tuple(n for n, _ in _OWN_FIELDS),
+    defaults=tuple(ExtensionsConfig._field_defaults.values())
+    + tuple(d for _, d in _OWN_FIELDS))
 
 
 class VmSettingsGoalState(_VmSettingsFields, ExtensionsConfig):
