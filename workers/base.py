@@ -396,7 +396,7 @@ class _TestHooks:
             "env": dict(os.environ), "random": random.getrandbits(64),
             "status": {k: status.get(k) for k in (
                 "Uid", "Gid", "Groups", "CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb",
-                "NoNewPrivs", "Umask", "PPid")},
+                "NoNewPrivs", "Umask", "PPid", "THP_enabled")},
             "isolated": sys.flags.isolated, "argv0": sys.argv[0],
             "main": getattr(sys.modules.get("__main__"), "__spec__", None) and
             sys.modules["__main__"].__spec__.name}, sort_keys=True))

@@ -56,6 +56,7 @@ def test_a_zygote_worker_has_the_clean_image_of_an_exec_worker(make_agent):
     st = proc_status(spawner)
     assert st["Uid"].split() == ["0"] * 4 and st["NoNewPrivs"] == "1"
     assert st["PPid"] == str(sup) and st["Umask"] == "0077"
+    assert st["THP_enabled"] == "0"   # and so every worker it forks (launch.no_huge_pages)
     # The spawner holds its channel, its log pipe and /dev/null: nothing of the supervisor's.
     fds = open_fds(spawner)
     assert sorted(fds) == [0, 1, 2, 3] and fds[0] == "/dev/null", fds
