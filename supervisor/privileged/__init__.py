@@ -20,6 +20,7 @@ import time
 from typing import Optional, Sequence, Tuple
 
 from ipc.errors import FAILED, IpcError
+from statefiles import write_atomic
 
 MAX_OUTPUT = 64 * 1024
 SAFE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -154,7 +155,6 @@ def ensure_root_dir(path: str, mode: int = 0o700) -> None:
 
 def atomic_write(path: str, data: bytes, mode: int = 0o600, uid: int = 0, gid: int = 0) -> None:
     """A root-owned state file, written as every state file is (statefiles)."""
-    from statefiles import write_atomic   # lazily: tempfile costs the idle supervisor ~1 MiB
     write_atomic(path, data, mode, uid, gid)
 
 

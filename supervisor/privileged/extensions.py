@@ -25,7 +25,6 @@ import shutil
 import signal
 import stat
 import subprocess
-import tempfile
 import threading
 import time
 from typing import Dict, Optional, Tuple
@@ -33,6 +32,7 @@ from typing import Dict, Optional, Tuple
 from ipc.verbs import extensions as E
 from cgroups import find_hierarchy, kill_cgroup, mounts as cgroup_mounts, own_cgroup, \
     remove_cgroup, write as write_cgroup
+from statefiles import unlinked_file
 from supervisor.broker import Context, Privileged
 from supervisor.privileged import agent_events
 from supervisor.privileged import (SAFE_PATH, atomic_write, ensure_root_dir, fail, lib_dir,
@@ -624,8 +624,8 @@ def _execute(ctx: Context, folder: str, name: str, version: str, op: str, comman
     started = time.monotonic()
     # Output to unlinked files in the handler folder, as waagent's temporary files: a daemon
     # the command leaves behind may keep writing there (a pipe would kill it with SIGPIPE).
-    out = tempfile.TemporaryFile(dir=folder)
-    err = tempfile.TemporaryFile(dir=folder)
+    out = open(unlinked_file(folder), "w+b")
+    err = open(unlinked_file(folder), "w+b")
     try:
         try:
             proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err,

@@ -18,12 +18,12 @@ import os
 import pwd
 import stat
 import subprocess
-import tempfile
 import threading
 import time
 from typing import Dict, List, Optional, Tuple
 
 from ipc.verbs import logs as L
+from statefiles import unlinked_file
 from supervisor import table
 from supervisor.broker import Context, Privileged
 from supervisor.privileged import SAFE_PATH, ensure_root_dir, fail, which
@@ -307,7 +307,7 @@ def journal(ctx: Context, args: dict) -> dict:
             "--lines=%d" % JOURNAL_LINES]
     for unit in JOURNAL_UNITS:
         argv.append("--unit=" + unit)
-    with tempfile.TemporaryFile(dir=folder) as out:
+    with open(unlinked_file(folder), "w+b") as out:
         try:
             proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out,
                                     stderr=subprocess.DEVNULL, close_fds=True,

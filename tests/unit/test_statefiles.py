@@ -55,3 +55,37 @@ def test_temp_file_never_opens_an_existing_name_or_a_link(tmp_path, monkeypatch)
     with pytest.raises(FileExistsError):
         temp_file(str(tmp_path), ".x.")
     assert victim.read_bytes() == b"keep"
+
+
+def test_unlinked_file_is_private_nameless_and_gone_when_closed(tmp_path):
+    fd = statefiles.unlinked_file(str(tmp_path))
+    try:
+        st = os.fstat(fd)
+        assert stat.S_IMODE(st.st_mode) == 0o600 and st.st_nlink == 0
+        assert os.get_inheritable(fd) is False
+        assert os.listdir(tmp_path) == []
+        with open(os.dup(fd), "w+b") as f:
+            f.write(b"out")
+            f.seek(0)
+            assert f.read() == b"out"
+    finally:
+        os.close(fd)
+    assert os.listdir(tmp_path) == []
+
+
+def test_unlinked_file_without_o_tmpfile_unlinks_a_temp_file(tmp_path, monkeypatch):
+    # A filesystem without O_TMPFILE (EOPNOTSUPP): the same file, made and unlinked.
+    real_open = os.open
+
+    def no_tmpfile(path, flags, mode=0o777, **kw):
+        if flags & os.O_TMPFILE == os.O_TMPFILE:
+            raise OSError(95, "Operation not supported")
+        return real_open(path, flags, mode, **kw)
+    monkeypatch.setattr(statefiles.os, "open", no_tmpfile)
+    fd = statefiles.unlinked_file(str(tmp_path))
+    try:
+        st = os.fstat(fd)
+        assert stat.S_IMODE(st.st_mode) == 0o600 and st.st_nlink == 0
+        assert os.listdir(tmp_path) == []
+    finally:
+        os.close(fd)

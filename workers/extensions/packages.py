@@ -11,7 +11,7 @@ import json
 import os
 from typing import NamedTuple, Optional, Tuple
 
-from statefiles import temp_file
+from statefiles import unlinked_file
 from workers.platform.errors import DocumentError, PlatformError
 from workers.platform.extensionsconfig import ManifestPackage, parse_manifest
 
@@ -147,13 +147,7 @@ def fetch(client, handler, max_bytes: int) -> Tuple[bytes, HandlerManifest]:
 def package_file(folder: str) -> int:
     """A descriptor of an empty, unlinked file in the worker's folder, for the package: the
     fork that downloads it writes it there (write_package), the broker gets the descriptor."""
-    fd, path = temp_file(folder, ".package.")
-    try:
-        os.unlink(path)
-        return fd
-    except BaseException:
-        os.close(fd)
-        raise
+    return unlinked_file(folder)
 
 
 def write_package(fd: int, data: bytes) -> None:
