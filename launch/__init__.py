@@ -23,12 +23,14 @@ plain os.fork; the child calls only os functions and prctl through ctypes (loade
 fork) until exec. If a step fails the child writes one line to its log pipe and exits 127.
 """
 
+import contextlib
 import ctypes
 import fcntl
 import os
 import signal
 import socket
 import sys
+import threading
 from typing import Dict, NamedTuple, Optional
 
 from cgroups import enter_cgroup
@@ -250,16 +252,33 @@ def drop_privileges(identity, supervisor_pid):
     os.chdir("/")
 
 
-def no_huge_pages() -> None:
-    """No transparent huge pages in this process and what it forks or execs (the spawner and
-    every worker; issue 17). Under THP "always" (Debian's kernels) a thread's stack or a
-    2 MiB-aligned arena takes a whole 2 MiB page for the few KiB it uses: 4 MiB of each idle
-    worker's PSS in the VM benchmark. Not the supervisor's: extension commands inherit its
-    flag, and how they use memory is not ours to change. A kernel without THP: nothing to do."""
+def no_huge_pages(disable: bool = True) -> None:
+    """No transparent huge pages in this process and what it forks or execs: the supervisor
+    (daemon.py) and, through drop_privileges, the spawner and every worker (issue 17). Under
+    THP "always" (Debian's kernels) a thread's stack or a 2 MiB-aligned run of arenas takes a
+    whole 2 MiB page for the few KiB it uses: 2-4 MiB of an idle process's PSS in the VM
+    benchmark, depending on where its mappings land. A kernel without THP: nothing to do."""
     try:
-        prctl(PR_SET_THP_DISABLE, 1)
+        prctl(PR_SET_THP_DISABLE, 1 if disable else 0)
     except OSError:
         pass
+
+
+_KERNEL_THP = threading.Lock()
+
+
+@contextlib.contextmanager
+def kernel_huge_pages():
+    """Around the start of a process that is not ours (an extension command): it inherits
+    the kernel's THP choice, not our flag. The flag is the process's, so the starts that want
+    it cleared take turns; another child forked meanwhile may inherit it cleared (harmless),
+    and the supervisor's own page faults in those milliseconds may get huge pages."""
+    with _KERNEL_THP:
+        no_huge_pages(False)
+        try:
+            yield
+        finally:
+            no_huge_pages(True)
 
 
 def _max_fd() -> int:

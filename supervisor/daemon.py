@@ -109,6 +109,7 @@ def run(conf, path: str) -> int:
         pass
     import launch
     launch.tune_malloc()   # before the broker's pool threads (issue 17: the idle PSS)
+    launch.no_huge_pages()
     zygote = None
     if conf["Agent.Spawner"] == "zygote":
         # Its preload runs beside our own imports and set-up, not after them (issue 17).

@@ -29,6 +29,7 @@ import threading
 import time
 from typing import Dict, Optional, Tuple
 
+import launch
 from ipc.verbs import extensions as E
 from cgroups import find_hierarchy, kill_cgroup, mounts as cgroup_mounts, own_cgroup, \
     remove_cgroup, write as write_cgroup
@@ -628,8 +629,10 @@ def _execute(ctx: Context, folder: str, name: str, version: str, op: str, comman
     err = open(unlinked_file(folder), "w+b")
     try:
         try:
-            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
-                                    env=env, cwd=folder, close_fds=True, start_new_session=True)
+            with launch.kernel_huge_pages():   # the extension's, not our memory policy
+                proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out,
+                                        stderr=err, env=env, cwd=folder, close_fds=True,
+                                        start_new_session=True)
         except OSError as e:
             for c in (cgroup, cpu_cgroup):
                 if c:

@@ -53,7 +53,7 @@ def test_each_worker_runs_alone_under_its_own_uid_without_privileges(agent):
     sup_pid = agent.status()["supervisor"]["pid"]
     with open("/proc/%d/cmdline" % sup_pid, "rb") as f:
         assert f.read().split(b"\0")[0] == b"guestagent: supervisor [priv]"
-    assert proc_status(sup_pid)["THP_enabled"] == "1"
+    assert proc_status(sup_pid)["THP_enabled"] == "0"   # launch.no_huge_pages
     # The workers that are not resident: what they were while they ran (the env hook).
     for name in ("provisioning", "logcollector"):
         st = env_report(agent, name)["status"]
@@ -77,8 +77,7 @@ def test_each_worker_runs_alone_under_its_own_uid_without_privileges(agent):
         assert int(st["CapBnd"], 16) == 0 and int(st.get("CapAmb", "0"), 16) == 0, name
         assert st["NoNewPrivs"] == "1", name
         assert st["Umask"] == "0077", name
-        # No transparent huge pages (launch.no_huge_pages, issue 17); the supervisor keeps
-        # the kernel's choice, which the extension commands it starts inherit.
+        # No transparent huge pages (launch.no_huge_pages, issue 17).
         assert st["THP_enabled"] == "0", name
         uids.add(uid)
         fds = open_fds(pid)

@@ -296,3 +296,25 @@ def test_console_echo_never_blocks_and_never_creates_the_device(tmp_path):
         assert c.echo_fd == -1
     finally:
         os.close(reader)
+
+
+def test_no_huge_pages_for_us_and_the_kernels_choice_for_an_extension_command():
+    # launch.no_huge_pages (the supervisor, the spawner, the workers; issue 17) and
+    # launch.kernel_huge_pages around an extension command's start: in a fresh interpreter,
+    # since the flag is the process's.
+    import subprocess
+    import sys
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    out = subprocess.run([sys.executable, "-I", "-c", (
+        "import sys, subprocess; sys.path.insert(0, %r)\n"
+        "import launch\n"
+        "thp = lambda text: [l.split()[1] for l in text.splitlines() if l.startswith('THP_enabled')]\n"
+        "launch.no_huge_pages()\n"
+        "ours = thp(open('/proc/self/status').read())\n"
+        "with launch.kernel_huge_pages():\n"
+        "    child = thp(subprocess.run(['cat', '/proc/self/status'], capture_output=True,\n"
+        "                               text=True).stdout)\n"
+        "print(ours, child, thp(open('/proc/self/status').read()))") % root],
+        capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["['0']", "['1']", "['0']"]
