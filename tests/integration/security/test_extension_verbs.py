@@ -226,3 +226,32 @@ attempt("extensions.state", {})
 """)
     assert records[-1]["key"] == "killed", records
     assert "event=security" in attacked.log("supervisor")
+
+
+PROBE = b"""#!/bin/sh
+# What the command sees of how the broker started it: its THP flag, where its output goes.
+grep '^THP_enabled' /proc/self/status
+echo "stdout=$(readlink /proc/$$/fd/1)"
+echo "dotfiles=$(ls -A | grep '^\\.' | tr '\\n' ' ')"
+"""
+
+
+def test_an_extension_command_gets_nameless_output_files_and_the_kernels_huge_pages(attacked):
+    # The broker itself runs without transparent huge pages (issue 17); the command a worker
+    # asks for must not inherit that, nor find its output files by name in its folder.
+    package = _put(attacked, "probe.zip", _zip([("HandlerManifest.json", MANIFEST, None),
+                                                 ("ext.sh", PROBE, 0o100755)]))
+    got = _outcomes(attacked.attack("extensions", """
+report("uid", os.getuid())
+fd = os.open(%r, os.O_RDONLY)
+attempt("extensions.install", {"name": "Test.Probe", "version": "1.0.0"}, fds=[fd])
+attempt("extensions.configure", {"name": "Test.Probe", "version": "1.0.0", "extension": None,
+                                 "seq": 1, "settings": '{"runtimeSettings": [{"handlerSettings": {}}]}'})
+report("enable", attempt("extensions.run", {"name": "Test.Probe", "version": "1.0.0",
+       "operation": "enable", "seq": 1, "extension": None}))
+""" % package))
+    assert got["enable"][0] == "ok" and got["enable"][1]["exit_code"] == 0, got
+    output = got["enable"][1]["output"]
+    assert "THP_enabled:\t1" in output, output
+    assert "stdout=/" in output and "(deleted)" in output, output
+    assert "dotfiles= \n" in output or "dotfiles=\n" in output, output

@@ -236,6 +236,8 @@ except Exception as e:
     report("journal", "failed: %s" % e)
 else:
     report("journal", result)
+    st = os.fstat(fds[0])
+    report("file", [st.st_nlink, st.st_uid, oct(st.st_mode & 0o777)])
     try:
         os.write(fds[0], b"forged")
         report("write", "written")
@@ -247,3 +249,8 @@ else:
         assert "journalctl" in got["journal"]   # no journalctl on this host: a clear answer
     else:
         assert got["write"] == "Bad file descriptor", got
+        # Nameless from the start (statefiles.unlinked_file), root's and 0600: nothing in
+        # the broker's folder for the worker (or anyone) to open by name.
+        assert got["file"] == [0, 0, "0o600"], got
+        assert [n for n in os.listdir(os.path.join(agent.state_dir, "broker"))
+                if n.startswith(".")] == []   # a temp_file fallback would be ".tmp.*"
