@@ -98,7 +98,8 @@ KEYS = (
     _k("OS.RootDeviceScsiTimeout", INT, None, "SCSI timeout in seconds for the root device."),
     _k("OS.RootDeviceScsiTimeoutPeriod", INT, 30, "Seconds between SCSI timeout checks.", minimum=1),
     _k("OS.OpensslPath", STRING, "/usr/bin/openssl",
-       "Path of openssl (guestagent does not run openssl; kept for compatibility)."),
+       "Path of openssl, which makes the transport key pair (without it, Python's cryptography "
+       "does)."),
     _k("OS.SshDir", STRING, "/etc/ssh", "Folder of sshd_config and the host keys."),
     _k("OS.SshClientAliveInterval", INT, 180, "ClientAliveInterval written to sshd_config.",
        minimum=0),
@@ -329,7 +330,6 @@ NOT_APPLIED = {
     "HandlerManifest signingInfo) are not validated (waagent only reports the result); an "
     "extension policy that requires a signature blocks the extension instead",
     "OS.EnableFIPS": "FIPS mode is not set up (no open issue yet)",
-    "OS.OpensslPath": "guestagent never runs openssl",
     "OS.PasswordPath": "passwords are set with chpasswd, which writes the system's shadow file",
     "AutoUpdate.Enabled": _SELF_UPDATE, "AutoUpdate.UpdateToLatestVersion": _SELF_UPDATE,
     "Autoupdate.Frequency": _SELF_UPDATE, "Debug.SelfUpdateHotfixFrequency": _SELF_UPDATE,

@@ -27,11 +27,13 @@ UNITS = ("guestagent.service", "guestagent.slice", "guestagent-extensions.slice"
          "guestagent-logcollector.slice")
 # Debian 12's packages of the libraries DESIGN.md names; crypt(3) is libxcrypt's libcrypt.so.1
 # through ctypes (workers/provisioning/password.py); passwd, mount and util-linux are what the
-# broker drives (useradd, chpasswd, mount, mkswap, eject).
+# broker drives (useradd, chpasswd, mount, mkswap, eject); openssl makes the transport key, as
+# for waagent (supervisor/privileged/transport_key.py).
 DEPENDS = ["python3-psutil (>= 5.9)", "python3-requests (>= 2.28)",
            "python3-cryptography (>= 38)", "python3-asn1crypto (>= 1.5)",
            "python3-daemon (>= 2.3)", "python3-setproctitle (>= 1.3)",
-           "python3-defusedxml (>= 0.7)", "libcrypt1", "passwd", "mount", "util-linux"]
+           "python3-defusedxml (>= 0.7)", "libcrypt1", "passwd", "mount", "util-linux",
+           "openssl"]
 ENTRY_POINTS = {"guestagentd": "supervisor.daemon", "agentctl": "cli.agentctl"}
 
 

@@ -25,7 +25,8 @@ from ipc.verbs import platform as P
 from supervisor.broker import Context, Privileged
 from supervisor.table import NAMES
 from supervisor.privileged import ensure_root_dir, fail, read_capped, run
-from supervisor.privileged.transport_key import CERT_FILE, KEY_FILE, TAG_FILE
+from supervisor.privileged.transport_key import (CERT_FILE, KEY_FILE, TAG_FILE,
+                                                 write_pair_with_openssl)
 
 log = logging.getLogger("guestagent.broker.platform")
 
@@ -153,14 +154,20 @@ def ensure(conf, cancel=None) -> str:
                     previous[0][:40], tag)
         _forget_saved_endpoints(conf)
     started = time.monotonic()
-    # A child that imports cryptography, not the resident supervisor; -I: no PYTHON*
-    # variables, no user site, not the current folder.
-    _, out = run([sys.executable, "-I", "-m", "supervisor.privileged.transport_key", folder,
-                  tag], timeout=GENERATE_TIMEOUT, cancel=cancel)
+    openssl = conf["OS.OpensslPath"]
+    if os.path.isabs(openssl) and os.access(openssl, os.X_OK):
+        write_pair_with_openssl(openssl, folder, tag, cancel)
+        maker, ski = "openssl", "-"   # (the worker logs the SKI it reads off the certificate)
+    else:
+        # A child that imports cryptography, not the resident supervisor; -I: no PYTHON*
+        # variables, no user site, not the current folder.
+        _, out = run([sys.executable, "-I", "-m", "supervisor.privileged.transport_key",
+                      folder, tag], timeout=GENERATE_TIMEOUT, cancel=cancel)
+        maker, ski = "python", (out.split() or ["?"])[-1][:40]
     if not _current(folder, tag):
         raise fail("the transport key was not made")
-    log.info("event=transport_key_made vm=%s ski=%s seconds=%.2f", tag,
-             (out.split() or ["?"])[-1][:40], time.monotonic() - started)
+    log.info("event=transport_key_made vm=%s ski=%s maker=%s seconds=%.2f", tag, ski, maker,
+             time.monotonic() - started)
     return folder
 
 

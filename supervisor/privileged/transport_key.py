@@ -1,6 +1,9 @@
-"""Making the transport key pair (protocol.md §1.6, DESIGN.md "Certificates"), run by the broker
-as a short-lived child, `python -I -m supervisor.privileged.transport_key FOLDER TAG`, so the
-resident supervisor never imports cryptography (its memory is the figure that matters).
+"""Making the transport key pair (protocol.md §1.6, DESIGN.md "Certificates"): by `openssl req`
+(OS.OpensslPath, as waagent makes it) when there is one, else by a short-lived Python child,
+`python -I -m supervisor.privileged.transport_key FOLDER TAG`. Either way the resident
+supervisor never imports cryptography (its memory is the figure that matters). openssl first:
+on a boot with little CPU the child's interpreter and cryptography's import came before the
+prime search, on the path to Ready (issue 17).
 
 RSA 2048, self-signed `CN=LinuxTransport`, 730 days, with a SubjectKeyIdentifier (the
 WireServer names the CMS recipient by it). The child writes, in the root-only FOLDER the broker
@@ -70,6 +73,47 @@ def write_pair(folder: str, tag: str) -> str:
                  0o600, 0, 0)
     ski = cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest
     return ski.hex()
+
+
+# The certificate openssl makes: the same subject, validity and extensions as generate().
+OPENSSL_CONFIG = b"""[req]
+distinguished_name = dn
+prompt = no
+[dn]
+CN = %s
+[v3]
+subjectKeyIdentifier = hash
+basicConstraints = critical,CA:FALSE
+""" % TRANSPORT_SUBJECT.encode()
+
+
+def write_pair_with_openssl(openssl: str, folder: str, tag: str, cancel=None) -> None:
+    """What write_pair does, by `openssl req` (no secret on its argv: paths; its config on
+    stdin). Written under temporary names, made 0600 and renamed; the tag last."""
+    from statefiles import write_atomic
+    from supervisor.privileged import run
+    try:
+        os.unlink(os.path.join(folder, TAG_FILE))
+    except FileNotFoundError:
+        pass
+    tmp = {name: os.path.join(folder, ".%s.new" % name) for name in (KEY_FILE, CERT_FILE)}
+    try:
+        run([openssl, "req", "-x509", "-newkey", "rsa:%d" % KEY_BITS, "-nodes",
+             "-keyout", tmp[KEY_FILE], "-out", tmp[CERT_FILE], "-days", str(TRANSPORT_DAYS),
+             "-config", "/dev/stdin", "-extensions", "v3"], stdin=OPENSSL_CONFIG,
+            timeout=120, cancel=cancel)
+        for name, path in tmp.items():
+            os.chmod(path, 0o600)
+            os.rename(path, os.path.join(folder, name))
+    finally:
+        for path in tmp.values():
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+    not_after = time.time() + TRANSPORT_DAYS * 86400
+    write_atomic(os.path.join(folder, TAG_FILE), ("%s %d\n" % (tag, not_after)).encode(),
+                 0o600, 0, 0)
 
 
 def main(argv=None) -> int:

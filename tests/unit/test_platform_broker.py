@@ -53,6 +53,37 @@ def test_the_pair_is_made_root_only_and_tagged_with_the_vm(tmp_path):
     assert not [n for n in os.listdir(folder) if n.startswith(".")]
 
 
+@pytest.mark.parametrize("openssl", ["/usr/bin/openssl", "/nonexistent/openssl"])
+def test_either_maker_gives_the_pair_the_platform_expects(tmp_path, caplog, openssl):
+    """openssl (OS.OpensslPath, waagent's way, no Python child on the boot's path) when it is
+    there, else the Python child: RSA 2048, self-signed CN=LinuxTransport, 730 days, an SKI
+    (the CMS recipient is named by it), not a CA; the key the worker loads matches it."""
+    import datetime
+    import logging
+    from cryptography import x509
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    if openssl.startswith("/usr") and not os.access(openssl, os.X_OK):
+        pytest.skip("no openssl on this machine")   # (.ci/apt-packages.txt installs it)
+    conf = make_conf(tmp_path).with_overrides(OS__OpensslPath=openssl)
+    with caplog.at_level(logging.INFO):
+        folder = platform.ensure(conf)
+    maker = "openssl" if openssl.startswith("/usr") else "python"
+    assert "maker=%s" % maker in caplog.text
+    assert sorted(os.listdir(folder)) == sorted([KEY_FILE, CERT_FILE, TAG_FILE])
+    result, fd = ask(conf)
+    creds = load_transport(fd, result["certificate"])   # raises if the key does not match
+    cert = x509.load_pem_x509_certificate(result["certificate"].encode())
+    assert cert.subject == cert.issuer
+    assert cert.subject.rfc4514_string() == "CN=LinuxTransport"
+    assert isinstance(cert.public_key(), rsa.RSAPublicKey) and cert.public_key().key_size == 2048
+    days = (cert.not_valid_after - cert.not_valid_before) / datetime.timedelta(days=1)
+    assert 729.9 <= days <= 730.1
+    ski = cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest
+    assert ski == creds.subject_key_identifier
+    bc = cert.extensions.get_extension_for_class(x509.BasicConstraints)
+    assert bc.critical and bc.value.ca is False
+
+
 def test_the_descriptor_is_read_only_and_the_pair_is_kept(tmp_path):
     conf = make_conf(tmp_path)
     result, fd = ask(conf)
