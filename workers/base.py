@@ -3,9 +3,10 @@
 - takes its channel from the descriptor the supervisor passed (GUESTAGENT_CHANNEL_FD, fd 3);
 - says `worker.hello` (and learns the heartbeat interval), runs its job's set-up, says
   `worker.ready` (it is RUNNING from then on);
-- heartbeats from a thread, but only while the job's loop turns (the job calls `tick()`) or
-  while it waits for a reply from the supervisor: a stuck loop stops the heartbeats and the
-  supervisor kills and restarts the worker;
+- heartbeats from a thread, but only while the job's loop turns (the job calls `tick()`),
+  while it waits for a reply from the supervisor, or while it is parked in `wait()` (with a
+  deadline of its own: a loop that waits is not stuck, and need not wake just to tick): a
+  stuck loop stops the heartbeats and the supervisor kills and restarts the worker;
 - SIGTERM ends the job cleanly (WorkerStop is raised in the main thread) and exits 0;
 - the supervisor going away (EOF on the channel) ends the worker;
 - logs to stderr only, one line per record: `<UTC time> <LEVEL> <worker>[<pid>]: <message>`;
@@ -73,6 +74,7 @@ class Worker:
         self.stopping = threading.Event()
         self._last_tick = time.monotonic()
         self._last_call = 0.0   # when a broker call last came back: it counted as a beat
+        self._waiting_until: Optional[float] = None   # parked in wait() until then
         self._calls = 0
         self._calls_lock = threading.Lock()
         self._ready = False
@@ -135,21 +137,35 @@ class Worker:
             self._last_tick = time.monotonic()
 
     def wait(self, seconds: float) -> None:
-        """Sleep up to `seconds`, serving the channel; returns early on nothing but errors."""
+        """Sleep up to `seconds`, serving the channel; returns early on nothing but errors.
+        Heartbeats continue meanwhile (the loop is parked here, not stuck), so a job may wait
+        for its next round without waking once per heartbeat interval just to tick."""
         deadline = time.monotonic() + seconds
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return
-            try:
-                msg, fds = self.channel.receive(time.monotonic() + remaining)
-            except IpcError as e:
-                if e.code == TIMEOUT:
+        self._waiting_until = deadline
+        try:
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
                     return
-                raise
-            for fd in fds:
-                os.close(fd)
-            self.log.warning("unexpected message from the supervisor: %r", msg)
+                if self._test:    # test hooks act when the loop turns: once an interval
+                    remaining = min(remaining, self.heartbeat_interval)
+                try:
+                    msg, fds = self.channel.receive(time.monotonic() + remaining)
+                except IpcError as e:
+                    if e.code != TIMEOUT:
+                        raise
+                    if not self._test:
+                        return
+                    self._waiting_until = None   # a hook that hangs is a stuck loop
+                    self.tick()
+                    self._waiting_until = deadline
+                    continue
+                for fd in fds:
+                    os.close(fd)
+                self.log.warning("unexpected message from the supervisor: %r", msg)
+        finally:
+            self._waiting_until = None
+            self._last_tick = time.monotonic()
 
     # ---- lifecycle ------------------------------------------------------------------------
     def run(self, job: Optional[Callable[["Worker"], None]] = None) -> int:
@@ -201,7 +217,12 @@ class Worker:
         while not self.stopping.wait(interval):
             with self._calls_lock:
                 in_call = self._calls > 0
-            stuck = time.monotonic() - self._last_tick > 2 * interval
+            now = time.monotonic()
+            # Parked in wait() within its deadline (and a beat's slack for the wake-up): idle,
+            # not stuck. Past it the loop should have turned; if it has not, it is stuck.
+            until = self._waiting_until
+            waiting = until is not None and now <= until + interval
+            stuck = not waiting and now - self._last_tick > 2 * interval
             if stuck and not in_call:
                 if not warned:
                     self.log.warning("main loop has not turned for %.1fs: no heartbeat",

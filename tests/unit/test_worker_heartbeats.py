@@ -7,6 +7,7 @@ tests/integration/test_supervisor.py."""
 import threading
 import time
 
+from ipc.errors import TIMEOUT, IpcError
 from workers.base import Worker
 
 
@@ -20,6 +21,10 @@ class Channel:
 
     def call(self, name, args=None, timeout=None, fds=()):
         return {}, []
+
+    def receive(self, deadline):
+        time.sleep(max(0.0, deadline - time.monotonic()))
+        raise IpcError(TIMEOUT, "nothing")
 
 
 def test_a_worker_that_calls_the_broker_every_period_sends_no_beat_besides():
@@ -45,3 +50,25 @@ def test_a_worker_that_calls_the_broker_every_period_sends_no_beat_besides():
         t.join(1)
     assert with_calls == 0
     assert without >= 5, without
+
+
+def test_a_loop_parked_in_wait_keeps_beating_and_a_loop_stuck_elsewhere_does_not():
+    """A job may wait for its next round in one wait() longer than a heartbeat interval (the
+    monitoring loop sleeps 30 s between rounds, issue 17): beats go on meanwhile. A loop that
+    neither turns nor waits (stuck in a round) stops them, as before."""
+    w = Worker("monitoring")
+    w.heartbeat_interval = 0.05
+    w.channel = ch = Channel()
+    t = threading.Thread(target=w._heartbeats, daemon=True)
+    t.start()
+    try:
+        w.tick()
+        w.wait(0.6)                          # twelve intervals in one wait
+        parked = ch.beats
+        time.sleep(0.6)                      # twelve intervals stuck outside wait()
+        stuck = ch.beats - parked
+    finally:
+        w.stopping.set()
+        t.join(1)
+    assert parked >= 8, parked
+    assert stuck <= 3, stuck                 # the beats of the first 2 intervals, no more
