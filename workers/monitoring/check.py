@@ -22,6 +22,11 @@ class Context:
         self._client = None
         self.state: Dict[str, object] = {}  # per-check memory between rounds, keyed by name
 
+    def close_connections(self) -> None:
+        """After a round: the client's kept connections closed (see job.py)."""
+        if self._client is not None:
+            self._client.http.close()
+
     @property
     def client(self):
         if self._client is None:

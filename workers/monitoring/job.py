@@ -6,7 +6,14 @@ The loop runs every wanted check once at start and then each on its own period. 
 raises is logged with the check's name and tried again at its next period: one failing check
 never stops the others, and never the worker (a crash loop would restart them all).
 
-Between rounds the worker sleeps until the next one is due, waking only to tick its heartbeat.
+Between rounds the worker sleeps until the next one is due (its heartbeats go on meanwhile:
+workers/base.py `wait`), and keeps no connection open: issue 17's idle CPU.
+- Checks of one period stay in one round: the next is due a period after this round began, not
+  after each check ended, or each round's time would push them apart until every check woke
+  the worker on its own.
+- By default rounds are 30 s or more apart (HealthService, the only HTTP of most rounds, 60 s):
+  long enough for a server to close an idle connection (the emulator does after 60 s), and the
+  next round's requests would then first go on a dead connection, then again on a new one.
 """
 
 import logging
@@ -43,9 +50,11 @@ def run(worker, conf, table: Optional[Sequence[Check]] = None,
     while True:
         worker.tick()
         now = clock()
+        ran = False
         for c in wanted:
             if due[c.name] > now:
                 continue
+            ran = True
             try:
                 c.run(ctx)
                 failing.pop(c.name, None)
@@ -54,8 +63,11 @@ def run(worker, conf, table: Optional[Sequence[Check]] = None,
                 log.log(logging.DEBUG if failing.get(c.name) == error else logging.WARNING,
                         "event=check_failed check=%s error=%r", c.name, error)
                 failing[c.name] = error
-            due[c.name] = clock() + float(conf[c.period_key])
-        # Sleep until the next round, waking once per heartbeat interval to tick (a loop that
-        # stops turning stops the heartbeats: that is how a hung round is found and restarted).
+            # A period after the round began (never before this check ended).
+            due[c.name] = max(now + float(conf[c.period_key]), clock())
+        if ran:
+            ctx.close_connections()
+        # Sleep until the next round (a round that hangs stops the heartbeats: that is how it
+        # is found and restarted).
         next_due = min(due.values()) if due else clock() + 3600
-        worker.wait(max(0.0, min(next_due - clock(), worker.heartbeat_interval)))
+        worker.wait(max(0.0, next_due - clock()))
