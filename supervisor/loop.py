@@ -222,7 +222,10 @@ class Supervisor(Host):
         return 0
 
     def _next_deadline(self) -> float:
-        deadlines = [self.next_memory_check, self.control.next_deadline()]
+        # The memory check rides on other wake-ups (the extensions worker's poll, heartbeats):
+        # its own only when none came for a further period (issue 17's idle CPU).
+        deadlines = [self.next_memory_check + self.conf["Agent.MemoryCheckPeriod"],
+                     self.control.next_deadline()]
         if self.notifier.watchdog_interval:
             deadlines.append(self.next_watchdog)
         if not self.ready_sent:
@@ -245,7 +248,10 @@ class Supervisor(Host):
             for p in self.workers.values():
                 rss = p.io.stat.rss() if p.pid is not None else None
                 p.over_memory(rss or 0)
-        if self.notifier.watchdog_interval and now >= self.next_watchdog:
+        # WATCHDOG=1 on any wake-up half an interval after the last (a wake-up of its own
+        # only at the interval, WatchdogSec/2, as before).
+        if self.notifier.watchdog_interval and \
+                now >= self.next_watchdog - self.notifier.watchdog_interval / 2:
             self.notifier.send("WATCHDOG=1")
             self.next_watchdog = now + self.notifier.watchdog_interval
         if not self.ready_sent and (
