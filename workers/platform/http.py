@@ -302,7 +302,9 @@ class HttpClient:
         conn = self._kept.pop((host, port), None) if keep else None
         if conn is not None:
             conn.timeout = timeout
-            if conn.sock is not None:
+            # Set again only when it differs: each settimeout is a syscall, and a poll's
+            # requests share one timeout (issue 17's idle CPU).
+            if conn.sock is not None and conn.sock.gettimeout() != timeout:
                 conn.sock.settimeout(timeout)
             try:
                 return _DirectResponse(conn, target, method, headers, body, self._kept)
