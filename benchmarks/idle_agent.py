@@ -176,7 +176,7 @@ def main():
             seconds = time.monotonic() - t0
             polls = uploads(emu) - first_polls
             mem = {}
-            for pid, (label, _) in sorted(after.items()):
+            for pid in sorted(after):
                 try:
                     mem[pid] = memory(pid)
                 except psutil.Error:
