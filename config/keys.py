@@ -173,11 +173,13 @@ KEYS = (
        minimum=4096, ours=True),
     _k("Agent.LogBackups", INT, 5, "Rotated worker logs kept.", minimum=0, ours=True),
     # Supervision timings (issue 3): the worker table's defaults, applied to every worker.
-    # 15 s x 4: hung after 60 s, as before at 5 s x 6 within a poll or two; each beat costs the
-    # supervisor a message per worker, most of an idle tree's wake-ups at 5 s (issue 13).
-    _k("Agent.HeartbeatInterval", FLOAT, 15.0,
+    # 30 s x 2: hung after 60 s, as before at 5 s x 6 and 15 s x 4; each beat wakes the worker's
+    # heartbeat thread and the supervisor (issue 13: most of an idle tree's wake-ups at 5 s;
+    # issue 17: an idle wake-up costs a process about the same whatever it does, ~0.3-0.5 ms
+    # on the host, and a worker that calls the broker every poll sends no beat besides).
+    _k("Agent.HeartbeatInterval", FLOAT, 30.0,
        "Seconds between a worker's heartbeats.", minimum=0.05, ours=True),
-    _k("Agent.HeartbeatMisses", INT, 4,
+    _k("Agent.HeartbeatMisses", INT, 2,
        "Heartbeats missed in a row before a worker is called hung, killed and restarted.",
        minimum=2, ours=True),
     _k("Agent.ReadyTimeout", FLOAT, 60.0,

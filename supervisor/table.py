@@ -32,8 +32,8 @@ class WorkerSpec(NamedTuple):   # not a dataclass: see config/keys.py Key
     restart: str = ALWAYS
     autostart: bool = True
     ready_timeout: float = 60.0
-    heartbeat_interval: float = 15.0
-    heartbeat_misses: int = 4
+    heartbeat_interval: float = 30.0
+    heartbeat_misses: int = 2
     backoff: BackoffPolicy = BackoffPolicy()
     fatal_retry: float = 3600.0     # 0: a FATAL worker waits for agentctl start
     stop_signal: int = signal.SIGTERM
