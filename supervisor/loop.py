@@ -33,7 +33,6 @@ from supervisor.flood import FLOOD, Budget
 from supervisor.notify import Notifier
 from supervisor.privileged import logs as logs_handlers
 from supervisor.privileged import platform as platform_handlers
-from supervisor.privileged import ssh as ssh_handlers
 from supervisor.privileged import verbs
 from supervisor.policy import PROVISIONING, Policy
 from supervisor.process import Host, WorkerProcess
@@ -175,7 +174,6 @@ class Supervisor(Host):
         # The transport key's RSA pair, made in its own child beside the spawner's preload:
         # the provisioning worker asks for it within seconds of its start (issue 17).
         platform_handlers.prepare(self.conf)
-        ssh_handlers.stage(self.conf, self.cancel, PROVISIONING not in self.policy.gates.closed)
         if self.spawn_method == "zygote":   # before any worker has sent us anything
             from supervisor.spawner import Zygote, environment
             if self.zygote is None:        # else daemon.py began it before our imports
@@ -796,7 +794,6 @@ class Supervisor(Host):
         if self.zygote is not None:
             self.zygote.close()
         self.trees.close()
-        ssh_handlers.discard_staged(self.conf)
         pidfile.remove(self.conf["Pid.File"], os.getpid())
         log.info("event=stopped")
         for lf in self.logfiles.values():

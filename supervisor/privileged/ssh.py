@@ -18,12 +18,9 @@ import glob
 import logging
 import os
 import re
-import stat
 import struct
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Optional, Tuple
 
 from ipc.verbs import provisioning as P
 from supervisor.broker import PROCESS, PROV, PROVISIONING, Context, Privileged
@@ -39,7 +36,6 @@ HOST_KEY_TYPES = ("rsa", "ecdsa", "ed25519")   # what `ssh-keygen -A` makes toda
 # were done seconds before). Ahead of them, it gets most of a CPU. (At nice +10 Ready
 # came later: benchmarks/README.md, 2026-12-06.)
 HOST_KEY_NICE = -10
-STAGING = ".guestagent-host-keys"   # in OS.SshDir: see stage()
 
 
 # ---- sshd_config ----------------------------------------------------------------------------
@@ -226,126 +222,6 @@ def thumbprint(pub_path: str):
     return words[1].replace(":", "")[:128]
 
 
-class _Staging:
-    """This boot's host keys, begun at the supervisor's start (`stage`) in `folder`."""
-
-    def __init__(self, folder: str, types: Tuple[str, ...]):
-        self.folder, self.types = folder, types
-        self.done = threading.Event()
-        self.error: Optional[str] = None
-        self.seconds = 0.0
-
-
-_staged: Optional[_Staging] = None
-_staged_lock = threading.Lock()
-
-
-def _types(conf) -> Tuple[str, ...]:
-    kind = conf["Provisioning.SshHostKeyPairType"]
-    return HOST_KEY_TYPES if kind == "auto" else (kind,)
-
-
-def _generate(folder: str, types, cancel, nice: int) -> float:
-    """The types at once (RSA first, the longest): seconds of CPU each under emulation, on a
-    VM with more than one vCPU. The first failure is raised once all have ended."""
-    start = time.monotonic()
-
-    def one(t):
-        run(["ssh-keygen", "-q", "-N", "", "-t", t, "-f",
-             os.path.join(folder, "ssh_host_%s_key" % t)], timeout=240, cancel=cancel, nice=nice)
-    with ThreadPoolExecutor(len(types), thread_name_prefix="host-key") as pool:
-        list(pool.map(one, types))
-    return round(time.monotonic() - start, 3)
-
-
-def _remove_staging(folder: str) -> None:
-    """The staging folder and what is in it; whatever else stands at its name (an image may
-    hold anything) is unlinked, never followed."""
-    import shutil
-    try:
-        st = os.lstat(folder)
-    except FileNotFoundError:
-        return
-    if stat.S_ISDIR(st.st_mode):
-        shutil.rmtree(folder)   # (it never follows a symlink inside)
-    else:
-        os.unlink(folder)
-
-
-def stage(conf, cancel, provisioning: bool) -> None:
-    """At the supervisor's start: on a boot this agent will provision with
-    Provisioning.RegenerateSshHostKeyPair=y, the boot's host keys begun at once in a thread,
-    into a root-only folder of the ssh dir (only root writes there), so that a rename puts
-    each in place; `host_keys` waits for them. Asked for only once the worker had read the
-    OVF, their RSA prime search was what Ready waited for last (issue 17). Only the folder
-    of a run that ended without using it is removed otherwise: keys are never kept across
-    starts."""
-    global _staged
-    folder = os.path.join(conf["OS.SshDir"], STAGING)
-    try:
-        _remove_staging(folder)
-    except OSError as e:
-        log.warning("event=host_keys_staging_unremovable path=%s error=%r", folder, str(e))
-        return
-    from supervisor.privileged.resource_disk import cloud_init_provisions
-    if (not provisioning or os.geteuid() != 0
-            or not conf["Provisioning.RegenerateSshHostKeyPair"]
-            or cloud_init_provisions(conf) or which("ssh-keygen") is None):
-        return
-    try:
-        os.makedirs(conf["OS.SshDir"], 0o755, exist_ok=True)
-        os.mkdir(folder, 0o700)
-    except OSError as e:
-        log.warning("event=host_keys_not_staged path=%s error=%r", folder, str(e))
-        return
-    staging = _Staging(folder, _types(conf))
-
-    def make():
-        try:
-            staging.seconds = _generate(folder, staging.types, cancel, nice=0)
-            log.info("event=host_keys_staged types=%s seconds=%.3f",
-                     ",".join(staging.types), staging.seconds)
-        except Exception as e:  # noqa: B902 - the verb makes them itself and answers the error
-            staging.error = str(e)[:300]
-            log.warning("event=host_keys_staging_failed error=%r", staging.error)
-        finally:
-            staging.done.set()
-    with _staged_lock:
-        _staged = staging
-    threading.Thread(target=make, name="host-keys", daemon=True).start()
-
-
-def discard_staged(conf) -> None:
-    """At the supervisor's end: staged keys nobody took go with it."""
-    global _staged
-    with _staged_lock:
-        staging, _staged = _staged, None
-    if staging is not None:
-        staging.done.wait(5)   # (cancelled with the supervisor: ssh-keygen is being killed)
-    try:
-        _remove_staging(os.path.join(conf["OS.SshDir"], STAGING))
-    except OSError:
-        pass
-
-
-def _take_staged(ssh_dir: str, types, cancel) -> Optional[_Staging]:
-    """The staged keys, once finished, if they are of the types and folder wanted now (a
-    reload may have changed either); None: make them here."""
-    global _staged
-    with _staged_lock:
-        staging, _staged = _staged, None
-    if staging is None:
-        return None
-    while not staging.done.wait(0.5):
-        if cancel.is_set():
-            raise fail("the supervisor is stopping")
-    if (staging.error is not None or staging.types != types
-            or staging.folder != os.path.join(ssh_dir, STAGING)):
-        _remove_staging(staging.folder)
-        return None
-    return staging
-
-
 def host_keys(ctx: Context, args: dict) -> dict:
     ssh_dir = ctx.conf["OS.SshDir"]
     kind = ctx.conf["Provisioning.SshHostKeyPairType"]
@@ -355,24 +231,21 @@ def host_keys(ctx: Context, args: dict) -> dict:
     if regenerate:
         if not os.path.isdir(ssh_dir):
             os.makedirs(ssh_dir, 0o755)
-        types = _types(ctx.conf)
+        for path in glob.glob(os.path.join(glob.escape(ssh_dir), "ssh_host_*key*")):
+            os.unlink(path)
         start = time.monotonic()
-        staging = _take_staged(ssh_dir, types, ctx.cancel)
-        try:
-            for path in glob.glob(os.path.join(glob.escape(ssh_dir), "ssh_host_*key*")):
-                os.unlink(path)
-            if staging is not None:
-                for name in ("ssh_host_%s_key%s" % (t, s) for t in types for s in ("", ".pub")):
-                    os.rename(os.path.join(staging.folder, name), os.path.join(ssh_dir, name))
-                seconds = staging.seconds
-            else:
-                seconds = _generate(ssh_dir, types, ctx.cancel, HOST_KEY_NICE)
-        finally:
-            if staging is not None:
-                _remove_staging(staging.folder)
-        log.info("event=host_keys_generated type=%s seconds=%.3f staged=%s waited=%.3f",
-                 kind, seconds, "yes" if staging is not None else "no",
-                 time.monotonic() - start)
+
+        def generate(t):
+            run(["ssh-keygen", "-q", "-N", "", "-t", t, "-f",
+                 os.path.join(ssh_dir, "ssh_host_%s_key" % t)], timeout=240, cancel=ctx.cancel,
+                nice=HOST_KEY_NICE)
+        # The types at once (RSA first, the longest): seconds of CPU each under emulation,
+        # on a VM with more than one vCPU. The first failure is raised once all have ended.
+        types = HOST_KEY_TYPES if kind == "auto" else (kind,)
+        with ThreadPoolExecutor(len(types), thread_name_prefix="host-key") as pool:
+            list(pool.map(generate, types))
+        seconds = round(time.monotonic() - start, 3)
+        log.info("event=host_keys_generated type=%s seconds=%.3f", kind, seconds)
     tp = thumbprint(os.path.join(ssh_dir, "ssh_host_%s_key.pub" % report))
     return {"regenerated": regenerate, "type": report, "thumbprint": tp, "seconds": seconds}
 

@@ -343,40 +343,6 @@ def test_auto_host_keys_are_made_at_once_and_each_pair_is_whole(emu, make_host):
         in log
 
 
-def test_host_keys_are_begun_at_the_supervisors_start_and_only_on_a_boot_that_provisions(
-        emu, make_host):
-    # Issue 17: Ready waited for the RSA prime search; the broker begins the keys at its
-    # start (root-only folder of the ssh dir) and the verb moves them into place.
-    host = make_host({"Provisioning.RegenerateSshHostKeyPair": "y",
-                      "Provisioning.SshHostKeyPairType": "auto"})
-    staging = host.path("etc", "ssh", ".guestagent-host-keys")
-    log = provision(host)
-    sup = host.log("supervisor")
-    assert "event=host_keys_staged types=rsa,ecdsa,ed25519" in sup
-    assert re.search(r"event=host_keys_generated type=auto seconds=[0-9.]+ staged=yes", sup)
-    assert not os.path.lexists(staging)
-    for kind in ("rsa", "ecdsa", "ed25519"):
-        key = host.path("etc", "ssh", "ssh_host_%s_key" % kind)
-        derived = subprocess.run(["ssh-keygen", "-y", "-f", key], capture_output=True,
-                                 text=True, check=True).stdout.split()[:2]
-        assert open(key + ".pub").read().split()[:2] == derived, kind
-        assert _mode(key) == 0o600 and os.stat(key).st_uid == 0, kind
-    rsa = subprocess.run(["ssh-keygen", "-lf", host.path("etc", "ssh", "ssh_host_rsa_key.pub")],
-                         capture_output=True, text=True, check=True).stdout.split()[1]
-    assert "event=ssh_host_key type=rsa thumbprint=%s" % rsa.replace(":", "") in log
-    # Provisioned: the next start (another boot) makes no keys, and an old folder is gone.
-    host.stop()
-    before = open(host.path("etc", "ssh", "ssh_host_rsa_key.pub")).read()
-    os.mkdir(staging, 0o700)
-    host.reboot()
-    host.start()
-    host.wait_log("event=ready", 30, name="supervisor", count=2)
-    host.stop()
-    assert host.log("supervisor").count("event=host_keys_staged") == 1
-    assert not os.path.lexists(staging)
-    assert open(host.path("etc", "ssh", "ssh_host_rsa_key.pub")).read() == before
-
-
 def test_a_symlinked_ssh_folder_is_not_followed(emu, make_host):
     host = make_host()
     # An existing account whose .ssh points at root's folder: nothing may be written there.

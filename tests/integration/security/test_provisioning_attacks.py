@@ -482,46 +482,6 @@ attempt("provisioning.finish", {"vm_id": "00000000-0000-0000-0000-000000000000",
         assert not os.path.exists(a.host.lib("provisioned"))
 
 
-def test_host_keys_begun_at_start_are_root_only_and_a_planted_staging_link_is_not_followed(
-        attacked):
-    """The broker begins this boot's host keys at its start, in <ssh dir>/.guestagent-host-keys
-    (issue 17). A link planted at that name (by an image: a worker cannot write /etc/ssh) is
-    removed, not followed; while the keys wait there the worker cannot list or read them; the
-    verb moves them into place and the folder is gone."""
-    a = attacked({"Provisioning.RegenerateSshHostKeyPair": "y",
-                  "Provisioning.SshHostKeyPairType": "auto"})
-    ssh = a.host.path("etc", "ssh")
-    victim = os.path.join(a.root_home, "keys")
-    os.mkdir(victim, 0o700)
-    with open(os.path.join(victim, "ssh_host_rsa_key"), "w") as f:
-        f.write("root's\n")
-    os.symlink(victim, os.path.join(ssh, ".guestagent-host-keys"))
-    records = a.run("""
-staging = "/etc/ssh/.guestagent-host-keys"
-for what, fn in (("list", lambda: os.listdir(staging)),
-                 ("read", lambda: open(staging + "/ssh_host_rsa_key", "rb").read())):
-    try:
-        report(what, ["ok", repr(fn())[:80]])
-    except OSError as e:
-        report(what, ["error", type(e).__name__])
-attempt("provisioning.host_keys", {}, timeout=240)
-""", timeout=300)
-    got = outcomes(records)
-    assert got["list"] == [["error", "PermissionError"]], got
-    assert got["read"] == [["error", "PermissionError"]], got
-    assert got["provisioning.host_keys"][0][0] == "ok", got
-    assert os.listdir(victim) == ["ssh_host_rsa_key"]
-    with open(os.path.join(victim, "ssh_host_rsa_key")) as f:
-        assert f.read() == "root's\n"
-    assert not os.path.lexists(os.path.join(ssh, ".guestagent-host-keys"))
-    sup = a.host.log("supervisor")
-    assert "event=host_keys_staged" in sup and "staged=yes" in sup
-    for kind in ("rsa", "ecdsa", "ed25519"):
-        st = os.lstat(os.path.join(ssh, "ssh_host_%s_key" % kind))
-        assert stat.S_ISREG(st.st_mode) and st.st_uid == 0 and stat.S_IMODE(st.st_mode) == 0o600
-    assert a.supervisor_alive()
-
-
 def test_host_keys_unlink_links_and_fifos_without_following_and_run_once(attacked):
     """provisioning.host_keys takes no argument: the broker decides the folder (OS.SshDir) and
     the types (waagent.conf). What a worker may have planted there beforehand (it cannot write
