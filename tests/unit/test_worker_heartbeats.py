@@ -4,6 +4,7 @@ every admitted call as one: supervisor/loop.py _dispatch). The supervisor's side
 stops beating is killed as hung — is tested with real processes in
 tests/integration/test_supervisor.py."""
 
+import contextlib
 import threading
 import time
 
@@ -27,13 +28,23 @@ class Channel:
         raise IpcError(TIMEOUT, "nothing")
 
 
-def test_a_worker_that_calls_the_broker_every_period_sends_no_beat_besides():
+@contextlib.contextmanager
+def beating_worker():
+    """A worker with a 50 ms heartbeat interval, its heartbeat thread running."""
     w = Worker("monitoring")
     w.heartbeat_interval = 0.05
     w.channel = ch = Channel()
     t = threading.Thread(target=w._heartbeats, daemon=True)
     t.start()
     try:
+        yield w, ch
+    finally:
+        w.stopping.set()
+        t.join(1)
+
+
+def test_a_worker_that_calls_the_broker_every_period_sends_no_beat_besides():
+    with beating_worker() as (w, ch):
         end = time.monotonic() + 0.5        # ten intervals, a call in each (an idle poll)
         while time.monotonic() < end:
             w.tick()
@@ -45,9 +56,6 @@ def test_a_worker_that_calls_the_broker_every_period_sends_no_beat_besides():
             w.tick()
             time.sleep(0.01)
         without = ch.beats - with_calls
-    finally:
-        w.stopping.set()
-        t.join(1)
     assert with_calls == 0
     assert without >= 5, without
 
@@ -56,19 +64,11 @@ def test_a_loop_parked_in_wait_keeps_beating_and_a_loop_stuck_elsewhere_does_not
     """A job may wait for its next round in one wait() longer than a heartbeat interval (the
     monitoring loop sleeps 30 s between rounds, issue 17): beats go on meanwhile. A loop that
     neither turns nor waits (stuck in a round) stops them, as before."""
-    w = Worker("monitoring")
-    w.heartbeat_interval = 0.05
-    w.channel = ch = Channel()
-    t = threading.Thread(target=w._heartbeats, daemon=True)
-    t.start()
-    try:
+    with beating_worker() as (w, ch):
         w.tick()
         w.wait(0.6)                          # twelve intervals in one wait
         parked = ch.beats
         time.sleep(0.6)                      # twelve intervals stuck outside wait()
         stuck = ch.beats - parked
-    finally:
-        w.stopping.set()
-        t.join(1)
     assert parked >= 8, parked
     assert stuck <= 3, stuck                 # the beats of the first 2 intervals, no more
