@@ -55,22 +55,32 @@ def pem_pair(key, cert):
             cert.public_bytes(serialization.Encoding.PEM))
 
 
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)   # (never follows a link: the link itself goes)
+    except FileNotFoundError:
+        pass
+
+
+def _write_tag(folder: str, tag: str) -> None:
+    """Last, once the pair is whole: which VM it is for and our own renewal date, from the
+    validity we asked for (no deprecated accessor)."""
+    from statefiles import write_atomic
+    not_after = time.time() + TRANSPORT_DAYS * 86400
+    write_atomic(os.path.join(folder, TAG_FILE), ("%s %d\n" % (tag, not_after)).encode(),
+                 0o600, 0, 0)
+
+
 def write_pair(folder: str, tag: str) -> str:
     """Make a pair for `tag` in `folder`; returns the SKI in hex."""
     from cryptography import x509
     from statefiles import write_atomic
     key, cert = generate()
     key_pem, cert_pem = pem_pair(key, cert)
-    try:
-        os.unlink(os.path.join(folder, TAG_FILE))
-    except FileNotFoundError:
-        pass
+    _unlink(os.path.join(folder, TAG_FILE))
     write_atomic(os.path.join(folder, CERT_FILE), cert_pem, 0o600, 0, 0)
     write_atomic(os.path.join(folder, KEY_FILE), key_pem, 0o600, 0, 0)
-    # Our own renewal date, from the validity we asked for (no deprecated accessor).
-    not_after = time.time() + TRANSPORT_DAYS * 86400
-    write_atomic(os.path.join(folder, TAG_FILE), ("%s %d\n" % (tag, not_after)).encode(),
-                 0o600, 0, 0)
+    _write_tag(folder, tag)
     ski = cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest
     return ski.hex()
 
@@ -90,13 +100,13 @@ basicConstraints = critical,CA:FALSE
 def write_pair_with_openssl(openssl: str, folder: str, tag: str, cancel=None) -> None:
     """What write_pair does, by `openssl req` (no secret on its argv: paths; its config on
     stdin). Written under temporary names, made 0600 and renamed; the tag last."""
-    from statefiles import write_atomic
     from supervisor.privileged import run
-    try:
-        os.unlink(os.path.join(folder, TAG_FILE))
-    except FileNotFoundError:
-        pass
+    _unlink(os.path.join(folder, TAG_FILE))
     tmp = {name: os.path.join(folder, ".%s.new" % name) for name in (KEY_FILE, CERT_FILE)}
+    for path in tmp.values():
+        # openssl opens its outputs with O_TRUNC and follows links: whatever stands at these
+        # names (a crash's leftover, a link a former group-writable folder let in) goes first.
+        _unlink(path)
     try:
         run([openssl, "req", "-x509", "-newkey", "rsa:%d" % KEY_BITS, "-nodes",
              "-keyout", tmp[KEY_FILE], "-out", tmp[CERT_FILE], "-days", str(TRANSPORT_DAYS),
@@ -107,13 +117,8 @@ def write_pair_with_openssl(openssl: str, folder: str, tag: str, cancel=None) ->
             os.rename(path, os.path.join(folder, name))
     finally:
         for path in tmp.values():
-            try:
-                os.unlink(path)
-            except FileNotFoundError:
-                pass
-    not_after = time.time() + TRANSPORT_DAYS * 86400
-    write_atomic(os.path.join(folder, TAG_FILE), ("%s %d\n" % (tag, not_after)).encode(),
-                 0o600, 0, 0)
+            _unlink(path)
+    _write_tag(folder, tag)
 
 
 def main(argv=None) -> int:

@@ -252,6 +252,47 @@ report("certificate", result["certificate"].startswith("-----BEGIN CERTIFICATE--
     assert open_fds(supervisor) < before + 10      # 31 replies, no descriptor kept
 
 
+def test_the_openssl_maker_writes_through_no_planted_link_and_takes_no_argument(
+        platform_agent):
+    """The pair is made by `openssl req` (OS.OpensslPath), which opens its outputs with
+    O_TRUNC and follows links. A hard link and a symlink to a root file planted at its
+    temporary names (a crash's leftovers, or what a former group-writable folder let in) are
+    removed first: the root file keeps its bytes. The worker that asks gets the new VM's key,
+    cannot list the folder, and an argument naming another program or folder ends it."""
+    agent = platform_agent
+    first = decrypt_as(agent, "extensions")["ski"]
+    agent.stop()
+    folder = os.path.join(agent.state_dir, "platform")
+    victim = os.path.join(folder, "..", "victim-of-openssl")
+    with open(victim, "w") as f:
+        f.write("root's own\n")
+    os.chmod(victim, 0o600)
+    os.link(victim, os.path.join(folder, ".TransportCert.pem.new"))
+    os.symlink(os.path.abspath(victim), os.path.join(folder, ".TransportPrivate.pem.new"))
+    set_product_uuid(agent, "A1B2C3D4-0001-0002-0003-000000000003")   # a new VM: a new pair
+    records = agent.start().attack("extensions", DECRYPT + """
+try:
+    report("listdir", os.listdir(os.path.join(STATE, "platform")))
+except OSError as e:
+    report("listdir", errno.errorcode.get(e.errno, str(e.errno)))
+attempt("platform.transport_key", {"openssl": "/bin/sh", "folder": "/root"})
+""", timeout=60)
+    by_key = records_of(records)
+    assert len(by_key["thumbprints"]) == SCENARIO_CERTS and by_key["ski"] != first
+    assert by_key["listdir"] == "EACCES"
+    assert by_key.get("platform.transport_key", ["closed"])[0] in ("closed", "error"), by_key
+    assert records[-1]["key"] == "killed"
+    with open(victim) as f:
+        assert f.read() == "root's own\n"
+    assert os.stat(victim).st_nlink == 1
+    assert sorted(os.listdir(folder)) == ["Transport.tag", "TransportCert.pem",
+                                          "TransportPrivate.pem"]
+    log = agent.stderr() + agent.log("supervisor")
+    assert "maker=openssl" in log
+    assert "event=security worker=extensions" in log
+    agent.wait_state("extensions", "RUNNING")      # restarted, unharmed
+
+
 def test_a_new_vm_id_gets_a_fresh_key(platform_agent):
     agent = platform_agent
     first = decrypt_as(agent, "extensions")["ski"]
