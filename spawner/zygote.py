@@ -71,6 +71,11 @@ def warm_up() -> None:
     record = logging.LogRecord("warm-up", logging.INFO, __file__, 0, "event=%s n=%d",
                                ("warm", 1), None)
     a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    # Non-blocking: the timeout path below then ends at its deadline instead of waiting out
+    # the kernel's receive timeout, which is at least one clock tick (4 ms at HZ=250): 64 of
+    # those were half a second of every agent start (issue 17). Every other read here finds
+    # its frame already written, as the sequence is run in this one thread.
+    a.setblocking(False)
     worker, supervisor = Channel(a), Channel(b)
     try:
         for i in range(64):
