@@ -35,12 +35,14 @@ _lib = None
 def _library():
     global _lib
     if _lib is None:
-        name = ctypes.util.find_library("crypt") or "libcrypt.so.1"
+        # The soname first: find_library runs `ldconfig -p` (a process start on the boot's
+        # path, issue 17) to find what is libcrypt.so.1 on every current distro.
         try:
-            lib = ctypes.CDLL(name, use_errno=True)
+            lib = ctypes.CDLL("libcrypt.so.1", use_errno=True)
         except OSError:
             try:
-                lib = ctypes.CDLL("libcrypt.so.1", use_errno=True)
+                lib = ctypes.CDLL(ctypes.util.find_library("crypt") or "libcrypt.so.1",
+                                  use_errno=True)
             except OSError as e:
                 raise PasswordError("libcrypt (libxcrypt) is not installed: %s" % e) from None
         if hasattr(lib, "crypt_rn"):
