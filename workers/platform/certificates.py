@@ -20,6 +20,7 @@ import hashlib
 import hmac
 import logging
 import os
+import threading
 from typing import List, NamedTuple, Optional, Tuple
 
 from asn1crypto import cms as a_cms
@@ -109,7 +110,7 @@ def load_transport(key_fd: int, certificate_pem: str) -> TransportCredentials:
     finally:
         os.close(key_fd)
     try:
-        key = serialization.load_pem_private_key(b"".join(chunks), password=None)
+        key = _load_own_key(b"".join(chunks))
         cert = x509.load_pem_x509_certificate(certificate_pem.encode("ascii"))
     except (ValueError, TypeError, UnicodeError) as e:
         raise CertificateError("the transport key or certificate does not load: %s"
@@ -117,6 +118,32 @@ def load_transport(key_fd: int, certificate_pem: str) -> TransportCredentials:
     if not isinstance(key, rsa.RSAPrivateKey) or _public_der(key) != _public_der(cert):
         raise CertificateError("the transport key and certificate do not match")
     return TransportCredentials(key, cert)
+
+
+def _load_own_key(pem: bytes):
+    """The transport key without cryptography's RSA key check (OpenSSL 3's primality tests of
+    p and q): ~40 ms of CPU natively, 1.3 s on the boot's path under TCG (issue 17), and no
+    use for a key the broker made this boot. The key must still be the certificate's (the
+    caller compares them). cryptography 39 on has a switch for it; 38 (Debian 12) has the
+    same switch on its backend, which its own tests set, and which is set here only for this
+    one load, under a lock (where neither exists, the key is loaded and checked)."""
+    try:
+        return serialization.load_pem_private_key(pem, password=None,
+                                                  unsafe_skip_rsa_key_validation=True)
+    except TypeError:   # cryptography < 39: no such argument
+        pass
+    from cryptography.hazmat.backends.openssl.backend import backend
+    if not hasattr(backend, "_rsa_skip_check_key"):
+        return serialization.load_pem_private_key(pem, password=None)
+    with _SKIP_CHECK_LOCK:
+        backend._rsa_skip_check_key = True
+        try:
+            return serialization.load_pem_private_key(pem, password=None)
+        finally:
+            backend._rsa_skip_check_key = False
+
+
+_SKIP_CHECK_LOCK = threading.Lock()
 
 
 def from_broker(worker) -> TransportCredentials:
@@ -378,7 +405,7 @@ def _bags(pfx_der: bytes):
 
 
 def _read_pkcs12_bags(pfx_der: bytes) -> Tuple[list, list]:
-    """(private keys, certificates) from every bag of the bundle."""
+    """(private keys as PKCS#8 DER, certificates) from every bag of the bundle."""
     keys, certs = [], []
     count = 0
     for bag in _bags(pfx_der):
@@ -388,11 +415,10 @@ def _read_pkcs12_bags(pfx_der: bytes) -> Tuple[list, list]:
         kind = bag["bag_id"].native
         value = bag["bag_value"]
         if kind == "key_bag":
-            keys.append(serialization.load_der_private_key(value.untag().dump(), password=None))
+            keys.append(value.untag().dump())
         elif kind == "pkcs8_shrouded_key_bag":
-            plain = _pbe_decrypt(value["encryption_algorithm"], value["encrypted_data"].native)
-            a_keys.PrivateKeyInfo.load(plain).native  # well-formed before cryptography sees it
-            keys.append(serialization.load_der_private_key(plain, password=None))
+            keys.append(_pbe_decrypt(value["encryption_algorithm"],
+                                     value["encrypted_data"].native))
         elif kind == "cert_bag":
             if value["cert_id"].native != "x509":
                 continue
@@ -409,7 +435,10 @@ def _read_pkcs12_with_cryptography(pfx_der: bytes) -> Tuple[list, list]:
         except (ValueError, TypeError) as e:
             last = e
             continue
-        return ([key] if key is not None else []), ([cert] if cert else []) + list(extra)
+        der = None if key is None else key.private_bytes(
+            serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption())
+        return ([der] if der is not None else []), ([cert] if cert else []) + list(extra)
     raise CertificateError("the PKCS#12 bundle does not load: %s" % last)
 
 
@@ -426,25 +455,54 @@ def read_pkcs12(pfx_der: bytes) -> List[CertificateRecord]:
         raise CertificateError("the PKCS#12 bundle is malformed: %s" % type(e).__name__) \
             from None
     by_public = {}
-    for key in keys:
-        by_public[_public_der(key)] = key
+    try:
+        for der in keys:
+            by_public[_public_half_of_key(der)] = der
+    except (ValueError, TypeError, KeyError) as e:
+        raise CertificateError("a PKCS#12 private key is malformed: %s" % type(e).__name__) \
+            from None
     records, seen = [], set()
     for cert in certs:
         tp = thumbprint_of(cert)
         if tp in seen:
             continue
         seen.add(tp)
-        key = by_public.get(_public_der(cert))
-        key_pem = None
-        if key is not None:
-            key_pem = key.private_bytes(serialization.Encoding.PEM,
-                                        serialization.PrivateFormat.PKCS8,
-                                        serialization.NoEncryption()).decode("ascii")
+        der = by_public.get(_public_half_of_certificate(cert))
         records.append(CertificateRecord(
-            tp, cert.public_bytes(serialization.Encoding.PEM).decode("ascii"), key_pem))
+            tp, cert.public_bytes(serialization.Encoding.PEM).decode("ascii"),
+            None if der is None else _pem("PRIVATE KEY", der)))
     if keys and not any(r.has_private_key for r in records):
         log.warning("the PKCS#12 bundle has %d private key(s) matching no certificate", len(keys))
     return records
+
+
+def _public_half_of_key(der: bytes):
+    """What pairs a private key (PKCS#8 DER) with its certificate. An RSA key's public half is
+    read from its own fields, not through cryptography, whose RSA key check costs ~40 ms of
+    CPU a key natively and over a second on the boot's path under TCG (issue 17). The key is
+    only handed on, to the user's .ssh or the certificate store, as waagent's `openssl pkcs12
+    -nodes` hands it on: whole and well-formed (parsed through here), not checked. Other key
+    types are loaded by cryptography."""
+    info = a_keys.PrivateKeyInfo.load(der)
+    info.native   # the whole structure parses, or ValueError
+    if info["private_key_algorithm"]["algorithm"].native == "rsa":
+        fields = info["private_key"].parsed
+        return ("rsa", fields["modulus"].native, fields["public_exponent"].native)
+    return _public_der(serialization.load_der_private_key(der, password=None))
+
+
+def _public_half_of_certificate(cert: x509.Certificate):
+    public = cert.public_key()
+    if isinstance(public, rsa.RSAPublicKey):
+        numbers = public.public_numbers()
+        return ("rsa", numbers.n, numbers.e)
+    return _public_der(cert)
+
+
+def _pem(label: str, der: bytes) -> str:
+    text = base64.b64encode(der).decode("ascii")
+    lines = "\n".join(text[i:i + 64] for i in range(0, len(text), 64))
+    return "-----BEGIN %s-----\n%s\n-----END %s-----\n" % (label, lines, label)
 
 
 def decrypt_certificates(data_b64: str, creds: TransportCredentials) -> List[CertificateRecord]:

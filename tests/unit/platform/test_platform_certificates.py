@@ -228,3 +228,74 @@ def test_from_broker_refuses_a_reply_without_one_descriptor(tmp_path):
     for fd in extra:   # closed, not leaked
         with pytest.raises(OSError):
             os.fstat(fd)
+
+
+# ---- no RSA key check on the boot's path (issue 17) -------------------------------------------
+# cryptography checks every RSA private key it loads (OpenSSL 3's primality tests of p and q):
+# ~40 ms of CPU a key here, over a second each under TCG, and provisioning loaded two, the
+# transport key and the tenant's. Neither is checked now (benchmarks/README.md, issue 17).
+
+def _with_bad_coefficient(key):
+    """The key's PKCS#8 PEM with its CRT coefficient changed: whole and well-formed, with the
+    certificate's public half, but a key OpenSSL's check refuses."""
+    from asn1crypto import keys as a_keys
+    info = a_keys.PrivateKeyInfo.load(key.private_bytes(
+        serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption()))
+    fields = info["private_key"].parsed
+    rsa_der = a_keys.RSAPrivateKey(dict(fields.native, coefficient=fields["coefficient"].native + 2))
+    bad = a_keys.PrivateKeyInfo({"version": 0, "private_key_algorithm": {"algorithm": "rsa"},
+                                 "private_key": rsa_der})
+    body = base64.encodebytes(bad.dump()).decode()
+    return ("-----BEGIN PRIVATE KEY-----\n%s-----END PRIVATE KEY-----\n" % body).encode()
+
+
+def test_the_transport_key_is_loaded_without_the_rsa_check_on_this_cryptography(tmp_path):
+    creds = made_pair()
+    pem = _with_bad_coefficient(creds.key)
+    with pytest.raises(ValueError):   # what the check would say: so it is not run below
+        serialization.load_pem_private_key(pem, None)
+    (tmp_path / "key.pem").write_bytes(pem)
+    loaded = certs.load_transport(os.open(str(tmp_path / "key.pem"), os.O_RDONLY), cert_pem(creds))
+    assert loaded.key.public_key().public_numbers() == creds.key.public_key().public_numbers()
+    # The switch is set for that one load only: every other key is still checked.
+    with pytest.raises(ValueError):
+        serialization.load_pem_private_key(pem, None)
+
+
+@needs_openssl
+def test_a_tenant_key_is_handed_on_as_it_came_whole_and_unchecked(tmp_path):
+    key_path, cert_path = make_tenant(tmp_path, "one")
+    key = serialization.load_pem_private_key(key_path.read_bytes(), None)
+    pfx = tmp_path / "bundle.pfx"
+    openssl("pkcs12", "-export", "-inkey", str(key_path), "-in", str(cert_path), "-passout",
+            "pass:", "-out", str(pfx))
+    [record] = certs.read_pkcs12(pfx.read_bytes())
+    # The PEM is the one cryptography wrote before (PKCS#8, 64-column lines).
+    assert record.private_key_pem == key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption()).decode()
+    # A key OpenSSL's check would refuse is still paired with its certificate and handed on.
+    bad = tmp_path / "bad.key"
+    bad.write_bytes(_with_bad_coefficient(key))
+    openssl("pkcs12", "-export", "-inkey", str(bad), "-in", str(cert_path), "-passout", "pass:",
+            "-out", str(pfx))
+    [record] = certs.read_pkcs12(pfx.read_bytes())
+    assert record.private_key_pem.encode().replace(b"\n", b"") == \
+        bad.read_bytes().replace(b"\n", b"")
+
+
+def test_a_malformed_tenant_key_is_a_clear_error():
+    # A bundle (made here: no tool writes one) whose key bag says RSA and holds no RSA key.
+    from asn1crypto import cms as a_cms_
+    from asn1crypto import keys as a_keys
+    from asn1crypto import pkcs12 as a_pkcs12
+    body = b"\x02\x01\x00" + bytes.fromhex("300d06092a864886f70d0101010500") + b"\x04\x03\x01\x02\x03"
+    key = a_keys.PrivateKeyInfo.load(b"\x30" + bytes([len(body)]) + body)
+    safe = a_pkcs12.SafeContents([a_pkcs12.SafeBag({"bag_id": "key_bag", "bag_value": key})])
+    inner = a_cms_.ContentInfo({"content_type": "data", "content": safe.dump()})
+    outer = a_cms_.ContentInfo({"content_type": "data",
+                                "content": a_pkcs12.AuthenticatedSafe([inner]).dump()})
+    pfx = a_pkcs12.Pfx({"version": "v3", "auth_safe": outer})
+    with pytest.raises(CertificateError, match="malformed"):
+        certs.read_pkcs12(pfx.dump())
