@@ -26,6 +26,7 @@ from typing import List, NamedTuple, Optional, Tuple
 from asn1crypto import cms as a_cms
 from asn1crypto import pkcs12 as a_pkcs12
 from asn1crypto import keys as a_keys
+from asn1crypto import pem as a_pem
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives import padding as sym_padding
@@ -470,7 +471,7 @@ def read_pkcs12(pfx_der: bytes) -> List[CertificateRecord]:
         der = by_public.get(_public_half_of_certificate(cert))
         records.append(CertificateRecord(
             tp, cert.public_bytes(serialization.Encoding.PEM).decode("ascii"),
-            None if der is None else _pem("PRIVATE KEY", der)))
+            None if der is None else a_pem.armor("PRIVATE KEY", der).decode("ascii")))
     if keys and not any(r.has_private_key for r in records):
         log.warning("the PKCS#12 bundle has %d private key(s) matching no certificate", len(keys))
     return records
@@ -497,12 +498,6 @@ def _public_half_of_certificate(cert: x509.Certificate):
         numbers = public.public_numbers()
         return ("rsa", numbers.n, numbers.e)
     return _public_der(cert)
-
-
-def _pem(label: str, der: bytes) -> str:
-    text = base64.b64encode(der).decode("ascii")
-    lines = "\n".join(text[i:i + 64] for i in range(0, len(text), 64))
-    return "-----BEGIN %s-----\n%s\n-----END %s-----\n" % (label, lines, label)
 
 
 def decrypt_certificates(data_b64: str, creds: TransportCredentials) -> List[CertificateRecord]:
