@@ -287,14 +287,13 @@ def test_a_tenant_key_is_handed_on_as_it_came_whole_and_unchecked(tmp_path):
 
 def test_a_malformed_tenant_key_is_a_clear_error():
     # A bundle (made here: no tool writes one) whose key bag says RSA and holds no RSA key.
-    from asn1crypto import cms as a_cms_
     from asn1crypto import keys as a_keys
     from asn1crypto import pkcs12 as a_pkcs12
     body = b"\x02\x01\x00" + bytes.fromhex("300d06092a864886f70d0101010500") + b"\x04\x03\x01\x02\x03"
     key = a_keys.PrivateKeyInfo.load(b"\x30" + bytes([len(body)]) + body)
     safe = a_pkcs12.SafeContents([a_pkcs12.SafeBag({"bag_id": "key_bag", "bag_value": key})])
-    inner = a_cms_.ContentInfo({"content_type": "data", "content": safe.dump()})
-    outer = a_cms_.ContentInfo({"content_type": "data",
+    inner = a_cms.ContentInfo({"content_type": "data", "content": safe.dump()})
+    outer = a_cms.ContentInfo({"content_type": "data",
                                 "content": a_pkcs12.AuthenticatedSafe([inner]).dump()})
     pfx = a_pkcs12.Pfx({"version": "v3", "auth_safe": outer})
     with pytest.raises(CertificateError, match="malformed"):
