@@ -1,6 +1,7 @@
 """Start a process in a clean, unprivileged image (DESIGN.md principle 7): the worker
 (fork+exec, or forked by the spawner), the spawner and the reaper. Used by the supervisor
-and by spawner/; imports neither.
+and by spawner/; imports neither. launch/forked.py: a short-lived fork for a rare, heavy job
+(a worker's or the broker's), whose imports leave with it.
 
 In a worker, between fork and exec, between fork and exec, in this order:
 0. into its own cgroup, when the supervisor made one (cgroups/): from then on

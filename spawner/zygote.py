@@ -29,14 +29,14 @@ TEST_FILE = "spawner"    # <GUESTAGENT_TEST_DIR>/spawner: "crash" = exit at star
 # imported after the fork unless named here. Not here, on purpose: requests, cryptography and
 # asn1crypto (~26 MiB of the image's 38): the resident workers never load them — certificates
 # and downloads are decrypted and fetched in a short-lived fork of the extensions worker
-# (workers/forked.py) — and provisioning, which runs once, loads what it needs itself. Nor
+# (launch/forked.py) — and provisioning, which runs once, loads what it needs itself. Nor
 # dataclasses, which imports inspect, ast and dis (~1.2 MiB in each worker) and execs each
 # class's methods: the records the resident workers import are NamedTuples, or plain classes
 # with __slots__ where they change (issue 17; config/keys.py Key, for the supervisor).
 PRELOAD = (
     "defusedxml.ElementTree", "http.client",
     "setproctitle", "logging", "threading", "runpy", "random", "json", "subprocess", "atexit",
-    "traceback", "workers.base", "workers.forked", "workers.platform", "workers.platform.reports",
+    "traceback", "workers.base", "launch.forked", "workers.platform", "workers.platform.reports",
     "workers.extensions.job", "workers.monitoring.job",
 )
 

@@ -30,6 +30,7 @@ import time
 from typing import Dict, Optional, Tuple
 
 import launch
+from launch import forked
 from ipc.verbs import extensions as E
 from cgroups import find_hierarchy, kill_cgroup, mounts as cgroup_mounts, own_cgroup, \
     remove_cgroup, write as write_cgroup
@@ -276,6 +277,29 @@ def _extract(conf, zf: "zipfile.ZipFile", dest: str) -> Tuple[int, int]:
     return files, total
 
 
+def _extract_in_fork(conf, fd: int, dest: str) -> Tuple[int, int]:
+    """_extract in a short-lived fork of the supervisor (launch/forked.py): zipfile and what it
+    imports (pathlib, importlib.util: ~0.7 MiB) would otherwise stay in the resident supervisor
+    for a call that comes once per extension version (issue 17). The fork is root, as this
+    thread is; it writes only under `dest` and answers (files, bytes) or the refusal."""
+    def work() -> bytes:
+        import zipfile
+        # Our own descriptor on the worker's file, read from its start.
+        with os.fdopen(os.dup(fd), "rb") as f:
+            f.seek(0)
+            try:
+                with zipfile.ZipFile(f) as zf:
+                    return json.dumps(_extract(conf, zf, dest)).encode()
+            except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError) as e:
+                raise fail("the package is not a valid zip: %s" % e) from None
+            except OSError as e:   # e.g. a file entry where a folder entry was
+                raise fail("the package could not be extracted: %s" % (e.strerror or e)) from None
+    out = forked.run(work, lambda message, code: fail(message),
+                     time.monotonic() + E.INSTALL.timeout - 10, 64)
+    files, total = json.loads(out)
+    return int(files), int(total)
+
+
 def _place_manifest(dest: str) -> None:
     """HandlerManifest.json at the folder's root (copied there from the shallowest place a
     package has it, as waagent does), and valid."""
@@ -313,23 +337,10 @@ def install(ctx: Context, args: dict) -> dict:
                 return {"existed": True, "files": 0, "bytes": 0}
             raise fail("%s exists and is not one the broker made: refused"
                        % os.path.basename(final))
-        # zipfile only here (with bz2, lzma, pathlib: ~1.2 MiB the resident supervisor
-        # would carry for a call that comes once per extension version).
-        import zipfile
         tmp = os.path.join(lib, ".extract.%s-%s.%s" % (name, version, os.urandom(4).hex()))
         os.mkdir(tmp, 0o700)
         try:
-            # Our own descriptor on the worker's file, read from its start.
-            with os.fdopen(os.dup(fd), "rb") as f:
-                f.seek(0)
-                try:
-                    with zipfile.ZipFile(f) as zf:
-                        files, total = _extract(ctx.conf, zf, tmp)
-                except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError) as e:
-                    raise fail("the package is not a valid zip: %s" % e) from None
-                except OSError as e:   # e.g. a file entry where a folder entry was
-                    raise fail("the package could not be extracted: %s" % (
-                        e.strerror or e)) from None
+            files, total = _extract_in_fork(ctx.conf, fd, tmp)
             _place_manifest(tmp)
             for sub in ("config", "status"):
                 path = os.path.join(tmp, sub)

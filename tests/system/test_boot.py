@@ -103,7 +103,7 @@ def check_unprivileged(vm, name, s, parents):
 
 def check_samples(vm, seen, ppids):
     """Every unprivileged process the sampler saw: a worker (the supervisor's child, or the
-    spawner's) or a worker's short-lived fork (workers/forked.py, e.g. the extensions worker
+    spawner's) or a worker's short-lived fork (launch/forked.py, e.g. the extensions worker
     decrypting certificates), whose parent is a process of the same worker, under the same
     uid, with nothing more."""
     for pid, (name, s) in seen.items():

@@ -20,7 +20,7 @@ from typing import Dict, List, Optional
 
 import launch
 from ipc.errors import IpcError
-from workers import forked
+from launch import forked
 from workers.extensions import packages, policy, status as S
 from workers.extensions.history import History
 from workers.platform import PlatformClient
@@ -244,7 +244,7 @@ class Job:
             log.error("event=certificates_not_installed incarnation=%s error=%r",
                       gs.incarnation, str(e)[:500])
 
-    # ---- rare, heavy work: in a fork (workers/forked.py) ----------------------------------
+    # ---- rare, heavy work: in a fork (launch/forked.py) ----------------------------------
     def in_fork(self, fn, error, seconds: float, max_bytes: int) -> bytes:
         """fn() in a short-lived fork of this worker: cryptography, asn1crypto and requests
         load there, never here, where they would stay for the life of the VM (issue 17)."""

@@ -2,7 +2,7 @@
 
 Apart from workers/platform/certificates.py, which decrypts them with cryptography and
 asn1crypto (~20 MiB of libraries): the resident extensions worker imports only this module, and
-decrypts in a short-lived fork (workers/forked.py) whose libraries leave with it (issue 17).
+decrypts in a short-lived fork (launch/forked.py) whose libraries leave with it (issue 17).
 """
 
 import logging

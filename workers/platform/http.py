@@ -24,7 +24,7 @@
   Storage requests use `requests` with HttpProxy.Host/Port, else the environment's
   http(s)_proxy with no_proxy. `requests` (with urllib3, ssl and idna: ~17 MiB) is imported by
   the first such request, not before: the resident workers' poll never makes one, and the
-  extensions worker makes its downloads in a short-lived fork (workers/forked.py; issue 17).
+  extensions worker makes its downloads in a short-lived fork (launch/forked.py; issue 17).
 """
 
 import email.utils

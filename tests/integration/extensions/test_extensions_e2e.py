@@ -94,7 +94,7 @@ def test_add_install_enable_settings_and_the_contract(platform, make_host):
     cgroup = azure_log(host, "Test.Good", "cgroup")
     assert "/ext.Test.Good.enable." in cgroup, cgroup
     # The certificates were decrypted and the package downloaded in short-lived forks of the
-    # worker (workers/forked.py): neither the resident worker nor the spawner whose image it
+    # worker (launch/forked.py): neither the resident worker nor the spawner whose image it
     # shares has loaded cryptography, which would stay for the life of the VM (issue 17).
     status = _status(host)
     workers = {w["name"]: w for w in status["workers"]}

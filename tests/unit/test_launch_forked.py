@@ -1,4 +1,4 @@
-"""workers/forked.py: rare, heavy work in a real short-lived fork of the calling process — its
+"""launch/forked.py: rare, heavy work in a real short-lived fork of the calling process — its
 result comes back, its failures come back as the caller's own errors, and a fork that hangs,
 floods, dies or lies costs the worker nothing but a clear error (issue 17)."""
 
@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from workers import forked
+from launch import forked
 
 
 class Failed(Exception):

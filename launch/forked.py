@@ -1,13 +1,16 @@
-"""Rare, heavy work in a short-lived fork of the worker, so that what it loads leaves with it.
+"""Rare, heavy work in a short-lived fork of the caller, so that what it loads leaves with it.
 
-A resident worker stays small only if the libraries of its rare jobs never load in it:
+A resident process stays small only if the libraries of its rare jobs never load in it:
 decrypting tenant certificates (cryptography, asn1crypto) and downloading from storage
 (requests, urllib3, idna) would otherwise stay in the extensions worker for the life of the VM,
 and in the spawner's image that every worker shares (issue 17: ~12 MiB of the image, more in the
-worker that used them). A fork shares the worker's pages, does the one job, writes its result to
-a pipe and exits; the worker reads the result and goes on.
+worker that used them); the broker's extraction of an extension package (zipfile, pathlib,
+importlib.util: ~0.7 MiB) would stay in the supervisor. A fork shares the caller's pages, does
+the one job, writes its result to a pipe and exits; the caller reads the result and goes on.
+The broker forks from a pool thread: the fork runs only the job's own code and os._exit, and is
+reaped by that thread (the loop reaps only the main thread's children, supervisor/trees.py).
 
-The fork is the worker's own code under the worker's own uid, with less than the worker has:
+In a worker, the fork is the worker's own code under the worker's own uid, with less than it has:
 it closes the broker channel first (only the worker talks to the broker, so frames from two
 processes never interleave on it) and drops the worker's kept HTTP connections (it opens its
 own); it sends back bytes, or an error as JSON — never a pickle, so a fork that hostile input
@@ -25,6 +28,7 @@ from typing import Callable, Optional
 import launch
 
 ERROR_BYTES = 64 * 1024     # an error's JSON: a message, trimmed by the fork
+OWN_PACKAGES = ("workers", "ipc", "supervisor")   # their errors' messages go back as they are
 
 
 def run(fn: Callable[[], bytes], error: Callable[[str, Optional[int]], Exception],
@@ -46,6 +50,7 @@ def run(fn: Callable[[], bytes], error: Callable[[str, Optional[int]], Exception
             os.close(r)
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             signal.signal(signal.SIGINT, signal.SIG_DFL)
+            signal.set_wakeup_fd(-1)   # a signal to the fork never wakes the caller's loop
             launch.prctl(launch.PR_SET_PDEATHSIG, signal.SIGKILL)
             if channel is not None:
                 os.close(channel.fileno())
@@ -54,7 +59,7 @@ def run(fn: Callable[[], bytes], error: Callable[[str, Optional[int]], Exception
             try:
                 out, code = b"R" + fn(), 0
             except Exception as e:   # any failure goes back to the worker, as a message
-                ours = type(e).__module__.startswith("workers.")
+                ours = type(e).__module__.split(".")[0] in OWN_PACKAGES
                 message = str(e) if ours else "%s: %s" % (type(e).__name__, e)
                 code = getattr(e, "code", None)
                 out = b"E" + json.dumps({"message": message[:ERROR_BYTES // 2],
@@ -96,12 +101,13 @@ def _read(fd: int, deadline: float, cap: int):
     """What the fork writes until it closes the pipe: (bytes, None), or (bytes so far, why
     not) when the deadline passed or the cap was exceeded."""
     data = bytearray()
+    poller = select.poll()   # not select(): the supervisor's descriptors may pass 1024
+    poller.register(fd, select.POLLIN)
     while True:
         left = deadline - time.monotonic()
         if left <= 0:
             return data, "out of time"
-        ready, _, _ = select.select([fd], [], [], left)
-        if not ready:
+        if not poller.poll(left * 1000):
             continue
         chunk = os.read(fd, 1 << 16)
         if not chunk:
