@@ -7,10 +7,10 @@
 is for hosts without systemd (`waagent -start`, cli/waagent.py). Exit codes: see parse_args.
 """
 
-import argparse
 import logging
 import os
 import sys
+import types
 
 import config
 from ipc import handshake
@@ -23,6 +23,16 @@ PROCTITLE = handshake.title("supervisor", privileged=True)
 
 
 def parse_args(argv):
+    if not argv:
+        # What systemd runs: every default. argparse (with gettext and textwrap, ~0.3 MiB)
+        # would stay in the root process for the life of the VM for nothing (issue 17).
+        return types.SimpleNamespace(config=config.DEFAULT_PATH, check_config=False,
+                                     foreground=False, daemonize=False)
+    return _parser().parse_args(argv)
+
+
+def _parser():
+    import argparse
     p = argparse.ArgumentParser(
         prog="guestagentd", description="The guestagent supervisor (runs as root).",
         epilog="Exit codes: 0 clean stop, 1 config problems (--check-config), "
@@ -36,7 +46,7 @@ def parse_args(argv):
                       help="stay in the foreground (the default; what systemd runs)")
     mode.add_argument("--daemonize", action="store_true",
                       help="detach from the terminal (hosts without systemd)")
-    return p.parse_args(argv)
+    return p
 
 
 def check_config(path: str, conf) -> int:
