@@ -27,13 +27,15 @@ from .image import WIRE_ADDRESS
 
 
 _SSH_FAILURE = re.compile(r"^(ssh: |kex_exchange_identification|Connection (closed|reset|refused)"
+                          r"|Connection timed out during banner exchange"
                           r"|mux_client_|Control socket connect)", re.M)
 # Failures before the session starts: the command never ran, so running it again is safe.
 # They happen when the connection lands while sshd restarts; provisioning restarts it on
-# purpose after it regenerates the host keys (protocol.md, as waagent does).
+# purpose after it regenerates the host keys (protocol.md, as waagent does), or when a guest
+# busy under emulation answers the banner after ssh's ConnectTimeout.
 _SSH_BEFORE_SESSION = re.compile(r"^(kex_exchange_identification|ssh: connect to host .*: "
-                                 r"Connection refused|Connection (reset|closed) by .* port \d+)",
-                                 re.M)
+                                 r"Connection refused|Connection (reset|closed) by .* port \d+"
+                                 r"|Connection timed out during banner exchange)", re.M)
 SSH_RETRY_SECONDS = 60
 
 
