@@ -127,17 +127,13 @@ def run(conf, path: str) -> int:
         zygote = Zygote(sys.executable, environment(path, bool(conf["Agent.TestHooks"])),
                         logging.getLogger("guestagent.supervisor"))
         zygote.begin()
+    from supervisor.loop import Supervisor
+    from supervisor.notify import Notifier
     try:
         console = _setup_logging(conf)
     except OSError as e:
         print("guestagentd: cannot open the log folder: %s" % e, file=sys.stderr)
         return EXIT_START
-    # The transport key's RSA pair, begun beside the spawner's preload and before our own
-    # imports: under emulation its prime search is on the path to Ready (issue 17).
-    from supervisor.privileged import platform as platform_handlers
-    platform_handlers.prepare(conf)
-    from supervisor.loop import Supervisor
-    from supervisor.notify import Notifier
     log = logging.getLogger("guestagent.supervisor")
     for problem in conf.problems:
         log.warning("event=config_problem %s", problem)

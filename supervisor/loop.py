@@ -171,8 +171,8 @@ class Supervisor(Host):
             log.warning("event=test_hooks Agent.TestHooks=y: debug verbs granted; "
                         "never use this setting in production")
         self.trees.open()
-        # The transport key's RSA pair, made in its own child (daemon.py began it already,
-        # before its imports): the provisioning worker asks for it within seconds (issue 17).
+        # The transport key's RSA pair, made in its own child beside the spawner's preload:
+        # the provisioning worker asks for it within seconds of its start (issue 17).
         platform_handlers.prepare(self.conf)
         if self.spawn_method == "zygote":   # before any worker has sent us anything
             from supervisor.spawner import Zygote, environment
