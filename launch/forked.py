@@ -46,7 +46,7 @@ def run(fn: Callable[[], bytes], error: Callable[[str, Optional[int]], Exception
         raise
     if pid == 0:   # ---- the fork -------------------------------------------------------
         code = 1
-        try:   # nothing here may return into the worker's code: os._exit in any case
+        try:   # nothing here may return into the caller's code: os._exit in any case
             os.close(r)
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             signal.signal(signal.SIGINT, signal.SIG_DFL)
@@ -58,7 +58,7 @@ def run(fn: Callable[[], bytes], error: Callable[[str, Optional[int]], Exception
                 http.close()
             try:
                 out, code = b"R" + fn(), 0
-            except Exception as e:   # any failure goes back to the worker, as a message
+            except Exception as e:   # any failure goes back to the caller, as a message
                 ours = type(e).__module__.split(".")[0] in OWN_PACKAGES
                 message = str(e) if ours else "%s: %s" % (type(e).__name__, e)
                 code = getattr(e, "code", None)
@@ -70,11 +70,11 @@ def run(fn: Callable[[], bytes], error: Callable[[str, Optional[int]], Exception
                 view = view[os.write(w, view):]
         finally:
             os._exit(code)
-    # ---- the worker --------------------------------------------------------------------------
+    # ---- the caller --------------------------------------------------------------------------
     os.close(w)
     try:
         data, why = _read(r, deadline, max_bytes + 1 + ERROR_BYTES)
-    except BaseException:   # the worker is stopping (WorkerStop): the fork goes with it
+    except BaseException:   # the caller is stopping (a worker's WorkerStop): the fork goes too
         _end(pid, 0.0)
         raise
     finally:

@@ -169,3 +169,23 @@ def test_the_worker_stopping_takes_the_fork_with_it(made):
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, old)
     assert _reaped(made["pid"])
+
+
+def test_a_pipe_numbered_past_1024_is_read(made):
+    """The supervisor raises its descriptor limit to 8192 (supervisor/loop.py): the pipe to a
+    broker's fork can be numbered past select()'s 1024."""
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 2048:
+        pytest.skip("the hard descriptor limit is %d" % hard)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (2048, hard))
+    held = []
+    try:
+        while not held or held[-1] < 1100:
+            held.append(os.dup(0))
+        assert _run(lambda: b"read") == b"read"
+        assert made["r"] > 1024
+    finally:
+        for fd in held:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
