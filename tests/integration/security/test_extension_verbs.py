@@ -255,3 +255,67 @@ report("enable", attempt("extensions.run", {"name": "Test.Probe", "version": "1.
     assert "THP_enabled:\t1" in output, output
     assert "stdout=/" in output and "(deleted)" in output, output
     assert "dotfiles= \n" in output or "dotfiles=\n" in output, output
+
+
+def _forks_of(pid):
+    """The supervisor's children that are copies of itself (a broker's fork keeps its title)."""
+    with open("/proc/%d/cmdline" % pid, "rb") as f:
+        title = f.read()
+    out = []
+    for tid in os.listdir("/proc/%d/task" % pid):
+        try:
+            with open("/proc/%d/task/%s/children" % (pid, tid)) as f:
+                kids = f.read().split()
+        except OSError:
+            continue
+        for kid in kids:
+            try:
+                with open("/proc/%s/cmdline" % kid, "rb") as f:
+                    if f.read() == title:
+                        out.append(int(kid))
+            except OSError:
+                pass
+    return out
+
+
+def test_a_burst_of_hostile_installs_then_death_leaves_no_fork_and_no_folder(attacked):
+    """The broker extracts in a fork of the supervisor (launch/forked.py). The worker sends
+    twelve bomb packages at once, reads two answers and dies with the rest in flight: each
+    call is refused or BUSY, every fork is reaped, nothing is left in Lib.Dir, and the
+    broker still installs a good package for the restarted worker."""
+    bomb = _put(attacked, "bomb.zip", _zip(HOSTILE["bomb"]))
+    records = attacked.attack("extensions", """
+import time
+report("uid", os.getuid())
+for i in range(12):
+    fd = os.open(%r, os.O_RDONLY)
+    channel.send(envelope.request(200 + i, "extensions.install",
+                                  {"name": "Test.Burst%%d" %% i, "version": "1.0.0"}), [fd])
+    os.close(fd)
+got = 0
+while got < 2:
+    msg, fds = channel.receive(time.monotonic() + 60)
+    if isinstance(msg, envelope.Reply):
+        report("answer", [msg.ok, None if msg.ok else msg.error.code])
+        got += 1
+os._exit(0)
+""" % bomb, timeout=90)
+    assert records[0]["value"] != 0, records   # the worker's own uid, not root
+    answers = [r["value"] for r in records if r["key"] == "answer"]
+    assert len(answers) == 2 and all(a[0] is False and a[1] in ("FAILED", "BUSY")
+                                     for a in answers), answers
+    sup = attacked.proc.pid
+    wait_for(lambda: _forks_of(sup) == [] and _lib(attacked) == [], 60, 0.2,
+             "every fork reaped and no folder left")
+    assert attacked.proc.poll() is None
+    # The broker still works: a good package, from the restarted worker's successor script.
+    good = _put(attacked, "good.zip", build_zip(GOOD))
+    records = attacked.attack("extensions", """
+fd = os.open(%r, os.O_RDONLY)
+report("install", attempt("extensions.install", {"name": "Test.Good", "version": "1.0.0"},
+                          fds=[fd]))
+""" % good)
+    got = _outcomes(records)
+    assert got["install"][0] == "ok" and got["install"][1]["files"] > 1, got
+    assert _lib(attacked) == ["Test.Good-1.0.0"]
+    assert _forks_of(sup) == []
