@@ -45,6 +45,21 @@ SAVED_ENDPOINT_FILE = "WireServerEndpoint"
 # One maker at a time; a verb that comes while the pair is being made waits for it.
 _lock = threading.Lock()
 _prepared = set()
+# Set once this run's first making has ended, however it ended. The SSH host keys wait for it
+# (ssh.py): the worker needs this key first, and on a boot short of CPU (two emulated vCPUs)
+# the two RSA prime searches side by side each took twice as long (benchmarks/README.md).
+first_made = threading.Event()
+
+
+def wait_for_first(timeout: float, cancel=None) -> float:
+    """Wait (at most `timeout` s, or until `cancel`) for this run's first making to end; the
+    seconds waited."""
+    started = time.monotonic()
+    deadline = started + timeout
+    while not first_made.wait(min(0.2, max(0.0, deadline - time.monotonic()))):
+        if time.monotonic() >= deadline or (cancel is not None and cancel.is_set()):
+            break
+    return time.monotonic() - started
 
 
 def folder_of(conf) -> str:
@@ -176,6 +191,8 @@ def prepare(conf) -> None:
     made (or checked) in a thread, so that the worker that needs it does not wait for it."""
     folder = folder_of(conf)
     if folder in _prepared or os.geteuid() != 0:
+        if os.geteuid() != 0:
+            first_made.set()   # nothing to wait for
         return      # (a developer's non-root run has no broker-held key: the verb fails)
     _prepared.add(folder)
 
@@ -185,6 +202,8 @@ def prepare(conf) -> None:
                 ensure(conf)
         except Exception as e:  # noqa: B902 - the verb tries again and answers the error
             log.error("event=transport_key_failed error=%r", str(e)[:300])
+        finally:
+            first_made.set()
     threading.Thread(target=make, name="transport-key", daemon=True).start()
 
 

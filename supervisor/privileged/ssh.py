@@ -25,6 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from ipc.verbs import provisioning as P
 from supervisor.broker import PROCESS, PROV, PROVISIONING, Context, Privileged
 from supervisor.privileged import HomeFile, accounts, atomic_write, fail, read_capped, run, which
+from supervisor.privileged import platform
 
 log = logging.getLogger("guestagent.broker.provisioning")
 
@@ -32,10 +33,12 @@ MAX_FILE = 1024 * 1024
 HOST_KEY_TYPES = ("rsa", "ecdsa", "ed25519")   # what `ssh-keygen -A` makes today
 # Ready waits for the host keys, made beside the rest of provisioning: on a starved boot (two
 # emulated vCPUs) the RSA 3072 prime search was the last thing done in every boot measured
-# (6-18 s, sharing the CPU with the spawner's preload, the worker and the transport key, which
-# were done seconds before). Ahead of them, it gets most of a CPU. (At nice +10 Ready
-# came later: benchmarks/README.md, 2026-12-06.)
+# (6-18 s, sharing the CPU with the spawner's preload and the worker). Ahead of them, it gets
+# most of a CPU. (At nice +10 Ready came later: benchmarks/README.md, 2026-12-06.)
 HOST_KEY_NICE = -10
+# They begin once the transport key is made (platform.py), which the worker needs sooner: at
+# once, the RSA 3072 search at nice -10 took the CPU from it (made in 11-14 s, not 5).
+TRANSPORT_KEY_WAIT = 30.0
 
 
 # ---- sshd_config ----------------------------------------------------------------------------
@@ -233,6 +236,8 @@ def host_keys(ctx: Context, args: dict) -> dict:
             os.makedirs(ssh_dir, 0o755)
         for path in glob.glob(os.path.join(glob.escape(ssh_dir), "ssh_host_*key*")):
             os.unlink(path)
+        waited = platform.wait_for_first(TRANSPORT_KEY_WAIT, ctx.cancel)
+        log.info("event=host_keys_begun waited_for_transport_key=%.3f", waited)
         start = time.monotonic()
 
         def generate(t):

@@ -171,3 +171,15 @@ def test_no_vm_id_is_a_tag_too(tmp_path):
     assert platform.vm_tag(conf) == platform.NO_VM_ID
     first = ski_of(conf)
     assert ski_of(conf) == first
+
+
+def test_the_wait_for_the_first_key_ends_when_it_is_made_or_cancelled_or_late(monkeypatch):
+    # The host keys wait for it (ssh.py): never longer than asked, nor past a stop.
+    monkeypatch.setattr(platform, "first_made", threading.Event())
+    assert 0.25 <= platform.wait_for_first(0.3) < 1.0          # never made: the deadline
+    cancel = threading.Event()
+    threading.Timer(0.2, cancel.set).start()
+    assert platform.wait_for_first(30, cancel) < 2.0          # the supervisor stopping
+    threading.Timer(0.2, platform.first_made.set).start()
+    assert 0.1 <= platform.wait_for_first(30) < 2.0           # made
+    assert platform.wait_for_first(30) < 0.1                  # made before: no wait

@@ -6,6 +6,7 @@ import json
 import os
 import pwd
 import re
+import shutil
 import socket
 import stat
 import subprocess
@@ -341,6 +342,27 @@ def test_auto_host_keys_are_made_at_once_and_each_pair_is_whole(emu, make_host):
                          capture_output=True, text=True, check=True).stdout.split()[1]
     assert "event=ssh_host_key type=rsa thumbprint=%s regenerated=True" % rsa.replace(":", "") \
         in log
+
+
+def test_host_keys_begin_once_the_transport_key_is_made(emu, make_host, tmp_path):
+    # The worker needs the transport key first (the certificates), the host keys last (sshd):
+    # on a boot short of CPU the two RSA searches side by side each took twice as long. Here
+    # the transport key is slowed (an openssl that sleeps first), so that without the wait the
+    # host keys, asked for once the OVF is read, would begin before it is made.
+    slow = tmp_path / "openssl"
+    slow.write_text("#!/bin/sh\nsleep 3\nexec %s \"$@\"\n" % shutil.which("openssl"))
+    slow.chmod(0o755)
+    host = make_host({"Provisioning.RegenerateSshHostKeyPair": "y",
+                      "Provisioning.SshHostKeyPairType": "ed25519",
+                      "OS.OpensslPath": str(slow)})
+    log = provision(host)
+    assert "outcome='provisioned'" in log
+    sup = host.log("supervisor")
+    made, begun = sup.find("event=transport_key_made"), sup.find("event=host_keys_begun")
+    assert 0 <= made < begun, sup
+    waited = float(re.search(r"event=host_keys_begun waited_for_transport_key=([0-9.]+)",
+                             sup).group(1))
+    assert waited > 0.5, sup   # it did wait: the OVF was read well before the 3 s were up
 
 
 def test_a_symlinked_ssh_folder_is_not_followed(emu, make_host):
