@@ -232,12 +232,13 @@ def host_keys(ctx: Context, args: dict) -> dict:
     regenerate = bool(ctx.conf["Provisioning.RegenerateSshHostKeyPair"])
     seconds = 0.0
     if regenerate:
+        # The old keys stay while this waits: sshd reads them for each connection.
+        waited = platform.wait_for_first(TRANSPORT_KEY_WAIT, ctx.cancel)
+        log.info("event=host_keys_begun waited_for_transport_key=%.3f", waited)
         if not os.path.isdir(ssh_dir):
             os.makedirs(ssh_dir, 0o755)
         for path in glob.glob(os.path.join(glob.escape(ssh_dir), "ssh_host_*key*")):
             os.unlink(path)
-        waited = platform.wait_for_first(TRANSPORT_KEY_WAIT, ctx.cancel)
-        log.info("event=host_keys_begun waited_for_transport_key=%.3f", waited)
         start = time.monotonic()
 
         def generate(t):
