@@ -277,7 +277,7 @@ def run_agent(name, img, workdir, args, boot=0):
                check=True)
         if not args.resource_disk:
             vm.run(NO_RESOURCE_DISK, check=True)
-        res["resource_disk"] = bool(args.resource_disk)
+        res["resource_disk"] = args.resource_disk
         # Let the boot's own work (systemd units after multi-user) settle first.
         vm.run("systemctl is-system-running --wait", timeout=300)
         load_start = os.getloadavg()[0]

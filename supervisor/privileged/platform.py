@@ -190,10 +190,11 @@ def prepare(conf) -> None:
     """At each spawn; the first time for this folder, the folder made root-only and the pair
     made (or checked) in a thread, so that the worker that needs it does not wait for it."""
     folder = folder_of(conf)
-    if folder in _prepared or os.geteuid() != 0:
-        if os.geteuid() != 0:
-            first_made.set()   # nothing to wait for
-        return      # (a developer's non-root run has no broker-held key: the verb fails)
+    if os.geteuid() != 0:
+        first_made.set()   # a developer's non-root run has no broker-held key: the verb fails
+        return
+    if folder in _prepared:
+        return
     _prepared.add(folder)
 
     def make():   # in a thread: the loop never waits for the lock or an RSA key
