@@ -18,7 +18,9 @@ from supervisor.states import (ALIVE, BACKOFF, EXITED, FATAL, RUNNING, STARTABLE
 
 log = logging.getLogger("guestagent.supervisor")
 
-CHANNEL_CLOSED_GRACE = 1.0  # a worker that closed its channel but lives on is killed after this
+# A worker ends by closing its channel and exiting; one that lives on past a stop's time
+# (spec.stop_timeout: its interpreter's teardown, slow in a loaded guest) is killed for it.
+CHANNEL_CLOSED = "closed its channel"
 
 
 class Host(abc.ABC):
@@ -239,7 +241,7 @@ class WorkerProcess:
         self.message = message
 
     def channel_closed(self) -> None:
-        """It closed its channel; if it lives on, it is ended after a grace period."""
+        """It closed its channel; if it lives on past spec.stop_timeout, it is ended."""
         if self.pid is not None and self.state != STOPPING:
             self.channel_closed_at = self.host.now()
 
@@ -269,6 +271,8 @@ class WorkerProcess:
         # last (a run-once worker's outcome in worker.status).
         pid, self.pid = self.pid, None
         self.host.drain(self)
+        if self.kill_reason == CHANNEL_CLOSED and clean_exit:
+            self.kill_reason = None   # the kill found it exiting by itself: it did not live on
         if self.kill_reason:
             what += " (%s)" % self.kill_reason
         self.last_exit = what[:200]
@@ -312,7 +316,11 @@ class WorkerProcess:
 
     def tick(self, now: float) -> None:
         if self.pid is not None and not self.killed:
-            if self.state == STARTING and self.deadline is not None and now >= self.deadline:
+            if self.channel_closed_at is not None and self.state != STOPPING:
+                # No beat or ready can come any more: a stop's time decides, nothing else.
+                if now - self.channel_closed_at > self.spec.stop_timeout:
+                    self.end(CHANNEL_CLOSED)
+            elif self.state == STARTING and self.deadline is not None and now >= self.deadline:
                 self.end("no worker.ready within %.1fs" % self.spec.ready_timeout)
             elif self.state == RUNNING and now - self.last_heartbeat > self.hang_after():
                 log.warning("event=hung worker=%s pid=%s silent_for=%.2fs", self.name, self.pid,
@@ -325,9 +333,6 @@ class WorkerProcess:
                 self.kill_reason = self.kill_reason or \
                     "did not stop within %.1fs" % self.spec.stop_timeout
                 self.host.kill(self, signal.SIGKILL)
-            elif self.channel_closed_at is not None and self.state != STOPPING \
-                    and now - self.channel_closed_at > CHANNEL_CLOSED_GRACE:
-                self.end("closed its channel")
             return
         if self.held:
             return
@@ -352,7 +357,7 @@ class WorkerProcess:
     def next_deadline(self) -> Optional[float]:
         """The nearest time tick() has something to do for this worker."""
         times = [self.deadline, self.channel_closed_at and
-                 self.channel_closed_at + CHANNEL_CLOSED_GRACE]
+                 self.channel_closed_at + self.spec.stop_timeout]
         if not self.held:
             times += [self.next_run, self.start_at]
         if self.state == RUNNING:

@@ -13,7 +13,7 @@ import pytest
 from ipc.errors import BUSY, IpcError
 from supervisor import table
 from supervisor.backoff import BackoffPolicy
-from supervisor.process import CHANNEL_CLOSED_GRACE, Host, WorkerProcess
+from supervisor.process import Host, WorkerProcess
 from supervisor.states import (BACKOFF, EXITED, FATAL, RUNNING, STARTING, STOPPED, STOPPING,
                                TRANSITIONS)
 
@@ -293,14 +293,32 @@ def test_a_worker_that_closes_its_channel_but_lives_is_ended():
     p, host = running()
     p.heartbeat()
     p.channel_closed()
-    host.t += CHANNEL_CLOSED_GRACE / 2
+    grace = p.spec.stop_timeout   # closing its channel is how a worker ends: a stop's time
+    host.t += grace * 0.9
     p.tick(host.t)
     assert host.signals == []
-    host.t += CHANNEL_CLOSED_GRACE
+    host.t += grace * 0.2
     p.tick(host.t)
     assert host.signals == [(100, KILL)]
     crash(p, host, "killed by SIGKILL")
-    assert "closed its channel" in p.last_exit
+    assert "closed its channel" in p.last_exit and p.state == BACKOFF
+
+
+def test_a_periodic_run_that_closed_its_channel_and_exits_0_late_is_a_clean_run():
+    # CI, a loaded TCG guest: the log collector closed its channel, then its interpreter took
+    # over a second to end; the kill found it already exiting (status exit 0), and the run was
+    # reported failed, so `agentctl collect-logs` failed on a bundle that was uploaded.
+    p, host = make(lifetime=table.PERIODIC, restart=table.NEVER, autostart=False, period=60.0)
+    p.schedule(host.t, False)
+    p.run_now()
+    p.ready()
+    p.channel_closed()
+    host.t += p.spec.stop_timeout + 0.1
+    p.tick(host.t)
+    assert host.signals == [(100, KILL)]
+    crash(p, host, "exit 0", clean=True)
+    assert p.state == EXITED and p.last_exit == "exit 0"
+    assert host.news[-1] == (EXITED, None)
 
 
 def test_end_kills_once_and_the_restart_policy_decides():

@@ -178,3 +178,45 @@ def test_the_reaper_is_root_with_cap_kill_alone_and_outside_every_worker_group(a
     assert int(st["CapEff"], 16) == int(st["CapBnd"], 16) == 1 << 5   # CAP_KILL
     assert st["NoNewPrivs"].strip() == "1"
     assert os.getpgid(reaper.pid) not in {w["pid"] for w in agent.workers().values() if w["pid"]}
+
+
+def test_a_worker_that_closes_its_channel_and_lives_on_is_killed_with_its_tree(agent):
+    """Closing its channel ends a worker's heartbeats, not its supervision: one that lives on
+    past the stop timeout (3 s here) is killed with its tree, as a failure, and restarted."""
+    # RUNNING, then closed before the tree is forked (a child would hold the channel open).
+    pid, tree = launch(agent, "monitoring", """
+import time
+worker.ready()
+report("closed", time.monotonic())
+channel.close()
+""" + TREE + """
+while True:
+    time.sleep(3600)
+""")
+    agent.pids_seen.add(pid)
+    closed = [r["value"] for r in agent.attack_records("monitoring") if r["key"] == "closed"][0]
+    wait_for(lambda: not pid_alive(pid), 20, 0.05, "the worker that closed its channel to die")
+    lived = time.monotonic() - closed
+    assert lived >= 2.5, "killed %.1fs after closing its channel: a stop's time is 3 s" % lived
+    assert all_dead(tree) == [], "descendants outlived the worker"
+    assert "(closed its channel)" in agent.log("supervisor"), agent.log("supervisor")[-3000:]
+    w = agent.wait_state("monitoring", "RUNNING", pid_not=pid)
+    assert w["restarts"] >= 1
+
+
+def test_a_run_that_closes_its_channel_and_takes_its_time_to_exit_is_clean(agent):
+    """A worker ends by closing its channel and exiting; its interpreter's teardown can take
+    seconds in a loaded guest (CI, stop 30: `agentctl collect-logs` failed on a bundle that
+    was uploaded). Within the stop timeout it is a clean run: not killed, not a failure."""
+    records = agent.attack("logcollector", """
+import time
+report("uid", os.getuid())
+worker.status("bundle uploaded")
+channel.close()
+time.sleep(1.8)
+""", timeout=60)
+    assert records[-1]["key"] == "done", records
+    w = agent.wait_state("logcollector", "EXITED")
+    assert w["last_exit"] == "exit 0", w
+    log = agent.log("supervisor")
+    assert "event=run_done worker=logcollector" in log and "run_failed" not in log, log[-2000:]
