@@ -126,9 +126,9 @@ DEB_DIR ?= dist
 deb:
 	$(PYTHON) packaging/build_deb.py $(DEB_DIR)
 
-# ---- the same host suite on current PyPI releases (DESIGN.md "Dependencies": the code runs on
-# Debian 12's versions, which `make venv` sees, and on PyPI's). A venv without the system's
-# site-packages, the dependencies of setup.cfg at their newest releases (needs PyPI).
+# ---- the library-bound host tests on current PyPI releases (DESIGN.md "Dependencies": the code
+# runs on Debian 12's versions, which `make venv` sees, and on PyPI's). A venv without the
+# system's site-packages, the dependencies of setup.cfg at their newest releases (needs PyPI).
 # Not the whole host suite a second time (CI under 40 minutes): the tests whose code calls a
 # third-party library -- requests, defusedxml, cryptography + asn1crypto (platform client,
 # certificates, transport key, emulator), python-daemon and setproctitle (supervisor/daemon.py,
