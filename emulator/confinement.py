@@ -13,6 +13,7 @@ Outside, in a temporary folder R (0755, so the workers can reach their config):
                 it and the broker bind-mounts it read-only where the DVD would be mounted
     R/sysroot   OS.SysRoot: sys/class/dmi/id/product_uuid (the VM id)
     R/waagent.conf
+    R/localbin  only if a test put a tool there (put_tool): /usr/local/bin inside
 Inside `unshare --mount --uts --propagation private` (a private mount table and hostname),
 this module's `inner` command bind-mounts R/etc on /etc, R/home on /home, R/varlib on /var/lib,
 R/log on /var/log, a tmpfs on /mnt (DVD.MountPoint) and one on /run (no host systemd to
@@ -264,6 +265,17 @@ class ConfinedHost:
         self._procs.append(self.proc)
         return self
 
+    def put_tool(self, name: str, script: str) -> str:
+        """Before start: a script that stands in for the tool `name` in the confined host
+        (/usr/local/bin, which comes first on the broker's PATH, is this folder there)."""
+        folder = self.path("localbin")
+        os.makedirs(folder, 0o755, exist_ok=True)
+        path = os.path.join(folder, name)
+        with open(path, "w") as f:
+            f.write(script)
+        os.chmod(path, 0o755)
+        return path
+
     def mount_namespace(self, pid: Optional[int] = None) -> Optional[str]:
         """The mount namespace (as /proc/PID/ns/mnt reads) of the agent started as pid (default:
         the running one), written by inner()."""
@@ -438,6 +450,9 @@ def inner(root: str) -> None:
     _mount("--bind", os.path.join(root, "home"), "/home")
     _mount("--bind", os.path.join(root, "varlib"), "/var/lib")
     _mount("--bind", os.path.join(root, "log"), "/var/log")
+    if os.path.isdir(os.path.join(root, "localbin")):
+        # A test's stand-in for a system tool: first on the broker's PATH (SAFE_PATH).
+        _mount("--bind", os.path.join(root, "localbin"), "/usr/local/bin")
     _mount("-t", "tmpfs", "-o", "mode=0755", "tmpfs", "/mnt")
     _mount("-t", "tmpfs", "-o", "mode=0755", "tmpfs", "/run")
     subprocess.run(["hostname", "localhost"], check=True, timeout=10)

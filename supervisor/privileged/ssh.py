@@ -24,7 +24,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 from ipc.verbs import provisioning as P
 from supervisor.broker import PROCESS, PROV, PROVISIONING, Context, Privileged
-from supervisor.privileged import HomeFile, accounts, atomic_write, fail, read_capped, run, which
+from supervisor.privileged import (SPARE_NICE, HomeFile, accounts, atomic_write, fail,
+                                   first_to_finish, read_capped, run, searches, which)
 from supervisor.privileged import platform
 
 log = logging.getLogger("guestagent.broker.provisioning")
@@ -237,14 +238,32 @@ def host_keys(ctx: Context, args: dict) -> dict:
         log.info("event=host_keys_begun waited_for_transport_key=%.3f", waited)
         if not os.path.isdir(ssh_dir):
             os.makedirs(ssh_dir, 0o755)
-        for path in glob.glob(os.path.join(glob.escape(ssh_dir), "ssh_host_*key*")):
-            os.unlink(path)
+        for hidden in ("", "."):   # (hidden: a search's leftover, after a crash)
+            for path in glob.glob(os.path.join(glob.escape(ssh_dir), hidden + "ssh_host_*key*")):
+                os.unlink(path)
         start = time.monotonic()
 
         def generate(t):
-            run(["ssh-keygen", "-q", "-N", "", "-t", t, "-f",
-                 os.path.join(ssh_dir, "ssh_host_%s_key" % t)], timeout=240, cancel=ctx.cancel,
-                nice=HOST_KEY_NICE)
+            # Two searches at once where there is a second CPU, each into its own hidden
+            # names (sshd reads only ssh_host_<type>_key); the first key made is renamed into
+            # place, with its .pub, and the others' files go.
+            final = os.path.join(ssh_dir, "ssh_host_%s_key" % t)
+            tries = [os.path.join(ssh_dir, ".ssh_host_%s_key.%d.new" % (t, i))
+                     for i in range(searches())]
+
+            def search(i):
+                return lambda stop: run(
+                    ["ssh-keygen", "-q", "-N", "", "-t", t, "-f", tries[i]], timeout=240,
+                    cancel=stop, nice=SPARE_NICE if i else HOST_KEY_NICE)
+            try:
+                won = first_to_finish([search(i) for i in range(len(tries))], ctx.cancel)
+                os.rename(tries[won] + ".pub", final + ".pub")
+                os.rename(tries[won], final)
+            finally:
+                for path in tries:
+                    for name in (path, path + ".pub"):
+                        if os.path.lexists(name):
+                            os.unlink(name)
         # The types at once (RSA first, the longest): seconds of CPU each under emulation,
         # on a VM with more than one vCPU. The first failure is raised once all have ended.
         types = HOST_KEY_TYPES if kind == "auto" else (kind,)

@@ -183,3 +183,32 @@ def test_the_wait_for_the_first_key_ends_when_it_is_made_or_cancelled_or_late(mo
     threading.Timer(0.2, platform.first_made.set).start()
     assert 0.1 <= platform.wait_for_first(30) < 2.0           # made
     assert platform.wait_for_first(30) < 0.1                  # made before: no wait
+
+
+def test_a_search_that_hangs_does_not_hold_the_transport_key(tmp_path):
+    """Two openssl searches race where there is a second CPU (a prime search takes a random
+    time: 2-10 s under emulation). One of them here never ends: the pair still comes from the
+    other, the hung one is ended, and no temporary file of either is left."""
+    from supervisor.privileged import searches
+    if searches() < 2:
+        pytest.skip("one CPU: one search")
+    real = "/usr/bin/openssl"
+    if not os.access(real, os.X_OK):
+        pytest.skip("no openssl on this machine")
+    hung = tmp_path / "hung"
+    slow = tmp_path / "openssl"
+    # The first search to start hangs (mkdir decides, atomically) and writes its pid.
+    slow.write_text("#!/bin/sh\nif mkdir %s 2>/dev/null; then echo $$ > %s/pid; exec sleep 600;"
+                    " fi\nexec %s \"$@\"\n" % (hung, hung, real))
+    slow.chmod(0o755)
+    conf = make_conf(tmp_path).with_overrides(OS__OpensslPath=str(slow))
+    made = []
+    maker = threading.Thread(target=lambda: made.append(platform.ensure(conf)), daemon=True)
+    maker.start()
+    maker.join(60)
+    assert made, "the pair waited for the hung search"
+    assert sorted(os.listdir(made[0])) == sorted([KEY_FILE, CERT_FILE, TAG_FILE])
+    result, fd = ask(conf)
+    load_transport(fd, result["certificate"])   # raises if the key does not match
+    pid = int((hung / "pid").read_text())
+    assert not os.path.exists("/proc/%d" % pid), "the hung search lives on"

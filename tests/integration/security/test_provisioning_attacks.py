@@ -520,3 +520,81 @@ attempt("provisioning.host_keys", {"type": "rsa", "path": "/root/.ssh/id_rsa"})
             assert f.read().split()[:2] == derived, kind
     assert not os.path.exists(os.path.join(a.root_home, ".ssh"))
     assert a.supervisor_alive()
+
+
+def _hanging_ssh_keygen(a, every=False):
+    """A stand-in for ssh-keygen in the confined host: a key search (-t) hangs and writes its
+    pid under hung/ (every one, or the first of each type: mkdir decides); the rest is the real
+    one."""
+    hung = a.host.path("hung")
+    os.mkdir(hung)
+    gate = 'mkdir "%s/$t" 2>/dev/null' % hung if not every else "true"
+    a.host.put_tool("ssh-keygen", """#!/bin/sh
+t=; prev=
+for arg in "$@"; do [ "$prev" = -t ] && t=$arg; prev=$arg; done
+if [ -n "$t" ] && %s; then
+    mkdir -p "%s/$t"; echo $$ >> "%s/$t/pids"; exec sleep 600
+fi
+exec /usr/bin/ssh-keygen "$@"
+""" % (gate, hung, hung))
+    return hung
+
+
+def _hung_pids(hung):
+    return [int(p) for t in os.listdir(hung)
+            for p in open(os.path.join(hung, t, "pids")).read().split()]
+
+
+def test_a_host_key_search_that_hangs_is_outrun_and_ended(attacked):
+    """The broker races two searches for each host key where there is a second CPU (an RSA
+    3072 prime search took 3.5-17 s under emulation). When one never ends, the keys still come
+    from the other searches, the hung ones are ended, and /etc/ssh holds the keys alone."""
+    from supervisor.privileged import searches
+    if searches() < 2:
+        pytest.skip("one CPU: one search per key")
+    a = attacked({"Provisioning.RegenerateSshHostKeyPair": "y",
+                  "Provisioning.SshHostKeyPairType": "auto"})
+    hung = _hanging_ssh_keygen(a)
+    ssh = a.host.path("etc", "ssh")
+    before = {n for n in os.listdir(ssh) if not n.startswith("ssh_host_")}
+    records = a.run("""
+attempt("provisioning.host_keys", {}, timeout=90)
+""", timeout=120)
+    first = outcomes(records)["provisioning.host_keys"][0]
+    assert first[0] == "ok" and first[1]["regenerated"], records
+    assert sorted(os.listdir(hung)) == ["ecdsa", "ed25519", "rsa"]
+    for kind in ("rsa", "ecdsa", "ed25519"):
+        key = os.path.join(ssh, "ssh_host_%s_key" % kind)
+        derived = subprocess.run(["ssh-keygen", "-y", "-f", key], capture_output=True,
+                                 text=True, check=True).stdout.split()[:2]
+        with open(key + ".pub") as f:
+            assert f.read().split()[:2] == derived, kind
+        assert stat.S_IMODE(os.lstat(key).st_mode) == 0o600
+    assert {n for n in os.listdir(ssh) if not n.startswith("ssh_host_")} == before
+    for pid in _hung_pids(hung):
+        assert not os.path.exists("/proc/%d" % pid), "a hung search lives on"
+    assert a.supervisor_alive()
+
+
+def test_stopping_the_supervisor_ends_every_host_key_search(attacked):
+    from supervisor.privileged import searches
+    a = attacked({"Provisioning.RegenerateSshHostKeyPair": "y",
+                  "Provisioning.SshHostKeyPairType": "rsa"})
+    hung = _hanging_ssh_keygen(a, every=True)
+    a.arm("""
+attempt("provisioning.host_keys", {}, timeout=120)
+""")
+    a.start()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and len(
+            _hung_pids(hung) if os.listdir(hung) else []) < searches():
+        time.sleep(0.1)
+    pids = _hung_pids(hung)
+    assert len(pids) == searches(), pids
+    start = time.monotonic()
+    a.host.stop(timeout=20)
+    assert time.monotonic() - start < 8
+    for pid in pids:
+        assert not os.path.exists("/proc/%d" % pid), "a search lives on after the stop"
+    ssh = a.host.path("etc", "ssh")
+    assert not [n for n in os.listdir(ssh) if n.startswith(".ssh_host_")]
