@@ -88,11 +88,16 @@ READ_STATUS = declare(
     """The extension's status file status/<seq>.status (multi-config
     status/<extension>.<seq>.status) and heartbeat.log of an installed handler, each as text
     when it is a regular file of at most 128 KiB (null when absent; `*_size` says how large a
-    refused one is), and the age in seconds of heartbeat.log.""",
+    refused one is), and the age in seconds of heartbeat.log. With one descriptor, the
+    worker's own inotify instance: a watch on the handler's status folder is added to it
+    before the read (`watched` says whether it was), so the worker asks again only when that
+    folder changed.""",
     args=Obj({"name": NAME, "version": VERSION, "seq": SEQ, "extension": EXTENSION}),
     result=Obj({"status": Nullable(Str(128 * 1024)), "status_size": Int(-1, 2 ** 53),
                 "status_error": Nullable(Str(256)),
-                "heartbeat": Nullable(Str(128 * 1024)), "heartbeat_age": Nullable(Num(-1e9, 1e12))}),
+                "heartbeat": Nullable(Str(128 * 1024)), "heartbeat_age": Nullable(Num(-1e9, 1e12)),
+                "watched": Bool()}),
+    max_fds=1,
 )
 
 REMOVE = declare(

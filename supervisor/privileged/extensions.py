@@ -17,6 +17,7 @@ The broker holds Lib.Dir (/var/lib/waagent, root 0700) and everything under it:
   children too; output is kept with a bound (head and tail of each stream).
 """
 
+import ctypes
 import json
 import logging
 import os
@@ -697,13 +698,36 @@ def _execute(ctx: Context, folder: str, name: str, version: str, op: str, comman
 
 
 # ==== extensions.read_status ================================================================
+# The status folder's changes, for the worker's own inotify instance (workers/extensions/
+# status_watch.py): a file written, closed, moved in or out, removed; the folder itself gone.
+_IN_STATUS_CHANGES = (0x2 | 0x4 | 0x8 | 0x40 | 0x80 | 0x100 | 0x200 | 0x400 | 0x800)
+_IN_ONLYDIR, _IN_DONT_FOLLOW = 0x01000000, 0x02000000
+_inotify_add_watch = ctypes.CDLL(None, use_errno=True).inotify_add_watch
+_inotify_add_watch.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32]
+
+
+def _watch_status(fds, folder: str) -> bool:
+    """Add a watch on <folder>/status to the inotify instance the worker sent, before the
+    read, so that any later write is an event the worker sees. The folder is the broker's
+    (an installed handler's), never a path from the worker; a symlink or a missing folder is
+    not watched. The watch counts against the instance's owner, the worker, not root: a
+    worker cannot spend root's inotify quota this way. Any other descriptor (not an inotify
+    instance) fails with EINVAL: nothing is watched, nothing waits."""
+    if len(fds) != 1:
+        return False
+    path = os.path.join(folder, "status").encode()
+    return _inotify_add_watch(fds[0], path, _IN_STATUS_CHANGES | _IN_ONLYDIR
+                              | _IN_DONT_FOLLOW) >= 0
+
+
 def read_status(ctx: Context, args: dict) -> dict:
     name, version, seq, ext = args["name"], args["version"], args["seq"], args["extension"]
     folder, _ = _installed(ctx.conf, name, version)
     base = "%d.status" % seq if ext is None else "%s.%d.status" % (ext, seq)
     path = os.path.join(folder, "status", base)
     out = {"status": None, "status_size": -1, "status_error": None,
-           "heartbeat": None, "heartbeat_age": None}
+           "heartbeat": None, "heartbeat_age": None,
+           "watched": _watch_status(ctx.fds, folder)}
     try:
         data = read_capped(path, MAX_STATUS_BYTES)
         if data is not None:

@@ -23,6 +23,7 @@ from ipc.errors import IpcError
 from launch import forked
 from workers.extensions import packages, policy, status as S
 from workers.extensions.history import History
+from workers.extensions.status_watch import StatusWatch
 from workers.platform import PlatformClient
 from workers.platform.goalstate_tracker import missing_certificates
 from workers.platform.certificate_records import (CertificateRecord, install_for_extensions,
@@ -44,6 +45,8 @@ TIMEOUT_KEYS = {"install": "Extensions.InstallTimeout", "enable": "Extensions.En
 CLOUD_INIT_DONE = ("/run/cloud-init/result.json", "/run/cloud-init/disabled")
 # The decrypted certificates as JSON: the Certificates payload is capped at 4 MiB.
 CERTIFICATES_BYTES = 16 * 1024 * 1024
+# An extension's status is read again at least this often even when its watch is quiet.
+STATUS_REREAD_PERIOD = 60.0
 DISABLED_MESSAGE = ("Extension will not be processed since extension processing is disabled. "
                     "To enable extension processing, set Extensions.Enabled=y in "
                     "/etc/waagent.conf")
@@ -83,6 +86,9 @@ class Job:
         self.cloud_init_done = False
         self.cloud_init_since: Optional[float] = None
         self._manifests: Dict[str, tuple] = {}   # path -> ((ino, mtime, size), manifest)
+        # (handler, version, seq, extension) -> (the broker's last read_status answer, when)
+        self.statuses: Dict[tuple, tuple] = {}
+        self.status_watch = StatusWatch()
 
     # ---- the loop -------------------------------------------------------------------------
     def run(self) -> None:
@@ -794,37 +800,58 @@ class Job:
 
     # ---- status ---------------------------------------------------------------------------
     def refresh_extension_statuses(self, only: Optional[str] = None) -> None:
-        """Read each enabled extension's status file back through the broker (128 KiB cap)."""
+        """Read each enabled extension's status file back through the broker (128 KiB cap),
+        when it may have changed: the broker's watch on its status folder fired (or there is
+        none), the handler reports a heartbeat (whose age moves on its own), or
+        STATUS_REREAD_PERIOD passed (a write the watch cannot see: through a hard link).
+        Otherwise the last answer stands (issue 17: an idle poll does not wake the broker).
+        `only` (right after a command ran) reads that handler whatever the watch says."""
         if self.config is None:
             return
+        changed = only is not None or self.status_watch.fired()
+        now = time.monotonic()
+        seen = set()
         for h in self.config.handlers:
             if only is not None and h.name.lower() != only:
                 continue
             rep = self.reports.get(h.name.lower())
             if rep is None or rep.status not in ("Ready",) or h.state != "enabled":
                 continue
+            manifest = self.manifest(h.name, rep.version)
+            beats = manifest is not None and manifest.report_heartbeat
             exts = []
             heartbeat = None
             for s in (h.settings or (None,)):
                 seq = s.sequence_number if s is not None else 0
-                try:
-                    got, _ = self.worker.call("extensions.read_status", {
-                        "name": h.name, "version": rep.version, "seq": seq,
-                        "extension": s.name if s is not None else None})
-                except IpcError as e:
-                    exts.append(S.ExtensionReport(seq, S.error_status(
-                        h.name, "Enable", S.CODE_STATUS_INVALID, e.message)))
-                    continue
+                key = (h.name.lower(), rep.version, seq, s.name if s is not None else None)
+                seen.add(key)
+                got, at = self.statuses.get(key, (None, 0.0))
+                if got is None or changed or beats or not got["watched"] or \
+                        now - at >= STATUS_REREAD_PERIOD:
+                    try:
+                        got, fds = self.worker.call("extensions.read_status", {
+                            "name": h.name, "version": rep.version, "seq": seq,
+                            "extension": s.name if s is not None else None},
+                            fds=self.status_watch.fds())
+                    except IpcError as e:
+                        self.statuses.pop(key, None)
+                        exts.append(S.ExtensionReport(seq, S.error_status(
+                            h.name, "Enable", S.CODE_STATUS_INVALID, e.message)))
+                        continue
+                    for fd in fds:
+                        os.close(fd)
+                    self.statuses[key] = (got, now)
                 st = S.extension_status(h.name, seq, got["status"], got["status_size"],
                                         got["status_error"])
                 exts.append(S.ExtensionReport(seq, st, s.name if s is not None else None))
                 heartbeat = got
             rep.extensions = exts
-            manifest = self.manifest(h.name, rep.version)
-            if manifest is not None and manifest.report_heartbeat and heartbeat is not None:
+            if beats and heartbeat is not None:
                 state, code, message = S.heartbeat_status(heartbeat["heartbeat"],
                                                           heartbeat["heartbeat_age"])
                 rep.status, rep.code, rep.message = state, code, message
+        if only is None:   # what left the goal state (an old sequence number, a version) goes
+            self.statuses = {k: v for k, v in self.statuses.items() if k in seen}
 
     def upload_status(self) -> None:
         handlers = sorted(self.reports.values(), key=lambda r: r.name.lower())

@@ -121,6 +121,45 @@ def test_add_install_enable_settings_and_the_contract(platform, make_host):
     assert [line.split()[0] for line in ops.splitlines()][-2:] == ["disable", "uninstall"], ops
 
 
+
+def test_an_idle_loop_does_not_ask_the_broker_yet_a_later_status_reaches_the_blob(
+        platform, make_host):
+    """Issue 17's idle CPU: the status file is read through the broker only when its folder
+    changed (the broker's watch on the worker's own inotify instance), not on every poll;
+    what the extension writes later, in place or by a rename, still reaches the blob at the
+    next poll."""
+    platform.add("Test.Good", "good")
+    host = make_host({"Logs.Verbose": "y"})
+    platform.wait_handler("Test.Good", _success, host=host)
+
+    def asked():
+        return host.log("supervisor").count("verb=extensions.read_status ")
+    before = asked()
+    uploads = len(platform.uploads())
+    time.sleep(3)
+    polls = len(platform.uploads()) - uploads
+    assert polls >= 5, polls            # the loop went on, every 0.3 s
+    assert asked() - before <= 1, (asked() - before, polls)
+
+    status = _lib(host, "Test.Good-1.0.0", "status", "0.status")
+    for how, message in (("in place", "rewritten in place"), ("renamed", "renamed over")):
+        doc = json.dumps([{"version": "1.0", "timestampUTC": "2026-12-07T00:00:00Z",
+                           "status": {"name": "test", "operation": "Enable",
+                                      "status": "success", "code": 0,
+                                      "formattedMessage": {"lang": "en-US",
+                                                           "message": message}}}])
+        if how == "in place":
+            with open(status, "w") as f:
+                f.write(doc)
+        else:
+            with open(status + ".tmp", "w") as f:
+                f.write(doc)
+            os.rename(status + ".tmp", status)
+        entry = platform.wait_handler(
+            "Test.Good", lambda e: ext_status(e)["formattedMessage"]["message"] == message,
+            timeout=5, host=host)
+        assert ext_status(entry)["status"] == "success"
+
 def test_a_failed_install_is_reported_with_its_output_and_others_still_run(platform, make_host):
     platform.add("Test.FailInstall", "fail_install")
     platform.add("Test.Good", "good")

@@ -5,6 +5,7 @@ on disk), never from what the worker says."""
 
 import io
 import os
+import shutil
 import stat
 import time
 import zipfile
@@ -12,7 +13,7 @@ import zipfile
 import pytest
 
 from emulator.handler_packages import build_zip
-from tests.integration.supervisor_harness import wait_for
+from tests.integration.supervisor_harness import pid_alive, wait_for
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(
     __file__)))))
@@ -319,3 +320,118 @@ report("install", attempt("extensions.install", {"name": "Test.Good", "version":
     assert got["install"][0] == "ok" and got["install"][1]["files"] > 1, got
     assert _lib(attacked) == ["Test.Good-1.0.0"]
     assert _forks_of(sup) == []
+
+
+
+def _inotify_instances(pid):
+    """How many inotify instances a process holds (its descriptors' targets)."""
+    found = 0
+    for fd in os.listdir("/proc/%d/fd" % pid):
+        try:
+            found += os.readlink("/proc/%d/fd/%s" % (pid, fd)) == "anon_inode:inotify"
+        except OSError:
+            pass
+    return found
+
+
+def test_the_status_watch_is_the_workers_own_and_only_on_the_brokers_folder(attacked):
+    """extensions.read_status adds a watch to an inotify instance the worker sends (issue 17:
+    an idle poll need not ask). The worker's worst: descriptors that are no inotify instance
+    (a pipe nobody writes, a FIFO, /dev/null), a handler that is not installed, its own
+    watch on the folder it now knows of, a status folder an extension turned into a symlink
+    to /etc, two descriptors. The broker keeps no instance, never blocks, and watches only
+    the installed handler's status folder, whose changes the worker then sees."""
+    package = _put(attacked, "good.zip", build_zip(GOOD))
+    fifo = os.path.join(attacked.test_dir, "fifo")
+    os.mkfifo(fifo, 0o666)
+    status = os.path.join(attacked.dir, "lib", "Test.Good-1.0.0", "status")
+    wrote, linked = (os.path.join(attacked.test_dir, n) for n in ("wrote", "linked"))
+    attacked.start_attack("extensions", """
+import ctypes, errno, time
+libc = ctypes.CDLL(None, use_errno=True)
+report("uid", os.getuid())
+worker.ready()   # it waits for the test in the middle: not a worker that never started
+def wait_file(path):
+    deadline = time.monotonic() + 30
+    while not os.path.exists(path) and time.monotonic() < deadline:
+        worker.tick()   # waiting for the test, not stuck
+        time.sleep(0.05)
+fd = os.open(%r, os.O_RDONLY)
+attempt("extensions.install", {"name": "Test.Good", "version": "1.0.0"}, fds=[fd])
+attempt("extensions.configure", {"name": "Test.Good", "version": "1.0.0", "extension": None,
+                                 "seq": 0, "settings": '{"runtimeSettings": [{"handlerSettings": {}}]}'})
+attempt("extensions.run", {"name": "Test.Good", "version": "1.0.0", "operation": "install",
+                           "seq": 0, "extension": None})
+report("enable", attempt("extensions.run", {"name": "Test.Good", "version": "1.0.0",
+       "operation": "enable", "seq": 0, "extension": None}))
+ask = {"name": "Test.Good", "version": "1.0.0", "seq": 0, "extension": None}
+ino = libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
+def drained():
+    try:
+        return len(os.read(ino, 65536))
+    except BlockingIOError:
+        return 0
+report("watched", attempt("extensions.read_status", ask, fds=[ino]))
+report("quiet", drained())
+report("not_installed", attempt("extensions.read_status", dict(ask, name="Test.None"),
+                                fds=[ino]))
+r, w = os.pipe()
+report("pipe", attempt("extensions.read_status", ask, fds=[r], timeout=10))
+f = os.open(%r, os.O_RDONLY | os.O_NONBLOCK)
+report("fifo", attempt("extensions.read_status", ask, fds=[f], timeout=10))
+null = os.open("/dev/null", os.O_RDONLY)
+report("null", attempt("extensions.read_status", ask, fds=[null], timeout=10))
+own = libc.inotify_add_watch(ino, %r.encode(), 0xfff)
+report("own_watch", [own, errno.errorcode.get(ctypes.get_errno())])
+report("quiet_still", drained())
+wait_file(%r)
+deadline = time.monotonic() + 20
+while not drained() and time.monotonic() < deadline:
+    worker.tick()
+    time.sleep(0.05)
+report("saw_the_write", time.monotonic() < deadline)
+wait_file(%r)
+report("symlinked", attempt("extensions.read_status", ask, fds=[ino]))
+report("two", attempt("extensions.read_status", ask, fds=[ino, null], timeout=10))
+""" % (package, fifo, status, wrote, linked))
+
+    def record(key):
+        def seen():
+            got = {r["key"]: r["value"] for r in attacked.attack_records("extensions")}
+            return got if key in got or "crashed" in got else None
+        got = wait_for(seen, 60, 0.1, "the attack to report " + key)
+        assert "crashed" not in got, got
+        return got
+    got = record("quiet_still")
+    assert got["uid"] != 0, got
+    assert got["enable"][0] == "ok" and got["enable"][1]["exit_code"] == 0, got
+    # The worker's own instance: watched, and quiet while nobody writes.
+    assert got["watched"][0] == "ok" and got["watched"][1]["watched"] is True, got
+    assert got["watched"][1]["status"], got
+    assert got["quiet"] == 0 and got["quiet_still"] == 0, got
+    assert got["not_installed"][:2] == ["error", "FAILED"], got
+    # Not an inotify instance: answered at once, nothing watched.
+    for key in ("pipe", "fifo", "null"):
+        assert got[key][0] == "ok" and got[key][1]["watched"] is False, (key, got[key])
+    # What the broker watched gives the worker no watch of its own on a root-only folder.
+    assert got["own_watch"] == [-1, "EACCES"], got
+    # An extension (root) writes its status: the worker's instance says so.
+    with open(os.path.join(status, "0.status"), "w") as f:
+        f.write('[{"status": {"status": "success"}}]')
+    open(wrote, "w").close()
+    got = record("saw_the_write")
+    assert got["saw_the_write"] is True, got
+    # The extension makes its status folder a link to /etc: not followed, not watched.
+    shutil.rmtree(status)
+    os.symlink("/etc", status)
+    open(linked, "w").close()
+    got = record("symlinked")
+    assert got["symlinked"][0] == "ok" and got["symlinked"][1]["watched"] is False, got
+    # Two descriptors where one is declared: a violation, the worker ended.
+    wait_for(lambda: not pid_alive(attacked.attack_records("extensions")[0]["pid"]), 30, 0.1,
+             "the worker that sent two descriptors to be ended")
+    assert "event=security" in attacked.log("supervisor")
+    assert "two" not in {r["key"] for r in attacked.attack_records("extensions")}
+    assert attacked.proc.poll() is None
+    assert _inotify_instances(attacked.proc.pid) == 0
+    attacked.calm("extensions")
