@@ -1,13 +1,14 @@
 """Issue 13 figure: the extensions worker's PSS growth over N goal-state polls with no change
 (period overridden to 0.1 s), target <= 1 MB after 10,000; beside it, the worker's CPU per poll
 (user + system, its own process: where an idle poll's CPU goes, issue 17) and the
-supervisor's (its broker side of the poll: `extensions.read_status`).
+supervisor's (its broker side of the poll: `extensions.read_status`, asked since `91cc443` only
+when the status folder changed, or once a minute).
 
     /opt/guestagent/bin/python benchmarks/extensions_polls.py [--polls 10000] [--warmup 200]
 
 The whole agent runs in a confined host (emulator/confinement.py, as the integration tests)
-against the emulator, with one real-contract extension installed and enabled (so each poll
-also reads its status file back through the broker) and Extensions.GoalStatePeriod=0.1. A poll
+against the emulator, with one real-contract extension installed and enabled (its status file
+read back through the broker when it changed) and Extensions.GoalStatePeriod=0.1. A poll
 is counted by its status-blob upload (one per loop). PSS of the extensions worker is read
 after the warm-up and again after N more polls. Needs root. Prints one JSON line.
 """

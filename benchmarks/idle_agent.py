@@ -4,8 +4,8 @@
         [--minutes 10] [--warmup 60]
 
 The whole agent runs in a confined host (emulator/confinement.py, as the integration tests)
-against the emulator, with one real-contract extension installed and enabled (so every poll
-also reads its status file back through the broker and uploads the blob), at the default
+against the emulator, with one real-contract extension installed and enabled (every poll
+uploads the blob; the status file is read back through the broker when it changed), at the default
 Extensions.GoalStatePeriod and the default heartbeat interval (the confined host's test
 settings make it 0.5 s: ten times the supervisor's idle wake-ups). After the warm-up (the
 extension installed and enabled):
