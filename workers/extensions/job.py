@@ -850,7 +850,8 @@ class Job:
                 state, code, message = S.heartbeat_status(heartbeat["heartbeat"],
                                                           heartbeat["heartbeat_age"])
                 rep.status, rep.code, rep.message = state, code, message
-        if only is None:   # what left the goal state (an old sequence number, a version) goes
+        if only is None and len(self.statuses) > len(seen):
+            # What left the goal state (an old sequence number, a version) goes.
             self.statuses = {k: v for k, v in self.statuses.items() if k in seen}
 
     def upload_status(self) -> None:

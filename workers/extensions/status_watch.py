@@ -30,12 +30,10 @@ def _new_instance() -> Optional[int]:
 class StatusWatch:
     def __init__(self):
         self.fd: Optional[int] = None
-        self._tried = False
 
     def fds(self) -> Tuple[int, ...]:
         """What to send with `extensions.read_status`: the instance, made on first use."""
-        if self.fd is None and not self._tried:
-            self._tried = True
+        if self.fd is None:
             self.fd = _new_instance()
         return (self.fd,) if self.fd is not None else ()
 
@@ -51,7 +49,7 @@ class StatusWatch:
                 fired = True
             except BlockingIOError:
                 return fired
-            except OSError:   # not expected; a new instance next time
+            except OSError:   # not expected; a new instance at the next ask
                 os.close(self.fd)
-                self.fd, self._tried = None, False
+                self.fd = None
                 return True
